@@ -1,0 +1,1 @@
+"""netns-lab: virtual-network security lab on namespaces and eBPF."""

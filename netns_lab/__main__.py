@@ -1,0 +1,3 @@
+from netns_lab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,244 @@
+"""`nlab`: the command line. Parses arguments, calls the library, prints results.
+
+Exit codes: 0 success; 1 a failure of the system (rolled back); 2 bad input (topology file,
+argument, a refusal such as a lab that is already up). With --json, stdout carries exactly one
+JSON document; progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from netns_lab import builder, display, graph, loader, state, status, teardown
+from netns_lab.errors import TopologyError
+from netns_lab.kernel import netns
+from netns_lab.model import Topology, namespace
+
+DEFAULT_TOPOLOGY = "labs/nist-800-125b.yaml"
+EXIT_FAIL, EXIT_USAGE = 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def _default_topology() -> str:
+    """labs/nist-800-125b.yaml of the checkout, wherever nlab is called from."""
+    here = Path(DEFAULT_TOPOLOGY)
+    if here.exists():
+        return str(here)
+    return str(Path(__file__).resolve().parent.parent / DEFAULT_TOPOLOGY)
+
+
+def _load(path: str, name: str | None = None) -> tuple[Topology, str]:
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the topology file: {err.strerror}") from None
+    return loader.load_text(text, path, lab=name), text
+
+
+def _resolve_lab(given: str | None, *, required: bool = True) -> str | None:
+    """The lab named, or the only lab up; several up and none named is a usage error."""
+    if given:
+        return given
+    up = state.labs()
+    if len(up) == 1:
+        return up[0]
+    if not up:
+        if required:
+            raise UsageError("no lab is up (start one with `nlab up`)")
+        return None
+    raise UsageError(f"several labs are up ({', '.join(up)}): name one")
+
+
+def _running(lab: str) -> tuple[Topology, state.LabState]:
+    st = state.LabState.read(lab)
+    text = st.topology_text() if st else None
+    if st is None or text is None:
+        raise UsageError(f"lab {lab!r} is not up (labs up: {', '.join(state.labs()) or 'none'})")
+    return loader.load_text(text, st.source or "topology.yaml", lab=lab), st
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    topo, text = _load(args.topology or _default_topology(), args.name)
+    if state.LabState.read(topo.lab) is not None:
+        if not args.replace:
+            raise UsageError(
+                f"lab {topo.lab!r} is already up: `nlab down {topo.lab}` first, or `nlab up --replace`"
+            )
+        teardown.down(topo.lab)
+    started = time.perf_counter()
+    with display.progress(enabled=not args.json and sys.stderr.isatty()) as report:
+        builder.up(topo, text, report)
+    seconds = time.perf_counter() - started
+    summary = {
+        "lab": topo.lab,
+        "source": topo.source,
+        "seconds": round(seconds, 3),
+        "namespaces": len(topo.node_names()),
+        "hosts": len(topo.hosts),
+        "switches": len(topo.switches),
+        "networks": len(topo.networks),
+        "vms": len(topo.vms),
+    }
+    if args.json:
+        _emit_json(summary)
+    else:
+        display.up_summary(summary)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    lab = _resolve_lab(args.lab, required=False)
+    result = None if lab is None else teardown.down(lab)
+    doc = {
+        "lab": lab,
+        "removed": bool(result and result.anything),
+        "namespaces": result.namespaces if result else [],
+        "processes": result.processes if result else [],
+    }
+    if args.json:
+        _emit_json(doc)
+    else:
+        display.down_summary(doc)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    lab = _resolve_lab(args.lab)
+    assert lab is not None
+    topo, st = _running(lab)
+    doc = status.document(topo, st)
+    if args.json:
+        _emit_json(doc)
+    else:
+        display.status(doc)
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    lab = _resolve_lab(args.lab)
+    assert lab is not None
+    topo, _ = _running(lab)
+    if args.node not in topo.node_names():
+        raise UsageError(
+            f"node: no node {args.node!r} in lab {lab!r} (nodes: {', '.join(topo.node_names())})"
+        )
+    if not args.command:
+        raise UsageError("exec: give a command after `--`, e.g. `nlab exec web1 -- ip addr`")
+    netns.enter(namespace(lab, args.node))
+    try:
+        os.execvp(args.command[0], args.command)
+    except FileNotFoundError:
+        raise UsageError(f"exec: command not found: {args.command[0]}") from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    topo, _ = _load(args.topology)
+    doc = {
+        "valid": True,
+        "lab": topo.lab,
+        "hosts": len(topo.hosts),
+        "switches": len(topo.switches),
+        "networks": len(topo.networks),
+        "vms": len(topo.vms),
+    }
+    if args.json:
+        _emit_json(doc)
+    else:
+        print(
+            f"{args.topology}: ok: lab {topo.lab}, {doc['hosts']} hosts, {doc['switches']} switches, "
+            f"{doc['networks']} networks, {doc['vms']} VMs"
+        )
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    target = args.target
+    if target and (target.endswith((".yaml", ".yml")) or Path(target).is_file()):
+        topo, _ = _load(target)
+    else:
+        lab = _resolve_lab(target, required=False)
+        topo = _running(lab)[0] if lab else _load(_default_topology())[0]
+    source = graph.dot(topo)
+    if args.out:
+        graph.render(source, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(source)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nlab", description="netns-lab: a virtual data center in namespaces")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str, json_: bool = True):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        if json_:
+            sp.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        return sp
+
+    up = add("up", cmd_up, "build a lab from a topology file")
+    up.add_argument("topology", nargs="?", help=f"topology file (default {DEFAULT_TOPOLOGY})")
+    up.add_argument("--name", help="run the file under another lab name (prefix)")
+    up.add_argument("--replace", action="store_true", help="tear down a lab of that name first")
+    add("down", cmd_down, "remove a lab and everything it owns").add_argument("lab", nargs="?")
+    add("status", cmd_status, "show a lab and check it against the kernel").add_argument("lab", nargs="?")
+    ex = add("exec", cmd_exec, "run a command inside a node's namespace", json_=False)
+    ex.add_argument("node")
+    ex.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    ex.add_argument("--lab", help="the lab (default: the only one up)")
+    add("validate", cmd_validate, "check a topology file without building it").add_argument("topology")
+    gr = add("graph", cmd_graph, "draw a lab or a topology file (Graphviz)", json_=False)
+    gr.add_argument("target", nargs="?", help="a lab name or a topology file")
+    gr.add_argument("--out", help="write FILE.svg / .png / .pdf instead of DOT on stdout")
+    return p
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # lets the builder's undo stack run on `kill`
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "command", None) and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return args.fn(args)
+    except TopologyError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, builder.BuildError, graph.GraphvizMissing) as err:
+        print(f"nlab {args.cmd}: {err}" if isinstance(err, UsageError) else str(err), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"nlab {args.cmd}: interrupted; nothing was left half-built", file=sys.stderr)
+        return 130
+    except OSError as err:
+        print(f"nlab {args.cmd}: {err}", file=sys.stderr)
+        return EXIT_FAIL

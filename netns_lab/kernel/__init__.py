@@ -1,0 +1,1 @@
+"""The few modules that touch the kernel: namespaces and netlink."""

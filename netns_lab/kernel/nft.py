@@ -1,0 +1,29 @@
+"""nftables rulesets inside a lab namespace, through the real `nft` binary."""
+
+from __future__ import annotations
+
+import subprocess
+
+from netns_lab.kernel import netns
+
+
+class NftError(Exception):
+    pass
+
+
+def _nft(ns: str, args: list[str], stdin: str | None = None) -> str:
+    # fork() copies the calling thread's namespaces, so nft runs inside `ns`.
+    with netns.inside(ns):
+        proc = subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise NftError(proc.stderr.strip() or f"nft exited with {proc.returncode}")
+    return proc.stdout
+
+
+def load(ns: str, ruleset: str) -> None:
+    """Load a ruleset atomically (nft -f applies a file as one transaction)."""
+    _nft(ns, ["-f", "-"], stdin=ruleset)
+
+
+def ruleset(ns: str, as_json: bool = False) -> str:
+    return _nft(ns, ["-j", "list", "ruleset"] if as_json else ["list", "ruleset"])

@@ -1,0 +1,121 @@
+"""What a lab owns, recorded on disk as it is created, under /run/netns-lab/<lab>/.
+
+The journal is written *before* each namespace is made, so a `kill -9` at any point leaves a
+record that covers everything in the kernel: teardown reads it and deletes exactly those names,
+never anything found by pattern.
+
+    /run/netns-lab/<lab>/lab.json        lab name, topology source, builder pid, phase
+    /run/netns-lab/<lab>/topology.yaml   the topology text the lab was built from
+    /run/netns-lab/<lab>/namespaces      journal: one namespace name per line, in creation order
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_ROOT = Path(os.environ.get("NETNS_LAB_STATE", "/run/netns-lab"))
+PIN_ROOT = Path("/sys/fs/bpf/netns-lab")
+
+PHASE_BUILDING = "building"
+PHASE_UP = "up"
+
+
+class LabExists(Exception):
+    pass
+
+
+def state_dir(lab: str) -> Path:
+    return STATE_ROOT / lab
+
+
+def pin_dir(lab: str) -> Path:
+    return PIN_ROOT / lab
+
+
+def labs() -> list[str]:
+    """Names of the labs that have state on this machine (up, building or crashed)."""
+    if not STATE_ROOT.is_dir():
+        return []
+    return sorted(p.name for p in STATE_ROOT.iterdir() if p.is_dir())
+
+
+def _proc_start_time(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22: start time since boot
+
+
+@dataclass
+class LabState:
+    lab: str
+    source: str
+    phase: str
+    pid: int | None = None
+    pid_start: int | None = None
+    created: float = 0.0
+
+    @property
+    def dir(self) -> Path:
+        return state_dir(self.lab)
+
+    @classmethod
+    def begin(cls, lab: str, source: str, topology_text: str) -> LabState:
+        """Claim the lab name; mkdir is atomic, so two `nlab up` of one lab cannot both win."""
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        try:
+            state_dir(lab).mkdir()
+        except FileExistsError:
+            raise LabExists(lab) from None
+        pid = os.getpid()
+        state = cls(lab, source, PHASE_BUILDING, pid, _proc_start_time(pid), time.time())
+        (state.dir / "topology.yaml").write_text(topology_text)
+        (state.dir / "namespaces").touch()
+        state.save()
+        return state
+
+    @classmethod
+    def read(cls, lab: str) -> LabState | None:
+        try:
+            data = json.loads((state_dir(lab) / "lab.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            if state_dir(lab).is_dir():  # killed before lab.json was complete
+                return cls(lab, "", PHASE_BUILDING)
+            return None
+        return cls(**data)
+
+    def save(self) -> None:
+        tmp = self.dir / "lab.json.tmp"
+        tmp.write_text(json.dumps(self.__dict__, indent=2))
+        tmp.replace(self.dir / "lab.json")
+
+    def mark_up(self) -> None:
+        self.phase = PHASE_UP
+        self.pid = self.pid_start = None
+        self.save()
+
+    def record_namespace(self, name: str) -> None:
+        with open(self.dir / "namespaces", "a") as journal:
+            journal.write(name + "\n")
+
+    def namespaces(self) -> list[str]:
+        try:
+            lines = (self.dir / "namespaces").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return list(dict.fromkeys(line for line in lines if line))
+
+    def topology_text(self) -> str | None:
+        try:
+            return (self.dir / "topology.yaml").read_text()
+        except FileNotFoundError:
+            return None
+
+    def builder_alive(self) -> bool:
+        """Is the `nlab up` that is building this lab still running? (pid + start time, not name)."""
+        return self.pid is not None and _proc_start_time(self.pid) == self.pid_start

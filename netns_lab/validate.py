@@ -1,0 +1,296 @@
+"""Semantic checks of a topology: what its schema cannot say.
+
+References between names, one namespace per node, interface names that fit the kernel's limit and
+do not collide inside a namespace, unique addresses, next hops that are on a subnet of the node,
+roles that make sense. The checks read the model built from the nodes whose structure was valid;
+``declared`` holds every name the file declares per section (``None`` for a section that is not
+a mapping), so that a reference to a node left out for another error is not reported as dangling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from ipaddress import IPv4Interface
+
+from netns_lab.convert import SECTIONS
+from netns_lab.errors import Issue
+from netns_lab.model import (
+    IFNAMSIZ,
+    SWITCH_BRIDGE,
+    Host,
+    IfAddr,
+    IpAddr,
+    Route,
+    Topology,
+    Vm,
+    default_mac,
+    network_port,
+    switch_port,
+    vm_port,
+)
+
+Declared = Mapping[str, tuple[str, ...] | None]
+IfEntry = tuple[str, str | None, str]  # interface name, where it is declared (None: built in), label
+
+
+class _Found:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.issues: list[Issue] = []
+
+    def add(self, path: str, reason: str) -> None:
+        self.issues.append(Issue(self.source, path, reason))
+
+
+def check(topo: Topology, declared: Declared) -> list[Issue]:
+    """Every semantic issue of ``topo``, in a stable order."""
+    found = _Found(topo.source)
+    _unique_nodes(found, declared)
+    _references(found, topo, declared)
+    for host in topo.hosts:
+        _uplinks(found, topo, host)
+        _pci_buses(found, host)
+        _ifnames(found, f"host {host.name}", _host_ifnames(topo, host))
+    for switch, entries in _switch_ifnames(topo).items():
+        _ifnames(found, f"switch {switch}", entries)
+    _addresses(found, topo)
+    _macs(found, topo)
+    _all_routes(found, topo)
+    for vm in topo.vms:
+        _role(found, vm)
+    return found.issues
+
+
+# -- names and references ------------------------------------------------------------------------
+def _unique_nodes(found: _Found, declared: Declared) -> None:
+    """Each node becomes namespace ``<lab>-<node>``, so names are unique across sections."""
+    first: dict[str, str] = {}
+    for section in SECTIONS:
+        for name in declared[section] or ():
+            if name in first:
+                found.add(
+                    f"{section}.{name}",
+                    f"{name!r} is already the name of {first[name]}.{name} "
+                    "(switches, networks, hosts and vms share one set of names)",
+                )
+            first.setdefault(name, section)
+
+
+def _references(found: _Found, topo: Topology, declared: Declared) -> None:
+    for network in topo.networks:
+        _resolve(found, f"networks.{network.name}.switch", "switch", network.switch, declared["switches"])
+    for host in topo.hosts:
+        for pnic in host.pnics:
+            path = f"hosts.{host.name}.pnics.{pnic.name}.switch"
+            _resolve(found, path, "switch", pnic.switch, declared["switches"])
+    for vm in topo.vms:
+        if _resolve(found, f"vms.{vm.name}.host", "host", vm.host, declared["hosts"]):
+            _vm_vswitches(found, topo, vm)
+
+
+def _resolve(found: _Found, path: str, kind: str, name: str, names: tuple[str, ...] | None) -> bool:
+    """False (and reported) when ``name`` is not declared; a malformed section resolves all."""
+    if names is None or name in names:
+        return True
+    plural = _PLURALS[kind]
+    listing = f"{plural}: {', '.join(names)}" if names else f"no {plural} are declared"
+    found.add(path, f"unknown {kind} {name!r} ({listing})")
+    return False
+
+
+_PLURALS = {"switch": "switches", "host": "hosts"}
+
+
+def _vm_vswitches(found: _Found, topo: Topology, vm: Vm) -> None:
+    host = next((h for h in topo.hosts if h.name == vm.host), None)
+    if host is None:  # declared, but left out for an error already reported
+        return
+    names = [vs.name for vs in host.vswitches]
+    for nic in vm.nics:
+        if nic.vswitch in names:
+            continue
+        elsewhere = [h.name for h in topo.hosts if any(vs.name == nic.vswitch for vs in h.vswitches)]
+        hint = f"it is on {', '.join(elsewhere)}" if elsewhere else _listing("vSwitches", host.name, names)
+        found.add(
+            f"vms.{vm.name}.nics[{nic.index}].vswitch",
+            f"{nic.vswitch!r} is not a vSwitch of {host.name} ({hint})",
+        )
+
+
+def _listing(kind: str, owner: str, names: list[str]) -> str:
+    return f"{kind} of {owner}: {', '.join(names)}" if names else f"{owner} has no {kind}"
+
+
+def _uplinks(found: _Found, topo: Topology, host: Host) -> None:
+    """One vSwitch per pNIC and one pNIC per vSwitch: more would loop without NIC teaming."""
+    pnics = [pnic.name for pnic in host.pnics]
+    owner: dict[str, str] = {}
+    for vs in host.vswitches:
+        path = f"hosts.{host.name}.vswitches.{vs.name}.uplinks"
+        if len(vs.uplinks) > 1:
+            found.add(path, "more than one uplink needs NIC teaming, which this version does not build")
+        for index, pnic in enumerate(vs.uplinks):
+            if pnic not in pnics:
+                elsewhere = [h.name for h in topo.hosts if any(p.name == pnic for p in h.pnics)]
+                hint = (
+                    f"it belongs to {', '.join(elsewhere)}"
+                    if elsewhere
+                    else _listing("pNICs", host.name, pnics)
+                )
+                found.add(f"{path}[{index}]", f"{pnic!r} is not a pNIC of {host.name} ({hint})")
+            elif pnic in owner:
+                found.add(f"{path}[{index}]", f"{pnic!r} is already the uplink of {owner[pnic]}")
+            else:
+                owner[pnic] = vs.name
+
+
+def _pci_buses(found: _Found, host: Host) -> None:
+    first: dict[str, str] = {}
+    for pnic in host.pnics:
+        if pnic.pci_bus in first:
+            path = f"hosts.{host.name}.pnics.{pnic.name}.pci_bus"
+            found.add(path, f"{pnic.pci_bus} is already the PCI address of {first[pnic.pci_bus]}")
+        first.setdefault(pnic.pci_bus, pnic.name)
+
+
+# -- interface names -----------------------------------------------------------------------------
+def _host_ifnames(topo: Topology, host: Host) -> Iterator[IfEntry]:
+    yield "lo", None, "the loopback"
+    for pnic in host.pnics:
+        yield pnic.name, f"hosts.{host.name}.pnics.{pnic.name}", f"pNIC {pnic.name!r}"
+    for vs in host.vswitches:
+        yield vs.name, f"hosts.{host.name}.vswitches.{vs.name}", f"vSwitch {vs.name!r}"
+    for vm in topo.vms:
+        if vm.host == host.name:
+            for nic in vm.nics:
+                port = vm_port(vm.name, nic.index)
+                yield port, f"vms.{vm.name}.nics[{nic.index}]", f"vSwitch port {port!r}"
+
+
+def _switch_ifnames(topo: Topology) -> dict[str, list[IfEntry]]:
+    """The interfaces in each physical switch's namespace, by switch."""
+    entries: dict[str, list[IfEntry]] = {}
+
+    def add(switch: str, entry: IfEntry) -> None:
+        entries.setdefault(switch, [("lo", None, "the loopback"), (SWITCH_BRIDGE, None, "the bridge")])
+        entries[switch].append(entry)
+
+    for host in topo.hosts:
+        for pnic in host.pnics:
+            port = switch_port(host.name, pnic.name)
+            add(pnic.switch, (port, f"hosts.{host.name}.pnics.{pnic.name}", f"switch port {port!r}"))
+    for network in topo.networks:
+        port = network_port(network.name)
+        add(network.switch, (port, f"networks.{network.name}", f"switch port {port!r}"))
+    return entries
+
+
+def _ifnames(found: _Found, where: str, entries: Iterable[IfEntry]) -> None:
+    """Interface names fit IFNAMSIZ and are unique in their namespace."""
+    taken: dict[str, str] = {}
+    for name, path, label in entries:
+        size = len(name.encode())
+        if path and size > IFNAMSIZ:
+            found.add(
+                path, f"{label} is {size} bytes long, over the {IFNAMSIZ}-byte limit of interface names"
+            )
+        elif path and name in taken:
+            found.add(path, f"{label} has the same interface name as {taken[name]} in {where}")
+        taken.setdefault(name, label)
+
+
+# -- addresses -----------------------------------------------------------------------------------
+def _interfaces(topo: Topology) -> Iterator[tuple[str, str, IfAddr]]:
+    """(path of the address, owner, address) of every addressed interface, networks first."""
+    for network in topo.networks:
+        if network.ip is not None:
+            yield f"networks.{network.name}.ip", f"networks.{network.name}", network.ip
+    for vm in topo.vms:
+        for nic in vm.nics:
+            if nic.ip is not None:
+                yield f"vms.{vm.name}.nics[{nic.index}].ip", f"vms.{vm.name}.nics[{nic.index}]", nic.ip
+
+
+def _addresses(found: _Found, topo: Topology) -> None:
+    owners: dict[IpAddr, str] = {}
+    for path, owner, iface in _interfaces(topo):
+        if isinstance(iface, IPv4Interface) and iface.network.prefixlen < 31:
+            if iface.ip == iface.network.network_address:
+                found.add(path, f"{iface} is the network address of {iface.network}, not a host address")
+            elif iface.ip == iface.network.broadcast_address:
+                found.add(path, f"{iface} is the broadcast address of {iface.network}, not a host address")
+        if iface.ip in owners:
+            found.add(path, f"{iface.ip} is already used by {owners[iface.ip]}")
+        owners.setdefault(iface.ip, owner)
+
+
+def _macs(found: _Found, topo: Topology) -> None:
+    owners: dict[str, str] = {}
+    for vm in topo.vms:
+        for nic in vm.nics:
+            owner = f"vms.{vm.name}.nics[{nic.index}]"
+            path = owner if nic.mac == default_mac(topo.lab, vm.name, nic.index) else f"{owner}.mac"
+            if int(nic.mac[:2], 16) & 1:
+                found.add(path, f"{nic.mac} is a multicast MAC (the first byte must be even)")
+            elif nic.mac == "00:00:00:00:00:00":
+                found.add(path, f"{nic.mac} is not a usable MAC")
+            elif nic.mac in owners:
+                found.add(path, f"{nic.mac} is already used by {owners[nic.mac]}")
+            owners.setdefault(nic.mac, owner)
+
+
+# -- routes --------------------------------------------------------------------------------------
+def _all_routes(found: _Found, topo: Topology) -> None:
+    for network in topo.networks:
+        addrs = [network.ip] if network.ip else []
+        node = _Node(found, f"networks.{network.name}", network.name, "interface", addrs)
+        node.check(network.gateway, network.routes)
+    for vm in topo.vms:
+        addrs = [nic.ip for nic in vm.nics if nic.ip]
+        _Node(found, f"vms.{vm.name}", vm.name, "NICs", addrs).check(vm.gateway, vm.routes)
+
+
+class _Node:
+    """The routing table of one node: every next hop must be on one of its subnets."""
+
+    def __init__(self, found: _Found, path: str, name: str, noun: str, addrs: list[IfAddr]) -> None:
+        self.found, self.path, self.name, self.noun, self.addrs = found, path, name, noun, addrs
+
+    def check(self, gateway: IpAddr | None, routes: tuple[Route, ...]) -> None:
+        if gateway is not None:
+            self.on_link(f"{self.path}.gateway", gateway)
+        first: dict[object, int] = {}
+        for index, route in enumerate(routes):
+            path = f"{self.path}.routes[{index}]"
+            if route.to.version != route.via.version:
+                self.found.add(
+                    path, f"{route.via} is IPv{route.via.version} but {route.to} is IPv{route.to.version}"
+                )
+            else:
+                self.on_link(f"{path}.via", route.via)
+            if route.to in first:
+                self.found.add(f"{path}.to", f"{route.to} is already routed by routes[{first[route.to]}]")
+            elif route.to.prefixlen == 0 and gateway is not None and gateway.version == route.to.version:
+                self.found.add(f"{path}.to", f"{route.to} is the default route, which gateway already sets")
+            first.setdefault(route.to, index)
+
+    def on_link(self, path: str, hop: IpAddr) -> None:
+        if any(hop == addr.ip for addr in self.addrs):
+            self.found.add(path, f"{hop} is {self.name}'s own address")
+        elif not any(hop in addr.network for addr in self.addrs):
+            subnets = ", ".join(dict.fromkeys(str(addr.network) for addr in self.addrs))
+            where = subnets or f"{self.name} has no IP address"
+            self.found.add(path, f"{hop} is not on any subnet of {self.name}'s {self.noun} ({where})")
+
+
+# -- roles ---------------------------------------------------------------------------------------
+def _role(found: _Found, vm: Vm) -> None:
+    path = f"vms.{vm.name}"
+    if vm.role == "firewall" and vm.nftables is None:
+        found.add(path, "a firewall needs an nftables ruleset (key 'nftables')")
+    if vm.role != "firewall" and vm.nftables is not None:
+        found.add(
+            f"{path}.nftables", f"only a firewall takes an nftables ruleset ({vm.name} has role {vm.role})"
+        )
+    if vm.forwards and len(vm.nics) < 2:
+        found.add(f"{path}.nics", f"a {vm.role} forwards between NICs and needs at least 2, {vm.name} has 1")

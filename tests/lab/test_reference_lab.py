@@ -1,0 +1,168 @@
+"""The reference lab (labs/nist-800-125b.yaml) with real traffic: NIST 2.1-2.3.
+
+    internet --tor1-- hv1[ VS1 -[vm1]- VS2(web1, web2) -[vm4]- VS3 ] --tor2-- internal
+                                                                  |-- hv2[prod: app1 db1 | sandbox]
+                                                                  |-- hv3[ops: app2 mgmt1]
+
+Every denied row has a listener behind it, so "timeout" means a firewall or the topology
+dropped the packet, not that nobody was listening.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from netns_lab import loader, probe
+from netns_lab.kernel import netns
+from tests.lab.conftest import REFERENCE, Lab, nlab
+
+LISTENERS = {
+    "web1": [("10.20.0.11", 80), ("10.20.0.11", 443), ("10.20.0.11", 22)],
+    "web2": [("10.20.0.12", 80), ("10.20.0.12", 22)],
+    "app1": [("10.30.0.21", 8080), ("10.30.0.21", 22)],
+    "app2": [("10.30.0.22", 8080)],
+    "db1": [("10.30.0.31", 5432)],
+    "internal": [("10.30.0.10", 80), ("10.30.0.10", 22)],
+    "sandbox1": [("10.30.0.50", 8080)],
+}
+
+# (from, to address, port, expected outcome, why)
+DMZ_TRUTH_TABLE = [
+    ("internet", "10.20.0.11", 80, "open", "outside -> web:80 allowed by vm1"),
+    ("internet", "10.20.0.11", 443, "open", "outside -> web:443 allowed by vm1"),
+    ("internet", "10.20.0.12", 80, "open", "outside -> second web VM"),
+    ("internet", "10.20.0.11", 22, "timeout", "outside -> web:22 denied by vm1"),
+    ("internet", "10.30.0.10", 80, "timeout", "outside -> internal network denied"),
+    ("internet", "10.30.0.21", 8080, "timeout", "outside -> app tier denied"),
+    ("web1", "10.30.0.21", 8080, "open", "web -> app:8080 allowed by vm4 (hv1 -> hv2)"),
+    ("web2", "10.30.0.22", 8080, "open", "web -> app:8080 allowed by vm4 (hv1 -> hv3)"),
+    ("web1", "10.30.0.21", 22, "timeout", "web -> app on another port denied by vm4"),
+    ("web1", "10.30.0.31", 5432, "timeout", "web -> db denied by vm4"),
+    ("web1", "10.30.0.10", 80, "timeout", "web -> internal network denied by vm4"),
+    ("mgmt1", "10.20.0.11", 22, "open", "management -> web:22 allowed by vm4"),
+    ("app1", "10.20.0.11", 22, "timeout", "app -> web:22 denied by vm4"),
+    ("internal", "10.20.0.11", 80, "timeout", "internal -> web:80 not in vm4's policy"),
+    ("app2", "10.30.0.31", 5432, "open", "same subnet across hosts through tor2 (hv3 -> hv2)"),
+    ("app1", "10.30.0.31", 5432, "open", "same vSwitch, same host"),
+]
+
+
+@pytest.fixture(scope="module")
+def listeners(reference_lab: Lab):
+    stack = []
+    try:
+        for node, endpoints in LISTENERS.items():
+            ctx = probe.listening(reference_lab.ns(node), endpoints)
+            ctx.__enter__()
+            stack.append(ctx)
+        yield
+    finally:
+        for ctx in reversed(stack):
+            ctx.__exit__(None, None, None)
+
+
+def test_status_matches_topology(reference_lab: Lab) -> None:
+    topo = loader.load(REFERENCE, lab=reference_lab.name)
+    doc = reference_lab.status()
+    assert doc["lab"] == reference_lab.name
+    assert doc["healthy"] is True and doc["missing"] == []
+    assert [h["name"] for h in doc["hosts"]] == [h.name for h in topo.hosts]
+    assert [s["name"] for s in doc["switches"]] == ["tor1", "tor2"]
+    for host, want in zip(doc["hosts"], topo.hosts, strict=True):
+        assert host["namespace"] == f"{reference_lab.name}-{want.name}"
+        assert [p["name"] for p in host["pnics"]] == [p.name for p in want.pnics]
+        assert all(p["up"] for p in host["pnics"])
+        assert [v["name"] for v in host["vswitches"]] == [v.name for v in want.vswitches]
+    assert len(doc["vms"]) == len(topo.vms)
+    for vm, want in zip(doc["vms"], topo.vms, strict=True):
+        assert (vm["name"], vm["host"], vm["role"]) == (want.name, want.host, want.role)
+        assert vm["namespace"] == f"{reference_lab.name}-{want.name}"
+        for nic, wnic in zip(vm["nics"], want.nics, strict=True):
+            assert nic["name"] == wnic.name and nic["vswitch"] == wnic.vswitch
+            assert nic["ip"] == (str(wnic.ip) if wnic.ip else None)
+            assert nic["mac"] == wnic.mac and nic["vlan"] is None and nic["vni"] is None
+            assert nic["up"] is True
+
+
+def test_kernel_matches_status(reference_lab: Lab) -> None:
+    """The MAC and address the status promises are the ones the kernel has."""
+    doc = reference_lab.status()
+    for vm in doc["vms"]:
+        out = json.loads(
+            nlab("exec", "--lab", reference_lab.name, vm["name"], "--", "ip", "-j", "addr", check=True).stdout
+        )
+        by_name = {link["ifname"]: link for link in out}
+        for nic in vm["nics"]:
+            link = by_name[nic["name"]]
+            assert link["address"] == nic["mac"]
+            v4 = [f"{a['local']}/{a['prefixlen']}" for a in link["addr_info"] if a["family"] == "inet"]
+            assert v4 == ([nic["ip"]] if nic["ip"] else [])
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "port", "expected", "why"), DMZ_TRUTH_TABLE, ids=[row[4] for row in DMZ_TRUTH_TABLE]
+)
+def test_dmz_truth_table(
+    reference_lab: Lab, listeners: None, src: str, dst: str, port: int, expected: str, why: str
+) -> None:
+    assert probe.tcp(reference_lab.ns(src), dst, port, timeout=1.0) == expected, why
+
+
+def test_denials_are_counted_by_the_firewall_vms(reference_lab: Lab, listeners: None) -> None:
+    before = _denied(reference_lab, "vm1")
+    assert probe.tcp(reference_lab.ns("internet"), "10.20.0.12", 22, timeout=0.5) == "timeout"
+    assert _denied(reference_lab, "vm1") > before
+
+
+def _denied(lab: Lab, fw: str) -> int:
+    out = nlab("exec", "--lab", lab.name, fw, "--", "nft", "-j", "list", "ruleset", check=True).stdout
+    for item in json.loads(out)["nftables"]:
+        rule = item.get("rule")
+        if rule and rule.get("comment", "").startswith("denied by"):
+            return next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+    raise AssertionError(f"{fw} has no 'denied by' counter rule")
+
+
+def test_unconnected_vswitches_cannot_reach_each_other(reference_lab: Lab, listeners: None) -> None:
+    """hv2's sandbox vSwitch has no uplink: same subnet as app1, yet no frame gets across."""
+    sandbox, app1 = reference_lab.ns("sandbox1"), reference_lab.ns("app1")
+    assert probe.tcp(sandbox, "10.30.0.21", 8080, timeout=1.0) in ("timeout", "unreachable")
+    assert probe.tcp(app1, "10.30.0.50", 8080, timeout=1.0) in ("timeout", "unreachable")
+    assert not probe.ping(sandbox, "10.30.0.21")
+
+
+def test_exec_runs_inside_the_node(reference_lab: Lab) -> None:
+    proc = nlab(
+        "exec", "--lab", reference_lab.name, "web1", "--", "ip", "-br", "addr", "show", "eth0", check=True
+    )
+    assert "10.20.0.11/24" in proc.stdout
+    missing = nlab("exec", "--lab", reference_lab.name, "nosuch", "--", "true")
+    assert missing.returncode == 2 and "no node 'nosuch'" in missing.stderr
+
+
+def test_up_refuses_a_lab_that_is_up(reference_lab: Lab) -> None:
+    proc = reference_lab.up()
+    assert proc.returncode == 2
+    assert f"lab '{reference_lab.name}' is already up" in proc.stderr
+    assert reference_lab.status()["healthy"]
+
+
+def test_graph_draws_every_node(reference_lab: Lab, tmp_path) -> None:
+    out = tmp_path / "lab.svg"
+    nlab("graph", reference_lab.name, "--out", str(out), check=True)
+    svg = out.read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    for node in ("vm1", "vm4", "web1", "analyzer", "tor1", "tor2", "internet", "hv3"):
+        assert f">{node}" in svg
+
+
+def test_namespaces_and_nothing_in_root(reference_lab: Lab) -> None:
+    """The root namespace has no lab interface; every lab interface lives in a lab namespace."""
+    root = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout
+    names = {link["ifname"] for link in json.loads(root)}
+    lab_ifnames = {"fabric", "vs1", "vs2", "vs3", "vsmon", "web1-0", "hv1-eth0", "internet"}
+    assert not names & lab_ifnames
+    assert all(netns.exists(reference_lab.ns(n)) for n in ("tor1", "hv1", "web1", "internet"))

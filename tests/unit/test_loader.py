@@ -1,0 +1,257 @@
+"""The topology loader: bad files fail with exactly their expected messages, good files load to
+their golden models, ``--name`` renames a lab and re-runs every check, and no input crashes it.
+
+Each ``bad/*.yaml`` begins with ``# expect: <file>: path: reason`` lines, ``<file>`` standing for
+the file's path; the set of messages must be exactly that set. Golden models are
+``good/<name>.expected.json`` for ``good/*.yaml`` and ``labs/*.yaml``; regenerate them with
+``UPDATE_GOLDEN=1 pytest tests/unit/test_loader.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from netns_lab.errors import Issue, TopologyError
+from netns_lab.loader import load, load_text, parse_yaml
+from netns_lab.model import Topology, default_mac
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+REFERENCE = ROOT / "labs" / "nist-800-125b.yaml"
+BAD = sorted((HERE / "bad").glob("*.yaml"))
+GOOD = sorted((HERE / "good").glob("*.yaml")) + sorted((ROOT / "labs").glob("*.yaml"))
+EXPECT = "# expect: "
+LAB_HINT = "lowercase letters and digits, starting with a letter, at most 8 characters"
+MINIMAL = (HERE / "good" / "minimal.yaml").read_text()
+
+
+def expected_messages(path: Path) -> set[str]:
+    lines = path.read_text().splitlines()
+    return {line[len(EXPECT) :].replace("<file>", str(path)) for line in lines if line.startswith(EXPECT)}
+
+
+def messages(err: TopologyError) -> set[str]:
+    return {str(issue) for issue in err.errors}
+
+
+def errors_of(text: str, lab: str | None = None, source: str = "lab.yaml") -> set[str]:
+    with pytest.raises(TopologyError) as caught:
+        load_text(text, source, lab=lab)
+    return messages(caught.value)
+
+
+def as_json(topo: Topology) -> str:
+    """The model as JSON, without its source path (which depends on where tests run)."""
+    data = dataclasses.asdict(topo)
+    del data["source"]
+    return json.dumps(data, indent=2, default=str) + "\n"
+
+
+# -- bad files -----------------------------------------------------------------------------------
+def test_there_are_enough_bad_files() -> None:
+    assert len(BAD) >= 30
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda path: path.stem)
+def test_bad_file_fails_with_exactly_its_messages(path: Path) -> None:
+    expected = expected_messages(path)
+    assert expected, f"{path.name} has no '{EXPECT}' line"
+    with pytest.raises(TopologyError) as caught:
+        load(path)
+    assert messages(caught.value) == expected
+    assert set(str(caught.value).splitlines()) == expected
+    assert len(caught.value.errors) == len(expected), "an issue is reported twice"
+
+
+# -- good files ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", GOOD, ids=lambda path: path.stem)
+def test_good_file_matches_its_golden_model(path: Path) -> None:
+    golden = HERE / "good" / f"{path.stem}.expected.json"
+    actual = as_json(load(path))
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(actual)
+    assert golden.exists(), f"no {golden.name}: run with UPDATE_GOLDEN=1 and review it"
+    assert actual == golden.read_text()
+
+
+def test_reference_lab_loads() -> None:
+    topo = load(REFERENCE)
+    assert (topo.lab, topo.source) == ("nist", str(REFERENCE))
+    assert (len(topo.hosts), len(topo.switches), len(topo.vms), len(topo.networks)) == (3, 2, 10, 2)
+    assert sorted(vm.name for vm in topo.vms if vm.role == "firewall") == ["vm1", "vm4"]
+    assert topo.vm("analyzer").role == "analyzer"
+    assert all(vm.nftables for vm in topo.vms if vm.role == "firewall")
+    assert all(vm.nftables is None for vm in topo.vms if vm.role != "firewall")
+    assert topo.host("hv1").vswitch("vs2").internal_only
+    assert topo.node_names()[:4] == ["tor1", "tor2", "internet", "internal"]
+
+
+def test_model_mapping() -> None:
+    topo = load(REFERENCE)
+    vm1 = topo.vm("vm1")
+    assert [(nic.index, nic.name, nic.vswitch) for nic in vm1.nics] == [
+        (0, "eth0", "vs1"),
+        (1, "eth1", "vs2"),
+    ]
+    assert vm1.nics[0].ip == IPv4Interface("198.51.100.1/24")
+    assert vm1.routes[0].to == IPv4Network("10.30.0.0/24")
+    assert vm1.routes[0].via == IPv4Address("10.20.0.254")
+    assert topo.vm("web1").gateway == IPv4Address("10.20.0.1")
+    assert topo.vm("web1").nics[0].mac == default_mac("nist", "web1", 0)
+    assert topo.host("hv1").pnics[1].pci_bus == "0000:81:00.0"
+    assert topo.host("hv2").vswitch("prod").uplinks == ("eth1",)
+    assert topo.description == "NIST SP 800-125B reference data center"
+
+
+def test_missing_sections_are_empty() -> None:
+    topo = load_text("lab: empty\n", "lab.yaml")
+    assert (topo.switches, topo.networks, topo.hosts, topo.vms, topo.description) == ((), (), (), (), "")
+
+
+def test_yaml_scalars_are_read_as_yaml_1_2() -> None:
+    topo = load(HERE / "good" / "yaml-features.yaml")
+    assert [pnic.pci_bus for pnic in topo.hosts[0].pnics] == ["0000:03:00.0", "0000:03:00.1"]
+    assert topo.vm("no").nics[0].mac == "12:34:56:00:00:01"
+    assert [vm.name for vm in topo.vms] == ["no", "yes"]
+
+
+def test_ipv6_and_tags() -> None:
+    topo = load(HERE / "good" / "ipv6-vlan.yaml")
+    web1 = topo.vm("web1")
+    assert web1.nics[0].ip == IPv6Interface("2001:db8:ff::11/64")
+    assert (web1.nics[0].vlan, web1.nics[1].vlan, topo.vm("app1").nics[0].vni) == (10, 4094, 16777215)
+
+
+# -- --name --------------------------------------------------------------------------------------
+def test_name_override_renames_the_lab_and_its_derived_macs() -> None:
+    topo = load(REFERENCE, lab="copy")
+    assert topo.lab == "copy"
+    assert topo == load(REFERENCE).renamed("copy")
+    assert topo.vm("web1").nics[0].mac == default_mac("copy", "web1", 0)
+    assert topo.vm("web1").nics[0].mac != load(REFERENCE).vm("web1").nics[0].mac
+
+
+def test_renamed_keeps_explicit_macs() -> None:
+    original = load(HERE / "good" / "ipv6-vlan.yaml")
+    renamed = original.renamed("other")
+    web1, before = renamed.vm("web1"), original.vm("web1")
+    assert web1.nics[0].mac == before.nics[0].mac == "02:00:00:00:00:11"
+    assert web1.nics[1].mac == default_mac("other", "web1", 1) != before.nics[1].mac
+
+
+@pytest.mark.parametrize("name", ["Bad-Name", "ninechars", "1lab", ""])
+def test_bad_name_override_is_reported_as_name(name: str) -> None:
+    assert errors_of(MINIMAL, lab=name) == {f"lab.yaml: --name: {name!r} is not a valid lab name: {LAB_HINT}"}
+
+
+def test_name_override_does_not_excuse_a_bad_lab_key() -> None:
+    text = MINIMAL.replace("lab: mini", "lab: Mini")
+    assert errors_of(text, lab="ok") == {f"lab.yaml: lab: 'Mini' is not a valid lab name: {LAB_HINT}"}
+
+
+def test_name_override_reruns_the_checks() -> None:
+    """An explicit MAC can collide with a MAC derived from the new name only."""
+    clash = default_mac("zz", "web2", 0)
+    text = MINIMAL.replace("ip: 10.0.0.11/24}", f"ip: 10.0.0.11/24, mac: '{clash}'}}")
+    text += "  web2:\n    host: hv1\n    nics: [{vswitch: vs1}]\n"
+    load_text(text, "lab.yaml")
+    assert errors_of(text, lab="zz") == {
+        f"lab.yaml: vms.web2.nics[0]: {clash} is already used by vms.web1.nics[0]"
+    }
+
+
+# -- files and errors ----------------------------------------------------------------------------
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError) as caught:
+        load(tmp_path / "nope.yaml")
+    assert messages(caught.value) == {
+        f"{tmp_path}/nope.yaml: (file): cannot read the file: No such file or directory"
+    }
+
+
+def test_file_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"lab: caf\xe9\n")
+    with pytest.raises(TopologyError) as caught:
+        load(path)
+    assert messages(caught.value) == {f"{path}: (file): not UTF-8 text (byte 0xe9 at offset 8)"}
+
+
+def test_issue_and_error_text() -> None:
+    issues = [Issue("a.yaml", "lab", "one"), Issue("a.yaml", "vms.x", "two")]
+    assert str(issues[0]) == "a.yaml: lab: one"
+    assert str(TopologyError(issues)) == "a.yaml: lab: one\na.yaml: vms.x: two"
+    assert TopologyError(issues).errors == issues
+
+
+def test_structural_issues_come_in_document_order() -> None:
+    text = "lab: t\nvms:\n  b: {host: 1, nics: []}\n  a: {host: hv1, nics: x}\n"
+    with pytest.raises(TopologyError) as caught:
+        load_text(text, "lab.yaml")
+    assert [issue.path for issue in caught.value.errors] == ["vms.b.host", "vms.b.nics", "vms.a.nics"]
+
+
+def test_a_node_with_a_structural_error_is_not_reported_as_dangling() -> None:
+    text = MINIMAL.replace("driver: ixgbe, ", "")
+    assert errors_of(text) == {"lab.yaml: hosts.hv1.pnics.eth0: missing required key 'driver'"}
+
+
+# -- robustness ----------------------------------------------------------------------------------
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10, 70000), st.text(max_size=12))
+KEYS = st.sampled_from(["lab", "vms", "hosts", "host", "nics", "vswitch", "ip", "uplinks", "x", "to", "via"])
+VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3)
+)
+
+
+def _paths(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    return [path] + [sub for key, child in items for sub in _paths(child, (*path, key))]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(choice=st.integers(min_value=0), value=VALUES)
+def test_any_damage_to_the_reference_lab_is_reported_not_crashed(choice: int, value: Any) -> None:
+    data, _ = parse_yaml(REFERENCE.read_text(), "ref")
+    paths = _paths(data)[1:]
+    *parent, last = paths[choice % len(paths)]
+    node = data
+    for key in parent:
+        node = node[key]
+    node[last] = value
+    try:
+        load_text(json.dumps(data), "ref.yaml")
+    except TopologyError as err:
+        assert err.errors
+        assert all(issue.source == "ref.yaml" and issue.path and issue.reason for issue in err.errors)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=60))
+def test_any_text_is_reported_not_crashed(text: str) -> None:
+    try:
+        load_text(text, "any.yaml")
+    except TopologyError as err:
+        assert err.errors
+
+
+def test_the_example_in_the_docs_loads() -> None:
+    docs = (ROOT / "docs" / "topology.md").read_text()
+    example = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
+    topo = load_text(example, "docs/topology.md")
+    assert [vm.name for vm in topo.vms] == ["fw1", "web1"]
+
+
+def test_nesting_too_deep_is_reported() -> None:
+    for depth in (40, 3000):
+        text = "lab: t\ndescription: " + "[" * depth + "]" * depth + "\n"
+        assert errors_of(text) == {"lab.yaml: (file): mappings and lists are nested more than 32 levels deep"}
