@@ -1,7 +1,8 @@
 """`nlab`: the command line. Parses arguments, calls the library, prints results.
 
 Exit codes: 0 success; 1 a failure of the system (rolled back); 2 bad input (topology file,
-argument, a refusal such as a lab that is already up). With --json, stdout carries exactly one
+argument, a refusal such as a lab that is already up); 3 a check ran and found the design
+non-compliant (e.g. `nlab vlans`). With --json, stdout carries exactly one
 JSON document; progress and messages go to stderr.
 """
 
@@ -18,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netns_lab import builder, display, graph, loader, state, status, teardown
+from netns_lab import builder, display, graph, loader, state, status, teardown, vlancheck
 from netns_lab.errors import TopologyError
 from netns_lab.kernel import netns
 from netns_lab.model import Topology, namespace
 
 DEFAULT_TOPOLOGY = "labs/nist-800-125b.yaml"
-EXIT_FAIL, EXIT_USAGE = 1, 2
+EXIT_FAIL, EXIT_USAGE, EXIT_NONCOMPLIANT = 1, 2, 3
 
 
 class UsageError(Exception):
@@ -184,6 +185,51 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(target: str | None) -> tuple[Topology, bool]:
+    """A topology file, or a lab (named, or the only one up); True when it is a running lab."""
+    if target and (target.endswith((".yaml", ".yml")) or Path(target).is_file()):
+        return _load(target)[0], False
+    lab = _resolve_lab(target, required=False)
+    if lab:
+        return _running(lab)[0], True
+    return _load(_default_topology())[0], False
+
+
+def cmd_vlans(args: argparse.Namespace) -> int:
+    """VM-VN-R1: host trunk profiles against their switch ports; with --probe, real pings."""
+    topo, running = _target(args.target)
+    if args.probe and not running:
+        raise UsageError("vlans --probe needs a lab that is up (name it, or `nlab up` first)")
+    findings = vlancheck.check(topo)
+    probes = vlancheck.probe_vlans(topo) if args.probe else []
+    doc = {
+        "lab": topo.lab,
+        "recommendation": vlancheck.RECOMMENDATION,
+        "trunks": [
+            {
+                "trunk": t.name,
+                "host": t.host,
+                "pnic": t.pnic,
+                "vswitch": t.vswitch,
+                "switch": t.switch,
+                "port": t.port,
+                "host_side": display.profile_text(topo, t.host_side),
+                "switch_side": display.profile_text(topo, t.switch_side),
+            }
+            for t in vlancheck.trunks(topo)
+        ],
+        "findings": [f.__dict__ for f in findings],
+        "probes": [p.__dict__ for p in probes],
+    }
+    bad_probe = any(p.outcome == "lost" and p.expected for p in probes)
+    doc["compliant"] = not any(f.severity == "error" for f in findings) and not bad_probe
+    if args.json:
+        _emit_json(doc)
+    else:
+        display.vlans(doc)
+    return 0 if doc["compliant"] else EXIT_NONCOMPLIANT
+
+
 # -- parser --------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nlab", description="netns-lab: a virtual data center in namespaces")
@@ -211,6 +257,9 @@ def _parser() -> argparse.ArgumentParser:
     gr = add("graph", cmd_graph, "draw a lab or a topology file (Graphviz)", json_=False)
     gr.add_argument("target", nargs="?", help="a lab name or a topology file")
     gr.add_argument("--out", help="write FILE.svg / .png / .pdf instead of DOT on stdout")
+    vl = add("vlans", cmd_vlans, "check VLAN trunks against switch ports (NIST VM-VN-R1)")
+    vl.add_argument("target", nargs="?", help="a lab name or a topology file")
+    vl.add_argument("--probe", action="store_true", help="also ping every VLAN across every trunk (lab up)")
     return p
 
 

@@ -1,17 +1,22 @@
 """Build the model from topology data whose structure the schema has accepted.
 
-Values the schema only knows as strings (addresses, prefixes) are parsed here; a node with a
-value that does not parse is reported and left out of the model, like a node with a structural
-error, so that the semantic checks only ever see well-formed objects.
+Values the schema only knows as strings (addresses, prefixes) are parsed here, and VLAN
+references (a name declared in ``vlans:`` or an id) become ids. A node with a value that does
+not parse or a reference that does not resolve is reported and left out of the model, like a
+node with a structural error, so that the semantic checks only ever see well-formed objects.
+
+What only the raw data shows is checked here too, and reported without leaving the node out:
+a trunk that lists a VLAN twice, an access port that also sets ``trunk`` or ``untagged``, a
+switch port that carries nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from ipaddress import ip_address, ip_interface, ip_network
 from typing import Any, TypeVar
 
-from netns_lab.errors import Issue
+from netns_lab.errors import Issue, did_you_mean
 from netns_lab.model import (
     Host,
     IfAddr,
@@ -20,15 +25,22 @@ from netns_lab.model import (
     Network,
     Nic,
     PNic,
+    PortProfile,
     Route,
     Switch,
     Topology,
+    Vlan,
     Vm,
+    VmkNic,
     VSwitch,
     default_mac,
+    vmknic_mac,
 )
 
 SECTIONS = ("switches", "networks", "hosts", "vms")  # in build order, as Topology.node_names
+KEYED_SECTIONS = (*SECTIONS, "vlans")  # sections whose entries are left out one by one when broken
+Declared = Mapping[str, tuple[str, ...] | None]  # names per section; None: not a mapping
+VlanRef = int | float | str  # the schema's integer admits 10.0
 
 Node = TypeVar("Node")
 
@@ -40,14 +52,18 @@ class Converter:
         self.source = source
         self.lab = lab
         self.issues: list[Issue] = []
+        self.vlans = VlanTable(None, set())
+        self._failures = 0  # values that do not parse: the node they are in is left out
 
     def topology(self, data: dict[str, Any], broken: set[tuple[str, str]]) -> Topology:
         """The model of every node not in ``broken`` whose values parse."""
         desc = data.get("description")
+        self.vlans = VlanTable(data.get("vlans"), {name for section, name in broken if section == "vlans"})
         return Topology(
             lab=self.lab,
             source=self.source,
-            switches=self._section(data, "switches", broken, lambda name, _: Switch(name)),
+            vlans=self.vlans.vlans,
+            switches=self._section(data, "switches", broken, self.switch),
             networks=self._section(data, "networks", broken, self.network),
             hosts=self._section(data, "hosts", broken, self.host),
             vms=self._section(data, "vms", broken, self.vm),
@@ -68,9 +84,9 @@ class Converter:
         for name, raw in nodes.items():
             if (section, name) in broken:
                 continue
-            before = len(self.issues)
+            before = self._failures
             node = make(name, raw)
-            if len(self.issues) == before:
+            if self._failures == before:
                 built.append(node)
         return tuple(built)
 
@@ -84,13 +100,55 @@ class Converter:
             routes=self.routes(f"{path}.routes", raw.get("routes", [])),
         )
 
+    def switch(self, name: str, raw: dict[str, Any] | None) -> Switch:
+        ports = (raw or {}).get("ports") or {}
+        path = f"switches.{name}.ports"
+        profiles = ((port, self.port_profile(f"{path}.{port}", p or {})) for port, p in ports.items())
+        return Switch(name, ports=tuple(profiles))
+
+    def port_profile(self, path: str, raw: dict[str, Any]) -> PortProfile:
+        """An access port, a trunk (untagged frames only if asked), or a plain port."""
+        if "access" in raw:
+            if "trunk" in raw or "untagged" in raw:
+                reason = (
+                    "'access' excludes 'trunk' and 'untagged' (an access port carries one VLAN, untagged)"
+                )
+                self._report(path, reason)
+            return PortProfile(access=self.vlan(f"{path}.access", raw["access"]))
+        untagged = raw.get("untagged", "trunk" not in raw)
+        if not raw.get("trunk") and not untagged:
+            self._report(path, "the port carries nothing (no 'trunk' VLANs and 'untagged' is false)")
+        return PortProfile(trunk=self.trunk(f"{path}.trunk", raw.get("trunk", [])), untagged=untagged)
+
     def host(self, name: str, raw: dict[str, Any]) -> Host:
         pnics = raw.get("pnics") or {}
         vswitches = raw.get("vswitches") or {}
+        vmknics = raw.get("vmknics") or {}
         return Host(
             name=name,
             pnics=tuple(PNic(pnic, p["switch"], p["driver"], p["pci_bus"]) for pnic, p in pnics.items()),
-            vswitches=tuple(VSwitch(vs, tuple((v or {}).get("uplinks", ()))) for vs, v in vswitches.items()),
+            vswitches=tuple(self.vswitch(name, vs, v or {}) for vs, v in vswitches.items()),
+            vmknics=tuple(self.vmknic(name, k, v) for k, v in vmknics.items()),
+        )
+
+    def vswitch(self, host: str, name: str, raw: dict[str, Any]) -> VSwitch:
+        trunk = raw.get("trunk")
+        return VSwitch(
+            name=name,
+            uplinks=tuple(raw.get("uplinks", ())),
+            trunk=None if trunk is None else self.trunk(f"hosts.{host}.vswitches.{name}.trunk", trunk),
+            untagged=raw.get("untagged"),
+        )
+
+    def vmknic(self, host: str, name: str, raw: dict[str, Any]) -> VmkNic:
+        path = f"hosts.{host}.vmknics.{name}"
+        mac = raw.get("mac")
+        return VmkNic(
+            name=name,
+            vswitch=raw["vswitch"],
+            mac=mac.lower() if mac else vmknic_mac(self.lab, host, name),
+            ip=self.interface(f"{path}.ip", raw.get("ip")),
+            vlan=self.vlan(f"{path}.vlan", raw.get("vlan")),
         )
 
     def vm(self, name: str, raw: dict[str, Any]) -> Vm:
@@ -112,9 +170,32 @@ class Converter:
             vswitch=raw["vswitch"],
             mac=mac.lower() if mac else default_mac(self.lab, vm, index),
             ip=self.interface(f"vms.{vm}.nics[{index}].ip", raw.get("ip")),
-            vlan=_whole(raw.get("vlan")),
+            vlan=self.vlan(f"vms.{vm}.nics[{index}].vlan", raw.get("vlan")),
             vni=_whole(raw.get("vni")),
         )
+
+    def vlan(self, path: str, ref: VlanRef | None) -> int | None:
+        if ref is None:
+            return None
+        found = self.vlans.resolve(ref)
+        if isinstance(found, int):
+            return found
+        self._failures += 1
+        if found is not None:  # None: a VLAN with a broken declaration may be meant, already reported
+            self.issues.append(Issue(self.source, path, found))
+        return None
+
+    def trunk(self, path: str, refs: list[VlanRef]) -> frozenset[int]:
+        first: dict[int, int] = {}
+        for index, ref in enumerate(refs):
+            vid = self.vlan(f"{path}[{index}]", ref)
+            if vid in first:
+                self._report(
+                    f"{path}[{index}]", f"{self.vlans.label(vid)} is already listed at trunk[{first[vid]}]"
+                )
+            elif vid is not None:
+                first[vid] = index
+        return frozenset(first)
 
     def routes(self, path: str, raw: list[dict[str, str]]) -> tuple[Route, ...]:
         routes = []
@@ -161,7 +242,53 @@ class Converter:
         return network
 
     def _fail(self, path: str, reason: str) -> None:
+        """A value that does not parse: the node is left out."""
+        self._failures += 1
         self.issues.append(Issue(self.source, path, reason))
+
+    def _report(self, path: str, reason: str) -> None:
+        """A problem the model can still represent: the node stays in."""
+        self.issues.append(Issue(self.source, path, reason))
+
+
+class VlanTable:
+    """The VLANs declared in ``vlans:``, turning references (a name or an id) into ids.
+
+    Without VLANs declared (no section, or an empty one) any id is accepted, the schema having
+    checked its range, and no name is. A VLAN whose declaration is broken still counts as
+    declared: a reference to it cannot be resolved, but it is not reported a second time.
+    """
+
+    def __init__(self, raw: Any, broken: set[str]) -> None:
+        entries = raw if isinstance(raw, dict) else {}
+        self.vlans = tuple(Vlan(name, int(vid)) for name, vid in entries.items() if name not in broken)
+        self.broken = broken
+        self.malformed = raw is not None and not isinstance(raw, dict)  # every name may be declared
+        self.strict = bool(entries)  # an id must be declared
+
+    def resolve(self, ref: VlanRef) -> int | str | None:
+        """The id ``ref`` stands for; else why it is unknown, or None if a broken VLAN may be it."""
+        ids = {vlan.name: vlan.id for vlan in self.vlans}
+        if isinstance(ref, str):
+            if ref in ids:
+                return ids[ref]
+            if ref in self.broken or self.malformed:
+                return None
+            return f"unknown VLAN {ref!r} ({did_you_mean(ref, ids)}{self._listing()})"
+        vid = int(ref)
+        if not self.strict or vid in ids.values():
+            return vid
+        return None if self.broken else f"unknown VLAN {vid} ({self._listing()})"
+
+    def label(self, vid: int) -> str:
+        """``VLAN 110 (web)``, or ``VLAN 110`` for an id that has no name."""
+        name = next((vlan.name for vlan in self.vlans if vlan.id == vid), None)
+        return f"VLAN {vid} ({name})" if name else f"VLAN {vid}"
+
+    def _listing(self) -> str:
+        if not self.vlans:
+            return "no VLANs are declared"
+        return "vlans: " + ", ".join(f"{vlan.name} ({vlan.id})" for vlan in self.vlans)
 
 
 def _whole(value: int | float | None) -> int | None:

@@ -14,8 +14,8 @@ from rich.table import Table
 from netns_lab.builder import Progress as ProgressFn
 
 # Piped output (less, a file, a CI log) gets full rows instead of ellipses at 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, emoji=False)
 
 
 @contextlib.contextmanager
@@ -118,3 +118,82 @@ def status(doc: dict[str, Any]) -> None:
                 _mark(nic["up"]),
             )
     out.print(vms)
+    _ports(doc)
+
+
+def _policy(port: dict[str, Any]) -> str:
+    if port["mode"] == "access":
+        return f"access {port['vlan_name']}"
+    if port["mode"] == "plain":
+        return "plain (untagged)"
+    tagged = ",".join(port["allowed_names"])
+    return f"trunk {tagged}" + (" +untagged" if port["untagged"] else "")
+
+
+def _drops(port: dict[str, Any]) -> str:
+    parts = []
+    for direction in ("ingress", "egress"):
+        for reason, c in port["counters"][direction]["drop"].items():
+            parts.append(f"[red]{reason}[/] {'in' if direction == 'ingress' else 'out'} {c['packets']}")
+    return ", ".join(parts) or "-"
+
+
+def _ports(doc: dict[str, Any]) -> None:
+    """Switch ports with their VLAN policy and counters (in: from the device, out: to it)."""
+    table = Table(
+        "node",
+        "port",
+        "peer",
+        "policy",
+        "in pass",
+        "out pass",
+        "drops",
+        title="switch ports",
+        title_justify="left",
+    )
+    for node in [*doc["hosts"], *doc["switches"]]:
+        for i, port in enumerate(node.get("ports", [])):
+            if "counters" not in port:
+                continue
+            c = port["counters"]
+            table.add_row(
+                node["name"] if i == 0 else "",
+                port["name"],
+                port["peer"],
+                _policy(port),
+                str(c["ingress"]["pass"]["packets"]),
+                str(c["egress"]["pass"]["packets"]),
+                _drops(port),
+            )
+    out.print(table)
+
+
+def profile_text(topo: Any, profile: Any) -> str:
+    """A PortProfile in words: 'access app', 'trunk app,db +untagged', 'plain (untagged)'."""
+    if profile.access is not None:
+        return f"access {topo.vlan_name(profile.access)}"
+    if not profile.trunk:
+        return "plain (untagged)" if profile.untagged else "nothing"
+    names = ",".join(topo.vlan_name(v) for v in sorted(profile.trunk))
+    return f"trunk {names}" + (" +untagged" if profile.untagged else "")
+
+
+def vlans(doc: dict[str, Any]) -> None:
+    verdict = "[green]compliant[/]" if doc["compliant"] else "[red]NOT compliant[/]"
+    out.print(f"[bold]{doc['recommendation']}[/] lab {doc['lab']}: {verdict}")
+    trunks = Table("trunk", "host side", "switch side", title="trunks", title_justify="left")
+    for t in doc["trunks"]:
+        trunks.add_row(t["trunk"], t["host_side"], t["switch_side"])
+    out.print(trunks)
+    for f in doc["findings"]:
+        colour = "red" if f["severity"] == "error" else "yellow"
+        out.print(f"[{colour}]{f['severity']}[/] {f['trunk']}: VLAN {f['vlan']}: {f['reason']}")
+    if doc["probes"]:
+        probes = Table("trunk", "VLAN", "result", "from", "to", title="live probes", title_justify="left")
+        for p in doc["probes"]:
+            ok = p["outcome"] == "delivered" or (p["outcome"] == "lost" and not p["expected"])
+            mark = "green" if ok else ("yellow" if p["outcome"] == "no-endpoints" else "red")
+            probes.add_row(
+                p["trunk"], p["vlan"], f"[{mark}]{p['outcome']}[/]", p["src"] or "-", p["dst"] or "-"
+            )
+        out.print(probes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,3 +33,26 @@ class TopologyError(Exception):
 
     def __str__(self) -> str:
         return "\n".join(str(issue) for issue in self.errors)
+
+
+class Found:
+    """The issues found so far in one file."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.issues: list[Issue] = []
+
+    def add(self, path: str, reason: str) -> None:
+        self.issues.append(Issue(self.source, path, reason))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"did you mean 'web'? "`` when one of ``choices`` is close to ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def listing(kind: str, owner: str, names: Iterable[str]) -> str:
+    """``"vSwitches of hv1: vs1, vs2"``, or ``"hv1 has no vSwitches"``."""
+    names = list(names)
+    return f"{kind} of {owner}: {', '.join(names)}" if names else f"{owner} has no {kind}"

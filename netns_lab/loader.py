@@ -6,15 +6,14 @@ Three passes, each collecting every issue it can before the next one runs:
    read with the YAML 1.2 core schema, so ``0000:03:00.0``, ``12:34:56:78:9a:bc`` and ``no``
    stay strings (YAML 1.1 reads the first two as base-60 numbers and the last as false).
 2. Structure, against ``schema/topology.schema.json``; each schema error becomes one issue with
-   a reason chosen by its kind. A node (switch, network, host or VM) with a structural error is
-   left out of pass 3, but its name still counts as declared, so references to it are not
-   reported a second time as dangling.
+   a reason chosen by its kind. A node (switch, network, host or VM) or a VLAN with a structural
+   error is left out of pass 3, but its name still counts as declared, so references to it are
+   not reported a second time as dangling.
 3. Semantics (:mod:`netns_lab.validate`), on the model built from the nodes that passed.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import re
@@ -33,8 +32,8 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 from netns_lab import validate
-from netns_lab.convert import SECTIONS, Converter
-from netns_lab.errors import Issue, TopologyError
+from netns_lab.convert import KEYED_SECTIONS, SECTIONS, Converter
+from netns_lab.errors import Issue, TopologyError, did_you_mean
 from netns_lab.model import Topology
 
 SCHEMA_PATH = Path(__file__).with_name("schema") / "topology.schema.json"
@@ -244,7 +243,7 @@ def check_structure(data: dict[str, Any], source: str) -> tuple[list[Issue], set
     broken: set[tuple[str, str]] = set()
     for error in _validator().iter_errors(data):
         where = _where(error)
-        if len(where) >= 2 and where[0] in SECTIONS:
+        if len(where) >= 2 and where[0] in KEYED_SECTIONS:
             broken.add((str(where[0]), str(where[1])))
         found += [(order.get(path, len(order)), issue) for path, issue in _explain(error, where, source)]
     found.sort(key=lambda pair: pair[0])
@@ -284,9 +283,7 @@ def _explain(error: ValidationError, where: KeyPath, source: str) -> Iterator[tu
 
 
 def _unknown_key(key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.7)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown key ({hint}allowed: {', '.join(allowed)})"
+    return f"unknown key ({did_you_mean(key, allowed)}allowed: {', '.join(allowed)})"
 
 
 def _reason(error: ValidationError) -> str:

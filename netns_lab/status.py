@@ -7,19 +7,86 @@ from __future__ import annotations
 
 from typing import Any
 
-from netns_lab import model
+from dataplane.abi import Direction, Reason
+from dataplane.switch import PortVlans, SwitchDataplane
+from dataplane.syscalls import BpfError
+from netns_lab import model, ports
 from netns_lab.kernel import netns
-from netns_lab.kernel.netlink import Netlink
+from netns_lab.kernel.netlink import Link, Netlink
 from netns_lab.model import Host, Network, Switch, Topology, Vm
-from netns_lab.state import LabState
+from netns_lab.state import LabState, pin_dir
+
+
+def _kernel_links(ns: str) -> dict[str, Link]:
+    if not netns.exists(ns):
+        return {}
+    with Netlink(ns) as nl:
+        return {link.name: link for link in nl.links()}
 
 
 def _links(ns: str) -> dict[str, bool]:
     """Interface name -> administratively up, or {} when the namespace is gone."""
-    if not netns.exists(ns):
-        return {}
-    with Netlink(ns) as nl:
-        return {link.name: link.up for link in nl.links()}
+    return {name: link.up for name, link in _kernel_links(ns).items()}
+
+
+def _vlans_doc(topo: Topology, vlans: PortVlans) -> dict[str, Any]:
+    if vlans.access is not None:
+        return {"mode": "access", "vlan": vlans.access, "vlan_name": topo.vlan_name(vlans.access)}
+    mode = "trunk" if vlans.allowed else "plain"
+    return {
+        "mode": mode,
+        "allowed": sorted(vlans.allowed),
+        "allowed_names": [topo.vlan_name(v) for v in sorted(vlans.allowed)],
+        "untagged": vlans.untagged,
+    }
+
+
+def _counters_doc(counts: dict) -> dict[str, Any]:
+    """{ingress|egress: {pass: {packets, bytes}, drop: {reason: {packets, bytes}}}}"""
+    doc: dict[str, Any] = {}
+    for direction in Direction:
+        side: dict[str, Any] = {"pass": {"packets": 0, "bytes": 0}, "drop": {}}
+        for (d, reason), c in counts.items():
+            if d != direction:
+                continue
+            entry = {"packets": c.packets, "bytes": c.bytes}
+            if reason == Reason.PASS:
+                side["pass"] = entry
+            else:
+                side["drop"][reason.label] = entry
+        doc[direction.name.lower()] = side
+    return doc
+
+
+def dataplane_ports(topo: Topology, node: str, switch_ports: list[ports.SwitchPort]) -> list[dict[str, Any]]:
+    """Each switch port of a node: its VLAN policy, attached state and counters from the live maps."""
+    ns = model.namespace(topo.lab, node)
+    links = _kernel_links(ns)
+    try:
+        dp = SwitchDataplane.open(pin_dir(topo.lab) / node)
+    except BpfError:
+        dp = None  # built without a dataplane, or the pins are gone
+    result = []
+    try:
+        for p in switch_ports:
+            link = links.get(p.name)
+            counts = dp.counters(link.index) if dp is not None and link is not None else {}
+            result.append(
+                {
+                    "name": p.name,
+                    "role": p.role,
+                    "peer": p.owner,
+                    **_vlans_doc(topo, p.vlans),
+                    "guard": p.vlans.guard,
+                    "present": link is not None,
+                    "dataplane": dp is not None,
+                    "counters": _counters_doc(counts),
+                }
+            )
+    finally:
+        if dp is not None:
+            dp.close()
+    return result
 
 
 def _host(topo: Topology, host: Host) -> dict[str, Any]:
@@ -48,6 +115,18 @@ def _host(topo: Topology, host: Host) -> dict[str, Any]:
                 "up": links.get(p.name, False),
             }
             for p in host.pnics
+        ],
+        "ports": dataplane_ports(topo, host.name, ports.host_ports(topo, host.name)),
+        "vmknics": [
+            {
+                "name": k.name,
+                "vswitch": k.vswitch,
+                "mac": k.mac,
+                "ip": str(k.ip) if k.ip else None,
+                "vlan": k.vlan,
+                "up": links.get(k.name, False),
+            }
+            for k in host.vmknics
         ],
     }
 
@@ -108,6 +187,7 @@ def document(topo: Topology, state: LabState) -> dict[str, Any]:
         "lab": topo.lab,
         "source": state.source,
         "phase": state.phase,
+        "vlans": [{"name": v.name, "id": v.id} for v in topo.vlans],
         "hosts": [_host(topo, h) for h in topo.hosts],
         "switches": [_switch(topo, s) for s in topo.switches],
         "networks": [_network(topo, n) for n in topo.networks],

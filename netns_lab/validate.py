@@ -2,18 +2,20 @@
 
 References between names, one namespace per node, interface names that fit the kernel's limit and
 do not collide inside a namespace, unique addresses, next hops that are on a subnet of the node,
-roles that make sense. The checks read the model built from the nodes whose structure was valid;
-``declared`` holds every name the file declares per section (``None`` for a section that is not
-a mapping), so that a reference to a node left out for another error is not reported as dangling.
+roles that make sense; VLANs and port profiles are checked in :mod:`netns_lab.validate_vlans`.
+The checks read the model built from the nodes whose structure was valid; ``declared`` holds
+every name the file declares per section (``None`` for a section that is not a mapping), so that
+a reference to a node left out for another error is not reported as dangling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Interface
 
-from netns_lab.convert import SECTIONS
-from netns_lab.errors import Issue
+from netns_lab import validate_vlans
+from netns_lab.convert import SECTIONS, Declared
+from netns_lab.errors import Found, Issue, listing
 from netns_lab.model import (
     IFNAMSIZ,
     SWITCH_BRIDGE,
@@ -27,24 +29,15 @@ from netns_lab.model import (
     network_port,
     switch_port,
     vm_port,
+    vmknic_mac,
 )
 
-Declared = Mapping[str, tuple[str, ...] | None]
 IfEntry = tuple[str, str | None, str]  # interface name, where it is declared (None: built in), label
-
-
-class _Found:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.issues: list[Issue] = []
-
-    def add(self, path: str, reason: str) -> None:
-        self.issues.append(Issue(self.source, path, reason))
 
 
 def check(topo: Topology, declared: Declared) -> list[Issue]:
     """Every semantic issue of ``topo``, in a stable order."""
-    found = _Found(topo.source)
+    found = Found(topo.source)
     _unique_nodes(found, declared)
     _references(found, topo, declared)
     for host in topo.hosts:
@@ -58,11 +51,12 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     _all_routes(found, topo)
     for vm in topo.vms:
         _role(found, vm)
+    validate_vlans.check(found, topo, declared)
     return found.issues
 
 
 # -- names and references ------------------------------------------------------------------------
-def _unique_nodes(found: _Found, declared: Declared) -> None:
+def _unique_nodes(found: Found, declared: Declared) -> None:
     """Each node becomes namespace ``<lab>-<node>``, so names are unique across sections."""
     first: dict[str, str] = {}
     for section in SECTIONS:
@@ -76,19 +70,24 @@ def _unique_nodes(found: _Found, declared: Declared) -> None:
             first.setdefault(name, section)
 
 
-def _references(found: _Found, topo: Topology, declared: Declared) -> None:
+def _references(found: Found, topo: Topology, declared: Declared) -> None:
     for network in topo.networks:
         _resolve(found, f"networks.{network.name}.switch", "switch", network.switch, declared["switches"])
     for host in topo.hosts:
         for pnic in host.pnics:
             path = f"hosts.{host.name}.pnics.{pnic.name}.switch"
             _resolve(found, path, "switch", pnic.switch, declared["switches"])
+        for nic in host.vmknics:
+            _vswitch_of(found, topo, host, nic.vswitch, f"hosts.{host.name}.vmknics.{nic.name}.vswitch")
     for vm in topo.vms:
-        if _resolve(found, f"vms.{vm.name}.host", "host", vm.host, declared["hosts"]):
-            _vm_vswitches(found, topo, vm)
+        host = next((h for h in topo.hosts if h.name == vm.host), None)
+        on_host = _resolve(found, f"vms.{vm.name}.host", "host", vm.host, declared["hosts"])
+        if on_host and host is not None:  # else declared, but left out for an error already reported
+            for nic in vm.nics:
+                _vswitch_of(found, topo, host, nic.vswitch, f"vms.{vm.name}.nics[{nic.index}].vswitch")
 
 
-def _resolve(found: _Found, path: str, kind: str, name: str, names: tuple[str, ...] | None) -> bool:
+def _resolve(found: Found, path: str, kind: str, name: str, names: tuple[str, ...] | None) -> bool:
     """False (and reported) when ``name`` is not declared; a malformed section resolves all."""
     if names is None or name in names:
         return True
@@ -101,27 +100,17 @@ def _resolve(found: _Found, path: str, kind: str, name: str, names: tuple[str, .
 _PLURALS = {"switch": "switches", "host": "hosts"}
 
 
-def _vm_vswitches(found: _Found, topo: Topology, vm: Vm) -> None:
-    host = next((h for h in topo.hosts if h.name == vm.host), None)
-    if host is None:  # declared, but left out for an error already reported
-        return
+def _vswitch_of(found: Found, topo: Topology, host: Host, vswitch: str, path: str) -> None:
+    """A VM NIC or a VMkernel NIC plugs into a vSwitch of its own host."""
     names = [vs.name for vs in host.vswitches]
-    for nic in vm.nics:
-        if nic.vswitch in names:
-            continue
-        elsewhere = [h.name for h in topo.hosts if any(vs.name == nic.vswitch for vs in h.vswitches)]
-        hint = f"it is on {', '.join(elsewhere)}" if elsewhere else _listing("vSwitches", host.name, names)
-        found.add(
-            f"vms.{vm.name}.nics[{nic.index}].vswitch",
-            f"{nic.vswitch!r} is not a vSwitch of {host.name} ({hint})",
-        )
+    if vswitch in names:
+        return
+    elsewhere = [h.name for h in topo.hosts if any(vs.name == vswitch for vs in h.vswitches)]
+    hint = f"it is on {', '.join(elsewhere)}" if elsewhere else listing("vSwitches", host.name, names)
+    found.add(path, f"{vswitch!r} is not a vSwitch of {host.name} ({hint})")
 
 
-def _listing(kind: str, owner: str, names: list[str]) -> str:
-    return f"{kind} of {owner}: {', '.join(names)}" if names else f"{owner} has no {kind}"
-
-
-def _uplinks(found: _Found, topo: Topology, host: Host) -> None:
+def _uplinks(found: Found, topo: Topology, host: Host) -> None:
     """One vSwitch per pNIC and one pNIC per vSwitch: more would loop without NIC teaming."""
     pnics = [pnic.name for pnic in host.pnics]
     owner: dict[str, str] = {}
@@ -135,7 +124,7 @@ def _uplinks(found: _Found, topo: Topology, host: Host) -> None:
                 hint = (
                     f"it belongs to {', '.join(elsewhere)}"
                     if elsewhere
-                    else _listing("pNICs", host.name, pnics)
+                    else listing("pNICs", host.name, pnics)
                 )
                 found.add(f"{path}[{index}]", f"{pnic!r} is not a pNIC of {host.name} ({hint})")
             elif pnic in owner:
@@ -144,7 +133,7 @@ def _uplinks(found: _Found, topo: Topology, host: Host) -> None:
                 owner[pnic] = vs.name
 
 
-def _pci_buses(found: _Found, host: Host) -> None:
+def _pci_buses(found: Found, host: Host) -> None:
     first: dict[str, str] = {}
     for pnic in host.pnics:
         if pnic.pci_bus in first:
@@ -160,6 +149,10 @@ def _host_ifnames(topo: Topology, host: Host) -> Iterator[IfEntry]:
         yield pnic.name, f"hosts.{host.name}.pnics.{pnic.name}", f"pNIC {pnic.name!r}"
     for vs in host.vswitches:
         yield vs.name, f"hosts.{host.name}.vswitches.{vs.name}", f"vSwitch {vs.name!r}"
+    for nic in host.vmknics:
+        path = f"hosts.{host.name}.vmknics.{nic.name}"
+        yield nic.name, path, f"VMkernel NIC {nic.name!r}"
+        yield nic.port, path, f"vSwitch port {nic.port!r}"
     for vm in topo.vms:
         if vm.host == host.name:
             for nic in vm.nics:
@@ -185,7 +178,7 @@ def _switch_ifnames(topo: Topology) -> dict[str, list[IfEntry]]:
     return entries
 
 
-def _ifnames(found: _Found, where: str, entries: Iterable[IfEntry]) -> None:
+def _ifnames(found: Found, where: str, entries: Iterable[IfEntry]) -> None:
     """Interface names fit IFNAMSIZ and are unique in their namespace."""
     taken: dict[str, str] = {}
     for name, path, label in entries:
@@ -201,17 +194,22 @@ def _ifnames(found: _Found, where: str, entries: Iterable[IfEntry]) -> None:
 
 # -- addresses -----------------------------------------------------------------------------------
 def _interfaces(topo: Topology) -> Iterator[tuple[str, str, IfAddr]]:
-    """(path of the address, owner, address) of every addressed interface, networks first."""
+    """(path of the address, owner, address) of every addressed interface, in build order."""
     for network in topo.networks:
         if network.ip is not None:
             yield f"networks.{network.name}.ip", f"networks.{network.name}", network.ip
+    for host in topo.hosts:
+        for kernel_nic in host.vmknics:
+            owner = f"hosts.{host.name}.vmknics.{kernel_nic.name}"
+            if kernel_nic.ip is not None:
+                yield f"{owner}.ip", owner, kernel_nic.ip
     for vm in topo.vms:
         for nic in vm.nics:
             if nic.ip is not None:
                 yield f"vms.{vm.name}.nics[{nic.index}].ip", f"vms.{vm.name}.nics[{nic.index}]", nic.ip
 
 
-def _addresses(found: _Found, topo: Topology) -> None:
+def _addresses(found: Found, topo: Topology) -> None:
     owners: dict[IpAddr, str] = {}
     for path, owner, iface in _interfaces(topo):
         if isinstance(iface, IPv4Interface) and iface.network.prefixlen < 31:
@@ -224,23 +222,35 @@ def _addresses(found: _Found, topo: Topology) -> None:
         owners.setdefault(iface.ip, owner)
 
 
-def _macs(found: _Found, topo: Topology) -> None:
-    owners: dict[str, str] = {}
+def _mac_owners(topo: Topology) -> Iterator[tuple[str, str, str]]:
+    """(owner, path of the MAC, MAC) of every interface, in build order; a derived MAC is
+    reported at its owner, as the file does not write it."""
+    for host in topo.hosts:
+        for kernel_nic in host.vmknics:
+            owner = f"hosts.{host.name}.vmknics.{kernel_nic.name}"
+            derived = kernel_nic.mac == vmknic_mac(topo.lab, host.name, kernel_nic.name)
+            yield owner, owner if derived else f"{owner}.mac", kernel_nic.mac
     for vm in topo.vms:
         for nic in vm.nics:
             owner = f"vms.{vm.name}.nics[{nic.index}]"
-            path = owner if nic.mac == default_mac(topo.lab, vm.name, nic.index) else f"{owner}.mac"
-            if int(nic.mac[:2], 16) & 1:
-                found.add(path, f"{nic.mac} is a multicast MAC (the first byte must be even)")
-            elif nic.mac == "00:00:00:00:00:00":
-                found.add(path, f"{nic.mac} is not a usable MAC")
-            elif nic.mac in owners:
-                found.add(path, f"{nic.mac} is already used by {owners[nic.mac]}")
-            owners.setdefault(nic.mac, owner)
+            derived = nic.mac == default_mac(topo.lab, vm.name, nic.index)
+            yield owner, owner if derived else f"{owner}.mac", nic.mac
+
+
+def _macs(found: Found, topo: Topology) -> None:
+    owners: dict[str, str] = {}
+    for owner, path, mac in _mac_owners(topo):
+        if int(mac[:2], 16) & 1:
+            found.add(path, f"{mac} is a multicast MAC (the first byte must be even)")
+        elif mac == "00:00:00:00:00:00":
+            found.add(path, f"{mac} is not a usable MAC")
+        elif mac in owners:
+            found.add(path, f"{mac} is already used by {owners[mac]}")
+        owners.setdefault(mac, owner)
 
 
 # -- routes --------------------------------------------------------------------------------------
-def _all_routes(found: _Found, topo: Topology) -> None:
+def _all_routes(found: Found, topo: Topology) -> None:
     for network in topo.networks:
         addrs = [network.ip] if network.ip else []
         node = _Node(found, f"networks.{network.name}", network.name, "interface", addrs)
@@ -253,7 +263,7 @@ def _all_routes(found: _Found, topo: Topology) -> None:
 class _Node:
     """The routing table of one node: every next hop must be on one of its subnets."""
 
-    def __init__(self, found: _Found, path: str, name: str, noun: str, addrs: list[IfAddr]) -> None:
+    def __init__(self, found: Found, path: str, name: str, noun: str, addrs: list[IfAddr]) -> None:
         self.found, self.path, self.name, self.noun, self.addrs = found, path, name, noun, addrs
 
     def check(self, gateway: IpAddr | None, routes: tuple[Route, ...]) -> None:
@@ -284,7 +294,7 @@ class _Node:
 
 
 # -- roles ---------------------------------------------------------------------------------------
-def _role(found: _Found, vm: Vm) -> None:
+def _role(found: Found, vm: Vm) -> None:
     path = f"vms.{vm.name}"
     if vm.role == "firewall" and vm.nftables is None:
         found.add(path, "a firewall needs an nftables ruleset (key 'nftables')")

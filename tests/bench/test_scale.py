@@ -135,7 +135,7 @@ class Ours:
         pass
 
     def up(self, r: LabRound) -> None:
-        builder.up(r.topo, r.text)
+        builder.up(r.topo, r.text, dataplane=False)  # the baseline has no eBPF: compare like with like
 
     def after_up(self, r: LabRound) -> None:
         pass

@@ -111,7 +111,7 @@ def test_up_status_down_json_and_idempotent_down(make_lab) -> None:
     up = lab.up("--json")
     assert up.returncode == 0, up.stderr
     summary = json.loads(up.stdout)
-    assert summary["lab"] == lab.name and summary["vms"] == 10 and summary["namespaces"] == 17
+    assert summary["lab"] == lab.name and summary["vms"] == 14 and summary["namespaces"] == 21
     assert lab.status()["healthy"]
     replaced = lab.up("--replace", "--json")
     assert replaced.returncode == 0, replaced.stderr

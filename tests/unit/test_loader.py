@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from netns_lab.errors import Issue, TopologyError
 from netns_lab.loader import load, load_text, parse_yaml
-from netns_lab.model import Topology, default_mac
+from netns_lab.model import UNTAGGED, PortProfile, Topology, Vlan, default_mac, vmknic_mac
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -32,6 +32,7 @@ GOOD = sorted((HERE / "good").glob("*.yaml")) + sorted((ROOT / "labs").glob("*.y
 EXPECT = "# expect: "
 LAB_HINT = "lowercase letters and digits, starting with a letter, at most 8 characters"
 MINIMAL = (HERE / "good" / "minimal.yaml").read_text()
+VLANS = HERE / "good" / "vlans.yaml"
 
 
 def expected_messages(path: Path) -> set[str]:
@@ -53,7 +54,12 @@ def as_json(topo: Topology) -> str:
     """The model as JSON, without its source path (which depends on where tests run)."""
     data = dataclasses.asdict(topo)
     del data["source"]
-    return json.dumps(data, indent=2, default=str) + "\n"
+    return json.dumps(data, indent=2, default=_json_value) + "\n"
+
+
+def _json_value(value: Any) -> Any:
+    """Sets (VLAN trunks) sorted, so that a golden file does not depend on set order."""
+    return sorted(value) if isinstance(value, frozenset) else str(value)
 
 
 # -- bad files -----------------------------------------------------------------------------------
@@ -86,7 +92,7 @@ def test_good_file_matches_its_golden_model(path: Path) -> None:
 def test_reference_lab_loads() -> None:
     topo = load(REFERENCE)
     assert (topo.lab, topo.source) == ("nist", str(REFERENCE))
-    assert (len(topo.hosts), len(topo.switches), len(topo.vms), len(topo.networks)) == (3, 2, 10, 2)
+    assert (len(topo.hosts), len(topo.switches), len(topo.vms), len(topo.networks)) == (3, 2, 14, 2)
     assert sorted(vm.name for vm in topo.vms if vm.role == "firewall") == ["vm1", "vm4"]
     assert topo.vm("analyzer").role == "analyzer"
     assert all(vm.nftables for vm in topo.vms if vm.role == "firewall")
@@ -131,6 +137,74 @@ def test_ipv6_and_tags() -> None:
     assert (web1.nics[0].vlan, web1.nics[1].vlan, topo.vm("app1").nics[0].vni) == (10, 4094, 16777215)
 
 
+def test_vlans_are_stored_as_ids() -> None:
+    topo = load(VLANS)
+    assert topo.vlans == (Vlan("management", 10), Vlan("migration", 20), Vlan("app", 100), Vlan("web", 110))
+    assert [nic.vlan for vm in ("app1", "web1", "app2", "db1") for nic in topo.vm(vm).nics] == [
+        100,
+        110,
+        100,
+        None,
+    ]
+    hv1 = topo.host("hv1")
+    assert [(k.name, k.vswitch, k.vlan, k.port) for k in hv1.vmknics] == [
+        ("mgmt0", "vs3", 10, "mgmt0-br"),
+        ("vmotion0", "vs3", 20, "vmotion0-br"),
+    ]
+    assert hv1.vmknics[0].mac == vmknic_mac("vl", "hv1", "mgmt0") != topo.host("hv2").vmknics[0].mac
+    assert hv1.vmknics[1].mac == "02:00:00:00:0a:01"
+    assert (hv1.vswitch("vs3").trunk, hv1.vswitch("vs3").untagged) == (frozenset({10, 20, 100}), False)
+    assert (hv1.vswitch("front").trunk, hv1.vswitch("front").untagged) == (None, None)
+
+
+def test_switch_ports_keep_file_order_and_profiles() -> None:
+    topo = load(VLANS)
+    assert topo.switch("tor1").ports == (("hv2-eth0", UNTAGGED), ("internet", UNTAGGED))
+    assert topo.switch("tor2").ports == (
+        ("hv1-eth1", PortProfile(trunk=frozenset({10, 20, 100}), untagged=False)),
+        ("hv2-eth1", PortProfile(trunk=frozenset({10, 100, 110}), untagged=True)),
+        ("internal", PortProfile(access=100)),
+    )
+    assert topo.switch("tor1").port_profile("hv1-eth0") == UNTAGGED
+
+
+def test_uplink_profiles_of_the_vlans_lab() -> None:
+    topo = load(VLANS)
+    assert topo.uplink_profile("hv1", "front") == UNTAGGED  # fw1's NIC is untagged
+    assert topo.uplink_profile("hv1", "vs3") == PortProfile(trunk=frozenset({10, 20, 100}), untagged=False)
+    assert topo.uplink_profile("hv2", "prod") == PortProfile(trunk=frozenset({10, 100, 110}), untagged=True)
+    assert topo.uplink_profile("hv2", "spare") == UNTAGGED
+
+
+@pytest.mark.parametrize("section", ["", "vlans:\n", "vlans: {}\n"])
+def test_without_declared_vlans_any_id_is_accepted(section: str) -> None:
+    text = section + MINIMAL.replace("ip: 10.0.0.11/24}", "ip: 10.0.0.11/24, vlan: 3000}")
+    assert load_text(text, "lab.yaml").vm("web1").nics[0].vlan == 3000
+
+
+def test_a_whole_float_is_a_vlan_id() -> None:
+    text = "vlans: {web: 110.0}\n" + MINIMAL.replace("ip: 10.0.0.11/24}", "ip: 10.0.0.11/24, vlan: 110.0}")
+    topo = load_text(text, "lab.yaml")
+    assert (topo.vlans, topo.vm("web1").nics[0].vlan) == ((Vlan("web", 110),), 110)
+
+
+def test_a_bad_vlan_leaves_the_other_checks_of_its_node_running() -> None:
+    """A trunk listing a VLAN twice is reported, and the host's other problems too."""
+    text = MINIMAL.replace("vs1: {uplinks: [eth0]}", "vs1: {uplinks: [eth0], trunk: [7, 7]}\n      eth0: {}")
+    assert errors_of(text) == {
+        "lab.yaml: hosts.hv1.vswitches.vs1.trunk[1]: VLAN 7 is already listed at trunk[0]",
+        "lab.yaml: hosts.hv1.vswitches.eth0: "
+        "vSwitch 'eth0' has the same interface name as pNIC 'eth0' in host hv1",
+    }
+
+
+def test_a_port_check_waits_for_the_hosts_left_out() -> None:
+    """hv1-eth0 exists, but hv1 is left out for a structural error: no dangling-port report."""
+    text = MINIMAL.replace("  tor1: {}", "  tor1: {ports: {hv1-eth0: {untagged: true}}}")
+    text = text.replace("driver: ixgbe, ", "")
+    assert errors_of(text) == {"lab.yaml: hosts.hv1.pnics.eth0: missing required key 'driver'"}
+
+
 # -- --name --------------------------------------------------------------------------------------
 def test_name_override_renames_the_lab_and_its_derived_macs() -> None:
     topo = load(REFERENCE, lab="copy")
@@ -138,6 +212,13 @@ def test_name_override_renames_the_lab_and_its_derived_macs() -> None:
     assert topo == load(REFERENCE).renamed("copy")
     assert topo.vm("web1").nics[0].mac == default_mac("copy", "web1", 0)
     assert topo.vm("web1").nics[0].mac != load(REFERENCE).vm("web1").nics[0].mac
+
+
+def test_name_override_renames_vmknic_macs() -> None:
+    topo = load(VLANS, lab="copy")
+    assert topo == load(VLANS).renamed("copy")
+    assert topo.host("hv1").vmknics[0].mac == vmknic_mac("copy", "hv1", "mgmt0")
+    assert topo.host("hv1").vmknics[1].mac == "02:00:00:00:0a:01"
 
 
 def test_renamed_keeps_explicit_macs() -> None:
@@ -221,7 +302,18 @@ def _paths(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(choice=st.integers(min_value=0), value=VALUES)
 def test_any_damage_to_the_reference_lab_is_reported_not_crashed(choice: int, value: Any) -> None:
-    data, _ = parse_yaml(REFERENCE.read_text(), "ref")
+    _damage(REFERENCE, choice, value)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(choice=st.integers(min_value=0), value=VALUES | st.sampled_from(["web", "app", 110, 4094, "x"]))
+def test_any_damage_to_the_vlans_lab_is_reported_not_crashed(choice: int, value: Any) -> None:
+    _damage(VLANS, choice, value)
+
+
+def _damage(path: Path, choice: int, value: Any) -> None:
+    """Replace one value of a good file; loading it either succeeds or reports, never crashes."""
+    data, _ = parse_yaml(path.read_text(), "ref")
     paths = _paths(data)[1:]
     *parent, last = paths[choice % len(paths)]
     node = data

@@ -1,0 +1,134 @@
+"""The VLAN dataplane of one switching namespace (a hypervisor's vSwitches or a physical switch).
+
+    port ──TC ingress: vlan_from_port──> bridge ──TC egress: vlan_to_port──> port
+
+`SwitchDataplane.load` compiles and pins; `SwitchDataplane.open` reopens the pins from any
+process (the CLI), so a live dataplane can be read and changed without a daemon.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dataplane import abi, bpf, syscalls, tc
+from dataplane.abi import Direction, Reason
+
+SOURCE = "vswitch.c"
+PROGRAMS = ("vlan_from_port", "vlan_to_port", "nlab_empty")
+MAPS = ("ports", "counters")
+
+
+class PortError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PortVlans:
+    """A port's VLAN policy in dataplane terms (the topology's PortProfile, flattened)."""
+
+    access: int | None = None
+    allowed: frozenset[int] = frozenset()
+    untagged: bool = True
+    guard: bool = False  # an edge port: refuse switch-control frames from the device
+
+    def to_abi(self) -> abi.Port:
+        port = abi.Port()
+        if self.access is not None:
+            port.mode, port.access_vid = abi.Mode.ACCESS, self.access
+        else:
+            port.mode = abi.Mode.TRUNK
+            for vid in self.allowed:
+                port.allowed[vid >> 6] |= 1 << (vid & 63)
+        port.flags = (abi.PORT_F_UNTAGGED if self.untagged else 0) | (abi.PORT_F_GUARD if self.guard else 0)
+        return port
+
+
+@dataclass(frozen=True)
+class Counts:
+    packets: int
+    bytes: int
+
+
+class SwitchDataplane:
+    def __init__(self, programs: dict[str, int], maps: dict[str, int], owned: bpf.Loaded | None) -> None:
+        self.programs = programs
+        self.maps = maps
+        self._owned = owned
+        self._ncpu = syscalls.num_possible_cpus()
+
+    @classmethod
+    def load(cls, pin_dir: Path | None = None) -> SwitchDataplane:
+        loaded = bpf.load(SOURCE, PROGRAMS, MAPS, {"NLAB_MAX_IFINDEX": abi.MAX_IFINDEX})
+        if pin_dir is not None:
+            bpf.pin(loaded, pin_dir)
+        return cls(loaded.programs, loaded.maps, loaded)
+
+    @classmethod
+    def open(cls, pin_dir: Path) -> SwitchDataplane:
+        programs = {name: syscalls.obj_get(pin_dir / f"prog_{name}") for name in PROGRAMS}
+        maps = {name: syscalls.obj_get(pin_dir / name) for name in MAPS}
+        return cls(programs, maps, None)
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+        else:
+            for fd in (*self.programs.values(), *self.maps.values()):
+                os.close(fd)
+        self.programs, self.maps = {}, {}
+
+    def __enter__(self) -> SwitchDataplane:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- ports -----------------------------------------------------------------------------------
+    def configure(self, ifindex: int, vlans: PortVlans) -> None:
+        """Write a port's policy; one map update, so a packet sees the old or the new, never half."""
+        if not 0 < ifindex < abi.MAX_IFINDEX:
+            raise PortError(f"ifindex {ifindex} is outside 1..{abi.MAX_IFINDEX - 1} (NLAB_MAX_IFINDEX)")
+        bad = [v for v in vlans.allowed | ({vlans.access} if vlans.access else set()) if not 1 <= v <= 4094]
+        if bad:
+            raise PortError(f"VLAN {bad[0]} is not in 1..4094")
+        syscalls.map_update(self.maps["ports"], ctypes.c_uint32(ifindex), vlans.to_abi())
+
+    def unconfigure(self, ifindex: int) -> None:
+        syscalls.map_update(self.maps["ports"], ctypes.c_uint32(ifindex), abi.Port())
+
+    def port(self, ifindex: int) -> abi.Port:
+        value = abi.Port()
+        syscalls.map_lookup(self.maps["ports"], ctypes.c_uint32(ifindex), value)
+        return value
+
+    def attach(self, ipr: Any, ifindex: int) -> None:
+        """Both hooks of a port; configure it first, or it drops everything (fail closed)."""
+        tc.attach(ipr, ifindex, "ingress", self.programs["vlan_from_port"], "vlan_from_port")
+        tc.attach(ipr, ifindex, "egress", self.programs["vlan_to_port"], "vlan_to_port")
+
+    @staticmethod
+    def detach(ipr: Any, ifindex: int) -> None:
+        tc.detach(ipr, ifindex)
+
+    # -- counters --------------------------------------------------------------------------------
+    def counters(self, ifindex: int) -> dict[tuple[Direction, Reason], Counts]:
+        """Non-zero counters of a port, summed over CPUs."""
+        values = (abi.Counter * self._ncpu)()
+        result = {}
+        for direction in Direction:
+            for reason in Reason:
+                key = ctypes.c_uint32(abi.counter_index(ifindex, direction, reason))
+                if not syscalls.map_lookup(self.maps["counters"], key, values):
+                    continue
+                packets = sum(v.packets for v in values)
+                if packets:
+                    result[(direction, reason)] = Counts(packets, sum(v.bytes for v in values))
+        return result
+
+    def all_counters(self, ifindexes: Iterable[int]) -> dict[int, dict[tuple[Direction, Reason], Counts]]:
+        return {ifindex: self.counters(ifindex) for ifindex in ifindexes}

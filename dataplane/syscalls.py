@@ -1,0 +1,88 @@
+"""The bpf(2) calls we need outside bcc, through libbpf.so.1 (ctypes): pinning, reopening
+pinned objects, map access, BPF_PROG_TEST_RUN. bcc 0.26 wraps none of prog_test_run."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from pathlib import Path
+
+_lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+_lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
+_lib.bpf_obj_pin.argtypes = [ctypes.c_int, ctypes.c_char_p]
+for _fn in ("bpf_map_lookup_elem", "bpf_map_update_elem", "bpf_map_delete_elem", "bpf_map_get_next_key"):
+    getattr(_lib, _fn).restype = ctypes.c_int
+_lib.bpf_map_update_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]
+_lib.bpf_map_lookup_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+_lib.bpf_map_delete_elem.argtypes = [ctypes.c_int, ctypes.c_void_p]
+_lib.bpf_map_get_next_key.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+_lib.libbpf_num_possible_cpus.restype = ctypes.c_int
+
+BPF_ANY = 0
+
+
+class BpfError(OSError):
+    pass
+
+
+def _check(rc: int, what: str) -> int:
+    # libbpf 1.x returns -errno directly (and sets errno too)
+    if rc < 0:
+        err = -rc if rc != -1 else ctypes.get_errno()
+        raise BpfError(err, f"{what}: {os.strerror(err)}")
+    return rc
+
+
+def obj_pin(fd: int, path: Path) -> None:
+    _check(_lib.bpf_obj_pin(fd, str(path).encode()), f"pin {path}")
+
+
+def obj_get(path: Path) -> int:
+    return _check(_lib.bpf_obj_get(str(path).encode()), f"open pinned {path}")
+
+
+def num_possible_cpus() -> int:
+    return _check(_lib.libbpf_num_possible_cpus(), "possible cpus")
+
+
+def map_lookup(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:
+    rc = _lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
+    if rc < 0 and (-rc == errno.ENOENT or ctypes.get_errno() == errno.ENOENT):
+        return False
+    _check(rc, "map lookup")
+    return True
+
+
+def map_update(fd: int, key: ctypes._CData, value: ctypes._CData, flags: int = BPF_ANY) -> None:
+    _check(_lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), flags), "map update")
+
+
+class TestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts of libbpf 1.1 (PLATFORM.md lists the fields in order)."""
+
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    )
+
+
+_lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(TestRunOpts)]
+
+
+def prog_test_run(fd: int, opts: TestRunOpts) -> None:
+    opts.sz = ctypes.sizeof(TestRunOpts)
+    _check(_lib.bpf_prog_test_run_opts(fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")

@@ -1,0 +1,75 @@
+"""Which switch ports each switching node has, and the VLAN policy of each (pure, no I/O).
+
+A hypervisor's ports: every VM NIC and VMkernel NIC port (edge ports: access or plain,
+guarded against switch-control frames) and every vSwitch uplink (a trunk with the vSwitch's
+profile). A physical switch's ports: one per cabled pNIC and external network, with the
+profile declared in `switches.<name>.ports` (plain when not declared), all guarded: no host
+or network may speak STP/DTP to the fabric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dataplane.switch import PortVlans
+from netns_lab import model
+from netns_lab.model import PortProfile, Topology
+
+
+@dataclass(frozen=True)
+class SwitchPort:
+    name: str  # interface name in the switching node's namespace
+    role: str  # "vm", "vmknic", "uplink", "host", "network"
+    owner: str  # the VM, VMkernel NIC, pNIC, host or network on the other side
+    vlans: PortVlans
+
+
+def _edge(vlan: int | None) -> PortVlans:
+    if vlan is None:
+        return PortVlans(untagged=True, guard=True)
+    return PortVlans(access=vlan, guard=True)
+
+
+def _from_profile(profile: PortProfile, guard: bool) -> PortVlans:
+    if profile.access is not None:
+        return PortVlans(access=profile.access, guard=guard)
+    return PortVlans(allowed=profile.trunk, untagged=profile.untagged, guard=guard)
+
+
+def host_ports(topo: Topology, host: str) -> list[SwitchPort]:
+    ports = [
+        SwitchPort(model.vm_port(vm.name, nic.index), "vm", f"{vm.name}.{nic.name}", _edge(nic.vlan))
+        for vm in topo.vms
+        if vm.host == host
+        for nic in vm.nics
+    ]
+    h = topo.host(host)
+    ports += [SwitchPort(k.port, "vmknic", k.name, _edge(k.vlan)) for k in h.vmknics]
+    for vs in h.vswitches:
+        profile = topo.uplink_profile(host, vs.name)
+        ports += [
+            SwitchPort(up, "uplink", f"{vs.name}", _from_profile(profile, guard=False)) for up in vs.uplinks
+        ]
+    return ports
+
+
+def switch_ports(topo: Topology, switch: str) -> list[SwitchPort]:
+    sw = topo.switch(switch)
+    ports = [
+        SwitchPort(name, "host", f"{h.name}.{p.name}", _from_profile(sw.port_profile(name), guard=True))
+        for h in topo.hosts
+        for p in h.pnics
+        if p.switch == switch
+        for name in (model.switch_port(h.name, p.name),)
+    ]
+    ports += [
+        SwitchPort(
+            model.network_port(n.name),
+            "network",
+            n.name,
+            _from_profile(sw.port_profile(model.network_port(n.name)), guard=True),
+        )
+        for n in topo.networks
+        if n.switch == switch
+    ]
+    return ports

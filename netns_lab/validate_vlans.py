@@ -1,0 +1,74 @@
+"""Semantic checks of VLANs and port profiles.
+
+VLAN ids are declared once, switch ports named in ``ports`` exist on their switch, only a
+vSwitch with an uplink has a trunk, and an uplink carries something. References to VLANs are
+resolved (and reported) by :mod:`netns_lab.convert`, which also checks what only the raw data
+shows: a VLAN listed twice in a trunk, an access port with trunk keys, a port carrying nothing.
+"""
+
+from __future__ import annotations
+
+from netns_lab.convert import Declared
+from netns_lab.errors import Found, did_you_mean, listing
+from netns_lab.model import Host, Switch, Topology, network_port, switch_port
+
+INTERNAL_TRUNK = "an internal-only vSwitch (no uplinks) has no trunk"
+
+
+def check(found: Found, topo: Topology, declared: Declared) -> None:
+    """Add every VLAN and port-profile issue of ``topo`` to ``found``."""
+    _vlan_ids(found, topo)
+    for host in topo.hosts:
+        _vswitch_trunks(found, topo, host, _complete(declared["vms"], topo.vms))
+    # A host or network left out for another error takes its switch ports with it.
+    if _complete(declared["hosts"], topo.hosts) and _complete(declared["networks"], topo.networks):
+        cabling = _cabling(topo)
+        for switch in topo.switches:
+            _switch_ports(found, switch, cabling)
+
+
+def _complete(names: tuple[str, ...] | None, built: tuple[object, ...]) -> bool:
+    """Did every node the section declares make it into the model?"""
+    return names is not None and len(names) == len(built)
+
+
+def _vlan_ids(found: Found, topo: Topology) -> None:
+    first: dict[int, str] = {}
+    for vlan in topo.vlans:
+        if vlan.id in first:
+            found.add(f"vlans.{vlan.name}", f"{vlan.id} is already the id of {first[vlan.id]}")
+        first.setdefault(vlan.id, vlan.name)
+
+
+def _vswitch_trunks(found: Found, topo: Topology, host: Host, vms_complete: bool) -> None:
+    """A trunk needs an uplink, and an uplink that passes no frame at all is a mistake."""
+    for vs in host.vswitches:
+        path = f"hosts.{host.name}.vswitches.{vs.name}"
+        if vs.internal_only:
+            for key, value in (("trunk", vs.trunk), ("untagged", vs.untagged)):
+                if value is not None:
+                    found.add(f"{path}.{key}", INTERNAL_TRUNK)
+        elif vs.trunk is not None or vms_complete:  # else the VLANs of a VM left out are missing
+            profile = topo.uplink_profile(host.name, vs.name)
+            if not profile.trunk and not profile.untagged:
+                source = "'trunk' VLANs" if vs.trunk is not None else "VLANs on its ports"
+                found.add(path, f"the uplink carries nothing (no {source} and 'untagged' is false)")
+
+
+def _cabling(topo: Topology) -> dict[str, str]:
+    """Switch port -> the switch it is on. Port names are unique across switches: a host port
+    has a dash, a network's port (its name) has none."""
+    cabling = {switch_port(h.name, p.name): p.switch for h in topo.hosts for p in h.pnics}
+    return cabling | {network_port(n.name): n.switch for n in topo.networks}
+
+
+def _switch_ports(found: Found, switch: Switch, cabling: dict[str, str]) -> None:
+    ports = [port for port, on in cabling.items() if on == switch.name]
+    for port, _ in switch.ports:
+        if port in ports:
+            continue
+        if port in cabling:
+            hint = f"it is on {cabling[port]}"
+        else:
+            hint = did_you_mean(port, ports) + listing("ports", switch.name, ports)
+        found.add(f"switches.{switch.name}.ports.{port}", f"{port!r} is not a port of {switch.name} ({hint})")

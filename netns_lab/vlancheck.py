@@ -1,0 +1,207 @@
+"""VM-VN-R1: every host uplink's VLAN profile must match the physical switch port it plugs into.
+
+`check` compares the two sides statically (from the topology); `probe` proves each VLAN across
+each trunk with real pings between the lab's own endpoints in that VLAN. `nlab vlans` shows
+both; the audit command of a later issue reuses them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from ipaddress import IPv4Interface, IPv6Interface
+from typing import Literal
+
+from netns_lab import model, probe
+from netns_lab.model import PortProfile, Topology
+
+Severity = Literal["error", "warning"]
+RECOMMENDATION = "VM-VN-R1"
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """One cable between a vSwitch uplink and a physical switch port, with both profiles."""
+
+    host: str
+    pnic: str
+    vswitch: str
+    switch: str
+    port: str
+    host_side: PortProfile
+    switch_side: PortProfile
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}.{self.pnic} <-> {self.switch}.{self.port}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    trunk: str
+    vlan: str  # VLAN name, or "untagged"
+    reason: str
+
+
+def trunks(topo: Topology) -> list[Trunk]:
+    result = []
+    for host in topo.hosts:
+        for vs in host.vswitches:
+            for uplink in vs.uplinks:
+                pnic = next(p for p in host.pnics if p.name == uplink)
+                port = model.switch_port(host.name, pnic.name)
+                result.append(
+                    Trunk(
+                        host.name,
+                        pnic.name,
+                        vs.name,
+                        pnic.switch,
+                        port,
+                        topo.uplink_profile(host.name, vs.name),
+                        topo.switch(pnic.switch).port_profile(port),
+                    )
+                )
+    return result
+
+
+def _carried(profile: PortProfile) -> set[int | None]:
+    """Frames a port carries: VLAN ids, None for untagged (an access port carries its VLAN)."""
+    if profile.access is not None:
+        return {profile.access}
+    return set(profile.trunk) | ({None} if profile.untagged else set())
+
+
+def _label(topo: Topology, vid: int | None) -> str:
+    return (
+        "untagged"
+        if vid is None
+        else f"{topo.vlan_name(vid)} ({vid})"
+        if topo.vlan_name(vid) != str(vid)
+        else str(vid)
+    )
+
+
+def _trunk_findings(topo: Topology, t: Trunk) -> list[Finding]:
+    host_vlans, switch_vlans = _carried(t.host_side), _carried(t.switch_side)
+    findings = []
+    if t.switch_side.access is not None and t.host_side.trunk:
+        findings.append(
+            Finding(
+                "error",
+                t.name,
+                "-",
+                f"{t.switch}.{t.port} is an access port but {t.host}.{t.pnic} trunks tagged VLANs",
+            )
+        )
+    for vid in sorted(host_vlans - switch_vlans, key=lambda v: -1 if v is None else v):
+        findings.append(
+            Finding(
+                "error",
+                t.name,
+                _label(topo, vid),
+                f"{t.host} sends it on {t.pnic} but {t.switch} port {t.port} does not carry it: "
+                "its traffic is lost",
+            )
+        )
+    for vid in sorted(switch_vlans - host_vlans, key=lambda v: -1 if v is None else v):
+        findings.append(
+            Finding(
+                "warning",
+                t.name,
+                _label(topo, vid),
+                f"{t.switch} port {t.port} carries it but {t.host}'s {t.vswitch} has no port in it: "
+                "the trunk is wider than needed",
+            )
+        )
+    return findings
+
+
+def check(topo: Topology) -> list[Finding]:
+    """Static VM-VN-R1 check of every trunk; an empty list means every profile matches."""
+    return [f for t in trunks(topo) for f in _trunk_findings(topo, t)]
+
+
+# -- live probe ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Endpoint:
+    node: str  # VM name, or host name for a VMkernel NIC
+    host: str | None
+    vswitch: str | None
+    vlan: int | None
+    ip: IPv4Interface | IPv6Interface
+    answers: bool = True  # False for firewall appliances: their policy may drop a ping
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    trunk: str
+    vlan: str
+    outcome: Literal["delivered", "lost", "no-endpoints"]
+    src: str | None = None
+    dst: str | None = None
+    expected: bool = True  # both sides carry the VLAN, so it should be delivered
+
+
+def endpoints(topo: Topology) -> list[Endpoint]:
+    found = [
+        Endpoint(vm.name, vm.host, nic.vswitch, nic.vlan, nic.ip, vm.role not in ("firewall", "router"))
+        for vm in topo.vms
+        for nic in vm.nics
+        if nic.ip is not None
+    ]
+    found += [
+        Endpoint(h.name, h.name, k.vswitch, k.vlan, k.ip)
+        for h in topo.hosts
+        for k in h.vmknics
+        if k.ip is not None
+    ]
+    for net in topo.networks:
+        profile = topo.switch(net.switch).port_profile(model.network_port(net.name))
+        if net.ip is not None and profile.kind != "trunk":
+            found.append(Endpoint(net.name, None, None, profile.access, net.ip))
+    return found
+
+
+def _pair(topo: Topology, t: Trunk, vid: int | None, eps: list[Endpoint]) -> tuple[Endpoint, Endpoint] | None:
+    local = [e for e in eps if e.host == t.host and e.vswitch == t.vswitch and e.vlan == vid]
+    remote = [e for e in eps if e.host != t.host and e.vlan == vid and e.answers]
+    for a in local:
+        for b in remote:
+            if b.ip.network == a.ip.network and b.ip.ip != a.ip.ip:
+                return a, b
+    return None
+
+
+def _probe_one(topo: Topology, t: Trunk, vid: int | None, eps: list[Endpoint], timeout: float) -> ProbeResult:
+    expected = vid in _carried(t.host_side) & _carried(t.switch_side)
+    label = _label(topo, vid)
+    pair = _pair(topo, t, vid, eps)
+    if pair is None:
+        return ProbeResult(t.name, label, "no-endpoints", expected=expected)
+    a, b = pair
+    ok = probe.ping(model.namespace(topo.lab, a.node), str(b.ip.ip), count=2, timeout=timeout)
+    return ProbeResult(
+        t.name,
+        label,
+        "delivered" if ok else "lost",
+        f"{a.node} {a.ip.ip}",
+        f"{b.node} {b.ip.ip}",
+        expected=expected,
+    )
+
+
+def probe_vlans(topo: Topology, timeout: float = 1.0) -> list[ProbeResult]:
+    """Ping across every trunk in every VLAN either side carries; lost means the VLAN does not cross.
+
+    Probes run in parallel threads: each enters its source namespace on its own thread only."""
+    eps = endpoints(topo)
+    jobs = [
+        (t, vid)
+        for t in trunks(topo)
+        for vid in sorted(
+            _carried(t.host_side) | _carried(t.switch_side), key=lambda v: -1 if v is None else v
+        )
+    ]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda job: _probe_one(topo, job[0], job[1], eps, timeout), jobs))

@@ -1,0 +1,129 @@
+"""ebpf/include/abi.h and dataplane/abi.py describe one ABI: every value and every struct agree.
+
+The values are read from the headers as text (no root needed). The struct layouts are taken
+from the compiler: a tiny program declares maps whose values are the header's structs, and
+bcc hands back their layout as ctypes types (root: creating maps needs CAP_BPF).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import re
+from pathlib import Path
+
+import pytest
+
+from dataplane import abi
+from tests.bpf.conftest import require_kernel
+
+INCLUDE = Path(__file__).resolve().parents[2] / "ebpf" / "include"
+DEFINE = re.compile(r"^\s*#\s*define\s+(NLAB_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", re.MULTILINE)
+
+# prefix of a family of defines -> the Python enum that mirrors it
+ENUMS: dict[str, type[enum.IntEnum]] = {
+    "NLAB_DROP_": abi.Reason,
+    "NLAB_DIR_": abi.Direction,
+    "NLAB_MODE_": abi.Mode,
+}
+# single defines -> their Python constant
+CONSTANTS = {
+    "NLAB_PASS": abi.Reason.PASS,
+    "NLAB_MAX_IFINDEX": abi.MAX_IFINDEX,
+    "NLAB_NR_REASONS": abi.NR_REASONS,
+    "NLAB_NR_DIRS": abi.NR_DIRS,
+    "NLAB_CB_VLAN": abi.CB_VLAN,
+    "NLAB_NO_VLAN": abi.NO_VLAN,
+    "NLAB_PORT_F_UNTAGGED": abi.PORT_F_UNTAGGED,
+    "NLAB_PORT_F_GUARD": abi.PORT_F_GUARD,
+}
+
+PROBE = """
+#include <uapi/linux/bpf.h>
+#include "abi.h"
+BPF_ARRAY(port_probe, struct nlab_port, 1);
+BPF_ARRAY(counter_probe, struct nlab_counter, 1);
+"""
+
+
+def header_defines() -> dict[str, int]:
+    """Every numeric NLAB_* define of the headers; a name defined twice must keep its value."""
+    found: dict[str, int] = {}
+    for header in sorted(INCLUDE.glob("*.h")):
+        for name, value in DEFINE.findall(header.read_text()):
+            assert found.get(name, int(value, 0)) == int(value, 0), f"{name} defined twice, differently"
+            found[name] = int(value, 0)
+    return found
+
+
+def python_value(name: str) -> int | None:
+    if name in CONSTANTS:
+        return int(CONSTANTS[name])
+    for prefix, mirror in ENUMS.items():
+        if name.startswith(prefix):
+            member = mirror.__members__.get(name.removeprefix(prefix))
+            return None if member is None else int(member)
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(header_defines()))
+def test_define_is_mirrored(name: str) -> None:
+    assert python_value(name) == header_defines()[name], f"{name}: dataplane/abi.py does not mirror it"
+
+
+@pytest.mark.parametrize(("prefix", "mirror"), ENUMS.items(), ids=list(ENUMS))
+def test_every_python_member_is_in_the_header(prefix: str, mirror: type[enum.IntEnum]) -> None:
+    defines = header_defines()
+    missing = [m.name for m in mirror if m.name != "PASS" and f"{prefix}{m.name}" not in defines]
+    assert not missing, f"in dataplane/abi.py but not in abi.h: {missing}"
+
+
+def test_reasons_fit_the_counter_mask() -> None:
+    # verdict() masks the reason with NR_REASONS - 1 to keep the verifier happy
+    assert abi.NR_REASONS & (abi.NR_REASONS - 1) == 0, "NR_REASONS must be a power of two"
+    assert max(abi.Reason) < abi.NR_REASONS
+    assert max(abi.Direction) < abi.NR_DIRS
+
+
+def test_every_reason_has_a_text() -> None:
+    assert set(abi.REASON_TEXT) == set(abi.Reason)
+    assert all(text.strip() for text in abi.REASON_TEXT.values())
+
+
+def test_counter_index_is_dense_and_in_range() -> None:
+    indexes = {
+        abi.counter_index(ifindex, d, r)
+        for ifindex in (0, 1, abi.MAX_IFINDEX - 1)
+        for d in abi.Direction
+        for r in abi.Reason
+    }
+    assert len(indexes) == 3 * len(abi.Direction) * len(abi.Reason)
+    assert max(indexes) < abi.MAX_IFINDEX * abi.NR_DIRS * abi.NR_REASONS
+
+
+@pytest.fixture(scope="module")
+def compiled_leaves() -> dict[str, type[ctypes.Structure]]:
+    """The value types of maps declared with the header's structs, as the compiler laid them out."""
+    require_kernel()
+    from bcc import BPF  # the layout comes from bcc's view of clang's types
+
+    probe = BPF(text=PROBE.encode(), cflags=[f"-I{INCLUDE}"])
+    try:
+        return {"port": probe[b"port_probe"].Leaf, "counter": probe[b"counter_probe"].Leaf}
+    finally:
+        probe.cleanup()
+
+
+@pytest.mark.parametrize(("leaf", "mirror"), [("port", abi.Port), ("counter", abi.Counter)])
+def test_struct_layout(
+    compiled_leaves: dict[str, type[ctypes.Structure]], leaf: str, mirror: type[ctypes.Structure]
+) -> None:
+    compiled = compiled_leaves[leaf]
+    assert ctypes.sizeof(compiled) == ctypes.sizeof(mirror)
+    ours = [(name, getattr(mirror, name).offset, getattr(mirror, name).size) for name, *_ in mirror._fields_]
+    theirs = [
+        (name, getattr(compiled, name).offset, getattr(compiled, name).size)
+        for name, *_ in compiled._fields_
+        if not name.startswith("__pad")  # bcc's own names for the padding it found
+    ]
+    assert ours == theirs
