@@ -158,17 +158,11 @@ def _vm(topo: Topology, vm: Vm) -> dict[str, Any]:
 
 def _switch(topo: Topology, switch: Switch) -> dict[str, Any]:
     ns = model.namespace(topo.lab, switch.name)
-    ports = [
-        model.switch_port(h.name, p.name) for h in topo.hosts for p in h.pnics if p.switch == switch.name
-    ]
-    ports += [model.network_port(n.name) for n in topo.networks if n.switch == switch.name]
     links = _links(ns)
-    return {
-        "name": switch.name,
-        "namespace": ns,
-        "present": netns.exists(ns),
-        "ports": [{"name": p, "up": links.get(p, False)} for p in ports],
-    }
+    port_docs = dataplane_ports(topo, switch.name, ports.switch_ports(topo, switch.name))
+    for doc in port_docs:
+        doc["up"] = links.get(doc["name"], False)
+    return {"name": switch.name, "namespace": ns, "present": netns.exists(ns), "ports": port_docs}
 
 
 def _network(topo: Topology, net: Network) -> dict[str, Any]:
