@@ -9,7 +9,14 @@ import ctypes
 import enum
 
 MAX_IFINDEX = 1024
-NR_REASONS = 16
+NR_REASONS = 32
+MAX_ENDPOINTS = 4096
+MAX_RULES = 65536
+CT_SIZE = 65536
+POLICY_SIZE = 262144
+IPCACHE_SIZE = 65536
+POLICY_FIXED_BITS = 80
+IPCACHE_FIXED_BITS = 16
 NR_DIRS = 2
 CB_VLAN = 0
 NO_VLAN = 0xFFFF
@@ -26,6 +33,22 @@ class Reason(enum.IntEnum):
     VLAN_NOT_ALLOWED = 7
     UNTAGGED = 8
     VLAN_HELPER = 9
+    SPOOF_MAC = 10
+    SPOOF_IP = 11
+    SPOOF_ARP = 12
+    DHCP_SERVER = 13
+    ROUTER_ADVERT = 14
+    POLICY = 15
+    CT_INVALID = 16
+    CT_FULL = 17
+    CT_QUOTA = 18
+    ICMP_UNRELATED = 19
+    FRAG_TINY = 20
+    FRAG_ORPHAN = 21
+    FRAG_OVERLAP = 22
+    FRAG_DUP = 23
+    L3_MALFORMED = 24
+    UNSUPPORTED = 25
 
     @property
     def label(self) -> str:
@@ -43,7 +66,44 @@ REASON_TEXT = {
     Reason.VLAN_NOT_ALLOWED: "VLAN not allowed on the trunk",
     Reason.UNTAGGED: "untagged frame on a port that carries none",
     Reason.VLAN_HELPER: "VLAN push/pop helper failed",
+    Reason.SPOOF_MAC: "source MAC is not the vNIC's (forged transmit)",
+    Reason.SPOOF_IP: "source address is not one of the vNIC's",
+    Reason.SPOOF_ARP: "ARP for an address that is not the vNIC's",
+    Reason.DHCP_SERVER: "DHCP server reply from a VM",
+    Reason.ROUTER_ADVERT: "IPv6 router advertisement or redirect from a VM",
+    Reason.POLICY: "denied by the firewall policy",
+    Reason.CT_INVALID: "no connection and not a valid start (lone ACK/FIN/RST, odd flags)",
+    Reason.CT_FULL: "connection table full: new flow refused",
+    Reason.CT_QUOTA: "the VM's connection quota is used up",
+    Reason.ICMP_UNRELATED: "ICMP error about no tracked flow",
+    Reason.FRAG_TINY: "first fragment too short for its transport header",
+    Reason.FRAG_ORPHAN: "fragment without a first fragment",
+    Reason.FRAG_OVERLAP: "overlapping fragment",
+    Reason.FRAG_DUP: "duplicate first fragment",
+    Reason.L3_MALFORMED: "malformed IP header",
+    Reason.UNSUPPORTED: "protocol the firewall does not pass (not IP or ARP)",
 }
+
+
+class FwDirection(enum.IntEnum):
+    OUT = 0  # out of the VM
+    IN = 1  # into the VM
+
+
+class Verdict(enum.IntEnum):
+    DENY = 0
+    ALLOW = 1
+
+
+class CtState(enum.IntEnum):
+    NEW = 1
+    ESTABLISHED = 2
+    CLOSING = 3
+
+
+VNIC_F_PORTSEC = 0x1
+VNIC_F_FIREWALL = 0x2
+VNIC_F_ANY_SOURCE = 0x4
 
 
 class Direction(enum.IntEnum):
@@ -77,3 +137,94 @@ class Counter(ctypes.Structure):
 
 def counter_index(ifindex: int, direction: Direction, reason: Reason) -> int:
     return (ifindex * NR_DIRS + direction) * NR_REASONS + reason
+
+
+# ---- firewall and port security ----
+class Vnic(ctypes.Structure):
+    _fields_ = (("mac", ctypes.c_uint8 * 6), ("endpoint", ctypes.c_uint16), ("flags", ctypes.c_uint32))
+
+
+class AddrKey(ctypes.Structure):
+    _fields_ = (
+        ("ifindex", ctypes.c_uint32),
+        ("family", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 3),
+        ("addr", ctypes.c_uint8 * 16),
+    )
+
+
+class CtKey(ctypes.Structure):
+    _fields_ = (
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
+        ("sport", ctypes.c_uint16),  # network order
+        ("dport", ctypes.c_uint16),
+        ("endpoint", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+    )
+
+
+class CtEntry(ctypes.Structure):
+    _fields_ = (
+        ("last_seen", ctypes.c_uint64),
+        ("rule", ctypes.c_uint32),
+        ("generation", ctypes.c_uint32),
+        ("state", ctypes.c_uint8),
+        ("origin", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 6),
+    )
+
+
+class FragKey(ctypes.Structure):
+    _fields_ = (
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
+        ("id", ctypes.c_uint32),
+        ("endpoint", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+    )
+
+
+class Frag(ctypes.Structure):
+    _fields_ = (
+        ("last_seen", ctypes.c_uint64),
+        ("end", ctypes.c_uint32),
+        ("verdict", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 3),
+    )
+
+
+class FwConfig(ctypes.Structure):
+    _fields_ = (
+        ("generation", ctypes.c_uint32),
+        ("ct_quota", ctypes.c_uint32),
+        ("timeout_tcp", ctypes.c_uint64),
+        ("timeout_tcp_open", ctypes.c_uint64),
+        ("timeout_udp", ctypes.c_uint64),
+        ("timeout_icmp", ctypes.c_uint64),
+        ("timeout_frag", ctypes.c_uint64),
+    )
+
+
+# PolicyKey, PolicyValue and IpcacheKey live in dataplane/lpm.py with the policy encoder.
+
+
+class FwEvent(ctypes.Structure):
+    _fields_ = (
+        ("time_ns", ctypes.c_uint64),
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
+        ("sport", ctypes.c_uint16),  # host order
+        ("dport", ctypes.c_uint16),
+        ("ifindex", ctypes.c_uint32),
+        ("rule", ctypes.c_uint32),
+        ("endpoint", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("verdict", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+    )

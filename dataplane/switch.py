@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dataplane import abi, bpf, syscalls, tc
 from dataplane.abi import Direction, Reason
+from dataplane.firewall import FIREWALL_MAPS, Firewall
 
 SOURCE = "vswitch.c"
-PROGRAMS = ("vlan_from_port", "vlan_to_port", "nlab_empty")
-MAPS = ("ports", "counters")
+PROGRAMS = ("vlan_from_port", "vlan_to_port", "port_from_vm", "port_to_vm", "nlab_empty")
+MAPS = ("ports", "counters", *FIREWALL_MAPS)
 
 
 class PortError(ValueError):
@@ -65,7 +66,11 @@ class SwitchDataplane:
     def load(cls, pin_dir: Path | None = None) -> SwitchDataplane:
         loaded = bpf.load(SOURCE, PROGRAMS, MAPS, {"NLAB_MAX_IFINDEX": abi.MAX_IFINDEX})
         if pin_dir is not None:
-            bpf.pin(loaded, pin_dir)
+            try:
+                bpf.pin(loaded, pin_dir)
+            except BaseException:
+                loaded.close()  # pins already made stay for the owner of pin_dir to remove
+                raise
         return cls(loaded.programs, loaded.maps, loaded)
 
     @classmethod
@@ -106,14 +111,24 @@ class SwitchDataplane:
         syscalls.map_lookup(self.maps["ports"], ctypes.c_uint32(ifindex), value)
         return value
 
-    def attach(self, ipr: Any, ifindex: int) -> None:
-        """Both hooks of a port; configure it first, or it drops everything (fail closed)."""
-        tc.attach(ipr, ifindex, "ingress", self.programs["vlan_from_port"], "vlan_from_port")
-        tc.attach(ipr, ifindex, "egress", self.programs["vlan_to_port"], "vlan_to_port")
+    def attach(self, sock: socket.socket, ifindex: int, vm: bool = False) -> None:
+        """Both hooks of a port; configure it first, or it drops everything (fail closed).
+
+        `sock` is a NETLINK_ROUTE socket opened in the port's namespace. A VM's port (`vm`) gets
+        the programs that add port security and the firewall to the VLAN policy.
+        """
+        ingress, egress = ("port_from_vm", "port_to_vm") if vm else ("vlan_from_port", "vlan_to_port")
+        tc.add_clsact(sock, ifindex)
+        tc.attach(sock, ifindex, "ingress", self.programs[ingress], ingress)
+        tc.attach(sock, ifindex, "egress", self.programs[egress], egress)
+
+    @property
+    def firewall(self) -> Firewall:
+        return Firewall(self.maps)
 
     @staticmethod
-    def detach(ipr: Any, ifindex: int) -> None:
-        tc.detach(ipr, ifindex)
+    def detach(sock: socket.socket, ifindex: int) -> None:
+        tc.detach(sock, ifindex)
 
     # -- counters --------------------------------------------------------------------------------
     def counters(self, ifindex: int) -> dict[tuple[Direction, Reason], Counts]:

@@ -58,6 +58,34 @@ def map_update(fd: int, key: ctypes._CData, value: ctypes._CData, flags: int = B
     _check(_lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), flags), "map update")
 
 
+def map_delete(fd: int, key: ctypes._CData) -> bool:
+    """False when the key was not there."""
+    rc = _lib.bpf_map_delete_elem(fd, ctypes.byref(key))
+    if rc < 0 and (-rc == errno.ENOENT or ctypes.get_errno() == errno.ENOENT):
+        return False
+    _check(rc, "map delete")
+    return True
+
+
+def map_items(fd: int, key_type: type, value_type: type):  # type: ignore[no-untyped-def]
+    """(key, value) pairs of a hash map; entries deleted meanwhile are skipped."""
+    key, next_key = key_type(), key_type()
+    prev = None
+    while True:
+        rc = _lib.bpf_map_get_next_key(
+            fd, None if prev is None else ctypes.byref(prev), ctypes.byref(next_key)
+        )
+        if rc < 0:
+            if -rc == errno.ENOENT or ctypes.get_errno() == errno.ENOENT:
+                return
+            _check(rc, "map iterate")
+        ctypes.memmove(ctypes.byref(key), ctypes.byref(next_key), ctypes.sizeof(key_type))
+        value = value_type()
+        if map_lookup(fd, key, value):
+            yield key_type.from_buffer_copy(key), value
+        prev = key_type.from_buffer_copy(key)
+
+
 class TestRunOpts(ctypes.Structure):
     """struct bpf_test_run_opts of libbpf 1.1 (PLATFORM.md lists the fields in order)."""
 

@@ -1,66 +1,97 @@
-"""Attach and detach programs on the clsact hooks of a port (pyroute2 tc, in the port's namespace).
+"""Attach and detach programs on the clsact hooks of a port, over a raw rtnetlink socket.
 
-Callers pass an IPRoute already bound to the port's namespace: dataplane knows ports and
-ifindexes, not namespaces or topologies. bcc never detaches TC filters: this module does.
+Callers pass a NETLINK_ROUTE socket opened inside the port's namespace (netns_lab hands one out
+with `Netlink.tc_socket()`): dataplane knows ports and ifindexes, not namespaces or topologies.
+Requests are packed by rtnl_tc and sent one at a time with NLM_F_ACK; each call returns when
+the kernel has answered, and a refusal raises TcError naming the port and the hook.
+bcc never detaches TC filters: this module does.
 """
 
 from __future__ import annotations
 
 import errno
-from typing import Any, Literal
+import itertools
+import os
+import socket
+from collections.abc import Iterator
+from typing import Literal
 
-from pyroute2.netlink.exceptions import NetlinkError
+from dataplane import rtnl_tc
 
 Hook = Literal["ingress", "egress"]
-PARENT = {"ingress": "ffff:fff2", "egress": "ffff:fff3"}
+PARENT: dict[Hook, int] = {"ingress": rtnl_tc.INGRESS, "egress": rtnl_tc.EGRESS}
 HANDLE = 1  # one filter per hook: replacing it is atomic for packets in flight
+PRIO = 1
+_RECV_SIZE = 65536  # a dump datagram is at most ~32 KiB
+_seq = itertools.count(1)  # per process, so replies match their request whichever socket is used
 
 
-def ensure_clsact(ipr: Any, ifindex: int) -> None:
-    try:
-        ipr.tc("add", "clsact", ifindex)
-    except NetlinkError as err:
-        if err.code != errno.EEXIST:
-            raise
+class TcError(OSError):
+    """The kernel refused a tc request: errno, and what was asked (with the kernel's reason)."""
 
 
-def attach(ipr: Any, ifindex: int, hook: Hook, fd: int, name: str) -> None:
-    """Attach (or atomically replace) the direct-action program on a hook of the port."""
-    ensure_clsact(ipr, ifindex)
-    ipr.tc(
-        "replace-filter",
-        "bpf",
-        ifindex,
-        handle=HANDLE,
-        fd=fd,
-        name=name,
-        parent=PARENT[hook],
-        classid=1,
-        direct_action=True,
-        prio=1,
-        protocol=0x0003,
-    )
+def add_clsact(sock: socket.socket, ifindex: int) -> None:
+    """Give the port its clsact qdisc; one that is already there is kept (NLM_F_CREATE, no EXCL)."""
+    what = f"cannot add clsact to ifindex {ifindex}"
+    _call(sock, rtnl_tc.RTM_NEWQDISC, rtnl_tc.F_CREATE, rtnl_tc.clsact(ifindex), what)
 
 
-def detach(ipr: Any, ifindex: int) -> None:
+def attach(sock: socket.socket, ifindex: int, hook: Hook, fd: int, name: str) -> None:
+    """Attach the direct-action program `fd` on a hook of the port (its clsact must exist).
+
+    A program already there under the same handle is replaced in one step (NLM_F_REPLACE):
+    every packet sees the old program or the new one, never none.
+    """
+    body = rtnl_tc.bpf_filter(ifindex, PARENT[hook], HANDLE, PRIO, fd, name)
+    what = f"cannot attach {name} to {hook} of ifindex {ifindex}"
+    _call(sock, rtnl_tc.RTM_NEWTFILTER, rtnl_tc.F_CREATE | rtnl_tc.F_REPLACE, body, what)
+
+
+def detach(sock: socket.socket, ifindex: int) -> None:
     """Remove the clsact qdisc and with it every filter on both hooks; fine if already gone."""
+    what = f"cannot remove clsact from ifindex {ifindex}"
     try:
-        ipr.tc("del", "clsact", ifindex)
-    except NetlinkError as err:
-        if err.code not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
+        _call(sock, rtnl_tc.RTM_DELQDISC, 0, rtnl_tc.clsact(ifindex), what)
+    except TcError as err:
+        if err.errno not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
             raise
 
 
-def attached(ipr: Any, ifindex: int, hook: Hook) -> list[str]:
-    """Names of the programs on a hook."""
-    try:
-        filters = ipr.get_filters(index=ifindex, parent=PARENT[hook])
-    except NetlinkError:
-        return []
-    names = []
-    for msg in filters:
-        opts = msg.get("TCA_OPTIONS") or {}
-        name = opts.get("TCA_BPF_NAME") if hasattr(opts, "get") else None
-        if name:
-            names.append(name)
-    return names
+def attached(sock: socket.socket, ifindex: int, hook: Hook) -> list[str]:
+    """Names of the programs on a hook ([] when the port has no clsact or no longer exists)."""
+    body = rtnl_tc.filter_dump(ifindex, PARENT[hook])
+    what = f"cannot list the filters on {hook} of ifindex {ifindex}"
+    replies = _exchange(sock, rtnl_tc.RTM_GETTFILTER, rtnl_tc.F_DUMP, body, what)
+    names = (rtnl_tc.bpf_program_name(payload) for kind, payload in replies if kind == rtnl_tc.RTM_NEWTFILTER)
+    return [name for name in names if name is not None]
+
+
+def _call(sock: socket.socket, kind: int, flags: int, body: bytes, what: str) -> None:
+    for _ in _exchange(sock, kind, flags | rtnl_tc.F_ACK, body, what):
+        pass
+
+
+Reply = tuple[int, memoryview]  # (message type, payload)
+
+
+def _exchange(sock: socket.socket, kind: int, flags: int, body: bytes, what: str) -> Iterator[Reply]:
+    """Send one request; yield (type, payload) of its answers until the ack or NLMSG_DONE.
+
+    A payload is valid only until the next one is asked for (the buffer is reused).
+    """
+    seq = next(_seq)
+    sock.send(rtnl_tc.request(kind, flags, seq, body))
+    buf = bytearray(_RECV_SIZE)
+    while True:
+        size = sock.recv_into(buf, 0, socket.MSG_TRUNC)  # EINTR is retried by Python (PEP 475)
+        if size > len(buf):
+            raise TcError(errno.EMSGSIZE, f"{what}: reply of {size} bytes truncated")
+        for mtype, mflags, mseq, payload in rtnl_tc.messages(memoryview(buf)[:size]):
+            if mseq != seq:
+                continue  # the late answer of a request interrupted before its ack
+            if mtype in (rtnl_tc.NLMSG_ERROR, rtnl_tc.NLMSG_DONE):
+                code, detail = rtnl_tc.error(mflags, payload, done=mtype == rtnl_tc.NLMSG_DONE)
+                if code:
+                    raise TcError(code, f"{what}: {os.strerror(code)}" + (f" ({detail})" if detail else ""))
+                return
+            yield mtype, payload

@@ -19,6 +19,55 @@ BPF_ARRAY(ports, struct nlab_port, NLAB_MAX_IFINDEX);
  * Per-CPU so that counting needs no atomic operation; user space sums the CPUs. */
 BPF_PERCPU_ARRAY(counters, struct nlab_counter, NLAB_MAX_IFINDEX * NLAB_NR_DIRS * NLAB_NR_REASONS);
 
+/* ---- firewall and port security maps (used by the VM-port programs only) ---- */
+
+/* vNIC settings by ifindex (MAC, endpoint id, flags); all zero: no port security, no policy. */
+BPF_ARRAY(vnics, struct nlab_vnic, NLAB_MAX_IFINDEX);
+/* (ifindex, address) a vNIC may send from. A hash: sparse, exact. */
+BPF_HASH(vnic_addrs, struct nlab_addr_key, u8, 4096);
+/* Runtime settings: active policy generation, quota, timeouts. */
+BPF_ARRAY(fw_config, struct nlab_fw_config, 1);
+/* Peer address -> identity; LPM for CIDRs. Holds both generations during an update. */
+BPF_LPM_TRIE(ipcache, struct nlab_ipcache_key, u32, NLAB_IPCACHE_SIZE);
+/* (gen, direction, proto, endpoint, identity, port prefix) -> rule; LPM turns port ranges into a
+ * few prefixes, so the lookup cost does not depend on the number of rules. */
+BPF_LPM_TRIE(policy, struct nlab_policy_key, struct nlab_policy_value, NLAB_POLICY_SIZE);
+/* Default verdict by endpoint * 2 + direction; a missing endpoint reads 0: deny. */
+BPF_ARRAY(defaults, u8, NLAB_MAX_ENDPOINTS * 2);
+/* Connection table: a plain hash so that a full table refuses new flows instead of evicting. */
+BPF_HASH(conntrack, struct nlab_ct_key, struct nlab_ct_entry, NLAB_CT_SIZE);
+/* Live connection entries per endpoint, for the per-VM quota. */
+BPF_ARRAY(ct_count, u32, NLAB_MAX_ENDPOINTS);
+/* First-fragment verdicts; LRU: stale reassembly state may be evicted, a fragment then orphaned. */
+BPF_TABLE("lru_hash", struct nlab_frag_key, struct nlab_frag, frags, 4096);
+/* Packets and bytes decided by each rule (0: the defaults). */
+BPF_PERCPU_ARRAY(rule_hits, struct nlab_counter, NLAB_MAX_RULES);
+/* Verdict events (denied packets, new allowed flows) and the count of those the reader lost. */
+BPF_RINGBUF_OUTPUT(fw_events, 64);
+BPF_PERCPU_ARRAY(events_lost, u64, 1);
+
+/* Map accessors. bcc rewrites `map.lookup()` and friends only in the main source file, not in
+ * included headers, so the helpers in include/ reach every map through these. */
+static __always_inline u8 *map_vnic_addr(struct nlab_addr_key *k) { return vnic_addrs.lookup(k); }
+static __always_inline u32 *map_ipcache(struct nlab_ipcache_key *k) { return ipcache.lookup(k); }
+static __always_inline struct nlab_policy_value *map_policy(struct nlab_policy_key *k) { return policy.lookup(k); }
+static __always_inline u8 *map_defaults(__u32 *idx) { return defaults.lookup(idx); }
+static __always_inline u32 *map_ct_count(__u32 *idx) { return ct_count.lookup(idx); }
+static __always_inline struct nlab_ct_entry *map_ct(struct nlab_ct_key *k) { return conntrack.lookup(k); }
+static __always_inline int map_ct_delete(struct nlab_ct_key *k) { return conntrack.delete(k); }
+static __always_inline int map_ct_insert(struct nlab_ct_key *k, struct nlab_ct_entry *e)
+{
+    return conntrack.insert(k, e);  /* BPF_NOEXIST */
+}
+static __always_inline struct nlab_frag *map_frag(struct nlab_frag_key *k) { return frags.lookup(k); }
+static __always_inline int map_frag_update(struct nlab_frag_key *k, struct nlab_frag *v) { return frags.update(k, v); }
+static __always_inline struct nlab_counter *map_rule_hits(__u32 *idx) { return rule_hits.lookup(idx); }
+static __always_inline int map_event_output(void *ev, __u32 size) { return fw_events.ringbuf_output(ev, size, 0); }
+static __always_inline u64 *map_events_lost(__u32 *idx) { return events_lost.lookup(idx); }
+
+#include "portsec.h"
+#include "fw.h"
+
 /* The one exit of every program: count the verdict, turn a negative reason into a drop. */
 static __always_inline int verdict(struct __sk_buff *skb, __u32 len, int dir, int rc)
 {
@@ -65,6 +114,94 @@ static __always_inline int classify(struct __sk_buff *skb, int dir)
     if (vlan < 0)
         return vlan;
     return trunk_check(skb, port, eth, vlan, dir);
+}
+
+/* Port security and firewall of a vNIC in direction `dir`; 0 when it passes. */
+static __always_inline int vnic_firewall(struct __sk_buff *skb, __u8 dir)
+{
+    __u32 ifindex = skb->ifindex;
+    struct nlab_vnic *vnic = ifindex < NLAB_MAX_IFINDEX ? vnics.lookup(&ifindex) : NULL;
+
+    if (!vnic || !vnic->flags)
+        return 0;
+    struct ethhdr *eth = eth_header(skb);
+    if (!eth)
+        return -NLAB_DROP_MALFORMED;
+    __be16 proto = eth->h_proto;
+    int guard = dir == NLAB_FW_OUT && (vnic->flags & NLAB_VNIC_F_PORTSEC);
+    if (guard && !mac_equal(eth->h_source, vnic->mac))
+        return -NLAB_DROP_SPOOF_MAC;
+    if (proto == bpf_htons(ETH_P_ARP))
+        return guard ? portsec_arp(skb, vnic) : 0;
+    struct flow f = {};
+    int rc = parse_flow(skb, proto, &f);
+    if (rc < 0)
+        return rc;
+    if (guard && (rc = portsec_ip(skb, vnic, &f)) < 0)
+        return rc;
+    if (!(vnic->flags & NLAB_VNIC_F_FIREWALL))
+        return 0;
+    __u32 zero = 0;
+    struct nlab_fw_config *cfg = fw_config.lookup(&zero);
+    if (!cfg)
+        return -NLAB_DROP_POLICY;
+    struct fw_ctx c = {.skb = skb, .f = &f, .cfg = cfg, .endpoint = vnic->endpoint, .dir = dir};
+    return firewall(&c);
+}
+
+/* From a VM: edge checks, port security, firewall, then the VLAN tag. */
+static __always_inline int from_vm(struct __sk_buff *skb)
+{
+    const struct nlab_port *port = port_of(skb);
+    struct ethhdr *eth = eth_header(skb);
+
+    if (!port)
+        return -NLAB_DROP_NO_PORT;
+    if (!eth)
+        return -NLAB_DROP_MALFORMED;
+    int vlan = outer_vlan(skb, eth);
+    if (vlan < 0)
+        return vlan;
+    if (vlan != NLAB_NO_VLAN)
+        return port->mode == NLAB_MODE_ACCESS ? -NLAB_DROP_TAGGED_ON_ACCESS : trunk_check(skb, port, eth, vlan, NLAB_DIR_INGRESS);
+    if ((port->flags & NLAB_PORT_F_GUARD) && is_control_frame(eth))
+        return -NLAB_DROP_CONTROL_FRAME;
+    int rc = vnic_firewall(skb, NLAB_FW_OUT);
+    if (rc < 0)
+        return rc;
+    eth = eth_header(skb);  /* revalidate after the helper calls of the firewall */
+    if (!eth)
+        return -NLAB_DROP_MALFORMED;
+    if (port->mode == NLAB_MODE_ACCESS)
+        return access_ingress(skb, port, eth, vlan);
+    return trunk_check(skb, port, eth, vlan, NLAB_DIR_INGRESS);
+}
+
+/* To a VM: the VLAN check and untagging first, then the firewall on the untagged frame. */
+static __always_inline int to_vm(struct __sk_buff *skb)
+{
+    int vlan = classify(skb, NLAB_DIR_EGRESS);
+
+    if (vlan < 0)
+        return vlan;
+    int rc = vnic_firewall(skb, NLAB_FW_IN);
+    return rc < 0 ? rc : vlan;
+}
+
+/* attach: TC ingress of a VM's vSwitch port (frames from the VM) */
+int port_from_vm(struct __sk_buff *skb)
+{
+    __u32 len = skb->len;
+
+    return verdict(skb, len, NLAB_DIR_INGRESS, from_vm(skb));
+}
+
+/* attach: TC egress of a VM's vSwitch port (frames to the VM) */
+int port_to_vm(struct __sk_buff *skb)
+{
+    __u32 len = skb->len;
+
+    return verdict(skb, len, NLAB_DIR_EGRESS, to_vm(skb));
 }
 
 /* attach: TC ingress of every switch port (frames from the port's device into the switch) */

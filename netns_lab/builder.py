@@ -4,6 +4,9 @@ Building is a list of steps, one per node. Each step that creates a namespace jo
 first (see state.py) and registers its undo on an ExitStack, so a failure, Ctrl-C or SIGTERM
 at step N undoes steps 1..N. Deleting a namespace takes its links with it: a veth pair dies
 with either end, so namespaces are the only undo needed.
+
+The dataplanes of the switching nodes are compiled in a background thread from the start
+(`Loads`), while the steps make namespaces and links; a step waits only for its own node's.
 """
 
 from __future__ import annotations
@@ -11,11 +14,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
+from dataplane import fwpolicy, tc
 from dataplane.bpf import LoadError
+from dataplane.firewall import Settings
 from dataplane.switch import PortError, SwitchDataplane
-from netns_lab import model, ports, teardown
+from netns_lab import firewall, model, ports, teardown
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.model import Host, Network, Switch, Topology, Vm
@@ -39,6 +46,48 @@ class Step:
     run: Callable[[], None]
 
 
+class Loads:
+    """The dataplanes of a lab's switching nodes, compiled and pinned one after the other in a
+    background thread, in the order the build needs them.
+
+    bcc compiles in C with the GIL released, so compiling overlaps the builder's own work.
+    One thread only: bcc is not safe for concurrent compiles in one process (iovisor/bcc#4500).
+    """
+
+    def __init__(self, pins: Path, nodes: list[str]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlab-compile")
+        self._futures: dict[str, Future[SwitchDataplane]] = {}
+        for node in nodes:
+            self._futures[node] = self._pool.submit(SwitchDataplane.load, pins / node)
+
+    def ready(self, node: str) -> bool:
+        return self._futures[node].done()
+
+    def get(self, node: str) -> SwitchDataplane:
+        """`node`'s dataplane, once compiled (LoadError if it could not be)."""
+        return self._futures[node].result()
+
+    def close(self) -> None:
+        """Cancel the loads not started, wait for the one under way, close every loaded object.
+
+        Closing drops only our file descriptors: TC filters and pins keep the programs and maps
+        of a built lab alive; a failed build's pins go with the lab's pin directory (teardown),
+        which is why no load may still be running when this returns.
+        """
+        interrupted: KeyboardInterrupt | None = None
+        while True:
+            try:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                break
+            except KeyboardInterrupt as err:  # another Ctrl-C or SIGTERM: a compile cannot be cut short
+                interrupted = err
+        for future in self._futures.values():
+            if not future.cancelled() and future.exception() is None:
+                future.result().close()
+        if interrupted is not None:
+            raise interrupted
+
+
 class Builder:
     def __init__(
         self, topo: Topology, state: LabState, progress: Progress | None = None, dataplane: bool = True
@@ -48,29 +97,39 @@ class Builder:
         self.progress = progress or (lambda done, total, label: None)
         self.dataplane = dataplane
         self._sockets: dict[str, Netlink] = {}
+        self._loads: Loads | None = None
         self._dataplanes: dict[str, SwitchDataplane] = {}
+        self._at = (0, 0, "")  # the step under way, for progress while waiting for a compile
         self._port_vlans = {
             **{h.name: {p.name: p.vlans for p in ports.host_ports(topo, h.name)} for h in topo.hosts},
             **{s.name: {p.name: p.vlans for p in ports.switch_ports(topo, s.name)} for s in topo.switches},
         }
         self._undo = contextlib.ExitStack()
+        # VM ports by interface name (names are unique within a host namespace)
+        self._vnics = {model.vm_port(vm.name, nic.index): (vm, nic) for vm in topo.vms for nic in vm.nics}
 
     def build(self) -> None:
         steps = list(self.plan())
         try:
+            if self.dataplane:
+                switching = [*(s.name for s in self.topo.switches), *(h.name for h in self.topo.hosts)]
+                self._loads = Loads(pin_dir(self.topo.lab), switching)  # in the order of the steps
             with self._undo:
                 for done, step in enumerate(steps):
-                    self.progress(done, len(steps), step.label)
+                    self._at = (done, len(steps), step.label)
+                    self.progress(*self._at)
                     step.run()
                 self._undo.pop_all()  # success: keep everything
             self.progress(len(steps), len(steps), "done")
         finally:
             for sock in self._sockets.values():
                 sock.close()
-            for dp in self._dataplanes.values():
-                dp.close()  # TC filters and pins keep the programs and maps alive
+            if self._loads is not None:
+                self._loads.close()
 
     def plan(self) -> Iterator[Step]:
+        """Switches, networks, then each host followed by its VMs: a host's VMs are built while
+        the next host's dataplane compiles, instead of every VM waiting for the last compile."""
         t = self.topo
         for switch in t.switches:
             yield Step(f"switch {switch.name}", lambda s=switch: self._switch(s))
@@ -78,8 +137,8 @@ class Builder:
             yield Step(f"network {network.name}", lambda n=network: self._network(n))
         for host in t.hosts:
             yield Step(f"host {host.name}", lambda h=host: self._host(h))
-        for vm in t.vms:
-            yield Step(f"vm {vm.name}", lambda v=vm: self._vm(v))
+            for vm in (vm for vm in t.vms if vm.host == host.name):
+                yield Step(f"vm {vm.name}", lambda v=vm: self._vm(v))
 
     # -- helpers -------------------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -107,13 +166,43 @@ class Builder:
         ns = self.ns(node)
         netlink.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
         netlink.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
-        if not self.dataplane:
+        # the bridges would otherwise report their link-local IPv4 groups (IGMP) into every port
+        netlink.sysctl(ns, "net.ipv4.igmp_link_local_mcast_reports", "0")
+        if self._loads is None:
             return
-        directory = pin_dir(self.topo.lab) / node
+        if not self._loads.ready(node):
+            done, total, label = self._at
+            self.progress(done, total, f"{label}: compiling")
         try:
-            self._dataplanes[node] = SwitchDataplane.load(directory)
+            self._dataplanes[node] = self._loads.get(node)
         except LoadError as err:
             raise RuntimeError(f"{node}: {err}") from None
+        if any(h.name == node for h in self.topo.hosts):
+            self._install_firewall(node)
+
+    def _install_firewall(self, host: str) -> None:
+        """Settings and the host's compiled policy, before any vNIC port exists: a vNIC's first
+        packet already meets the whole policy."""
+        fw = self._dataplanes[host].firewall
+        s = self.topo.firewall
+        fw.set_settings(
+            Settings(
+                s.ct_quota, s.tcp_timeout, s.tcp_open_timeout, s.udp_timeout, s.icmp_timeout, s.frag_timeout
+            )
+        )
+        fw.install(fwpolicy.compile(firewall.host_policy(self.topo, host)))
+
+    def _set_vnic(self, node: str, ifindex: int, ifname: str) -> bool:
+        """Port security and firewall settings of a VM's port; False if `ifname` is no VM port."""
+        owner = self._vnics.get(ifname) if any(h.name == node for h in self.topo.hosts) else None
+        if owner is None:
+            return False
+        vm, nic = owner
+        v = firewall.vnic_settings(self.topo, vm, nic)
+        self._dataplanes[node].firewall.set_vnic(
+            ifindex, nic.mac, v.endpoint, v.port_security, v.any_source, v.endpoint != 0, v.addresses
+        )
+        return True
 
     def _attach(self, node: str, ifname: str) -> None:
         """Configure a port's VLAN policy, then attach its programs: never the other way round,
@@ -127,7 +216,11 @@ class Builder:
             dp.configure(ifindex, self._port_vlans[node][ifname])
         except PortError as err:
             raise RuntimeError(f"{node}: port {ifname}: {err}") from None
-        dp.attach(nl.iproute(), ifindex)
+        vm_port = self._set_vnic(node, ifindex, ifname)
+        try:
+            dp.attach(nl.tc_socket(), ifindex, vm=vm_port)
+        except tc.TcError as err:
+            raise tc.TcError(err.errno, f"{node}: port {ifname}: {err.strerror}") from None
 
     # -- steps ---------------------------------------------------------------------------------
     def _switch(self, switch: Switch) -> None:

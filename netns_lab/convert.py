@@ -7,7 +7,8 @@ node with a structural error, so that the semantic checks only ever see well-for
 
 What only the raw data shows is checked here too, and reported without leaving the node out:
 a trunk that lists a VLAN twice, an access port that also sets ``trunk`` or ``untagged``, a
-switch port that carries nothing.
+switch port that carries nothing. Security groups and firewall rules are built by
+:mod:`netns_lab.convert_firewall`, the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 from ipaddress import ip_address, ip_interface, ip_network
 from typing import Any, TypeVar
 
+from netns_lab.convert_firewall import FirewallConverter
 from netns_lab.errors import Issue, did_you_mean
 from netns_lab.model import (
     Host,
@@ -38,7 +40,7 @@ from netns_lab.model import (
 )
 
 SECTIONS = ("switches", "networks", "hosts", "vms")  # in build order, as Topology.node_names
-KEYED_SECTIONS = (*SECTIONS, "vlans")  # sections whose entries are left out one by one when broken
+KEYED_SECTIONS = (*SECTIONS, "vlans", "security_groups")  # entries are left out one by one when broken
 Declared = Mapping[str, tuple[str, ...] | None]  # names per section; None: not a mapping
 VlanRef = int | float | str  # the schema's integer admits 10.0
 
@@ -59,6 +61,9 @@ class Converter:
         """The model of every node not in ``broken`` whose values parse."""
         desc = data.get("description")
         self.vlans = VlanTable(data.get("vlans"), {name for section, name in broken if section == "vlans"})
+        firewall = FirewallConverter(self.source, data, broken)
+        groups, settings = firewall.security_groups(), firewall.settings(data.get("firewall"))
+        self.issues += firewall.issues
         return Topology(
             lab=self.lab,
             source=self.source,
@@ -68,6 +73,8 @@ class Converter:
             hosts=self._section(data, "hosts", broken, self.host),
             vms=self._section(data, "vms", broken, self.vm),
             description=desc if isinstance(desc, str) else "",
+            security_groups=groups,
+            firewall=settings,
         )
 
     def _section(
@@ -172,7 +179,29 @@ class Converter:
             ip=self.interface(f"vms.{vm}.nics[{index}].ip", raw.get("ip")),
             vlan=self.vlan(f"vms.{vm}.nics[{index}].vlan", raw.get("vlan")),
             vni=_whole(raw.get("vni")),
+            port_security=raw.get("port_security", True),
+            allowed_addresses=self.allowed(f"vms.{vm}.nics[{index}].allowed_addresses", raw),
         )
+
+    def allowed(self, path: str, nic: dict[str, Any]) -> tuple[IfAddr, ...]:
+        """Extra source addresses: an address alone (/32, /128) or a prefix without host bits."""
+        found = []
+        for index, text in enumerate(nic.get("allowed_addresses", [])):
+            try:
+                iface = ip_interface(text)
+            except ValueError:
+                reason = f"{text!r} is not an IP address or prefix, like 10.20.0.100 or 10.20.0.96/28"
+                self._fail(f"{path}[{index}]", reason)
+                continue
+            if iface.ip != iface.network.network_address:
+                self._fail(
+                    f"{path}[{index}]",
+                    f"{text} has host bits set (write {iface.ip} for the address alone, "
+                    f"{iface.network} for the whole prefix)",
+                )
+            else:
+                found.append(iface)
+        return tuple(found)
 
     def vlan(self, path: str, ref: VlanRef | None) -> int | None:
         if ref is None:

@@ -56,3 +56,14 @@ def listing(kind: str, owner: str, names: Iterable[str]) -> str:
     """``"vSwitches of hv1: vs1, vs2"``, or ``"hv1 has no vSwitches"``."""
     names = list(names)
     return f"{kind} of {owner}: {', '.join(names)}" if names else f"{owner} has no {kind}"
+
+
+def unknown(kind: str, plural: str, name: str, names: Iterable[str], hint: str | None = None) -> str:
+    """``"unknown VM 'web3' (did you mean 'web1'? VMs: web1, web2)"``, or ``"... (no VMs are declared)"``.
+
+    ``hint``, when given, is the suggestion instead of the closest of ``names``.
+    """
+    names = list(names)
+    mean = f"did you mean {hint!r}? " if hint else did_you_mean(name, names)
+    known = f"{plural}: {', '.join(names)}" if names else f"no {plural} are declared"
+    return f"unknown {kind} {name!r} ({mean}{known})"

@@ -6,9 +6,9 @@ Three passes, each collecting every issue it can before the next one runs:
    read with the YAML 1.2 core schema, so ``0000:03:00.0``, ``12:34:56:78:9a:bc`` and ``no``
    stay strings (YAML 1.1 reads the first two as base-60 numbers and the last as false).
 2. Structure, against ``schema/topology.schema.json``; each schema error becomes one issue with
-   a reason chosen by its kind. A node (switch, network, host or VM) or a VLAN with a structural
-   error is left out of pass 3, but its name still counts as declared, so references to it are
-   not reported a second time as dangling.
+   a reason chosen by its kind. A node (switch, network, host or VM), a VLAN, a security group
+   or a firewall rule with a structural error is left out of pass 3, but its name still counts
+   as declared, so references to it are not reported a second time as dangling.
 3. Semantics (:mod:`netns_lab.validate`), on the model built from the nodes that passed.
 """
 
@@ -33,6 +33,7 @@ from yaml.scanner import Scanner
 
 from netns_lab import validate
 from netns_lab.convert import KEYED_SECTIONS, SECTIONS, Converter
+from netns_lab.convert_firewall import RULES
 from netns_lab.errors import Issue, TopologyError, did_you_mean
 from netns_lab.model import Topology
 
@@ -245,6 +246,8 @@ def check_structure(data: dict[str, Any], source: str) -> tuple[list[Issue], set
         where = _where(error)
         if len(where) >= 2 and where[0] in KEYED_SECTIONS:
             broken.add((str(where[0]), str(where[1])))
+        elif len(where) >= 3 and where[:2] == ("firewall", "rules"):
+            broken.add((RULES, str(where[2])))
         found += [(order.get(path, len(order)), issue) for path, issue in _explain(error, where, source)]
     found.sort(key=lambda pair: pair[0])
     return list(dict.fromkeys(issue for _, issue in found)), broken

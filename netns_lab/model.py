@@ -2,7 +2,9 @@
 
 The loader turns a YAML file into these objects after validating it; the builder, status and
 graph read them. Names of the kernel objects a lab creates are derived here, in one place, so
-that the builder, teardown and status always agree on them.
+that the builder, teardown and status always agree on them. The NIC firewall's policy
+(security groups, rules, connection-tracking settings) is part of the topology too, with the
+pure helpers that say which rules apply to which NIC.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ Role = Literal["none", "firewall", "router", "analyzer"]
 ROLES: tuple[str, ...] = ("none", "firewall", "router", "analyzer")
 
 IFNAMSIZ = 15  # usable bytes of a Linux interface name (IFNAMSIZ 16 minus the NUL)
+
+PeerKind = Literal["any", "cidr", "group", "vm"]
+Direction = Literal["in", "out"]
+Proto = Literal["tcp", "udp", "icmp", "icmpv6", "any"]
+Action = Literal["allow", "deny"]
+PROTOS: tuple[str, ...] = ("tcp", "udp", "icmp", "icmpv6", "any")
 
 
 @dataclass(frozen=True)
@@ -146,11 +154,18 @@ class Nic:
     ip: IfAddr | None = None
     vlan: int | None = None
     vni: int | None = None
+    port_security: bool = True  # the VM sends only from its MAC and addresses
+    allowed_addresses: tuple[IfAddr, ...] = ()  # more sources it may use (a VIP): /32, /128 or a prefix
 
     @property
     def name(self) -> str:
         """The interface name inside the VM."""
         return f"eth{self.index}"
+
+    @property
+    def addresses(self) -> tuple[IfAddr, ...]:
+        """Every source the NIC may send from: its own address first, then the allowed ones."""
+        return (self.ip, *self.allowed_addresses) if self.ip is not None else self.allowed_addresses
 
 
 @dataclass(frozen=True)
@@ -169,6 +184,58 @@ class Vm:
 
 
 @dataclass(frozen=True)
+class SecurityGroup:
+    """A named set of VM NICs: (vm, nic index), the index None standing for every NIC of the VM."""
+
+    name: str
+    members: tuple[tuple[str, int | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """What a rule names: ``any`` address, a ``cidr`` (value: the prefix), a ``group`` (value: its
+    name) or a ``vm`` (value: its name; ``nic``: one NIC's index, None for all of them)."""
+
+    kind: PeerKind
+    value: str | IpNet | None = None
+    nic: int | None = None
+
+
+@dataclass(frozen=True)
+class FwRule:
+    """One firewall rule. ``apply`` names groups and VMs (the NICs it filters); ``peers`` the other
+    end. ``ports`` are inclusive ranges of destination ports (ICMP: of types); empty means all."""
+
+    id: int
+    apply: tuple[PeerSpec, ...]
+    direction: Direction
+    peers: tuple[PeerSpec, ...]
+    proto: Proto
+    ports: tuple[tuple[int, int], ...]
+    action: Action
+    priority: int = 100
+    description: str = ""
+
+    @property
+    def precedence(self) -> tuple[int, int, int]:
+        """Sort key of evaluation: lower priority first, deny before allow, then the id."""
+        return self.priority, 0 if self.action == "deny" else 1, self.id
+
+
+@dataclass(frozen=True)
+class FirewallSettings:
+    """The rules and the connection tracking of every NIC firewall; timeouts in seconds."""
+
+    rules: tuple[FwRule, ...] = ()
+    ct_quota: int = 4096  # connections one VM may hold in the table
+    tcp_timeout: int = 3600
+    tcp_open_timeout: int = 60  # a TCP connection not established yet
+    udp_timeout: int = 60
+    icmp_timeout: int = 30
+    frag_timeout: int = 10
+
+
+@dataclass(frozen=True)
 class Topology:
     lab: str
     source: str
@@ -178,6 +245,8 @@ class Topology:
     vms: tuple[Vm, ...] = ()
     vlans: tuple[Vlan, ...] = ()
     description: str = ""
+    security_groups: tuple[SecurityGroup, ...] = ()
+    firewall: FirewallSettings = FirewallSettings()
 
     def renamed(self, lab: str) -> Topology:
         """The same topology under another prefix (``nlab up --name``)."""
@@ -222,6 +291,55 @@ class Topology:
         """Every node that becomes a namespace, in build order."""
         groups = (self.switches, self.networks, self.hosts, self.vms)
         return [node.name for group in groups for node in group]
+
+    # -- the NIC firewall ------------------------------------------------------------------------
+    def group(self, name: str) -> SecurityGroup:
+        return next(g for g in self.security_groups if g.name == name)
+
+    def nics_of(self, spec: PeerSpec) -> list[tuple[Vm, Nic]]:
+        """The NICs a group or VM spec stands for, each once, in the order they are named.
+
+        Names the model does not hold (a group or VM left out of a topology that failed to load)
+        stand for no NIC; ``any`` and CIDR specs have no NICs and raise ValueError.
+        """
+        if spec.kind == "group":
+            group = next((g for g in self.security_groups if g.name == spec.value), None)
+            members = group.members if group is not None else ()
+        elif spec.kind == "vm":
+            members = ((str(spec.value), spec.nic),)
+        else:
+            raise ValueError(f"a {spec.kind} peer stands for addresses, not NICs")
+        vms = {vm.name: vm for vm in self.vms}
+        found: dict[tuple[str, int], tuple[Vm, Nic]] = {}
+        for name, index in members:
+            vm = vms.get(name)
+            for nic in vm.nics if vm is not None else ():
+                if index is None or nic.index == index:
+                    found.setdefault((name, nic.index), (vm, nic))
+        return list(found.values())
+
+    def firewalled_nics(self) -> set[tuple[str, int]]:
+        """(vm, nic index) of every NIC some rule applies to: these deny by default, both ways."""
+        return {
+            (vm.name, nic.index)
+            for rule in self.firewall.rules
+            for spec in rule.apply
+            for vm, nic in self.nics_of(spec)
+        }
+
+    def rules_for(self, vm: str, nic_index: int) -> list[FwRule]:
+        """The rules that apply to one NIC, in the order they are evaluated (``FwRule.precedence``)."""
+        rules = [
+            rule
+            for rule in self.firewall.rules
+            if any((v.name, n.index) == (vm, nic_index) for spec in rule.apply for v, n in self.nics_of(spec))
+        ]
+        return sorted(rules, key=lambda rule: rule.precedence)
+
+    def groups_of(self, vm: str, nic_index: int) -> list[str]:
+        """The security groups one NIC is a member of, in declaration order."""
+        members = ((vm, None), (vm, nic_index))
+        return [g.name for g in self.security_groups if any(m in g.members for m in members)]
 
 
 def _remac(vm: Vm, old_lab: str, new_lab: str) -> Vm:

@@ -2,7 +2,8 @@
 
 References between names, one namespace per node, interface names that fit the kernel's limit and
 do not collide inside a namespace, unique addresses, next hops that are on a subnet of the node,
-roles that make sense; VLANs and port profiles are checked in :mod:`netns_lab.validate_vlans`.
+roles that make sense; VLANs and port profiles are checked in :mod:`netns_lab.validate_vlans`,
+port security's allowed addresses in :mod:`netns_lab.validate_firewall`.
 The checks read the model built from the nodes whose structure was valid; ``declared`` holds
 every name the file declares per section (``None`` for a section that is not a mapping), so that
 a reference to a node left out for another error is not reported as dangling.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Interface
 
-from netns_lab import validate_vlans
+from netns_lab import validate_firewall, validate_vlans
 from netns_lab.convert import SECTIONS, Declared
 from netns_lab.errors import Found, Issue, listing
 from netns_lab.model import (
@@ -52,6 +53,7 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     for vm in topo.vms:
         _role(found, vm)
     validate_vlans.check(found, topo, declared)
+    validate_firewall.check(found, topo, _interfaces(topo))
     return found.issues
 
 

@@ -20,7 +20,25 @@
 #define NLAB_DROP_VLAN_NOT_ALLOWED  7  /* tag not in the trunk's allowed list */
 #define NLAB_DROP_UNTAGGED          8  /* untagged frame on a port that carries none */
 #define NLAB_DROP_VLAN_HELPER       9  /* bpf_skb_vlan_push/pop failed */
-#define NLAB_NR_REASONS            16
+/* port security (a VM sends only as itself) */
+#define NLAB_DROP_SPOOF_MAC        10  /* source MAC is not the port's */
+#define NLAB_DROP_SPOOF_IP         11  /* IPv4/IPv6 source is not one of the port's */
+#define NLAB_DROP_SPOOF_ARP        12  /* ARP or gratuitous ARP for an address not the port's */
+#define NLAB_DROP_DHCP_SERVER      13  /* DHCP server reply from a VM */
+#define NLAB_DROP_ROUTER_ADVERT    14  /* IPv6 router advertisement or redirect from a VM */
+/* firewall */
+#define NLAB_DROP_POLICY           15  /* a rule or the default policy denies the flow */
+#define NLAB_DROP_CT_INVALID       16  /* no state and not a valid start (e.g. lone ACK/FIN/RST) */
+#define NLAB_DROP_CT_FULL          17  /* connection table full: new flows fail closed */
+#define NLAB_DROP_CT_QUOTA         18  /* the VM's share of the connection table is used up */
+#define NLAB_DROP_ICMP_UNRELATED   19  /* ICMP error about no tracked flow */
+#define NLAB_DROP_FRAG_TINY        20  /* first fragment too short for its L4 header */
+#define NLAB_DROP_FRAG_ORPHAN      21  /* non-first fragment with no first fragment seen */
+#define NLAB_DROP_FRAG_OVERLAP     22  /* fragment overlapping one already seen */
+#define NLAB_DROP_FRAG_DUP         23  /* first fragment seen twice */
+#define NLAB_DROP_L3_MALFORMED     24  /* bad IP header (length, version, options) */
+#define NLAB_DROP_UNSUPPORTED      25  /* an L3 protocol the firewall does not pass (not IP/ARP) */
+#define NLAB_NR_REASONS            32
 
 /* Direction, seen from the switch: into it from the port's device, or out of it to the device. */
 #define NLAB_DIR_INGRESS 0
@@ -47,6 +65,149 @@ struct nlab_port {
 struct nlab_counter {
     __u64 packets;
     __u64 bytes;
+};
+
+/* ---- firewall and port security (NIST 4.3) ---- */
+
+#ifndef NLAB_MAX_ENDPOINTS
+#define NLAB_MAX_ENDPOINTS 4096     /* firewalled vNICs per hypervisor (endpoint ids 1..N-1) */
+#endif
+#ifndef NLAB_MAX_RULES
+#define NLAB_MAX_RULES 65536        /* rule ids 0..N-1 (0: the default policy) */
+#endif
+#ifndef NLAB_CT_SIZE
+#define NLAB_CT_SIZE 65536          /* connection table entries per hypervisor */
+#endif
+#ifndef NLAB_POLICY_SIZE
+#define NLAB_POLICY_SIZE 262144     /* policy LPM entries, both generations together */
+#endif
+#ifndef NLAB_IPCACHE_SIZE
+#define NLAB_IPCACHE_SIZE 65536     /* address-to-identity LPM entries, both generations */
+#endif
+
+/* Firewall directions, seen from the VM: out of the VM, into the VM. */
+#define NLAB_FW_OUT 0
+#define NLAB_FW_IN  1
+
+/* Verdicts in the policy map and in events. */
+#define NLAB_VERDICT_DENY  0
+#define NLAB_VERDICT_ALLOW 1
+
+/* vNIC flags. */
+#define NLAB_VNIC_F_PORTSEC  0x1  /* a VM sends only with its MAC and addresses */
+#define NLAB_VNIC_F_FIREWALL 0x2  /* the stateful policy applies (endpoint id set) */
+#define NLAB_VNIC_F_ANY_SOURCE 0x4  /* a forwarding appliance: MAC and ARP checked, IP source not */
+
+/* Connection states. */
+#define NLAB_CT_NEW         1  /* opened by the first packet (TCP: SYN seen) */
+#define NLAB_CT_ESTABLISHED 2  /* the other side answered */
+#define NLAB_CT_CLOSING     3  /* FIN or RST seen */
+
+struct nlab_vnic {
+    __u8  mac[6];
+    __u16 endpoint;  /* firewall endpoint id; 0: no policy */
+    __u32 flags;     /* NLAB_VNIC_F_* */
+};
+
+/* An address a vNIC may send from (port security), keyed with the vNIC's ifindex. */
+struct nlab_addr_key {
+    __u32 ifindex;
+    __u8  family;  /* 4 or 6 */
+    __u8  _pad[3];
+    __u8  addr[16];  /* IPv4 in the first 4 bytes */
+};
+
+struct nlab_ct_key {
+    __u8  saddr[16];
+    __u8  daddr[16];
+    __u16 sport;  /* network order; ICMP echo: the identifier on both */
+    __u16 dport;
+    __u16 endpoint;
+    __u8  proto;
+    __u8  family;
+};
+
+struct nlab_ct_entry {
+    __u64 last_seen;   /* bpf_ktime_get_ns() */
+    __u32 rule;        /* the rule that allowed the flow */
+    __u32 generation;  /* the policy generation it was last checked against */
+    __u8  state;
+    __u8  origin;      /* NLAB_FW_OUT or NLAB_FW_IN: the direction of the first packet */
+    __u8  _pad[6];
+};
+
+struct nlab_frag_key {
+    __u8  saddr[16];
+    __u8  daddr[16];
+    __u32 id;
+    __u16 endpoint;
+    __u8  proto;
+    __u8  family;
+};
+
+struct nlab_frag {
+    __u64 last_seen;
+    __u32 end;      /* highest byte offset seen so far (end of the last fragment) */
+    __u8  verdict;  /* the first fragment's: NLAB_VERDICT_* */
+    __u8  _pad[3];
+};
+
+/* Runtime settings (array of one). `generation`: the active policy generation; its low bit
+ * selects which of the two policy copies (keys carry the bit) packets use. */
+struct nlab_fw_config {
+    __u32 generation;
+    __u32 ct_quota;         /* connection entries one endpoint may hold */
+    __u64 timeout_tcp;      /* ns: established TCP */
+    __u64 timeout_tcp_open; /* ns: TCP being opened or closed */
+    __u64 timeout_udp;
+    __u64 timeout_icmp;
+    __u64 timeout_frag;
+};
+
+/* Policy lookup: LPM over (gen, endpoint, direction, proto, identity) exact and a prefix of
+ * the port; a longest match gives the winning rule for that port interval. */
+#define NLAB_POLICY_FIXED_BITS 80
+struct nlab_policy_key {
+    __u32 prefixlen;   /* NLAB_POLICY_FIXED_BITS + 0..16 port bits */
+    __u8  gen;         /* generation bit */
+    __u8  direction;
+    __u8  proto;
+    __u8  _pad;
+    __u16 endpoint;    /* network order: the trie compares bytes in order */
+    __u32 identity;    /* network order */
+    __u16 port;        /* network order, last: its leading bits are the prefix */
+} __attribute__((packed));
+
+struct nlab_policy_value {
+    __u32 rule;
+    __u8  verdict;
+    __u8  _pad[3];
+};
+
+/* Address to identity: LPM over (gen, family, address). */
+#define NLAB_IPCACHE_FIXED_BITS 16
+struct nlab_ipcache_key {
+    __u32 prefixlen;   /* NLAB_IPCACHE_FIXED_BITS + address bits */
+    __u8  gen;
+    __u8  family;
+    __u8  addr[16];
+} __attribute__((packed));
+
+struct nlab_fw_event {
+    __u64 time_ns;
+    __u8  saddr[16];
+    __u8  daddr[16];
+    __u16 sport;       /* host order */
+    __u16 dport;
+    __u32 ifindex;
+    __u32 rule;
+    __u16 endpoint;
+    __u8  proto;
+    __u8  family;
+    __u8  verdict;     /* NLAB_VERDICT_DENY or ALLOW (a new flow) */
+    __u8  reason;
+    __u8  direction;   /* NLAB_FW_OUT / NLAB_FW_IN */
+    __u8  _pad;
 };
 
 /* skb->cb[NLAB_CB_VLAN] carries the classified VLAN to later stages (and to tests). */

@@ -5,8 +5,10 @@ thread sits in the target namespace, so the socket (and everything done through 
 there, without the fork per socket that `IPRoute(netns=...)` costs. Requests are packed by
 `rtnl` and sent one at a time with NLM_F_ACK; each call returns when the kernel has answered.
 pyroute2's sync API runs an asyncio loop per request (~240 us for a link change that costs
-~7 us on a raw socket), so it is kept for what is rare: `iproute()` for tc. The kernel does
-a request's work inside send(), so waiting for each ack costs nothing worth batching away.
+~7 us on a raw socket), so nothing on the build path uses it: `tc_socket()` hands
+dataplane.tc a second raw socket in the namespace, and `iproute()` is left for tests that
+want an independent view. The kernel does a request's work inside send(), so waiting for
+each ack costs nothing worth batching away.
 
 Creating calls return the new ifindex, read from the NLM_F_ECHO copy of RTM_NEWLINK (kernel
 6.1+; on older kernels the echo is absent and `index()` looks the name up when needed).
@@ -47,17 +49,21 @@ class Netlink:
 
     def __init__(self, ns: str | None) -> None:
         self.ns = ns
-        with netns.inside(ns) if ns is not None else contextlib.nullcontext():
+        with self._inside():
             self._sock = _open_socket()
         self._seq = 0
         self._buf = bytearray(_RECV_SIZE)
         self._index: dict[str, int] = {"lo": rtnl.LOOPBACK_INDEX}
         self._ipr: IPRoute | None = None
+        self._tc: socket.socket | None = None
 
     def close(self) -> None:
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
+        if self._tc is not None:
+            self._tc.close()
+            self._tc = None
         self._sock.close()
 
     def __enter__(self) -> Netlink:
@@ -66,12 +72,26 @@ class Netlink:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def tc_socket(self) -> socket.socket:
+        """A raw NETLINK_ROUTE socket of the same namespace for dataplane.tc; closed by close().
+
+        A second socket, not this one: tc numbers and reads its own requests, and a reply can
+        never land in the other conversation.
+        """
+        if self._tc is None:
+            with self._inside():
+                self._tc = _open_socket()
+        return self._tc
+
     def iproute(self) -> IPRoute:
-        """A pyroute2 IPRoute in the same namespace, for rare requests (tc); closed by close()."""
+        """A pyroute2 IPRoute in the same namespace (an independent view for tests); closed by close()."""
         if self._ipr is None:
-            with netns.inside(self.ns) if self.ns is not None else contextlib.nullcontext():
+            with self._inside():
                 self._ipr = IPRoute()
         return self._ipr
+
+    def _inside(self) -> contextlib.AbstractContextManager[None]:
+        return netns.inside(self.ns) if self.ns is not None else contextlib.nullcontext()
 
     # -- links -----------------------------------------------------------------------------
     def index(self, name: str) -> int:

@@ -1,21 +1,26 @@
 """Lab lifecycle: up, down, crash, interruption, rollback, refusals; nothing may be left behind.
 
 nlab up --name tXXXXXX ... ──kill -9 midway──> nlab down tXXXXXX ──> no namespace/state/process
+builder.up (in this process) ──Ctrl-C at namespace n──> rolled back: no compile thread, fd or pin
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from netns_lab import builder, loader
+from netns_lab.kernel import netns
 from netns_lab.state import LabState, state_dir
-from tests.lab.conftest import REPO, lab_namespaces, leftovers, nlab, unique_name
+from tests.lab.conftest import REFERENCE, REPO, lab_namespaces, leftovers, nlab, unique_name
 from tests.labgen import scale_topology
 
 
@@ -144,3 +149,73 @@ def test_status_of_a_lab_that_is_not_up() -> None:
     proc = nlab("status", "nosuchlab", "--json")
     assert proc.returncode == 2 and proc.stdout == ""
     assert "lab 'nosuchlab' is not up" in proc.stderr
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def warm_bcc() -> None:
+    """Load and close one dataplane first, so that whatever bcc keeps open for good is not
+    counted as a leak (and skip where programs cannot be loaded)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: loads eBPF programs and builds namespaces")
+    pytest.importorskip("bcc", reason="needs bcc (Debian python3-bpfcc, seen through the venv)")
+    from dataplane.switch import SwitchDataplane
+
+    SwitchDataplane.load().close()
+
+
+@pytest.mark.parametrize("at", [1, 2, 4, 12, 21])
+def test_interrupt_at_any_namespace_closes_every_dataplane(monkeypatch, warm_bcc, at: int) -> None:
+    """Ctrl-C while the reference lab's `at`-th namespace is made, with compiles queued, under
+    way or done: rolled back, the compile thread gone, no fd left open, no pin left."""
+    name = unique_name()
+    topo = loader.load_text(REFERENCE.read_text(), str(REFERENCE), lab=name)
+    create, made = netns.create, []
+
+    def create_then_interrupt(ns: str) -> None:
+        made.append(ns)
+        if len(made) == at:
+            raise KeyboardInterrupt
+        create(ns)
+
+    monkeypatch.setattr(netns, "create", create_then_interrupt)
+    before = _open_fds()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            builder.up(topo, REFERENCE.read_text())
+    finally:
+        monkeypatch.undo()
+        nlab("down", name)
+    assert len(made) == at
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("nlab-compile")]
+    assert _open_fds() == before, "a loaded dataplane (or a socket) was not closed"
+    assert leftovers(name, set()) == {}
+
+
+def test_a_dataplane_that_fails_to_load_fails_the_build_cleanly(monkeypatch, warm_bcc) -> None:
+    from dataplane.bpf import LoadError
+    from dataplane.switch import SwitchDataplane
+
+    name = unique_name()
+    topo = loader.load_text(REFERENCE.read_text(), str(REFERENCE), lab=name)
+    load, loads = SwitchDataplane.load, []
+
+    def third_fails(pins: Path | None = None) -> SwitchDataplane:
+        loads.append(pins)
+        if len(loads) == 3:
+            raise LoadError("cannot load ebpf/vswitch.c: played by the test")
+        return load(pins)
+
+    monkeypatch.setattr(SwitchDataplane, "load", third_fails)
+    before = _open_fds()
+    try:
+        with pytest.raises(RuntimeError, match="played by the test"):
+            builder.up(topo, REFERENCE.read_text())
+    finally:
+        monkeypatch.undo()
+        nlab("down", name)
+    assert _open_fds() == before
+    assert leftovers(name, set()) == {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,17 @@ from hypothesis import strategies as st
 
 from netns_lab.errors import Issue, TopologyError
 from netns_lab.loader import load, load_text, parse_yaml
-from netns_lab.model import UNTAGGED, PortProfile, Topology, Vlan, default_mac, vmknic_mac
+from netns_lab.model import (
+    UNTAGGED,
+    FirewallSettings,
+    PeerSpec,
+    PortProfile,
+    SecurityGroup,
+    Topology,
+    Vlan,
+    default_mac,
+    vmknic_mac,
+)
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -33,6 +43,7 @@ EXPECT = "# expect: "
 LAB_HINT = "lowercase letters and digits, starting with a letter, at most 8 characters"
 MINIMAL = (HERE / "good" / "minimal.yaml").read_text()
 VLANS = HERE / "good" / "vlans.yaml"
+FIREWALL = HERE / "good" / "firewall.yaml"
 
 
 def expected_messages(path: Path) -> set[str]:
@@ -205,6 +216,118 @@ def test_a_port_check_waits_for_the_hosts_left_out() -> None:
     assert errors_of(text) == {"lab.yaml: hosts.hv1.pnics.eth0: missing required key 'driver'"}
 
 
+# -- the NIC firewall ----------------------------------------------------------------------------
+def test_security_groups_keep_their_members_in_file_order() -> None:
+    topo = load(FIREWALL)
+    assert topo.security_groups[:3] == (
+        SecurityGroup("web", (("web1", None), ("web2", None))),
+        SecurityGroup("app", (("app1", 0), ("app2", 0))),
+        SecurityGroup("dbclients", (("app1", 1), ("app2", 1))),
+    )
+    assert topo.group("quarantine").members == ()
+
+
+def test_rules_are_parsed() -> None:
+    rules = {rule.id: rule for rule in load(FIREWALL).firewall.rules}
+    assert [rule.id for rule in load(FIREWALL).firewall.rules] == [
+        10,
+        11,
+        20,
+        21,
+        30,
+        31,
+        40,
+        41,
+        42,
+        50,
+        51,
+        60,
+        70,
+    ]
+    r40, r41, r42 = rules[40], rules[41], rules[42]
+    assert r40.apply == (
+        PeerSpec("group", "web"),
+        PeerSpec("group", "app"),
+        PeerSpec("group", "db"),
+        PeerSpec("vm", "gw1"),
+    )
+    assert (r40.peers, r40.proto, r40.ports, r40.priority) == (
+        (PeerSpec("vm", "admin1"),),
+        "tcp",
+        ((22, 22),),
+        100,
+    )
+    assert r40.description == "SSH from the admin station"
+    assert r41.apply == (PeerSpec("vm", "web1"), PeerSpec("vm", "app1", 0))
+    assert r41.peers == (
+        PeerSpec("cidr", IPv4Network("10.10.0.0/24")),
+        PeerSpec("cidr", IPv4Network("10.20.0.1/32")),
+    )
+    assert (r42.proto, r42.ports, r42.peers[0].value) == (
+        "icmpv6",
+        ((128, 128), (133, 136)),
+        IPv6Network("2001:db8:10::/64"),
+    )
+    assert rules[21].apply == (PeerSpec("group", "app"),) and rules[21].ports == ((8080, 8080),)
+    assert (rules[60].proto, rules[60].ports, rules[60].action, rules[60].priority) == ("any", (), "deny", 10)
+
+
+def test_connection_settings() -> None:
+    assert load(FIREWALL).firewall == FirewallSettings(
+        load(FIREWALL).firewall.rules, 2048, 7200, 30, 120, 20, 5
+    )
+    partial = "firewall:\n  connections: {udp_timeout: 90}\n" + MINIMAL
+    assert load_text(partial, "lab.yaml").firewall == FirewallSettings(udp_timeout=90)
+    for empty in ("firewall:\n", "firewall: {}\n", "firewall: {rules: []}\n"):
+        assert load_text(empty + MINIMAL, "lab.yaml").firewall == FirewallSettings()
+
+
+def test_port_security_and_allowed_addresses() -> None:
+    topo = load(FIREWALL)
+    web1, app2, db1, ids1 = (topo.vm(name).nics for name in ("web1", "app2", "db1", "ids1"))
+    assert web1[0].allowed_addresses == (IPv4Interface("10.20.0.100/32"),)
+    assert app2[0].allowed_addresses[0].network == IPv4Network("10.30.0.96/28")
+    assert db1[1].allowed_addresses == (IPv6Interface("2001:db8:130::100/128"),)
+    assert (web1[0].port_security, ids1[0].port_security) == (True, False)
+    assert topo.vm("app1").nics[0].allowed_addresses == ()
+
+
+def test_firewalled_nics_and_rules_of_the_firewall_lab() -> None:
+    topo = load(FIREWALL)
+    firewalled = topo.firewalled_nics()
+    assert {("web1", 0), ("app1", 0), ("app1", 1), ("db1", 1), ("gw1", 4)} <= firewalled
+    assert not {vm for vm, _ in firewalled} & {"admin1", "ids1"}
+    assert [rule.id for rule in topo.rules_for("db1", 0)] == [70, 60, 31, 40]
+    assert [rule.id for rule in topo.rules_for("db1", 1)] == [70, 60, 31, 40, 42]
+    assert [rule.id for rule in topo.rules_for("web1", 0)] == [70, 11, 10, 20, 40, 41]
+    assert topo.rules_for("admin1", 0) == []
+    assert topo.groups_of("app1", 1) == ["dbclients"]
+
+
+def test_a_broken_group_is_declared_but_left_out() -> None:
+    """A member that does not resolve leaves its group out; rules naming it are not reported."""
+    text = MINIMAL + "security_groups:\n  web: [web9]\nfirewall:\n  rules:\n"
+    text += "    - {id: 1, apply: web, direction: in, peer: group:web, action: allow}\n"
+    assert errors_of(text) == {
+        "lab.yaml: security_groups.web[0]: unknown VM 'web9' (did you mean 'web1'? VMs: web1)"
+    }
+
+
+def test_a_malformed_groups_section_declares_every_name() -> None:
+    text = MINIMAL + "security_groups: [web]\nfirewall:\n  rules:\n"
+    text += "    - {id: 1, apply: web, direction: in, peer: group:app, action: allow}\n"
+    assert errors_of(text) == {"lab.yaml: security_groups: expected a mapping, got a list"}
+
+
+def test_the_firewall_example_in_the_docs_loads() -> None:
+    docs = (ROOT / "docs" / "topology.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in docs.split("```yaml\n")[1:]]
+    example = next(block for block in blocks if "\nfirewall:" in block)
+    topo = load_text(example, "docs/topology.md")
+    assert [rule.id for rule in topo.rules_for("web1", 0)] == [41, 10, 20, 40]
+    assert topo.firewalled_nics() == {("web1", 0), ("web2", 0), ("app1", 0), ("db1", 0)}
+
+
 # -- --name --------------------------------------------------------------------------------------
 def test_name_override_renames_the_lab_and_its_derived_macs() -> None:
     topo = load(REFERENCE, lab="copy")
@@ -309,6 +432,16 @@ def test_any_damage_to_the_reference_lab_is_reported_not_crashed(choice: int, va
 @given(choice=st.integers(min_value=0), value=VALUES | st.sampled_from(["web", "app", 110, 4094, "x"]))
 def test_any_damage_to_the_vlans_lab_is_reported_not_crashed(choice: int, value: Any) -> None:
     _damage(VLANS, choice, value)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    choice=st.integers(min_value=0),
+    value=VALUES
+    | st.sampled_from(["web", "vm:web1", "vm:app1.eth7", "group:db", "any", "10.0.0.0/8", "9-1", 300]),
+)
+def test_any_damage_to_the_firewall_lab_is_reported_not_crashed(choice: int, value: Any) -> None:
+    _damage(FIREWALL, choice, value)
 
 
 def _damage(path: Path, choice: int, value: Any) -> None:

@@ -1,9 +1,11 @@
-"""Pure model logic: names, derived MACs, renaming."""
+"""Pure model logic: names, derived MACs, renaming, VLAN profiles, firewall helpers."""
 
 from __future__ import annotations
 
 import re
-from ipaddress import ip_interface
+from ipaddress import ip_interface, ip_network
+
+import pytest
 
 from netns_lab import model
 from netns_lab.model import Nic, Topology, Vm
@@ -124,3 +126,103 @@ def test_renamed_moves_derived_vmknic_macs_and_keeps_declared_ones() -> None:
     assert nics[0].mac == model.vmknic_mac("b", "hv", "mgmt0") == model.default_mac("b", "hv.mgmt0", 0)
     assert nics[1].mac == "02:00:00:00:00:09"
     assert nics[0].port == "mgmt0-br"
+
+
+# -- the NIC firewall ----------------------------------------------------------------------------
+def _rule(
+    rule_id: int, *apply: model.PeerSpec, action: model.Action = "allow", priority: int = 100
+) -> model.FwRule:
+    any_peer = (model.PeerSpec("any"),)
+    return model.FwRule(rule_id, apply, "in", any_peer, "any", (), action, priority)
+
+
+GROUP_A = model.PeerSpec("group", "a")
+GROUP_B = model.PeerSpec("group", "b")
+
+
+def _fw_lab(*rules: model.FwRule) -> Topology:
+    """VMs x (3 NICs), y (1 NIC), z (1 NIC); groups a = {x, y.eth0}, b = {x.eth1, x}, empty."""
+    x = Vm("x", "hv", tuple(Nic(i, "vs", f"02:00:00:00:00:0{i}") for i in range(3)))
+    y = Vm("y", "hv", (Nic(0, "vs", "02:00:00:00:01:00", ip_interface("10.0.0.2/24")),))
+    z = Vm("z", "hv", (Nic(0, "vs", "02:00:00:00:02:00"),))
+    groups = (
+        model.SecurityGroup("a", (("x", None), ("y", 0))),
+        model.SecurityGroup("b", (("x", 1), ("x", None))),
+        model.SecurityGroup("empty"),
+    )
+    return Topology(
+        lab="l", source="f", vms=(x, y, z), security_groups=groups, firewall=model.FirewallSettings(rules)
+    )
+
+
+def _names(pairs: list[tuple[Vm, Nic]]) -> list[str]:
+    return [f"{vm.name}.{nic.name}" for vm, nic in pairs]
+
+
+def test_nics_of_groups_and_vms() -> None:
+    topo = _fw_lab()
+    assert topo.group("b").members == (("x", 1), ("x", None))
+    assert _names(topo.nics_of(GROUP_A)) == ["x.eth0", "x.eth1", "x.eth2", "y.eth0"]
+    assert _names(topo.nics_of(GROUP_B)) == ["x.eth1", "x.eth0", "x.eth2"]  # each NIC once
+    assert topo.nics_of(model.PeerSpec("group", "empty")) == []
+    assert _names(topo.nics_of(model.PeerSpec("vm", "x"))) == ["x.eth0", "x.eth1", "x.eth2"]
+    assert _names(topo.nics_of(model.PeerSpec("vm", "x", 2))) == ["x.eth2"]
+
+
+def test_nics_of_names_the_model_lacks_is_empty_and_addresses_have_no_nics() -> None:
+    topo = _fw_lab()
+    assert topo.nics_of(model.PeerSpec("group", "nope")) == []
+    assert topo.nics_of(model.PeerSpec("vm", "nope")) == []
+    assert topo.nics_of(model.PeerSpec("vm", "y", 5)) == []
+    for spec in (model.PeerSpec("any"), model.PeerSpec("cidr", ip_network("10.0.0.0/8"))):
+        with pytest.raises(ValueError):
+            topo.nics_of(spec)
+
+
+def test_firewalled_nics_are_those_some_rule_applies_to() -> None:
+    assert _fw_lab().firewalled_nics() == set()
+    topo = _fw_lab(_rule(1, GROUP_B), _rule(2, model.PeerSpec("vm", "y", 0)))
+    assert topo.firewalled_nics() == {("x", 0), ("x", 1), ("x", 2), ("y", 0)}
+    assert ("z", 0) not in topo.firewalled_nics()
+
+
+def test_rules_for_a_nic_in_precedence_order() -> None:
+    deny = _rule(9, GROUP_A, action="deny")
+    low = _rule(30, model.PeerSpec("vm", "x", 1), priority=10)
+    allow = _rule(5, GROUP_B)
+    other = _rule(7, model.PeerSpec("vm", "y"))
+    topo = _fw_lab(allow, deny, other, low)
+    assert [r.id for r in topo.rules_for("x", 1)] == [30, 9, 5]  # priority, then deny, then id
+    assert [r.id for r in topo.rules_for("x", 0)] == [9, 5]
+    assert [r.id for r in topo.rules_for("y", 0)] == [9, 7]
+    assert topo.rules_for("z", 0) == []
+    assert (low.precedence, deny.precedence, allow.precedence) == ((10, 1, 30), (100, 0, 9), (100, 1, 5))
+
+
+def test_groups_of_a_nic() -> None:
+    topo = _fw_lab()
+    assert (topo.groups_of("x", 0), topo.groups_of("x", 1), topo.groups_of("y", 0)) == (
+        ["a", "b"],
+        ["a", "b"],
+        ["a"],
+    )
+    assert topo.groups_of("z", 0) == []
+
+
+def test_nic_addresses_and_firewall_defaults() -> None:
+    vip = ip_interface("10.0.0.100/32")
+    nic = Nic(0, "vs", "02:00:00:00:00:01", ip_interface("10.0.0.2/24"), allowed_addresses=(vip,))
+    assert nic.addresses == (ip_interface("10.0.0.2/24"), vip)
+    assert Nic(0, "vs", "02:00:00:00:00:01", allowed_addresses=(vip,)).addresses == (vip,)
+    assert (nic.port_security, Nic(1, "vs", "02:00:00:00:00:02").allowed_addresses) == (True, ())
+    topo = Topology(lab="a", source="f")
+    assert (topo.security_groups, topo.firewall) == ((), model.FirewallSettings())
+    settings = topo.firewall
+    assert (settings.ct_quota, settings.tcp_timeout, settings.tcp_open_timeout) == (4096, 3600, 60)
+    assert (settings.udp_timeout, settings.icmp_timeout, settings.frag_timeout) == (60, 30, 10)
+
+
+def test_renamed_keeps_the_firewall() -> None:
+    topo = _fw_lab(_rule(1, GROUP_A))
+    renamed = topo.renamed("m")
+    assert (renamed.security_groups, renamed.firewall) == (topo.security_groups, topo.firewall)

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from netns_lab.convert_firewall import CONNECTIONS
 from netns_lab.loader import SCHEMA_PATH, parse_yaml
-from netns_lab.model import ROLES
+from netns_lab.model import PROTOS, ROLES, FirewallSettings
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -63,6 +64,17 @@ def test_every_pattern_reads_well() -> None:
 
 def test_roles_match_the_model() -> None:
     assert tuple(SCHEMA["$defs"]["vm"]["properties"]["role"]["enum"]) == ROLES
+
+
+def test_firewall_keys_match_the_model() -> None:
+    rule = SCHEMA["$defs"]["rule"]["properties"]
+    assert tuple(rule["proto"]["enum"]) == PROTOS
+    connections = SCHEMA["$defs"]["connections"]["properties"]
+    assert list(connections) == list(CONNECTIONS)
+    defaults = FirewallSettings()
+    for key, field in CONNECTIONS.items():
+        assert connections[key]["default"] == getattr(defaults, field), key
+    assert rule["priority"]["default"] == 100
 
 
 @pytest.mark.parametrize("name", ["a", "nist", "lab12345"])

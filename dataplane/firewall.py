@@ -1,0 +1,205 @@
+"""The NIC firewall of one hypervisor's dataplane, from user space: vNIC settings, policy
+installs with an atomic generation flip, connection table, rule hits, settings.
+
+Works on the maps of a loaded or reopened `SwitchDataplane` (its `maps` dict of fds), so the
+builder and any later `nlab fw` command use the same code on the same pinned maps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from dataplane import abi, lpm, syscalls
+from dataplane.fwpolicy import Compiled
+
+FIREWALL_MAPS = (
+    "vnics",
+    "vnic_addrs",
+    "fw_config",
+    "ipcache",
+    "policy",
+    "defaults",
+    "conntrack",
+    "ct_count",
+    "frags",
+    "rule_hits",
+    "fw_events",
+    "events_lost",
+)
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    ct_quota: int = 4096
+    tcp_timeout: int = 3600  # seconds
+    tcp_open_timeout: int = 60
+    udp_timeout: int = 60
+    icmp_timeout: int = 30
+    frag_timeout: int = 10
+
+
+@dataclass(frozen=True)
+class Connection:
+    endpoint: int
+    proto: int
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    state: str
+    origin: str
+    rule: int
+    age_s: float
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes(int(part, 16) for part in mac.split(":"))
+
+
+def _addr16(ip: IPv4Address | IPv6Address) -> bytes:
+    return ip.packed.ljust(16, b"\0")
+
+
+class Firewall:
+    def __init__(self, maps: dict[str, int]) -> None:
+        self.maps = maps
+        self._ncpu = syscalls.num_possible_cpus()
+
+    # -- vNICs -----------------------------------------------------------------------------------
+    def set_vnic(
+        self,
+        ifindex: int,
+        mac: str,
+        endpoint: int,
+        port_security: bool,
+        any_source: bool,
+        firewall: bool,
+        addresses: Iterable[IPv4Address | IPv6Address],
+    ) -> None:
+        """Addresses first, flags last: a vNIC never checks against a half-written address list."""
+        for ip in addresses:
+            key = abi.AddrKey(ifindex=ifindex, family=ip.version)
+            ctypes.memmove(key.addr, _addr16(ip), 16)
+            syscalls.map_update(self.maps["vnic_addrs"], key, ctypes.c_uint8(1))
+        vnic = abi.Vnic(endpoint=endpoint)
+        ctypes.memmove(vnic.mac, _mac_bytes(mac), 6)
+        vnic.flags = (
+            (abi.VNIC_F_PORTSEC if port_security else 0)
+            | (abi.VNIC_F_ANY_SOURCE if any_source else 0)
+            | (abi.VNIC_F_FIREWALL if firewall else 0)
+        )
+        syscalls.map_update(self.maps["vnics"], ctypes.c_uint32(ifindex), vnic)
+
+    # -- settings and policy -----------------------------------------------------------------------
+    def config(self) -> abi.FwConfig:
+        cfg = abi.FwConfig()
+        syscalls.map_lookup(self.maps["fw_config"], ctypes.c_uint32(0), cfg)
+        return cfg
+
+    def set_settings(self, s: Settings) -> None:
+        cfg = self.config()
+        cfg.ct_quota = s.ct_quota
+        cfg.timeout_tcp, cfg.timeout_tcp_open = s.tcp_timeout * NS, s.tcp_open_timeout * NS
+        cfg.timeout_udp, cfg.timeout_icmp, cfg.timeout_frag = (
+            s.udp_timeout * NS,
+            s.icmp_timeout * NS,
+            s.frag_timeout * NS,
+        )
+        syscalls.map_update(self.maps["fw_config"], ctypes.c_uint32(0), cfg)
+
+    def install(self, compiled: Compiled, previous: Compiled | None = None) -> int:
+        """Write `compiled` as the next generation beside the live one, flip, then remove the old.
+
+        One write of `fw_config.generation` switches every packet from the whole old policy to the
+        whole new one; a packet never sees half of either. Returns the new generation."""
+        cfg = self.config()
+        generation = cfg.generation + 1
+        gen_bit = generation & 1
+        encoded = lpm.encode(compiled, gen=gen_bit)
+        for key, value in encoded["ipcache"]:
+            syscalls.map_update(self.maps["ipcache"], key, value)
+        for key, value in encoded["policy"]:
+            syscalls.map_update(self.maps["policy"], key, value)
+        self._write_defaults(encoded["defaults"])
+        cfg.generation = generation
+        syscalls.map_update(self.maps["fw_config"], ctypes.c_uint32(0), cfg)
+        if previous is not None:
+            old = lpm.encode(previous, gen=gen_bit ^ 1)
+            for key, _ in old["ipcache"]:
+                syscalls.map_delete(self.maps["ipcache"], key)
+            for key, _ in old["policy"]:
+                syscalls.map_delete(self.maps["policy"], key)
+        return generation
+
+    def _write_defaults(self, defaults: list[tuple[object, object]]) -> None:
+        # Defaults are not double-buffered: an endpoint's default changes only when it gains its
+        # first rule or loses its last, and then the stricter default is written first.
+        for key, value in defaults:
+            syscalls.map_update(self.maps["defaults"], ctypes.c_uint32(key), value)  # type: ignore[arg-type]
+
+    # -- state -----------------------------------------------------------------------------------
+    def connections(self) -> Iterator[Connection]:
+        now = time.monotonic_ns()
+        for key, entry in syscalls.map_items(self.maps["conntrack"], abi.CtKey, abi.CtEntry):
+            size = 4 if key.family == 4 else 16
+            yield Connection(
+                endpoint=key.endpoint,
+                proto=key.proto,
+                src=str(ip_address(bytes(key.saddr[:size]))),
+                dst=str(ip_address(bytes(key.daddr[:size]))),
+                sport=int.from_bytes(bytes(key.sport.to_bytes(2, "little")), "big"),
+                dport=int.from_bytes(bytes(key.dport.to_bytes(2, "little")), "big"),
+                state=abi.CtState(entry.state).name.lower() if entry.state in (1, 2, 3) else str(entry.state),
+                origin="out" if entry.origin == abi.FwDirection.OUT else "in",
+                rule=entry.rule,
+                age_s=max(0.0, (now - entry.last_seen) / NS),
+            )
+
+    def gc(self) -> int:
+        """Delete expired connection entries (the program deletes those it meets); returns how many."""
+        cfg, now, removed = self.config(), time.monotonic_ns(), 0
+        for key, entry in list(syscalls.map_items(self.maps["conntrack"], abi.CtKey, abi.CtEntry)):
+            if now - entry.last_seen > _timeout(cfg, key.proto, entry.state):
+                try:
+                    syscalls.map_delete(self.maps["conntrack"], key)
+                except OSError as err:
+                    if err.errno != errno.ENOENT:
+                        raise
+                    continue
+                self._release(key.endpoint)
+                removed += 1
+        return removed
+
+    def _release(self, endpoint: int) -> None:
+        count = ctypes.c_uint32()
+        if syscalls.map_lookup(self.maps["ct_count"], ctypes.c_uint32(endpoint), count) and count.value:
+            syscalls.map_update(
+                self.maps["ct_count"], ctypes.c_uint32(endpoint), ctypes.c_uint32(count.value - 1)
+            )
+
+    def rule_hits(self, rules: Iterable[int]) -> dict[int, tuple[int, int]]:
+        values = (abi.Counter * self._ncpu)()
+        result = {}
+        for rule in rules:
+            if syscalls.map_lookup(self.maps["rule_hits"], ctypes.c_uint32(rule), values):
+                result[rule] = (sum(v.packets for v in values), sum(v.bytes for v in values))
+        return result
+
+    def events_lost(self) -> int:
+        values = (ctypes.c_uint64 * self._ncpu)()
+        syscalls.map_lookup(self.maps["events_lost"], ctypes.c_uint32(0), values)
+        return sum(values)
+
+
+def _timeout(cfg: abi.FwConfig, proto: int, state: int) -> int:
+    if proto == 6:
+        return cfg.timeout_tcp if state == abi.CtState.ESTABLISHED else cfg.timeout_tcp_open
+    if proto in (1, 58):
+        return cfg.timeout_icmp
+    return cfg.timeout_udp

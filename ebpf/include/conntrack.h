@@ -1,0 +1,121 @@
+/* Connection tracking per vNIC: a flow is keyed as its first packet looked (origin), so a
+ * reply matches the reversed key. The table is a plain hash, not an LRU: when it is full a
+ * new flow fails closed instead of evicting an established one. Maps are reached through the
+ * map_* accessors of the program (see vswitch.c). */
+#ifndef NLAB_CONNTRACK_H
+#define NLAB_CONNTRACK_H
+
+#include "abi.h"
+#include "flow.h"
+
+static __always_inline void ct_key_of(const struct flow *f, __u16 endpoint, int reverse, struct nlab_ct_key *k)
+{
+    if (reverse) {
+        __builtin_memcpy(k->saddr, f->daddr, 16);
+        __builtin_memcpy(k->daddr, f->saddr, 16);
+        k->sport = f->dport;
+        k->dport = f->sport;
+    } else {
+        __builtin_memcpy(k->saddr, f->saddr, 16);
+        __builtin_memcpy(k->daddr, f->daddr, 16);
+        k->sport = f->sport;
+        k->dport = f->dport;
+    }
+    k->endpoint = endpoint;
+    k->proto = f->proto;
+    k->family = f->family;
+}
+
+static __always_inline __u64 ct_timeout(const struct nlab_fw_config *cfg, __u8 proto, __u8 state)
+{
+    if (proto == NLAB_IPPROTO_TCP)
+        return state == NLAB_CT_ESTABLISHED ? cfg->timeout_tcp : cfg->timeout_tcp_open;
+    if (proto == NLAB_IPPROTO_UDP)
+        return cfg->timeout_udp;
+    if (proto == NLAB_IPPROTO_ICMP || proto == NLAB_IPPROTO_ICMPV6)
+        return cfg->timeout_icmp;
+    return cfg->timeout_udp;
+}
+
+static __always_inline void ct_release(__u16 endpoint)
+{
+    __u32 idx = endpoint;
+    __u32 *count = map_ct_count(&idx);
+
+    if (count && *count > 0)
+        __sync_fetch_and_add(count, -1);
+}
+
+static __always_inline void ct_delete(struct nlab_ct_key *k)
+{
+    if (map_ct_delete(k) == 0)
+        ct_release(k->endpoint);
+}
+
+/* The live entry of the packet's flow, or NULL; *reply says whether the packet goes against
+ * the flow's origin. An expired entry is deleted here (user space sweeps the rest). */
+static __always_inline struct nlab_ct_entry *ct_find(const struct flow *f, __u16 endpoint,
+                                                     const struct nlab_fw_config *cfg,
+                                                     struct nlab_ct_key *key, int *reply)
+{
+    __u64 now = bpf_ktime_get_ns();
+
+    for (int r = 0; r < 2; r++) {
+        ct_key_of(f, endpoint, r, key);
+        struct nlab_ct_entry *e = map_ct(key);
+        if (!e)
+            continue;
+        if (now - e->last_seen > ct_timeout(cfg, f->proto, e->state)) {
+            ct_delete(key);
+            return NULL;
+        }
+        *reply = r;
+        return e;
+    }
+    return NULL;
+}
+
+/* Only a clean SYN may open a TCP connection; a lone ACK, FIN or RST (or a SYN with them)
+ * creates no state (scans, ACK tunnelling, injected resets). */
+static __always_inline int ct_may_open(const struct flow *f)
+{
+    if (f->proto != NLAB_IPPROTO_TCP)
+        return 1;
+    return (f->tcp_flags & (NLAB_TCP_SYN | NLAB_TCP_ACK | NLAB_TCP_FIN | NLAB_TCP_RST)) == NLAB_TCP_SYN;
+}
+
+static __always_inline void ct_update(struct nlab_ct_entry *e, const struct flow *f, int reply)
+{
+    e->last_seen = bpf_ktime_get_ns();
+    if (f->proto == NLAB_IPPROTO_TCP) {
+        if (f->tcp_flags & (NLAB_TCP_RST | NLAB_TCP_FIN))
+            e->state = NLAB_CT_CLOSING;
+        else if (reply && e->state == NLAB_CT_NEW && (f->tcp_flags & NLAB_TCP_ACK))
+            e->state = NLAB_CT_ESTABLISHED;
+    } else if (reply) {
+        e->state = NLAB_CT_ESTABLISHED;
+    }
+}
+
+/* Insert a new flow, within the endpoint's quota and the table's size; a negative reason if not. */
+static __always_inline int ct_create(struct nlab_ct_key *key, const struct nlab_fw_config *cfg,
+                                     __u8 origin, __u32 rule)
+{
+    __u32 idx = key->endpoint;
+    __u32 *count = map_ct_count(&idx);
+    struct nlab_ct_entry e = {
+        .last_seen = bpf_ktime_get_ns(), .rule = rule, .generation = cfg->generation,
+        .state = NLAB_CT_NEW, .origin = origin,
+    };
+
+    if (!count)
+        return -NLAB_DROP_CT_QUOTA;
+    if (*count >= cfg->ct_quota)
+        return -NLAB_DROP_CT_QUOTA;
+    if (map_ct_insert(key, &e) < 0)  /* BPF_NOEXIST */
+        return -NLAB_DROP_CT_FULL;  /* E2BIG (full) or a racing twin: fail closed either way */
+    __sync_fetch_and_add(count, 1);
+    return 0;
+}
+
+#endif

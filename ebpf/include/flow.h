@@ -1,0 +1,180 @@
+/* L3/L4 parsing into a flow description for port security and the firewall.
+ * Reads with bpf_skb_load_bytes: valid wherever the headers sit after a VLAN push or pop,
+ * with no packet pointer to revalidate. */
+#ifndef NLAB_FLOW_H
+#define NLAB_FLOW_H
+
+#include <uapi/linux/if_ether.h>
+
+#include "abi.h"
+#include "proto.h"
+
+#define NLAB_FRAG_NONE  0
+#define NLAB_FRAG_FIRST 1
+#define NLAB_FRAG_LATER 2
+
+#define NLAB_TCP_FIN 0x01
+#define NLAB_TCP_SYN 0x02
+#define NLAB_TCP_RST 0x04
+#define NLAB_TCP_ACK 0x10
+
+struct flow {
+    __u8  saddr[16];
+    __u8  daddr[16];
+    __u16 sport;       /* network order; ICMP echo: identifier */
+    __u16 dport;
+    __u8  proto;
+    __u8  family;      /* 4 or 6; 0 for ARP */
+    __u8  tcp_flags;
+    __u8  frag;        /* NLAB_FRAG_* */
+    __u8  icmp_type;
+    __u8  icmp_code;
+    __u16 payload;     /* bytes from the L4 header to the end of this (fragment's) IP payload */
+    __u32 frag_id;
+    __u32 frag_off;    /* bytes */
+    __u32 l4_off;      /* offset of the L4 header in the frame */
+};
+
+#define L4_MIN_TCP  20
+#define L4_MIN_UDP  8
+#define L4_MIN_ICMP 8
+
+static __always_inline int l4_min(__u8 proto)
+{
+    if (proto == NLAB_IPPROTO_TCP)
+        return L4_MIN_TCP;
+    if (proto == NLAB_IPPROTO_UDP)
+        return L4_MIN_UDP;
+    if (proto == NLAB_IPPROTO_ICMP || proto == NLAB_IPPROTO_ICMPV6)
+        return L4_MIN_ICMP;
+    return 0;
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow *f)
+{
+    struct nlab_iphdr ip;
+
+    if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+        return -NLAB_DROP_L3_MALFORMED;
+    if ((ip.ver_ihl >> 4) != 4 || (ip.ver_ihl & 0xf) < 5)
+        return -NLAB_DROP_L3_MALFORMED;
+    __u32 hlen = (ip.ver_ihl & 0xf) * 4;
+    __u32 total = bpf_ntohs(ip.tot_len);
+    if (total < hlen || ETH_HLEN + total > skb->len)
+        return -NLAB_DROP_L3_MALFORMED;
+    f->family = 4;
+    f->proto = ip.protocol;
+    __builtin_memcpy(f->saddr, &ip.saddr, 4);
+    __builtin_memcpy(f->daddr, &ip.daddr, 4);
+    __u16 frag = bpf_ntohs(ip.frag_off);
+    f->frag_off = (frag & 0x1fff) * 8;
+    f->frag_id = bpf_ntohs(ip.id);
+    if (f->frag_off)
+        f->frag = NLAB_FRAG_LATER;
+    else if (frag & 0x2000)
+        f->frag = NLAB_FRAG_FIRST;
+    f->l4_off = ETH_HLEN + hlen;
+    f->payload = total - hlen;
+    return 0;
+}
+
+/* IPv6: walks up to three extension headers (hop-by-hop, routing, destination options) and
+ * the fragment header; any other next header is the protocol the policy sees, so IPv6 never
+ * slips past the policy through an unknown header. */
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
+{
+    struct nlab_ipv6hdr ip;
+
+    if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+        return -NLAB_DROP_L3_MALFORMED;
+    if ((bpf_ntohl(ip.ver_tc_flow) >> 28) != 6 || ETH_HLEN + sizeof(ip) + bpf_ntohs(ip.payload_len) > skb->len)
+        return -NLAB_DROP_L3_MALFORMED;
+    f->family = 6;
+    __builtin_memcpy(f->saddr, &ip.saddr, 16);
+    __builtin_memcpy(f->daddr, &ip.daddr, 16);
+    __u8 next = ip.nexthdr;
+    __u32 off = ETH_HLEN + sizeof(ip);
+    __u32 end = ETH_HLEN + sizeof(ip) + bpf_ntohs(ip.payload_len);
+
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        if (next == NLAB_IPPROTO_FRAGMENT) {
+            struct nlab_ipv6_frag fh;
+            if (bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)) < 0)
+                return -NLAB_DROP_L3_MALFORMED;
+            __u16 fo = bpf_ntohs(fh.frag_off);
+            f->frag_off = fo & 0xfff8;
+            f->frag_id = bpf_ntohl(fh.id);
+            f->frag = f->frag_off ? NLAB_FRAG_LATER : ((fo & 1) ? NLAB_FRAG_FIRST : NLAB_FRAG_NONE);
+            next = fh.nexthdr;
+            off += sizeof(fh);
+        } else if (next == NLAB_IPPROTO_HOPOPTS || next == NLAB_IPPROTO_ROUTING || next == NLAB_IPPROTO_DSTOPTS) {
+            __u8 eh[2];
+            if (bpf_skb_load_bytes(skb, off, eh, 2) < 0)
+                return -NLAB_DROP_L3_MALFORMED;
+            next = eh[0];
+            off += (eh[1] + 1) * 8;
+        } else {
+            break;
+        }
+    }
+    if (off > end)
+        return -NLAB_DROP_L3_MALFORMED;
+    f->proto = next;
+    f->l4_off = off;
+    f->payload = end - off;
+    return 0;
+}
+
+/* Ports, flags or ICMP type of an unfragmented packet or a first fragment. A first fragment
+ * too short for its L4 header is the tiny-fragment attack (RFC 1858). */
+static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f)
+{
+    int need = l4_min(f->proto);
+
+    if (f->frag == NLAB_FRAG_LATER || need == 0)
+        return 0;
+    if (f->payload < need)
+        return f->frag == NLAB_FRAG_FIRST ? -NLAB_DROP_FRAG_TINY : -NLAB_DROP_L3_MALFORMED;
+    if (f->proto == NLAB_IPPROTO_TCP) {
+        __u8 hdr[14];
+        if (bpf_skb_load_bytes(skb, f->l4_off, hdr, sizeof(hdr)) < 0)
+            return -NLAB_DROP_L3_MALFORMED;
+        __builtin_memcpy(&f->sport, hdr, 2);
+        __builtin_memcpy(&f->dport, hdr + 2, 2);
+        f->tcp_flags = hdr[13];
+    } else if (f->proto == NLAB_IPPROTO_UDP) {
+        __u8 hdr[4];
+        if (bpf_skb_load_bytes(skb, f->l4_off, hdr, sizeof(hdr)) < 0)
+            return -NLAB_DROP_L3_MALFORMED;
+        __builtin_memcpy(&f->sport, hdr, 2);
+        __builtin_memcpy(&f->dport, hdr + 2, 2);
+    } else {
+        __u8 hdr[6];
+        if (bpf_skb_load_bytes(skb, f->l4_off, hdr, sizeof(hdr)) < 0)
+            return -NLAB_DROP_L3_MALFORMED;
+        f->icmp_type = hdr[0];
+        f->icmp_code = hdr[1];
+        if (f->proto == NLAB_IPPROTO_ICMP ? (hdr[0] == NLAB_ICMP_ECHO || hdr[0] == NLAB_ICMP_ECHOREPLY)
+                                     : (hdr[0] == NLAB_ICMPV6_ECHO_REQ || hdr[0] == NLAB_ICMPV6_ECHO_REP)) {
+            __builtin_memcpy(&f->sport, hdr + 4, 2);  /* the echo identifier pairs request and reply */
+            f->dport = f->sport;
+        }
+    }
+    return 0;
+}
+
+static __always_inline int parse_flow(struct __sk_buff *skb, __be16 proto, struct flow *f)
+{
+    int rc;
+
+    if (proto == bpf_htons(NLAB_ETH_P_IP))
+        rc = parse_ipv4(skb, f);
+    else if (proto == bpf_htons(NLAB_ETH_P_IPV6))
+        rc = parse_ipv6(skb, f);
+    else
+        return -NLAB_DROP_UNSUPPORTED;
+    return rc < 0 ? rc : parse_l4(skb, f);
+}
+
+#endif

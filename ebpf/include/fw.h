@@ -1,0 +1,221 @@
+/* The stateful NIC-level firewall of a vNIC (NIST SP 800-125B 4.3): fragments, ICMP errors,
+ * connection state, then the policy for a new flow; verdict events and rule hit counters.
+ * Maps are reached through the map_* accessors of the program (see vswitch.c). */
+#ifndef NLAB_FW_H
+#define NLAB_FW_H
+
+#include "abi.h"
+#include "conntrack.h"
+#include "flow.h"
+#include "policy.h"
+
+struct fw_ctx {
+    struct __sk_buff *skb;
+    struct flow *f;
+    const struct nlab_fw_config *cfg;
+    __u16 endpoint;
+    __u8 dir;  /* NLAB_FW_OUT or NLAB_FW_IN */
+    __u32 rule;
+};
+
+static __always_inline void fw_event(const struct fw_ctx *c, __u8 verdict, int reason)
+{
+    struct nlab_fw_event ev = {
+        .time_ns = bpf_ktime_get_ns(), .sport = bpf_ntohs(c->f->sport), .dport = bpf_ntohs(c->f->dport),
+        .ifindex = c->skb->ifindex, .rule = c->rule, .endpoint = c->endpoint, .proto = c->f->proto,
+        .family = c->f->family, .verdict = verdict, .reason = reason, .direction = c->dir,
+    };
+
+    __builtin_memcpy(ev.saddr, c->f->saddr, 16);
+    __builtin_memcpy(ev.daddr, c->f->daddr, 16);
+    if (map_event_output(&ev, sizeof(ev)) < 0) {
+        __u32 zero = 0;
+        __u64 *lost = map_events_lost(&zero);
+        if (lost)
+            (*lost)++;
+    }
+}
+
+static __always_inline void rule_hit(const struct fw_ctx *c)
+{
+    __u32 idx = c->rule < NLAB_MAX_RULES ? c->rule : 0;
+    struct nlab_counter *hits = map_rule_hits(&idx);
+
+    if (hits) {
+        hits->packets++;
+        hits->bytes += c->skb->len;
+    }
+}
+
+/* A denial the user should see: counted on its rule and reported as an event. */
+static __always_inline int fw_deny(const struct fw_ctx *c, int reason)
+{
+    rule_hit(c);
+    fw_event(c, NLAB_VERDICT_DENY, reason);
+    return -reason;
+}
+
+static __always_inline int fw_policy(struct fw_ctx *c, __u8 dir, __u8 family, __u8 proto, const __u8 *peer,
+                                     __u16 port_be)
+{
+    struct policy_query q = {
+        .generation = c->cfg->generation, .endpoint = c->endpoint, .direction = dir,
+        .family = family, .proto = proto, .port_be = port_be, .peer = peer,
+    };
+
+    return policy_verdict(&q, &c->rule);
+}
+
+/* Non-first fragments follow their first fragment's verdict; orphans, overlaps (including
+ * RFC 1858's offset-8 TCP rewrite) and duplicate first fragments are dropped. */
+static __always_inline int fw_fragment(struct fw_ctx *c, int verdict)
+{
+    struct flow *f = c->f;
+    struct nlab_frag_key key = {.id = f->frag_id, .endpoint = c->endpoint, .proto = f->proto, .family = f->family};
+
+    __builtin_memcpy(key.saddr, f->saddr, 16);
+    __builtin_memcpy(key.daddr, f->daddr, 16);
+    struct nlab_frag *fr = map_frag(&key);
+    __u32 end = f->frag_off + f->payload;
+    if (f->frag == NLAB_FRAG_FIRST) {
+        struct nlab_frag fresh = {.last_seen = bpf_ktime_get_ns(), .end = end, .verdict = verdict};
+        if (fr && bpf_ktime_get_ns() - fr->last_seen < c->cfg->timeout_frag)
+            return -NLAB_DROP_FRAG_DUP;
+        map_frag_update(&key, &fresh);
+        return 0;
+    }
+    if (!fr || bpf_ktime_get_ns() - fr->last_seen > c->cfg->timeout_frag)
+        return -NLAB_DROP_FRAG_ORPHAN;
+    if (f->frag_off < fr->end || (f->proto == NLAB_IPPROTO_TCP && f->frag_off == 8))
+        return -NLAB_DROP_FRAG_OVERLAP;
+    if (fr->verdict != NLAB_VERDICT_ALLOW)
+        return fw_deny(c, NLAB_DROP_POLICY);
+    fr->end = end;
+    fr->last_seen = bpf_ktime_get_ns();
+    return 0;
+}
+
+static __always_inline int icmp_is_error(const struct flow *f)
+{
+    if (f->proto == NLAB_IPPROTO_ICMP)
+        return f->icmp_type == 3 || f->icmp_type == 4 || f->icmp_type == 5 || f->icmp_type == 11 ||
+               f->icmp_type == 12;
+    return f->proto == NLAB_IPPROTO_ICMPV6 && f->icmp_type >= 1 && f->icmp_type <= 4;
+}
+
+/* IPv6 neighbour discovery and MLD are the link layer of IPv6 (as ARP is of IPv4): passed like
+ * ARP; port security has already refused router advertisements and redirects from VMs. */
+static __always_inline int icmp_is_link(const struct flow *f)
+{
+    __u8 t = f->icmp_type;
+
+    return f->proto == NLAB_IPPROTO_ICMPV6 && ((t >= 130 && t <= 136) || t == 143);
+}
+
+/* An ICMP error passes only if the packet it quotes belongs to a tracked flow of this vNIC. */
+static __always_inline int fw_icmp_error(struct fw_ctx *c)
+{
+    struct flow *f = c->f;
+    struct flow inner = {.family = f->family};
+    __u32 off = f->l4_off + 8;
+
+    if (f->family == 4) {
+        struct nlab_iphdr ip;
+        if (bpf_skb_load_bytes(c->skb, off, &ip, sizeof(ip)) < 0 || (ip.ver_ihl & 0xf) < 5)
+            return fw_deny(c, NLAB_DROP_ICMP_UNRELATED);
+        inner.proto = ip.protocol;
+        __builtin_memcpy(inner.saddr, &ip.saddr, 4);
+        __builtin_memcpy(inner.daddr, &ip.daddr, 4);
+        off += (ip.ver_ihl & 0xf) * 4;
+    } else {
+        struct nlab_ipv6hdr ip;
+        if (bpf_skb_load_bytes(c->skb, off, &ip, sizeof(ip)) < 0)
+            return fw_deny(c, NLAB_DROP_ICMP_UNRELATED);
+        inner.proto = ip.nexthdr;
+        __builtin_memcpy(inner.saddr, &ip.saddr, 16);
+        __builtin_memcpy(inner.daddr, &ip.daddr, 16);
+        off += sizeof(ip);
+    }
+    __u16 ports[2] = {};
+    if (bpf_skb_load_bytes(c->skb, off, ports, sizeof(ports)) < 0)
+        return fw_deny(c, NLAB_DROP_ICMP_UNRELATED);
+    inner.sport = ports[0];
+    inner.dport = ports[1];
+    if (inner.proto == NLAB_IPPROTO_ICMP || inner.proto == NLAB_IPPROTO_ICMPV6) {
+        __u16 id[3] = {};
+        if (bpf_skb_load_bytes(c->skb, off, id, sizeof(id)) < 0)
+            return fw_deny(c, NLAB_DROP_ICMP_UNRELATED);
+        inner.sport = inner.dport = id[2];
+    }
+    struct nlab_ct_key key = {};
+    int reply = 0;
+    if (!ct_find(&inner, c->endpoint, c->cfg, &key, &reply))
+        return fw_deny(c, NLAB_DROP_ICMP_UNRELATED);
+    return 0;
+}
+
+/* A flow already tracked: re-checked once against a policy generation it has not seen, so that
+ * a new policy cuts an established flow it denies at its next packet. */
+static __always_inline int fw_tracked(struct fw_ctx *c, struct nlab_ct_key *key, struct nlab_ct_entry *e, int reply)
+{
+    if (e->generation != c->cfg->generation) {
+        const __u8 *peer = e->origin == NLAB_FW_OUT ? key->daddr : key->saddr;
+        /* ICMP flows are echo exchanges opened by a request: re-check the request's type */
+        __u16 port = key->proto == NLAB_IPPROTO_ICMP ? bpf_htons(NLAB_ICMP_ECHO)
+                     : key->proto == NLAB_IPPROTO_ICMPV6 ? bpf_htons(NLAB_ICMPV6_ECHO_REQ) : key->dport;
+        if (fw_policy(c, e->origin, key->family, key->proto, peer, port) != NLAB_VERDICT_ALLOW) {
+            ct_delete(key);
+            return fw_deny(c, NLAB_DROP_POLICY);
+        }
+        e->generation = c->cfg->generation;
+        e->rule = c->rule;
+    }
+    ct_update(e, c->f, reply);
+    return 0;
+}
+
+static __always_inline int fw_new_flow(struct fw_ctx *c, struct nlab_ct_key *key)
+{
+    struct flow *f = c->f;
+
+    if (!ct_may_open(f))
+        return fw_deny(c, NLAB_DROP_CT_INVALID);
+    const __u8 *peer = c->dir == NLAB_FW_OUT ? f->daddr : f->saddr;
+    int verdict = fw_policy(c, c->dir, f->family, f->proto, peer, policy_port(f->proto, f->dport, f->icmp_type));
+    if (verdict != NLAB_VERDICT_ALLOW)
+        return fw_deny(c, NLAB_DROP_POLICY);
+    ct_key_of(f, c->endpoint, 0, key);
+    int rc = ct_create(key, c->cfg, c->dir, c->rule);
+    if (rc < 0)
+        return fw_deny(c, -rc);
+    rule_hit(c);
+    fw_event(c, NLAB_VERDICT_ALLOW, NLAB_PASS);
+    return 0;
+}
+
+static __always_inline int firewall(struct fw_ctx *c)
+{
+    struct flow *f = c->f;
+
+    if (f->frag == NLAB_FRAG_LATER)
+        return fw_fragment(c, 0);
+    if (icmp_is_link(f))
+        return 0;
+    int rc;
+    if (icmp_is_error(f)) {
+        rc = fw_icmp_error(c);
+    } else {
+        struct nlab_ct_key key = {};
+        int reply = 0;
+        struct nlab_ct_entry *e = ct_find(f, c->endpoint, c->cfg, &key, &reply);
+        rc = e ? fw_tracked(c, &key, e, reply) : fw_new_flow(c, &key);
+    }
+    if (f->frag == NLAB_FRAG_FIRST) {
+        int frc = fw_fragment(c, rc < 0 ? NLAB_VERDICT_DENY : NLAB_VERDICT_ALLOW);
+        if (rc == 0 && frc < 0)
+            return frc;
+    }
+    return rc;
+}
+
+#endif

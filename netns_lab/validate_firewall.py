@@ -1,0 +1,54 @@
+"""Semantic checks of port security: the extra source addresses a VM NIC may send from.
+
+An allowed address (or prefix) is one that no interface owns, like a VIP that the VMs of a
+cluster share: it is neither the NIC's own address nor the ``ip`` of another interface (a VM NIC,
+a VMkernel NIC, a network), and a prefix contains none of those, since port security would then
+let the VM spoof it. Each is listed once, and only on a NIC with port security (without it,
+every source is allowed). Security groups and rules are checked while they are built, in
+:mod:`netns_lab.convert_firewall`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from netns_lab.errors import Found
+from netns_lab.model import IfAddr, Nic, Topology
+
+Interface = tuple[str, str, IfAddr]  # path of the address, its owner, the address
+NO_OWNER = "allowed addresses belong to no interface, like a shared VIP"
+
+
+def check(found: Found, topo: Topology, interfaces: Iterable[Interface]) -> None:
+    """Add every port-security issue of ``topo`` to ``found``."""
+    owners = [(owner, iface) for _, owner, iface in interfaces]
+    for vm in topo.vms:
+        for nic in vm.nics:
+            _allowed(found, f"vms.{vm.name}.nics[{nic.index}]", nic, owners)
+
+
+def _allowed(found: Found, owner: str, nic: Nic, owners: list[tuple[str, IfAddr]]) -> None:
+    path = f"{owner}.allowed_addresses"
+    if nic.allowed_addresses and not nic.port_security:
+        found.add(
+            path, "allowed addresses need port security (port_security is false: any source is allowed)"
+        )
+        return
+    first: dict[IfAddr, int] = {}
+    for index, allowed in enumerate(nic.allowed_addresses):
+        where, shown = f"{path}[{index}]", _shown(allowed)
+        taken = next(((o, i.ip) for o, i in owners if o != owner and i.ip in allowed.network), None)
+        if allowed in first:
+            found.add(where, f"{shown} is already listed at allowed_addresses[{first[allowed]}]")
+        elif nic.ip is not None and allowed.network.num_addresses == 1 and nic.ip.ip == allowed.ip:
+            found.add(where, f"{shown} is the NIC's own address, which it may always send from")
+        elif taken is not None and allowed.network.num_addresses == 1:
+            found.add(where, f"{shown} is the address of {taken[0]} ({NO_OWNER})")
+        elif taken is not None:
+            found.add(where, f"{shown} contains {taken[1]}, the address of {taken[0]} ({NO_OWNER})")
+        first.setdefault(allowed, index)
+
+
+def _shown(allowed: IfAddr) -> str:
+    """An address alone as itself, a prefix with its length."""
+    return str(allowed.ip) if allowed.network.num_addresses == 1 else str(allowed.network)
