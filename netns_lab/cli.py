@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netns_lab import builder, display, graph, loader, state, status, teardown, vlancheck
+from netns_lab import builder, cli_fw, display, fwlive, graph, loader, state, status, teardown, vlancheck
 from netns_lab.errors import TopologyError
 from netns_lab.kernel import netns
 from netns_lab.model import Topology, namespace
@@ -230,6 +230,26 @@ def cmd_vlans(args: argparse.Namespace) -> int:
     return 0 if doc["compliant"] else EXIT_NONCOMPLIANT
 
 
+def cmd_fw(args: argparse.Namespace) -> int:
+    lab = _resolve_lab(args.lab)
+    assert lab is not None
+    try:
+        doc = args.fw_fn(args, lab)
+    except fwlive.NotRunning:
+        raise UsageError(f"lab {lab!r} is not up (labs up: {', '.join(state.labs()) or 'none'})") from None
+    except ValueError as err:
+        if isinstance(err, TopologyError):
+            raise
+        raise UsageError(f"fw {args.fw_cmd}: {err}") from None
+    if doc is None:  # a stream (events) printed as it went
+        return 0
+    if args.json:
+        _emit_json(doc)
+    else:
+        display.fw(args.fw_cmd, doc)
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nlab", description="netns-lab: a virtual data center in namespaces")
@@ -257,6 +277,8 @@ def _parser() -> argparse.ArgumentParser:
     gr = add("graph", cmd_graph, "draw a lab or a topology file (Graphviz)", json_=False)
     gr.add_argument("target", nargs="?", help="a lab name or a topology file")
     gr.add_argument("--out", help="write FILE.svg / .png / .pdf instead of DOT on stdout")
+    cli_fw.register(sub)
+    sub.choices["fw"].set_defaults(fn=cmd_fw)
     vl = add("vlans", cmd_vlans, "check VLAN trunks against switch ports (NIST VM-VN-R1)")
     vl.add_argument("target", nargs="?", help="a lab name or a topology file")
     vl.add_argument("--probe", action="store_true", help="also ping every VLAN across every trunk (lab up)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -197,3 +198,66 @@ def vlans(doc: dict[str, Any]) -> None:
                 p["trunk"], p["vlan"], f"[{mark}]{p['outcome']}[/]", p["src"] or "-", p["dst"] or "-"
             )
         out.print(probes)
+
+
+def fw_event_line(ev: dict[str, Any]) -> str:
+    verdict = "DENY " if ev["verdict"] == "deny" else "allow"
+    ports = f":{ev['sport']} -> " if ev["proto"] in ("tcp", "udp") else " -> "
+    dport = f":{ev['dport']}" if ev["proto"] in ("tcp", "udp") else ""
+    rule = f"rule {ev['rule']}" if ev["rule"] else "default"
+    return (
+        f"{time.strftime('%H:%M:%S', time.localtime(ev['time']))} {verdict} {ev['vm']:<10} {ev['direction']:<3} "
+        f"{ev['proto']:<6} {ev['src']}{ports}{ev['dst']}{dport}  {ev['reason']} ({rule})"
+    )
+
+
+def fw(verb: str, doc: dict[str, Any]) -> None:
+    if verb == "show":
+        table = Table(
+            "id",
+            "apply",
+            "dir",
+            "peer",
+            "proto",
+            "ports",
+            "action",
+            "prio",
+            "hits",
+            "description",
+            title=f"firewall rules of lab {doc['lab']}" + (f", VM {doc['vm']}" if doc["vm"] else ""),
+            title_justify="left",
+        )
+        for r in doc["rules"]:
+            table.add_row(
+                str(r["id"]),
+                ",".join(r["apply"]),
+                r["direction"],
+                ",".join(r["peer"]),
+                r["proto"],
+                ",".join(r["ports"]) or "all",
+                r["action"],
+                str(r["priority"]),
+                str(r["hits"]["packets"]),
+                r["description"],
+            )
+        out.print(table)
+        for name, members in doc["groups"].items():
+            out.print(f"group {name}: {', '.join(members) or '(empty)'}")
+        out.print(f"defaults: {doc['defaults']['policy']} ({doc['defaults']['hits']['packets']} packets)")
+    elif verb == "connections":
+        table = Table("host", "vnic", "proto", "src", "dst", "state", "origin", "rule", "idle s")
+        for c in doc["connections"]:
+            table.add_row(
+                c["host"],
+                c["vnic"],
+                c["proto"],
+                f"{c['src']}:{c['sport']}",
+                f"{c['dst']}:{c['dport']}",
+                c["state"],
+                c["origin"],
+                str(c["rule"]),
+                str(c["idle_s"]),
+            )
+        out.print(table)
+    else:
+        out.print_json(data=doc)

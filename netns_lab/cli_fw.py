@@ -1,0 +1,203 @@
+"""`nlab fw ...`: the NIC firewall of a running lab (issue 4), from one place for every host."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from netns_lab import display, fwlive
+from netns_lab.model import Topology
+
+DEFAULTS = "deny in both directions for every NIC with a rule; allow for the others"
+
+
+def _rule_doc(rule: Any, hits: dict[int, tuple[int, int]]) -> dict[str, Any]:
+    def spec(s: Any) -> str:
+        if s.kind == "any":
+            return "any"
+        if s.kind == "cidr":
+            return str(s.value)
+        nic = f".eth{s.nic}" if s.nic is not None else ""
+        return f"{s.kind}:{s.value}{nic}"
+
+    packets, nbytes = hits.get(rule.id, (0, 0))
+    return {
+        "id": rule.id,
+        "apply": [spec(s) for s in rule.apply],
+        "direction": rule.direction,
+        "peer": [spec(s) for s in rule.peers],
+        "proto": rule.proto,
+        "ports": [f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in rule.ports],
+        "action": rule.action,
+        "priority": rule.priority,
+        "description": rule.description,
+        "hits": {"packets": packets, "bytes": nbytes},
+    }
+
+
+def _applies_to(topo: Topology, rule: Any, vm: str) -> bool:
+    return any(v.name == vm for spec in rule.apply for v, _ in topo.nics_of(spec))
+
+
+def cmd_show(args: argparse.Namespace, lab: str) -> dict[str, Any]:
+    with fwlive.opened(lab) as live:
+        topo, hits = live.topo, live.rule_hits()
+        rules = [r for r in topo.firewall.rules if args.vm is None or _applies_to(topo, r, args.vm)]
+        if args.vm is not None and args.vm not in {v.name for v in topo.vms}:
+            raise ValueError(f"vm: no VM {args.vm!r} in lab {lab!r}")
+        return {
+            "lab": lab,
+            "vm": args.vm,
+            "groups": {
+                g.name: [m if i is None else f"{m}.eth{i}" for m, i in g.members]
+                for g in topo.security_groups
+            },
+            "rules": [_rule_doc(r, hits) for r in sorted(rules, key=lambda r: r.precedence)],
+            "defaults": {
+                "policy": "deny in both directions for every NIC with a rule; allow for the others",
+                "hits": dict(zip(("packets", "bytes"), hits.get(0, (0, 0)), strict=True)),
+            },
+        }
+
+
+def cmd_counters(args: argparse.Namespace, lab: str) -> dict[str, Any]:
+    with fwlive.opened(lab) as live:
+        hits = live.rule_hits()
+        return {
+            "lab": lab,
+            "rules": {str(k): {"packets": p, "bytes": b} for k, (p, b) in sorted(hits.items())},
+            "events_lost": live.events_lost(),
+            "connections": len(live.connections()),
+        }
+
+
+def cmd_connections(args: argparse.Namespace, lab: str) -> dict[str, Any]:
+    with fwlive.opened(lab) as live:
+        if args.gc:
+            live.gc()
+        return {"lab": lab, "connections": live.connections()}
+
+
+def _rule_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "id": args.id,
+        "apply": args.apply,
+        "direction": args.direction,
+        "peer": args.peer,
+        "proto": args.proto,
+        "action": args.action,
+    }
+    if args.ports:
+        rule["ports"] = [int(p) if p.isdigit() else p for p in args.ports.split(",")]
+    if args.priority is not None:
+        rule["priority"] = args.priority
+    if args.description:
+        rule["description"] = args.description
+    return rule
+
+
+def cmd_add(args: argparse.Namespace, lab: str) -> dict[str, Any]:
+    rule = _rule_from_args(args)
+
+    def edit(data: dict[str, Any]) -> None:
+        data.setdefault("firewall", {}).setdefault("rules", []).append(rule)
+
+    with fwlive.opened(lab) as live:
+        live.change(edit)
+        return {"lab": lab, "added": rule["id"], "hosts": [h.host for h in live.hosts]}
+
+
+def cmd_del(args: argparse.Namespace, lab: str) -> dict[str, Any]:
+    def edit(data: dict[str, Any]) -> None:
+        rules = (data.get("firewall") or {}).get("rules") or []
+        kept = [r for r in rules if r.get("id") != args.id]
+        if len(kept) == len(rules):
+            raise ValueError(f"id: no rule {args.id} (rules: {', '.join(str(r.get('id')) for r in rules)})")
+        data["firewall"]["rules"] = kept
+
+    with fwlive.opened(lab) as live:
+        live.change(edit)
+        return {"lab": lab, "deleted": args.id, "hosts": [h.host for h in live.hosts]}
+
+
+def cmd_group(args: argparse.Namespace, lab: str) -> dict[str, Any]:
+    def edit(data: dict[str, Any]) -> None:
+        groups = data.setdefault("security_groups", {}) or {}
+        data["security_groups"] = groups
+        members = list(groups.get(args.group) or [])
+        if args.action == "add":
+            if args.member in members:
+                raise ValueError(f"member: {args.member!r} is already in group {args.group!r}")
+            members.append(args.member)
+        else:
+            if args.member not in members:
+                raise ValueError(
+                    f"member: {args.member!r} is not in group {args.group!r} ({', '.join(members)})"
+                )
+            members.remove(args.member)
+        groups[args.group] = members
+
+    with fwlive.opened(lab) as live:
+        live.change(edit)
+        return {"lab": lab, "group": args.group, args.action: args.member}
+
+
+def cmd_events(args: argparse.Namespace, lab: str) -> None:
+    """Streams: one JSON object per line with --json, a readable line otherwise."""
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    count = 0
+    with fwlive.opened(lab) as live:
+        for ev in live.events():
+            if ev and (not args.denied or ev["verdict"] == "deny"):
+                sys.stdout.write((json.dumps(ev) if args.json else display.fw_event_line(ev)) + "\n")
+                sys.stdout.flush()
+                count += 1
+            if (args.count and count >= args.count) or (deadline and time.monotonic() > deadline):
+                break
+        lost = live.events_lost()
+        if lost:
+            print(f"nlab fw events: {lost} events were lost (the reader lagged)", file=sys.stderr)
+
+
+def register(sub: Any) -> None:
+    fw = sub.add_parser(
+        "fw",
+        help="the NIC firewall of a running lab (NIST 4.3)",
+        description="the stateful eBPF NIC firewall: rules, groups, counters, events",
+    )
+    fw.add_argument("--lab", help="the lab (default: the only one up)")
+    verbs = fw.add_subparsers(dest="fw_cmd", required=True, metavar="VERB")
+
+    def verb(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fw_fn=fn)
+        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        return p
+
+    verb("show", cmd_show, "rules (with hits) and groups, optionally of one VM").add_argument("vm", nargs="?")
+    verb("counters", cmd_counters, "hits per rule, events lost, tracked connections")
+    verb("connections", cmd_connections, "the connection tables of every host").add_argument(
+        "--gc", action="store_true", help="first remove expired entries"
+    )
+    add = verb("add", cmd_add, "add a rule on every host at once")
+    add.add_argument("--id", type=int, required=True)
+    add.add_argument("--apply", required=True, help="group, vm:NAME or vm:NAME.ethN")
+    add.add_argument("--direction", required=True, choices=("in", "out"))
+    add.add_argument("--peer", required=True, help="any, CIDR, group:NAME, vm:NAME")
+    add.add_argument("--proto", default="any", choices=("tcp", "udp", "icmp", "icmpv6", "any"))
+    add.add_argument("--ports", help="e.g. 80,443,8000-8080 (ICMP: types)")
+    add.add_argument("--action", required=True, choices=("allow", "deny"))
+    add.add_argument("--priority", type=int)
+    add.add_argument("--description")
+    verb("del", cmd_del, "delete a rule on every host at once").add_argument("id", type=int)
+    grp = verb("group", cmd_group, "change a security group's members live")
+    grp.add_argument("action", choices=("add", "del"))
+    grp.add_argument("group")
+    grp.add_argument("member", help="VM or VM.ethN")
+    ev = verb("events", cmd_events, "follow verdict events (denied packets, new allowed flows)")
+    ev.add_argument("--denied", action="store_true", help="only denials")
+    ev.add_argument("--count", type=int, help="stop after N events")
+    ev.add_argument("--timeout", type=float, help="stop after S seconds")
