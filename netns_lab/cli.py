@@ -19,7 +19,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netns_lab import builder, cli_fw, display, fwlive, graph, loader, state, status, teardown, vlancheck
+from netns_lab import (
+    builder,
+    cli_fw,
+    display,
+    fwlive,
+    graph,
+    loader,
+    state,
+    status,
+    teardown,
+    trace,
+    vlancheck,
+)
 from netns_lab.errors import TopologyError
 from netns_lab.kernel import netns
 from netns_lab.model import Topology, namespace
@@ -250,6 +262,21 @@ def cmd_fw(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    lab = _resolve_lab(args.lab)
+    assert lab is not None
+    topo, _ = _running(lab)
+    try:
+        doc = trace.trace(topo, args.vm, args.to, args.proto, args.dport)
+    except (trace.TraceError, ValueError) as err:
+        raise UsageError(f"trace: {err}") from None
+    if args.json:
+        _emit_json(doc)
+    else:
+        display.trace(doc)
+    return 0 if doc["delivered"] or doc["routed"] else EXIT_NONCOMPLIANT
+
+
 # -- parser --------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nlab", description="netns-lab: a virtual data center in namespaces")
@@ -277,6 +304,12 @@ def _parser() -> argparse.ArgumentParser:
     gr = add("graph", cmd_graph, "draw a lab or a topology file (Graphviz)", json_=False)
     gr.add_argument("target", nargs="?", help="a lab name or a topology file")
     gr.add_argument("--out", help="write FILE.svg / .png / .pdf instead of DOT on stdout")
+    tr = add("trace", cmd_trace, "run a crafted packet through the real programs of every port it crosses")
+    tr.add_argument("vm", help="the VM that sends it")
+    tr.add_argument("--to", required=True, help="destination address")
+    tr.add_argument("--proto", default="tcp", choices=("tcp", "udp", "icmp"))
+    tr.add_argument("--dport", type=int, default=80)
+    tr.add_argument("--lab", help="the lab (default: the only one up)")
     cli_fw.register(sub)
     sub.choices["fw"].set_defaults(fn=cmd_fw)
     vl = add("vlans", cmd_vlans, "check VLAN trunks against switch ports (NIST VM-VN-R1)")

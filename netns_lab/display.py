@@ -205,9 +205,10 @@ def fw_event_line(ev: dict[str, Any]) -> str:
     ports = f":{ev['sport']} -> " if ev["proto"] in ("tcp", "udp") else " -> "
     dport = f":{ev['dport']}" if ev["proto"] in ("tcp", "udp") else ""
     rule = f"rule {ev['rule']}" if ev["rule"] else "default"
+    clock = time.strftime("%H:%M:%S", time.localtime(ev["time"]))
     return (
-        f"{time.strftime('%H:%M:%S', time.localtime(ev['time']))} {verdict} {ev['vm']:<10} {ev['direction']:<3} "
-        f"{ev['proto']:<6} {ev['src']}{ports}{ev['dst']}{dport}  {ev['reason']} ({rule})"
+        f"{clock} {verdict} {ev['vm']:<10} {ev['direction']:<3} {ev['proto']:<6} "
+        f"{ev['src']}{ports}{ev['dst']}{dport}  {ev['reason']} ({rule})"
     )
 
 
@@ -261,3 +262,21 @@ def fw(verb: str, doc: dict[str, Any]) -> None:
         out.print(table)
     else:
         out.print_json(data=doc)
+
+
+def trace(doc: dict[str, Any]) -> None:
+    out.print(
+        f"[bold]trace[/] {doc['from']} -> {doc['to']} {doc['proto']}/{doc['dport']} in lab {doc['lab']}"
+    )
+    for i, st in enumerate(doc["stages"], 1):
+        colour = "green" if st["verdict"] == "pass" else "red"
+        why = f" ({st['reason']})" if st["reason"] else ""
+        rule = f" rule {st['rule']}" if st["rule"] else ""
+        out.print(
+            f" {i}. {st['node']:<6} {st['port']:<12} {st['program']:<15} [{colour}]{st['verdict']}[/]{why}{rule}"
+        )
+    if doc["routed"]:
+        r = doc["routed"]
+        out.print(f" -> reaches {r['via']} ({r['role']}), which routes it: {r['note']}")
+    else:
+        out.print(" delivered" if doc["delivered"] else " [red]not delivered[/]")
