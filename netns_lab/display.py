@@ -272,9 +272,8 @@ def trace(doc: dict[str, Any]) -> None:
         colour = "green" if st["verdict"] == "pass" else "red"
         why = f" ({st['reason']})" if st["reason"] else ""
         rule = f" rule {st['rule']}" if st["rule"] else ""
-        out.print(
-            f" {i}. {st['node']:<6} {st['port']:<12} {st['program']:<15} [{colour}]{st['verdict']}[/]{why}{rule}"
-        )
+        where = f"{st['node']:<6} {st['port']:<12} {st['program']:<15}"
+        out.print(f" {i}. {where} [{colour}]{st['verdict']}[/]{why}{rule}")
     if doc["routed"]:
         r = doc["routed"]
         out.print(f" -> reaches {r['via']} ({r['role']}), which routes it: {r['note']}")
