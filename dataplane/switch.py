@@ -22,6 +22,9 @@ from dataplane.firewall import FIREWALL_MAPS, Firewall
 SOURCE = "vswitch.c"
 PROGRAMS = ("vlan_from_port", "vlan_to_port", "port_from_vm", "port_to_vm", "nlab_empty")
 MAPS = ("ports", "counters", *FIREWALL_MAPS)
+# a physical switch has no VM ports: no port security, no firewall (-DNLAB_SWITCH_ONLY)
+SWITCH_PROGRAMS = ("vlan_from_port", "vlan_to_port", "nlab_empty")
+SWITCH_MAPS = ("ports", "counters")
 
 
 class PortError(ValueError):
@@ -63,8 +66,13 @@ class SwitchDataplane:
         self._ncpu = syscalls.num_possible_cpus()
 
     @classmethod
-    def load(cls, pin_dir: Path | None = None) -> SwitchDataplane:
-        loaded = bpf.load(SOURCE, PROGRAMS, MAPS, {"NLAB_MAX_IFINDEX": abi.MAX_IFINDEX})
+    def load(cls, pin_dir: Path | None = None, vm_ports: bool = True) -> SwitchDataplane:
+        """Compile and load; `vm_ports` False for a physical switch (VLAN programs only)."""
+        defines = {"NLAB_MAX_IFINDEX": abi.MAX_IFINDEX}
+        if vm_ports:
+            loaded = bpf.load(SOURCE, PROGRAMS, MAPS, defines)
+        else:
+            loaded = bpf.load(SOURCE, SWITCH_PROGRAMS, SWITCH_MAPS, {**defines, "NLAB_SWITCH_ONLY": 1})
         if pin_dir is not None:
             try:
                 bpf.pin(loaded, pin_dir)
@@ -75,8 +83,13 @@ class SwitchDataplane:
 
     @classmethod
     def open(cls, pin_dir: Path) -> SwitchDataplane:
-        programs = {name: syscalls.obj_get(pin_dir / f"prog_{name}") for name in PROGRAMS}
-        maps = {name: syscalls.obj_get(pin_dir / name) for name in MAPS}
+        """Reopen the pins of a loaded dataplane (either kind)."""
+        vm_ports = (pin_dir / "prog_port_from_vm").exists()
+        programs = {
+            name: syscalls.obj_get(pin_dir / f"prog_{name}")
+            for name in (PROGRAMS if vm_ports else SWITCH_PROGRAMS)
+        }
+        maps = {name: syscalls.obj_get(pin_dir / name) for name in (MAPS if vm_ports else SWITCH_MAPS)}
         return cls(programs, maps, None)
 
     def close(self) -> None:

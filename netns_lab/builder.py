@@ -54,11 +54,12 @@ class Loads:
     One thread only: bcc is not safe for concurrent compiles in one process (iovisor/bcc#4500).
     """
 
-    def __init__(self, pins: Path, nodes: list[str]) -> None:
+    def __init__(self, pins: Path, nodes: list[tuple[str, bool]]) -> None:
+        """`nodes`: (name, has VM ports) in build order."""
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlab-compile")
         self._futures: dict[str, Future[SwitchDataplane]] = {}
-        for node in nodes:
-            self._futures[node] = self._pool.submit(SwitchDataplane.load, pins / node)
+        for node, vm_ports in nodes:
+            self._futures[node] = self._pool.submit(SwitchDataplane.load, pins / node, vm_ports)
 
     def ready(self, node: str) -> bool:
         return self._futures[node].done()
@@ -112,7 +113,10 @@ class Builder:
         steps = list(self.plan())
         try:
             if self.dataplane:
-                switching = [*(s.name for s in self.topo.switches), *(h.name for h in self.topo.hosts)]
+                switching = [
+                    *((s.name, False) for s in self.topo.switches),
+                    *((h.name, True) for h in self.topo.hosts),
+                ]
                 self._loads = Loads(pin_dir(self.topo.lab), switching)  # in the order of the steps
             with self._undo:
                 for done, step in enumerate(steps):

@@ -76,9 +76,15 @@ static __always_inline struct nlab_ct_entry *ct_find(const struct flow *f, __u16
 }
 
 /* Only a clean SYN may open a TCP connection; a lone ACK, FIN or RST (or a SYN with them)
- * creates no state (scans, ACK tunnelling, injected resets). */
+ * creates no state (scans, ACK tunnelling, injected resets). Nor does an echo reply: as the
+ * origin of a flow it would let the echo requests it "answers" pass as replies, past the
+ * policy of their own direction (a tunnel out through an inbound ICMP rule). */
 static __always_inline int ct_may_open(const struct flow *f)
 {
+    if (f->proto == NLAB_IPPROTO_ICMP)
+        return f->icmp_type != NLAB_ICMP_ECHOREPLY;
+    if (f->proto == NLAB_IPPROTO_ICMPV6)
+        return f->icmp_type != NLAB_ICMPV6_ECHO_REP;
     if (f->proto != NLAB_IPPROTO_TCP)
         return 1;
     return (f->tcp_flags & (NLAB_TCP_SYN | NLAB_TCP_ACK | NLAB_TCP_FIN | NLAB_TCP_RST)) == NLAB_TCP_SYN;

@@ -47,12 +47,19 @@ static __always_inline void rule_hit(const struct fw_ctx *c)
     }
 }
 
-/* A denial the user should see: counted on its rule and reported as an event. */
-static __always_inline int fw_deny(const struct fw_ctx *c, int reason)
+/* A drop the user should see: reported as an event, not counted on a rule (no rule decided it:
+ * connection state, quota, fragments). */
+static __always_inline int fw_drop(const struct fw_ctx *c, int reason)
 {
-    rule_hit(c);
     fw_event(c, NLAB_VERDICT_DENY, reason);
     return -reason;
+}
+
+/* A denial by the policy: counted on the deciding rule (0: the default) and reported. */
+static __always_inline int fw_deny(const struct fw_ctx *c)
+{
+    rule_hit(c);
+    return fw_drop(c, NLAB_DROP_POLICY);
 }
 
 static __always_inline int fw_policy(struct fw_ctx *c, __u8 dir, __u8 family, __u8 proto, const __u8 *peer,
@@ -79,17 +86,17 @@ static __always_inline int fw_fragment(struct fw_ctx *c, int verdict)
     __u32 end = f->frag_off + f->payload;
     if (f->frag == NLAB_FRAG_FIRST) {
         struct nlab_frag fresh = {.last_seen = bpf_ktime_get_ns(), .end = end, .verdict = verdict};
-        if (fr && bpf_ktime_get_ns() - fr->last_seen < c->cfg->timeout_frag)
-            return -NLAB_DROP_FRAG_DUP;
+        if (fr && bpf_ktime_get_ns() - fr->last_seen < c->cfg->timeout_frag)  /* reported once: */
+            return verdict == NLAB_VERDICT_ALLOW ? fw_drop(c, NLAB_DROP_FRAG_DUP) : -NLAB_DROP_FRAG_DUP;
         map_frag_update(&key, &fresh);
         return 0;
     }
     if (!fr || bpf_ktime_get_ns() - fr->last_seen > c->cfg->timeout_frag)
-        return -NLAB_DROP_FRAG_ORPHAN;
+        return fw_drop(c, NLAB_DROP_FRAG_ORPHAN);
     if (f->frag_off < fr->end || (f->proto == NLAB_IPPROTO_TCP && f->frag_off == 8))
-        return -NLAB_DROP_FRAG_OVERLAP;
-    if (fr->verdict != NLAB_VERDICT_ALLOW)
-        return fw_deny(c, NLAB_DROP_POLICY);
+        return fw_drop(c, NLAB_DROP_FRAG_OVERLAP);
+    if (fr->verdict != NLAB_VERDICT_ALLOW)  /* the first fragment's rule is not kept: no rule hit */
+        return fw_drop(c, NLAB_DROP_POLICY);
     fr->end = end;
     fr->last_seen = bpf_ktime_get_ns();
     return 0;
@@ -122,7 +129,7 @@ static __always_inline int fw_icmp_error(struct fw_ctx *c)
     if (f->family == 4) {
         struct nlab_iphdr ip;
         if (bpf_skb_load_bytes(c->skb, off, &ip, sizeof(ip)) < 0 || (ip.ver_ihl & 0xf) < 5)
-            return fw_deny(c, NLAB_DROP_ICMP_UNRELATED);
+            return fw_drop(c, NLAB_DROP_ICMP_UNRELATED);
         inner.proto = ip.protocol;
         __builtin_memcpy(inner.saddr, &ip.saddr, 4);
         __builtin_memcpy(inner.daddr, &ip.daddr, 4);
@@ -130,7 +137,7 @@ static __always_inline int fw_icmp_error(struct fw_ctx *c)
     } else {
         struct nlab_ipv6hdr ip;
         if (bpf_skb_load_bytes(c->skb, off, &ip, sizeof(ip)) < 0)
-            return fw_deny(c, NLAB_DROP_ICMP_UNRELATED);
+            return fw_drop(c, NLAB_DROP_ICMP_UNRELATED);
         inner.proto = ip.nexthdr;
         __builtin_memcpy(inner.saddr, &ip.saddr, 16);
         __builtin_memcpy(inner.daddr, &ip.daddr, 16);
@@ -138,19 +145,19 @@ static __always_inline int fw_icmp_error(struct fw_ctx *c)
     }
     __u16 ports[2] = {};
     if (bpf_skb_load_bytes(c->skb, off, ports, sizeof(ports)) < 0)
-        return fw_deny(c, NLAB_DROP_ICMP_UNRELATED);
+        return fw_drop(c, NLAB_DROP_ICMP_UNRELATED);
     inner.sport = ports[0];
     inner.dport = ports[1];
     if (inner.proto == NLAB_IPPROTO_ICMP || inner.proto == NLAB_IPPROTO_ICMPV6) {
         __u16 id[3] = {};
         if (bpf_skb_load_bytes(c->skb, off, id, sizeof(id)) < 0)
-            return fw_deny(c, NLAB_DROP_ICMP_UNRELATED);
+            return fw_drop(c, NLAB_DROP_ICMP_UNRELATED);
         inner.sport = inner.dport = id[2];
     }
     struct nlab_ct_key key = {};
     int reply = 0;
     if (!ct_find(&inner, c->endpoint, c->cfg, &key, &reply))
-        return fw_deny(c, NLAB_DROP_ICMP_UNRELATED);
+        return fw_drop(c, NLAB_DROP_ICMP_UNRELATED);
     return 0;
 }
 
@@ -165,7 +172,7 @@ static __always_inline int fw_tracked(struct fw_ctx *c, struct nlab_ct_key *key,
                      : key->proto == NLAB_IPPROTO_ICMPV6 ? bpf_htons(NLAB_ICMPV6_ECHO_REQ) : key->dport;
         if (fw_policy(c, e->origin, key->family, key->proto, peer, port) != NLAB_VERDICT_ALLOW) {
             ct_delete(key);
-            return fw_deny(c, NLAB_DROP_POLICY);
+            return fw_deny(c);
         }
         e->generation = c->cfg->generation;
         e->rule = c->rule;
@@ -179,15 +186,15 @@ static __always_inline int fw_new_flow(struct fw_ctx *c, struct nlab_ct_key *key
     struct flow *f = c->f;
 
     if (!ct_may_open(f))
-        return fw_deny(c, NLAB_DROP_CT_INVALID);
+        return fw_drop(c, NLAB_DROP_CT_INVALID);
     const __u8 *peer = c->dir == NLAB_FW_OUT ? f->daddr : f->saddr;
     int verdict = fw_policy(c, c->dir, f->family, f->proto, peer, policy_port(f->proto, f->dport, f->icmp_type));
     if (verdict != NLAB_VERDICT_ALLOW)
-        return fw_deny(c, NLAB_DROP_POLICY);
+        return fw_deny(c);
     ct_key_of(f, c->endpoint, 0, key);
     int rc = ct_create(key, c->cfg, c->dir, c->rule);
     if (rc < 0)
-        return fw_deny(c, -rc);
+        return fw_drop(c, -rc);
     rule_hit(c);
     fw_event(c, NLAB_VERDICT_ALLOW, NLAB_PASS);
     return 0;
