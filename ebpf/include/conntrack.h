@@ -65,7 +65,8 @@ static __always_inline struct nlab_ct_entry *ct_find(const struct flow *f, __u16
         struct nlab_ct_entry *e = map_ct(key);
         if (!e)
             continue;
-        if (now - e->last_seen > ct_timeout(cfg, f->proto, e->state)) {
+        /* signed: another CPU may have refreshed last_seen after `now` was read */
+        if ((__s64)(now - e->last_seen) > (__s64)ct_timeout(cfg, f->proto, e->state)) {
             ct_delete(key);
             return NULL;
         }
@@ -75,16 +76,27 @@ static __always_inline struct nlab_ct_entry *ct_find(const struct flow *f, __u16
     return NULL;
 }
 
+/* The request an ICMP message answers (echo, timestamp, information, address mask), or its
+ * own type: what opened its flow, and so what the policy is asked again about that flow. */
+static __always_inline __u8 icmp_request_of(const struct flow *f)
+{
+    __u8 t = f->icmp_type;
+
+    if (f->proto == NLAB_IPPROTO_ICMPV6)
+        return t == NLAB_ICMPV6_ECHO_REP ? NLAB_ICMPV6_ECHO_REQ : t;
+    if (t == NLAB_ICMP_ECHOREPLY)
+        return NLAB_ICMP_ECHO;
+    return t == 14 || t == 16 || t == 18 ? t - 1 : t;  /* timestamp, information, mask replies */
+}
+
 /* Only a clean SYN may open a TCP connection; a lone ACK, FIN or RST (or a SYN with them)
- * creates no state (scans, ACK tunnelling, injected resets). Nor does an echo reply: as the
- * origin of a flow it would let the echo requests it "answers" pass as replies, past the
- * policy of their own direction (a tunnel out through an inbound ICMP rule). */
+ * creates no state (scans, ACK tunnelling, injected resets). Nor does an ICMP reply: as the
+ * origin of a flow it would let the requests it "answers" pass as replies, past the policy
+ * of their own direction (a tunnel out through an inbound ICMP rule). */
 static __always_inline int ct_may_open(const struct flow *f)
 {
-    if (f->proto == NLAB_IPPROTO_ICMP)
-        return f->icmp_type != NLAB_ICMP_ECHOREPLY;
-    if (f->proto == NLAB_IPPROTO_ICMPV6)
-        return f->icmp_type != NLAB_ICMPV6_ECHO_REP;
+    if (f->proto == NLAB_IPPROTO_ICMP || f->proto == NLAB_IPPROTO_ICMPV6)
+        return icmp_request_of(f) == f->icmp_type;
     if (f->proto != NLAB_IPPROTO_TCP)
         return 1;
     return (f->tcp_flags & (NLAB_TCP_SYN | NLAB_TCP_ACK | NLAB_TCP_FIN | NLAB_TCP_RST)) == NLAB_TCP_SYN;

@@ -86,20 +86,25 @@ static __always_inline int fw_fragment(struct fw_ctx *c, int verdict)
     __u32 end = f->frag_off + f->payload;
     if (f->frag == NLAB_FRAG_FIRST) {
         struct nlab_frag fresh = {.last_seen = bpf_ktime_get_ns(), .end = end, .verdict = verdict};
-        if (fr && bpf_ktime_get_ns() - fr->last_seen < c->cfg->timeout_frag)  /* reported once: */
+        if (fr && (__s64)(bpf_ktime_get_ns() - fr->last_seen) < (__s64)c->cfg->timeout_frag)  /* reported once: */
             return verdict == NLAB_VERDICT_ALLOW ? fw_drop(c, NLAB_DROP_FRAG_DUP) : -NLAB_DROP_FRAG_DUP;
         map_frag_update(&key, &fresh);
         return 0;
     }
-    if (!fr || bpf_ktime_get_ns() - fr->last_seen > c->cfg->timeout_frag)
+    if (!fr || (__s64)(bpf_ktime_get_ns() - fr->last_seen) > (__s64)c->cfg->timeout_frag)
         return fw_drop(c, NLAB_DROP_FRAG_ORPHAN);
     if (f->frag_off < fr->end || (f->proto == NLAB_IPPROTO_TCP && f->frag_off == 8))
         return fw_drop(c, NLAB_DROP_FRAG_OVERLAP);
-    if (fr->verdict != NLAB_VERDICT_ALLOW)  /* the first fragment's rule is not kept: no rule hit */
-        return fw_drop(c, NLAB_DROP_POLICY);
-    fr->end = end;
-    fr->last_seen = bpf_ktime_get_ns();
-    return 0;
+    int rc = fr->verdict == NLAB_VERDICT_ALLOW ? 0 : fw_drop(c, NLAB_DROP_POLICY);  /* no rule kept: no hit */
+    if (f->frag_more) {
+        fr->end = end;
+        fr->last_seen = bpf_ktime_get_ns();
+    } else {
+        /* the datagram is complete and its id free again: a busy sender reuses ids within
+         * seconds, and a first fragment of the next datagram is no duplicate */
+        map_frag_delete(&key);
+    }
+    return rc;
 }
 
 static __always_inline int icmp_is_error(const struct flow *f)
@@ -111,12 +116,13 @@ static __always_inline int icmp_is_error(const struct flow *f)
 }
 
 /* IPv6 neighbour discovery and MLD are the link layer of IPv6 (as ARP is of IPv4): passed like
- * ARP; port security has already refused router advertisements and redirects from VMs. */
+ * ARP; port security has already refused router advertisements and redirects from VMs. Only in
+ * IPv6: protocol 58 inside IPv4 is no neighbour discovery, and must meet the policy. */
 static __always_inline int icmp_is_link(const struct flow *f)
 {
     __u8 t = f->icmp_type;
 
-    return f->proto == NLAB_IPPROTO_ICMPV6 && ((t >= 130 && t <= 136) || t == 143);
+    return f->family == 6 && f->proto == NLAB_IPPROTO_ICMPV6 && ((t >= 130 && t <= 136) || t == 143);
 }
 
 /* An ICMP error passes only if the packet it quotes belongs to a tracked flow of this vNIC. */
@@ -167,9 +173,9 @@ static __always_inline int fw_tracked(struct fw_ctx *c, struct nlab_ct_key *key,
 {
     if (e->generation != c->cfg->generation) {
         const __u8 *peer = e->origin == NLAB_FW_OUT ? key->daddr : key->saddr;
-        /* ICMP flows are echo exchanges opened by a request: re-check the request's type */
-        __u16 port = key->proto == NLAB_IPPROTO_ICMP ? bpf_htons(NLAB_ICMP_ECHO)
-                     : key->proto == NLAB_IPPROTO_ICMPV6 ? bpf_htons(NLAB_ICMPV6_ECHO_REQ) : key->dport;
+        /* an ICMP flow was opened by a request: ask about the request this packet belongs to */
+        __u16 port = key->proto == NLAB_IPPROTO_ICMP || key->proto == NLAB_IPPROTO_ICMPV6
+                     ? bpf_htons(icmp_request_of(c->f)) : key->dport;
         if (fw_policy(c, e->origin, key->family, key->proto, peer, port) != NLAB_VERDICT_ALLOW) {
             ct_delete(key);
             return fw_deny(c);
