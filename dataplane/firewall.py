@@ -116,17 +116,25 @@ class Firewall:
     def install(self, compiled: Compiled, previous: Compiled | None = None) -> int:
         """Write `compiled` as the next generation beside the live one, flip, then remove the old.
 
-        One write of `fw_config.generation` switches every packet from the whole old policy to the
-        whole new one; a packet never sees half of either. Returns the new generation."""
+        Rows, ipcache entries and defaults all carry the generation bit, so one write of
+        `fw_config.generation` switches every packet from the whole old policy to the whole new
+        one; a packet never sees half of either. The spare half is emptied first, whatever an
+        earlier install left there, so no stale row or default (of an endpoint that left the
+        policy, say) can go live with the new one. `previous`, the policy live until now, only
+        frees its entries early. Returns the new generation."""
+        too_big = sorted({ep for ep, _ in compiled.defaults if not 0 <= ep < abi.MAX_ENDPOINTS})
+        if too_big:
+            raise ValueError(f"endpoints {too_big[:5]} are not below NLAB_MAX_ENDPOINTS {abi.MAX_ENDPOINTS}")
         cfg = self.config()
         generation = cfg.generation + 1
         gen_bit = generation & 1
+        self._clear_generation(gen_bit)
         encoded = lpm.encode(compiled, gen=gen_bit)
         for key, value in encoded["ipcache"]:
             syscalls.map_update(self.maps["ipcache"], key, value)
         for key, value in encoded["policy"]:
             syscalls.map_update(self.maps["policy"], key, value)
-        self._write_defaults(encoded["defaults"])
+        self._write_defaults(gen_bit, dict(encoded["defaults"]))  # type: ignore[arg-type]
         cfg.generation = generation
         syscalls.map_update(self.maps["fw_config"], ctypes.c_uint32(0), cfg)
         if previous is not None:
@@ -137,11 +145,23 @@ class Firewall:
                 syscalls.map_delete(self.maps["policy"], key)
         return generation
 
-    def _write_defaults(self, defaults: list[tuple[object, object]]) -> None:
-        # Defaults are not double-buffered: an endpoint's default changes only when it gains its
-        # first rule or loses its last, and then the stricter default is written first.
-        for key, value in defaults:
-            syscalls.map_update(self.maps["defaults"], ctypes.c_uint32(key), value)  # type: ignore[arg-type]
+    def _clear_generation(self, gen_bit: int) -> None:
+        """Delete every row and ipcache entry of generation `gen_bit` (not the live one)."""
+        tables = (("policy", lpm.PolicyKey, lpm.PolicyValue), ("ipcache", lpm.IpcacheKey, lpm.IpcacheValue))
+        for name, key_type, value_type in tables:
+            fd = self.maps[name]
+            stale = [key for key, _ in syscalls.map_items(fd, key_type, value_type) if key.gen == gen_bit]
+            for key in stale:
+                syscalls.map_delete(fd, key)
+
+    def _write_defaults(self, gen_bit: int, defaults: dict[int, ctypes.c_uint8]) -> None:
+        """Every default slot of generation `gen_bit`: those of `defaults` (keyed endpoint * 2 +
+        direction), deny for every other endpoint. The program reads slot
+        (gen * NLAB_MAX_ENDPOINTS + endpoint) * 2 + direction."""
+        deny, base = ctypes.c_uint8(0), gen_bit * abi.MAX_ENDPOINTS * 2
+        for slot in range(abi.MAX_ENDPOINTS * 2):
+            value = defaults.get(slot, deny)
+            syscalls.map_update(self.maps["defaults"], ctypes.c_uint32(base + slot), value)
 
     # -- state -----------------------------------------------------------------------------------
     def connections(self) -> Iterator[Connection]:
@@ -172,7 +192,8 @@ class Firewall:
                     if err.errno != errno.ENOENT:
                         raise
                     continue
-                self._release(key.endpoint)
+                if entry.origin == abi.FwDirection.OUT:  # only opened flows count (conntrack.h)
+                    self._release(key.endpoint)
                 removed += 1
         return removed
 

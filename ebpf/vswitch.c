@@ -35,8 +35,10 @@ BPF_LPM_TRIE(ipcache, struct nlab_ipcache_key, u32, NLAB_IPCACHE_SIZE);
 /* (gen, direction, proto, endpoint, identity, port prefix) -> rule; LPM turns port ranges into a
  * few prefixes, so the lookup cost does not depend on the number of rules. */
 BPF_LPM_TRIE(policy, struct nlab_policy_key, struct nlab_policy_value, NLAB_POLICY_SIZE);
-/* Default verdict by endpoint * 2 + direction; a missing endpoint reads 0: deny. */
-BPF_ARRAY(defaults, u8, NLAB_MAX_ENDPOINTS * 2);
+/* Default verdict by (gen * NLAB_MAX_ENDPOINTS + endpoint) * 2 + direction: double-buffered
+ * like the policy, so that one flip of the generation switches rows and defaults together.
+ * An endpoint user space did not write reads 0: deny. */
+BPF_ARRAY(defaults, u8, NLAB_MAX_ENDPOINTS * 4);
 /* Connection table: a plain hash so that a full table refuses new flows instead of evicting. */
 BPF_HASH(conntrack, struct nlab_ct_key, struct nlab_ct_entry, NLAB_CT_SIZE);
 /* Live connection entries per endpoint, for the per-VM quota. */
@@ -64,6 +66,7 @@ static __always_inline int map_ct_insert(struct nlab_ct_key *k, struct nlab_ct_e
 }
 static __always_inline struct nlab_frag *map_frag(struct nlab_frag_key *k) { return frags.lookup(k); }
 static __always_inline int map_frag_update(struct nlab_frag_key *k, struct nlab_frag *v) { return frags.update(k, v); }
+static __always_inline int map_frag_delete(struct nlab_frag_key *k) { return frags.delete(k); }
 static __always_inline struct nlab_counter *map_rule_hits(__u32 *idx) { return rule_hits.lookup(idx); }
 static __always_inline int map_event_output(void *ev, __u32 size) { return fw_events.ringbuf_output(ev, size, 0); }
 static __always_inline u64 *map_events_lost(__u32 *idx) { return events_lost.lookup(idx); }

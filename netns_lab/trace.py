@@ -119,8 +119,9 @@ def _ct_keys(dp: SwitchDataplane) -> set[bytes]:
 def _forget(dp: SwitchDataplane, before: set[bytes]) -> None:
     """Remove the connection entries the trace created (and their quota share)."""
     for raw in _ct_keys(dp) - before:
-        key = abi.CtKey.from_buffer_copy(raw)
-        if syscalls.map_delete(dp.maps["conntrack"], key):
+        key, entry = abi.CtKey.from_buffer_copy(raw), abi.CtEntry()
+        syscalls.map_lookup(dp.maps["conntrack"], key, entry)
+        if syscalls.map_delete(dp.maps["conntrack"], key) and entry.origin == abi.FwDirection.OUT:
             dp.firewall._release(key.endpoint)
 
 

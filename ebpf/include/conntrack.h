@@ -46,9 +46,10 @@ static __always_inline void ct_release(__u16 endpoint)
         __sync_fetch_and_add(count, -1);
 }
 
-static __always_inline void ct_delete(struct nlab_ct_key *k)
+/* Only flows a VM opens count against its quota (see ct_create). */
+static __always_inline void ct_delete(struct nlab_ct_key *k, __u8 origin)
 {
-    if (map_ct_delete(k) == 0)
+    if (map_ct_delete(k) == 0 && origin == NLAB_FW_OUT)
         ct_release(k->endpoint);
 }
 
@@ -67,7 +68,7 @@ static __always_inline struct nlab_ct_entry *ct_find(const struct flow *f, __u16
             continue;
         /* signed: another CPU may have refreshed last_seen after `now` was read */
         if ((__s64)(now - e->last_seen) > (__s64)ct_timeout(cfg, f->proto, e->state)) {
-            ct_delete(key);
+            ct_delete(key, e->origin);
             return NULL;
         }
         *reply = r;
@@ -115,7 +116,9 @@ static __always_inline void ct_update(struct nlab_ct_entry *e, const struct flow
     }
 }
 
-/* Insert a new flow, within the endpoint's quota and the table's size; a negative reason if not. */
+/* Insert a new flow; a negative reason if not. The quota bounds the flows a VM opens: counting
+ * inbound flows too would let any client use up a server's share. Inbound flows are bounded by
+ * the table size (and by their sender's own quota on its host). */
 static __always_inline int ct_create(struct nlab_ct_key *key, const struct nlab_fw_config *cfg,
                                      __u8 origin, __u32 rule)
 {
@@ -126,13 +129,14 @@ static __always_inline int ct_create(struct nlab_ct_key *key, const struct nlab_
         .state = NLAB_CT_NEW, .origin = origin,
     };
 
-    if (!count)
-        return -NLAB_DROP_CT_QUOTA;
-    if (*count >= cfg->ct_quota)
+    int counted = origin == NLAB_FW_OUT;
+
+    if (counted && (!count || *count >= cfg->ct_quota))
         return -NLAB_DROP_CT_QUOTA;
     if (map_ct_insert(key, &e) < 0)  /* BPF_NOEXIST */
         return -NLAB_DROP_CT_FULL;  /* E2BIG (full) or a racing twin: fail closed either way */
-    __sync_fetch_and_add(count, 1);
+    if (counted && count)
+        __sync_fetch_and_add(count, 1);
     return 0;
 }
 

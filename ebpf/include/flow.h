@@ -27,6 +27,7 @@ struct flow {
     __u8  family;      /* 4 or 6; 0 for ARP */
     __u8  tcp_flags;
     __u8  frag;        /* NLAB_FRAG_* */
+    __u8  frag_more;   /* more fragments follow this one (IPv4 MF, IPv6 M) */
     __u8  icmp_type;
     __u8  icmp_code;
     __u16 payload;     /* bytes from the L4 header to the end of this (fragment's) IP payload */
@@ -69,6 +70,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow *f)
     __u16 frag = bpf_ntohs(ip.frag_off);
     f->frag_off = (frag & 0x1fff) * 8;
     f->frag_id = bpf_ntohs(ip.id);
+    f->frag_more = (frag & 0x2000) != 0;
     if (f->frag_off)
         f->frag = NLAB_FRAG_LATER;
     else if (frag & 0x2000)
@@ -105,6 +107,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
             __u16 fo = bpf_ntohs(fh.frag_off);
             f->frag_off = fo & 0xfff8;
             f->frag_id = bpf_ntohl(fh.id);
+            f->frag_more = fo & 1;
             f->frag = f->frag_off ? NLAB_FRAG_LATER : ((fo & 1) ? NLAB_FRAG_FIRST : NLAB_FRAG_NONE);
             next = fh.nexthdr;
             off += sizeof(fh);

@@ -177,7 +177,7 @@ static __always_inline int fw_tracked(struct fw_ctx *c, struct nlab_ct_key *key,
         __u16 port = key->proto == NLAB_IPPROTO_ICMP || key->proto == NLAB_IPPROTO_ICMPV6
                      ? bpf_htons(icmp_request_of(c->f)) : key->dport;
         if (fw_policy(c, e->origin, key->family, key->proto, peer, port) != NLAB_VERDICT_ALLOW) {
-            ct_delete(key);
+            ct_delete(key, e->origin);
             return fw_deny(c);
         }
         e->generation = c->cfg->generation;

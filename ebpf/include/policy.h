@@ -66,8 +66,9 @@ static __always_inline int policy_verdict(const struct policy_query *q, __u32 *r
         *rule = v->rule;
         return v->verdict;
     }
-    __u32 idx = (__u32)q->endpoint * 2 + (q->direction & 1);
-    __u8 *def = map_defaults(&idx);
+    /* defaults are double-buffered like the rows; an endpoint past the array reads deny */
+    __u32 idx = ((__u32)gen * NLAB_MAX_ENDPOINTS + q->endpoint) * 2 + (q->direction & 1);
+    __u8 *def = q->endpoint < NLAB_MAX_ENDPOINTS ? map_defaults(&idx) : NULL;
     *rule = 0;
     return def ? *def : NLAB_VERDICT_DENY;
 }

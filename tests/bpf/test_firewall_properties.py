@@ -1,0 +1,275 @@
+"""The real firewall program against the reference evaluator (hypothesis): random small policies
+and random new flows, through BPF_PROG_TEST_RUN, must get exactly `fwpolicy.evaluate`'s verdict.
+
+    random Policy ──fwpolicy.compile──> Firewall.install ──> port_from_vm / port_to_vm (vNIC, port 1)
+         └──────────────fwpolicy.evaluate (a linear scan: the specification)──────────────┘
+
+A new flow is a TCP SYN, a UDP datagram, an ICMP echo request or another ICMP message that is
+neither an error nor a reply, or another IP protocol, over IPv4 or IPv6, either way. ICMP numbers
+are sometimes crossed with the family (protocol 58 in IPv4, 1 in IPv6): the program must judge
+those by the protocol number too. Port security is off (the vNIC's own address does not matter)
+and the connection table is emptied before every packet, so each one is a new flow.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.packet import Packet, Raw
+
+from dataplane.abi import Reason, Verdict
+from dataplane.events import EventReader
+from dataplane.fwpolicy import AnyPeer, Cidr, Endpoint, Group, Policy, Rule, evaluate
+from tests.bpf.fwtools import COUNTED, IN, OUT, Harness, Vnic, forget, reset
+
+if TYPE_CHECKING:
+    from dataplane.switch import SwitchDataplane
+
+CIDRS = [
+    "0.0.0.0/0",
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "10.1.2.0/24",
+    "10.1.2.0/25",
+    "10.1.2.4/31",
+    "10.1.2.3/32",
+    "192.168.0.0/24",
+    "::/0",
+    "2001:db8::/32",
+    "2001:db8:1::/48",
+    "2001:db8:1::5/128",
+]
+HOSTS = [
+    "10.1.2.3",
+    "10.1.2.4",
+    "10.1.2.5",
+    "10.1.2.200",
+    "10.2.3.4",
+    "192.168.0.7",
+    "2001:db8:1::5",
+    "2001:db8:2::9",
+]
+OTHER_IPS = [
+    "10.0.0.0",
+    "10.255.255.255",
+    "10.1.2.127",
+    "10.1.2.128",
+    "11.0.0.1",
+    "192.168.0.255",
+    "2001:db9::1",
+    "::1",
+    "2001:db8:1:ffff:ffff:ffff:ffff:ffff",
+]
+GROUPS = ["web", "app", "db"]
+PORTS = [0, 1, 22, 79, 80, 81, 443, 1023, 1024, 5000, 65534, 65535]
+ICMP_TYPES = [0, 3, 8, 9, 11, 13, 14, 15, 128, 129, 130, 135, 143, 200, 255]
+UNKNOWN_ENDPOINT = 7
+VM = {4: "10.9.9.9", 6: "2001:db8:9::9"}
+
+# ICMP messages that are no new flow: errors (judged by the flow they quote), replies,
+# and IPv6 neighbour discovery / MLD (the link layer of IPv6, passed like ARP)
+NOT_NEW = {1: {0, 3, 4, 5, 11, 12, 14, 16, 18}, 58: {1, 2, 3, 4, 129}}
+LINK6 = {130, 131, 132, 133, 134, 135, 136, 143}
+IPV6_EXT = {0, 43, 44, 60}  # walked by the parser, never a protocol of their own
+OTHER_PROTOS = [4, 41, 47, 50, 51, 89, 103, 132, 255]
+
+
+@st.composite
+def port_ranges(draw: st.DrawFn, proto: str) -> tuple[int, int] | None:
+    if proto == "any" or draw(st.booleans()):
+        return None
+    icmp = proto.startswith("icmp")
+    values, top = (ICMP_TYPES, 255) if icmp else (PORTS, 65535)
+    a, b = (draw(st.sampled_from(values) | st.integers(0, top)) for _ in range(2))
+    return min(a, b), max(a, b)
+
+
+@st.composite
+def rules(draw: st.DrawFn, rid: int, endpoint_ids: list[int]) -> Rule:
+    proto = draw(st.sampled_from(["tcp", "udp", "icmp", "icmpv6", "any"]))
+    return Rule(
+        id=rid,
+        applies_to=draw(st.sets(st.sampled_from(endpoint_ids), min_size=1, max_size=2)),
+        direction=draw(st.sampled_from([IN, OUT])),
+        peer=draw(
+            st.sampled_from(CIDRS).map(Cidr)
+            | st.sampled_from([*GROUPS, "nobody"]).map(Group)
+            | st.just(AnyPeer())
+        ),
+        proto=proto,
+        ports=draw(port_ranges(proto)),
+        action=draw(st.sampled_from(["allow", "deny"])),
+        priority=draw(st.integers(0, 3)),
+    )
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    ids = draw(st.lists(st.integers(1, 6), min_size=1, max_size=4, unique=True))
+    endpoints = tuple(
+        Endpoint(
+            i,
+            tuple(draw(st.lists(st.sampled_from(HOSTS), max_size=2, unique=True))),
+            draw(st.frozensets(st.sampled_from(GROUPS), max_size=2)),
+        )
+        for i in ids
+    )
+    rule_ids = draw(st.lists(st.integers(1, 40), max_size=12))  # repeats: one user rule, several rows
+    default = draw(
+        st.dictionaries(
+            st.sampled_from(ids),
+            st.dictionaries(st.sampled_from([IN, OUT]), st.sampled_from(["allow", "deny"])),
+        )
+    )
+    return Policy(endpoints, tuple(draw(rules(rid, ids)) for rid in rule_ids), default)
+
+
+@dataclass(frozen=True)
+class NewFlow:
+    direction: str
+    peer: str
+    proto: int  # IP protocol number
+    port: int  # what the policy matches: destination port, ICMP type, or 0
+
+    @property
+    def family(self) -> int:
+        return ip_address(self.peer).version
+
+    def packet(self) -> Packet:
+        vm = VM[self.family]
+        src, dst = (vm, self.peer) if self.direction == OUT else (self.peer, vm)
+        head = (
+            IPv6(src=src, dst=dst, nh=self.proto)
+            if self.family == 6
+            else IP(src=src, dst=dst, proto=self.proto)
+        )
+        if self.proto == 6:
+            return head / TCP(sport=40000, dport=self.port, flags="S")
+        if self.proto == 17:
+            return head / UDP(sport=40000, dport=self.port) / Raw(b"x" * 8)
+        if self.proto in (1, 58):
+            return head / Raw(bytes([self.port, 0, 0, 0, 0x12, 0x34, 0, 1]) + b"ping")
+        return head / Raw(b"data")
+
+
+def _peer(policy: Policy, rule: Rule, rnd: random.Random) -> str:
+    """An address the rule's peer matches (or, for an empty group, any of the pool)."""
+    peer = rule.peer
+    if isinstance(peer, Cidr):
+        net = peer.network
+        inside = [ip for ip in HOSTS + OTHER_IPS if ip_address(ip) in net]
+        offset = rnd.getrandbits(net.max_prefixlen - net.prefixlen)
+        return rnd.choice([*inside, str(net.network_address), str(net.broadcast_address), str(net[offset])])
+    if isinstance(peer, Group):
+        members = [str(ip) for ep in policy.endpoints if peer.name in ep.groups for ip in ep.ips]
+        return rnd.choice(members or HOSTS)
+    return rnd.choice(HOSTS + OTHER_IPS)
+
+
+def _icmp_type(proto: int, family: int, rnd: random.Random, near: list[int]) -> int | None:
+    kind = rnd.choice(near + ICMP_TYPES) if rnd.random() < 0.8 else rnd.randrange(256)
+    skip = NOT_NEW[proto] | (LINK6 if (proto, family) == (58, 6) else set())
+    return None if kind in skip else kind
+
+
+def new_flows(policy: Policy, rnd: random.Random, count: int) -> Iterator[NewFlow]:
+    """Half aimed at a rule (its direction, protocol, a peer it matches, a port at or next to
+    its range's ends), half from the pools."""
+    made = 0
+    while made < count:
+        direction = rnd.choice([IN, OUT])
+        peer = (
+            rnd.choice(HOSTS + OTHER_IPS)
+            if rnd.random() < 0.8
+            else str(
+                ip_address(rnd.getrandbits(32)) if rnd.random() < 0.5 else ip_address(rnd.getrandbits(128))
+            )
+        )
+        proto = rnd.choice([6, 17, 1, 58, 0])
+        near: list[int] = []
+        if policy.rules and rnd.random() < 0.5:
+            rule = rnd.choice(policy.rules)
+            direction, peer = rule.direction, _peer(policy, rule, rnd)
+            proto = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}.get(rule.proto, proto)
+            if rule.ports:
+                near = [p for p in (rule.ports[0] - 1, *rule.ports, rule.ports[1] + 1) if 0 <= p <= 0xFFFF]
+        family = ip_address(peer).version
+        if proto in (1, 58) and rnd.random() < 0.8:  # mostly the family's own ICMP
+            proto = 1 if family == 4 else 58
+        if proto == 0:
+            proto = rnd.choice([p for p in OTHER_PROTOS if family == 4 or p not in IPV6_EXT])
+            port = 0
+        elif proto in (6, 17):
+            port = rnd.choice(near + PORTS) if rnd.random() < 0.8 else rnd.randrange(65536)
+        else:
+            port = _icmp_type(proto, family, rnd, [p for p in near if p < 256])
+            if port is None:
+                continue
+        made += 1
+        yield NewFlow(direction, peer, proto, port)
+
+
+@pytest.fixture(scope="module")
+def harness(dataplane: SwitchDataplane) -> Iterator[Harness]:
+    with EventReader() as reader:
+        reader.add(dataplane.maps["fw_events"], "test")
+        h = Harness(dataplane, reader)
+        h.start(Policy(), Vnic(port_security=False))
+        try:
+            yield h
+        finally:
+            reset(dataplane)
+
+
+PACKETS_PER_POLICY = 30
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_new_flows_get_the_evaluators_verdict(harness: Harness, data: st.DataObject) -> None:
+    policy = data.draw(policies(), label="policy")
+    endpoint = data.draw(
+        st.sampled_from([ep.id for ep in policy.endpoints] + [UNKNOWN_ENDPOINT]), label="vnic"
+    )
+    harness.install(policy)  # beside the previous example's policy, then flipped
+    Vnic(endpoint=endpoint, port_security=False, addresses=()).apply(harness.fw)
+    rnd = data.draw(st.randoms(use_true_random=False))
+
+    for flow in new_flows(policy, rnd, PACKETS_PER_POLICY):
+        expected = evaluate(policy, endpoint, flow.direction, flow.peer, flow.proto, flow.port)
+        forget(harness.dp, endpoint)
+        sent = harness.send(flow.direction, flow.packet())
+
+        reason = Reason.PASS if expected.allowed else Reason.POLICY
+        wire = len(sent.wire)
+        assert sent.result.passed == expected.allowed, (flow, expected)
+        assert sent.counted == {(COUNTED[flow.direction], reason): (1, wire)}, (flow, expected)
+        [event] = sent.events
+        verdict = Verdict.ALLOW if expected.allowed else Verdict.DENY
+        assert (event.verdict, event.reason, event.rule, event.proto) == (
+            verdict,
+            reason,
+            expected.rule_id or 0,
+            flow.proto,
+        ), (flow, expected)
+        assert sent.hits == {expected.rule_id or 0: 1}, (flow, expected)
+
+
+def test_generator_reaches_every_kind() -> None:
+    """The packets cover both families, directions, every protocol kind and crossed ICMP."""
+    policy = Policy(
+        (Endpoint(1, ("10.1.2.3",), {"web"}),), (Rule(1, {1}, IN, Cidr("10.1.2.0/24"), "tcp", (80, 80)),)
+    )
+    flows = list(new_flows(policy, random.Random(4), 3000))
+    kinds = {(f.family, f.direction, f.proto if f.proto in (1, 6, 17, 58) else 0) for f in flows}
+    assert kinds == {(fam, d, p) for fam in (4, 6) for d in (IN, OUT) for p in (0, 1, 6, 17, 58)}
+    assert any(ip_address(f.peer) in ip_network("10.1.2.0/24") and f.port in (79, 80, 81) for f in flows)
