@@ -29,7 +29,6 @@ from netns_lab import (
     state,
     status,
     teardown,
-    trace,
     vlancheck,
 )
 from netns_lab.errors import TopologyError
@@ -266,6 +265,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     lab = _resolve_lab(args.lab)
     assert lab is not None
     topo, _ = _running(lab)
+    from netns_lab import trace  # scapy takes a quarter second to import: only for this command
+
     try:
         doc = trace.trace(topo, args.vm, args.to, args.proto, args.dport)
     except (trace.TraceError, ValueError) as err:
