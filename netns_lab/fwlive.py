@@ -9,6 +9,7 @@ on each host; the state copy is rewritten only when every host took it.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -137,12 +138,14 @@ class LiveFirewall:
     def events(self, poll_ms: int = 200) -> Iterator[dict[str, Any]]:
         """Follow the verdict events of every host, decoded; runs until the caller stops."""
         port_owner = {(h.host, idx): name for h in self.hosts for name, idx in h.ifindexes.items()}
+        started = time.monotonic_ns()  # the ring buffer may still hold events from before we came
         with EventReader() as reader:
             for h in self.hosts:
                 reader.add(h.dataplane.maps["fw_events"], h.host)
             while True:
                 for host, ev in reader.poll(poll_ms):
-                    yield decode(ev, port_owner.get((host, ev.ifindex), f"{host}:{ev.ifindex}"))
+                    if ev.time_ns >= started:
+                        yield decode(ev, port_owner.get((host, ev.ifindex), f"{host}:{ev.ifindex}"))
                 yield {}  # a heartbeat, so callers can stop on time without an event
 
 
