@@ -8,7 +8,6 @@ builder and any later `nlab fw` command use the same code on the same pinned map
 from __future__ import annotations
 
 import ctypes
-import errno
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -183,19 +182,18 @@ class Firewall:
 
     def gc(self) -> int:
         """Delete expired connection entries (the program deletes those it meets); returns how many."""
-        cfg, now, removed = self.config(), time.monotonic_ns(), 0
-        for key, entry in list(syscalls.map_items(self.maps["conntrack"], abi.CtKey, abi.CtEntry)):
-            if now - entry.last_seen > _timeout(cfg, key.proto, entry.state):
-                try:
-                    syscalls.map_delete(self.maps["conntrack"], key)
-                except OSError as err:
-                    if err.errno != errno.ENOENT:
-                        raise
-                    continue
-                if entry.origin == abi.FwDirection.OUT:  # only opened flows count (conntrack.h)
-                    self._release(key.endpoint)
-                removed += 1
-        return removed
+        cfg, now = self.config(), time.monotonic_ns()
+        table = syscalls.map_items(self.maps["conntrack"], abi.CtKey, abi.CtEntry)
+        expired = [(k, e) for k, e in table if now - e.last_seen > _timeout(cfg, k.proto, e.state)]
+        return sum(self.forget(key, entry) for key, entry in expired)
+
+    def forget(self, key: abi.CtKey, entry: abi.CtEntry) -> bool:
+        """Delete one connection entry and give back its quota share; False if it was gone."""
+        if not syscalls.map_delete(self.maps["conntrack"], key):
+            return False
+        if entry.origin == abi.FwDirection.OUT:  # only flows the VM opened count (conntrack.h)
+            self._release(key.endpoint)
+        return True
 
     def _release(self, endpoint: int) -> None:
         count = ctypes.c_uint32()

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Iterator
 from typing import Literal
 
-from dataplane import rtnl_tc
+from dataplane import nlwire, rtnl_tc
 
 Hook = Literal["ingress", "egress"]
 PARENT: dict[Hook, int] = {"ingress": rtnl_tc.INGRESS, "egress": rtnl_tc.EGRESS}
@@ -61,13 +61,13 @@ def attached(sock: socket.socket, ifindex: int, hook: Hook) -> list[str]:
     """Names of the programs on a hook ([] when the port has no clsact or no longer exists)."""
     body = rtnl_tc.filter_dump(ifindex, PARENT[hook])
     what = f"cannot list the filters on {hook} of ifindex {ifindex}"
-    replies = _exchange(sock, rtnl_tc.RTM_GETTFILTER, rtnl_tc.F_DUMP, body, what)
+    replies = _exchange(sock, rtnl_tc.RTM_GETTFILTER, nlwire.F_DUMP, body, what)
     names = (rtnl_tc.bpf_program_name(payload) for kind, payload in replies if kind == rtnl_tc.RTM_NEWTFILTER)
     return [name for name in names if name is not None]
 
 
 def _call(sock: socket.socket, kind: int, flags: int, body: bytes, what: str) -> None:
-    for _ in _exchange(sock, kind, flags | rtnl_tc.F_ACK, body, what):
+    for _ in _exchange(sock, kind, flags | nlwire.F_ACK, body, what):
         pass
 
 
@@ -86,11 +86,11 @@ def _exchange(sock: socket.socket, kind: int, flags: int, body: bytes, what: str
         size = sock.recv_into(buf, 0, socket.MSG_TRUNC)  # EINTR is retried by Python (PEP 475)
         if size > len(buf):
             raise TcError(errno.EMSGSIZE, f"{what}: reply of {size} bytes truncated")
-        for mtype, mflags, mseq, payload in rtnl_tc.messages(memoryview(buf)[:size]):
+        for mtype, mflags, mseq, payload in nlwire.messages(memoryview(buf)[:size]):
             if mseq != seq:
                 continue  # the late answer of a request interrupted before its ack
-            if mtype in (rtnl_tc.NLMSG_ERROR, rtnl_tc.NLMSG_DONE):
-                code, detail = rtnl_tc.error(mflags, payload, done=mtype == rtnl_tc.NLMSG_DONE)
+            if mtype in (nlwire.NLMSG_ERROR, nlwire.NLMSG_DONE):
+                code, detail = nlwire.error(mflags, payload, done=mtype == nlwire.NLMSG_DONE)
                 if code:
                     raise TcError(code, f"{what}: {os.strerror(code)}" + (f" ({detail})" if detail else ""))
                 return

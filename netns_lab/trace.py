@@ -120,9 +120,8 @@ def _forget(dp: SwitchDataplane, before: set[bytes]) -> None:
     """Remove the connection entries the trace created (and their quota share)."""
     for raw in _ct_keys(dp) - before:
         key, entry = abi.CtKey.from_buffer_copy(raw), abi.CtEntry()
-        syscalls.map_lookup(dp.maps["conntrack"], key, entry)
-        if syscalls.map_delete(dp.maps["conntrack"], key) and entry.origin == abi.FwDirection.OUT:
-            dp.firewall._release(key.endpoint)
+        if syscalls.map_lookup(dp.maps["conntrack"], key, entry):
+            dp.firewall.forget(key, entry)
 
 
 def _run_stage(topo: Topology, stage: Stage, data: bytes, rules: list[int]) -> dict[str, Any]:

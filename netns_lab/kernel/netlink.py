@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from dataplane import nlwire
 from netns_lab.kernel import netns, rtnl
 
 _RECV_SIZE = 65536  # a dump datagram is at most ~32 KiB (netlink caps max_recvmsg_len)
@@ -141,7 +142,7 @@ class Netlink:
         return self._remember(name, index)
 
     def enslave(self, port: str, bridge: str) -> None:
-        master = rtnl.u32(rtnl.IFLA_MASTER, self.index(bridge))
+        master = nlwire.u32(rtnl.IFLA_MASTER, self.index(bridge))
         self._set(port, False, master, f"cannot enslave {port!r} to {bridge!r}")
 
     def up(self, name: str) -> None:
@@ -178,12 +179,12 @@ class Netlink:
 
     def _send(self, kind: int, flags: int, body: bytes) -> int:
         self._seq += 1
-        self._sock.send(rtnl.request(kind, rtnl.F_REQUEST | flags, self._seq, body))
+        self._sock.send(nlwire.request(kind, nlwire.F_REQUEST | flags, self._seq, body))
         return self._seq
 
     def _call(self, kind: int, flags: int, body: bytes, what: str) -> int | None:
         """One request with NLM_F_ACK; the ifindex of an RTM_NEWLINK answer (echo or get), if any."""
-        seq = self._send(kind, flags | rtnl.F_ACK, body)
+        seq = self._send(kind, flags | nlwire.F_ACK, body)
         index = None
         while True:
             for mtype, mflags, mseq, payload in self._receive(what):
@@ -191,15 +192,15 @@ class Netlink:
                     continue  # the late answer of a request interrupted before its ack
                 if mtype == rtnl.RTM_NEWLINK:
                     index = rtnl.link_header(payload)[0]
-                elif mtype == rtnl.NLMSG_ERROR:
-                    code, detail = rtnl.error(mflags, payload)
+                elif mtype == nlwire.NLMSG_ERROR:
+                    code, detail = nlwire.error(mflags, payload)
                     if code:
                         raise NetlinkError(code, self._message(what, os.strerror(code), detail))
                     return index
 
     def _dump_links(self) -> list[Link] | None:
         """All links, or None when the kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR)."""
-        seq = self._send(rtnl.RTM_GETLINK, rtnl.F_DUMP, rtnl.dump_links())
+        seq = self._send(rtnl.RTM_GETLINK, nlwire.F_DUMP, rtnl.dump_links())
         found: list[Link] = []
         consistent = True
         while True:
@@ -207,8 +208,8 @@ class Netlink:
                 if mseq != seq:
                     continue
                 consistent = consistent and not mflags & rtnl.F_DUMP_INTR
-                if mtype in (rtnl.NLMSG_DONE, rtnl.NLMSG_ERROR):
-                    code, detail = rtnl.error(mflags, payload, done=mtype == rtnl.NLMSG_DONE)
+                if mtype in (nlwire.NLMSG_DONE, nlwire.NLMSG_ERROR):
+                    code, detail = nlwire.error(mflags, payload, done=mtype == nlwire.NLMSG_DONE)
                     if code:
                         reason = os.strerror(code)
                         raise NetlinkError(code, self._message("cannot list links", reason, detail))
@@ -231,7 +232,7 @@ class Netlink:
             raise NetlinkError(errno.ENOBUFS, self._message(what, "kernel replies were lost")) from None
         if size > len(self._buf):
             raise NetlinkError(errno.EMSGSIZE, self._message(what, f"reply of {size} bytes truncated"))
-        return rtnl.messages(memoryview(self._buf)[:size])
+        return nlwire.messages(memoryview(self._buf)[:size])
 
     def _message(self, what: str, reason: str, detail: str = "") -> str:
         where = f"namespace {self.ns}" if self.ns is not None else "this namespace"
@@ -256,11 +257,11 @@ def _link(payload: memoryview) -> Link:
     attrs = rtnl.link_attrs(payload)
     return Link(
         index=index,
-        name=rtnl.string(attrs[rtnl.IFLA_IFNAME]),
+        name=nlwire.string(attrs[rtnl.IFLA_IFNAME]),
         kind=rtnl.link_kind(attrs.get(rtnl.IFLA_LINKINFO)),
         mac=rtnl.hw_address(attrs.get(rtnl.IFLA_ADDRESS)),
         up=bool(flags & rtnl.IFF_UP),
-        master=rtnl.u32_value(attrs.get(rtnl.IFLA_MASTER)),
+        master=nlwire.u32_value(attrs.get(rtnl.IFLA_MASTER)),
     )
 
 

@@ -9,26 +9,20 @@ veth request packs in ~2.5 us here against ~200 us through `ifinfmsg.encode()`.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from ipaddress import IPv6Address, ip_address, ip_interface
 
+from dataplane.nlwire import attr, attrs, name, string, u32  # the framing shared with dataplane/rtnl_tc.py
+
 # nlmsghdr types and flags
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
 RTM_NEWLINK = 16
 RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_NEWROUTE = 24
-F_REQUEST = 0x1
 F_MULTI = 0x2  # part of a multipart answer (a dump)
-F_ACK = 0x4
 F_ECHO = 0x8
 F_DUMP_INTR = 0x10  # the dumped table changed while it was read
-F_CAPPED = 0x100  # in an ack: only the request's header is quoted back
-F_ACK_TLVS = 0x200  # in an ack: extended-ack attributes follow
 F_EXCL = 0x200
 F_CREATE = 0x400
-F_DUMP = 0x300
 
 # socket options (SOL_NETLINK)
 SOL_NETLINK = 270
@@ -52,43 +46,20 @@ IFA_ADDRESS = 1
 IFA_LOCAL = 2
 RTA_DST = 1
 RTA_GATEWAY = 5
-NLMSGERR_ATTR_MSG = 1
-NLA_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
 RT_TABLE_MAIN = 254
 RTPROT_STATIC = 4  # what pyroute2 sent before: routes the lab adds show as `proto static`
 RTN_UNICAST = 1
 AF_INET, AF_INET6 = 2, 10
 
-_HEADER = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")  # family, (pad), type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope, type, flags
-_ATTR = struct.Struct("=HH")  # len, type
-_U32 = struct.Struct("=I")
-_ERROR = struct.Struct("=i")
 
 
 # -- packing -----------------------------------------------------------------------------------
-def attr(kind: int, payload: bytes) -> bytes:
-    size = _ATTR.size + len(payload)
-    return _ATTR.pack(size, kind) + payload + b"\0" * (-size & 3)
-
-
-def u32(kind: int, value: int) -> bytes:
-    return attr(kind, _U32.pack(value))
-
-
-def name(kind: int, value: str) -> bytes:
-    return attr(kind, value.encode() + b"\0")
-
-
 def mac(value: str) -> bytes:
     return attr(IFLA_ADDRESS, bytes.fromhex(value.replace(":", "")))
-
-
-def request(kind: int, flags: int, seq: int, body: bytes) -> bytes:
-    return _HEADER.pack(_HEADER.size + len(body), kind, flags, seq, 0) + body
 
 
 def ifinfo(index: int = 0, up: bool = False, attrs: bytes = b"") -> bytes:
@@ -156,50 +127,6 @@ def route(dst: str | None, gateway: str) -> bytes:
 
 
 # -- unpacking ---------------------------------------------------------------------------------
-def messages(data: memoryview) -> Iterator[tuple[int, int, int, memoryview]]:
-    """(type, flags, seq, payload) of each message in one datagram."""
-    offset, end = 0, len(data)
-    while offset + _HEADER.size <= end:
-        size, kind, flags, seq, _ = _HEADER.unpack_from(data, offset)
-        if size < _HEADER.size or offset + size > end:
-            raise ValueError(f"malformed netlink message (length {size} at offset {offset})")
-        yield kind, flags, seq, data[offset + _HEADER.size : offset + size]
-        offset += (size + 3) & ~3
-
-
-def attrs(data: memoryview, offset: int) -> dict[int, memoryview]:
-    """Attributes from `offset` to the end, by type (nested ones stay packed)."""
-    found = {}
-    end = len(data)
-    while offset + _ATTR.size <= end:
-        size, kind = _ATTR.unpack_from(data, offset)
-        if size < _ATTR.size:
-            break
-        found[kind & NLA_TYPE_MASK] = data[offset + _ATTR.size : offset + size]
-        offset += (size + 3) & ~3
-    return found
-
-
-def error(flags: int, payload: memoryview, done: bool = False) -> tuple[int, str]:
-    """The errno of an NLMSG_ERROR (0: the ack of a success) or of a dump's NLMSG_DONE, and the
-    kernel's extended-ack text. An error quotes the request (its header only, with CAP_ACK)."""
-    (code,) = _ERROR.unpack_from(payload)
-    if not flags & F_ACK_TLVS:
-        return -code, ""
-    if done:
-        quoted = 0
-    elif flags & F_CAPPED:
-        quoted = _HEADER.size
-    else:
-        quoted = _HEADER.unpack_from(payload, _ERROR.size)[0]
-    text = attrs(payload, _ERROR.size + quoted).get(NLMSGERR_ATTR_MSG)
-    return -code, string(text) if text is not None else ""
-
-
-def string(value: memoryview) -> str:
-    return bytes(value).split(b"\0", 1)[0].decode()
-
-
 def link_header(payload: memoryview) -> tuple[int, int]:
     """(ifindex, flags) of an RTM_NEWLINK message."""
     _, _, index, flags, _ = _IFINFO.unpack_from(payload)
@@ -217,7 +144,3 @@ def link_kind(linkinfo: memoryview | None) -> str | None:
 
 def hw_address(value: memoryview | None) -> str | None:
     return ":".join(f"{b:02x}" for b in value) if value is not None else None
-
-
-def u32_value(value: memoryview | None) -> int | None:
-    return _U32.unpack(value)[0] if value is not None else None

@@ -15,7 +15,6 @@ the root namespace (the veth is made from `b` with its peer born in `a`).
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import subprocess
@@ -286,31 +285,13 @@ def configs_in_rounds(configs: tuple[str, ...], rounds: int) -> Iterator[tuple[i
 # ---- TCP throughput ----------------------------------------------------------------------------
 def tcp_throughput(pair: Pair, seconds: int) -> float:
     """Bits per second received by a one-off iperf3 server in `b`, one stream from `a`; both ends
-    pinned (iperf3 -A), unlike traffic.tcp_throughput, whose spread between two unpinned runs on
-    this 2-core machine was larger than the differences measured here."""
-    server = subprocess.Popen(
-        in_ns(pair.b, "iperf3", "-s", "-1", "-B", RECEIVER_IP, "-p", str(IPERF_PORT), "-A", str(SERVER_CPU)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    pinned (iperf3 -A): the spread between two unpinned runs on this 2-core machine was larger
+    than the differences measured here."""
+    return traffic.tcp_throughput(
+        pair.a,
+        pair.b,
+        RECEIVER_IP,
+        seconds,
+        server_args=("-A", str(SERVER_CPU)),
+        client_args=("-A", str(CLIENT_CPU)),
     )
-    try:
-        traffic._wait_listening(pair.b, IPERF_PORT, server)
-        argv = ["iperf3", "-c", RECEIVER_IP, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"]
-        client = subprocess.run(
-            in_ns(pair.a, *argv, "-A", str(CLIENT_CPU)),
-            capture_output=True,
-            text=True,
-            timeout=seconds + 15,  # run() kills the client by its pid on timeout
-            check=False,
-        )
-        server.wait(timeout=5)
-    finally:
-        traffic._stop(server)
-    try:
-        result = json.loads(client.stdout)
-    except json.JSONDecodeError:
-        raise TrafficError(f"iperf3 client in {pair.a}: no JSON: {client.stderr.strip()}") from None
-    if "error" in result:
-        raise TrafficError(f"iperf3 client in {pair.a}: {result['error']}")
-    return float(result["end"]["sum_received"]["bits_per_second"])

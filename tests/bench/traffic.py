@@ -69,10 +69,18 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     proc.wait()
 
 
-def tcp_throughput(client_ns: str, server_ns: str, server_ip: str, seconds: int) -> float:
-    """Bits per second received by a one-off iperf3 server in `server_ns`, one TCP stream."""
+def tcp_throughput(
+    client_ns: str,
+    server_ns: str,
+    server_ip: str,
+    seconds: int,
+    server_args: tuple[str, ...] = (),
+    client_args: tuple[str, ...] = (),
+) -> float:
+    """Bits per second received by a one-off iperf3 server in `server_ns`, one TCP stream;
+    `server_args`/`client_args` are extra iperf3 options (e.g. CPU pinning with -A)."""
     server = subprocess.Popen(
-        in_ns(server_ns, "iperf3", "-s", "-1", "-B", server_ip, "-p", str(IPERF_PORT)),
+        in_ns(server_ns, "iperf3", "-s", "-1", "-B", server_ip, "-p", str(IPERF_PORT), *server_args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -80,7 +88,18 @@ def tcp_throughput(client_ns: str, server_ns: str, server_ip: str, seconds: int)
     try:
         _wait_listening(server_ns, IPERF_PORT, server)
         client = subprocess.run(
-            in_ns(client_ns, "iperf3", "-c", server_ip, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"),
+            in_ns(
+                client_ns,
+                "iperf3",
+                "-c",
+                server_ip,
+                "-p",
+                str(IPERF_PORT),
+                "-t",
+                str(seconds),
+                "-J",
+                *client_args,
+            ),
             capture_output=True,
             text=True,
             timeout=seconds + 15,  # run() kills the client by its pid on timeout

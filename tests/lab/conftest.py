@@ -6,6 +6,7 @@ that nothing of the lab remains: namespaces, state, pins, processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -106,10 +107,21 @@ def make_lab() -> Iterator:
     assert not problems, f"labs left things behind: {problems}"
 
 
-@pytest.fixture(scope="module")
-def reference_lab() -> Iterator[Lab]:
-    """The reference lab, up once for a module of read-mostly tests."""
-    lab = Lab(unique_name(), REFERENCE)
+def reference_variant(directory: Path, name: str, edits: dict[str, str]) -> Path:
+    """A copy of the reference lab with each `old` text replaced by `new` (each must occur once)."""
+    text = REFERENCE.read_text()
+    for old, new in edits.items():
+        assert text.count(old) == 1, f"{REFERENCE} no longer has `{old}` exactly once: update the test"
+        text = text.replace(old, new)
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+@contextlib.contextmanager
+def running(topology: Path) -> Iterator[Lab]:
+    """A lab up for the body under a name of its own; down and checked for leftovers after."""
+    lab = Lab(unique_name(), topology)
     try:
         proc = lab.up()
         assert proc.returncode == 0, proc.stderr
@@ -117,3 +129,10 @@ def reference_lab() -> Iterator[Lab]:
     finally:
         lab.down()
     assert not leftovers(lab.name, lab.inodes)
+
+
+@pytest.fixture(scope="module")
+def reference_lab() -> Iterator[Lab]:
+    """The reference lab, up once for a module of read-mostly tests."""
+    with running(REFERENCE) as lab:
+        yield lab

@@ -39,7 +39,7 @@ from netns_lab.kernel.netlink import Netlink
 from netns_lab.state import pin_dir
 from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
-from tests.lab.conftest import REFERENCE, Lab, leftovers, nlab, unique_name
+from tests.lab.conftest import REFERENCE, Lab, leftovers, nlab, reference_variant, unique_name
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
 
@@ -442,10 +442,8 @@ def test_a_firewalled_port_without_policy_denies(reference_lab: Lab) -> None:
 @pytest.fixture(scope="module")
 def quota_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, fa.AttachWatch]]:
     """A copy of the reference lab with `quota: 5`, built while a poller watches every VM port."""
-    text, old = REFERENCE.read_text(), "connections: {quota: 4096,"
-    assert text.count(old) == 1, f"{REFERENCE} no longer has `{old}`: update this test"
-    path = tmp_path_factory.mktemp("fw") / "nist-quota.yaml"
-    path.write_text(text.replace(old, f"connections: {{quota: {QUOTA},"))
+    edits = {"connections: {quota: 4096,": f"connections: {{quota: {QUOTA},"}
+    path = reference_variant(tmp_path_factory.mktemp("fw"), "nist-quota.yaml", edits)
     lab = Lab(unique_name(), path)
     topo = loader.load(path, lab=lab.name)
     ports = {model.vm_port(vm.name, n.index) for vm in topo.vms for n in vm.nics}

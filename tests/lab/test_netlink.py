@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 
+from dataplane import nlwire
 from netns_lab.kernel import netns, rtnl
 from netns_lab.kernel.netlink import Link, Netlink
 
@@ -211,7 +212,7 @@ class ScriptedSocket:
     def send(self, data: bytes) -> int:
         (seq,) = struct.unpack_from("=I", data, 8)
         for datagram in self.script.pop(0):
-            self.queue.append(b"".join(rtnl.request(t, f, seq, p) for t, f, p in datagram))
+            self.queue.append(b"".join(nlwire.request(t, f, seq, p) for t, f, p in datagram))
         return len(data)
 
     def recv_into(self, buf: bytearray, nbytes: int, flags: int) -> int:
@@ -229,7 +230,7 @@ def link_msg(index: int, name: str, flags: int = 0) -> tuple[int, int, bytes]:
 
 
 def done(code: int = 0) -> tuple[int, int, bytes]:
-    return rtnl.NLMSG_DONE, rtnl.F_MULTI, struct.pack("=i", -code)
+    return nlwire.NLMSG_DONE, rtnl.F_MULTI, struct.pack("=i", -code)
 
 
 @pytest.fixture
@@ -270,8 +271,8 @@ def test_an_error_ending_a_dump_is_raised(scripted) -> None:
 
 
 def test_answers_to_an_earlier_request_are_skipped(scripted) -> None:
-    ack = struct.pack("=i", 0) + rtnl.request(rtnl.RTM_NEWLINK, 0, 0, b"")
-    nl = scripted([[[(rtnl.NLMSG_ERROR, rtnl.F_CAPPED, ack)]]])
-    stale = rtnl.request(rtnl.NLMSG_ERROR, 0, 0, struct.pack("=i", -errno.EPERM) + bytes(16))
+    ack = struct.pack("=i", 0) + nlwire.request(rtnl.RTM_NEWLINK, 0, 0, b"")
+    nl = scripted([[[(nlwire.NLMSG_ERROR, nlwire.F_CAPPED, ack)]]])
+    stale = nlwire.request(nlwire.NLMSG_ERROR, 0, 0, struct.pack("=i", -errno.EPERM) + bytes(16))
     nl._sock.queue.append(stale)  # seq 0: never one of ours (ours start at 1)
     nl.up("lo")

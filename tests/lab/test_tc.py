@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dataplane import rtnl_tc, tc
+from dataplane import nlwire, rtnl_tc, tc
 from netns_lab.kernel import netns, rtnl
 from netns_lab.kernel.netlink import Netlink
 
@@ -66,8 +66,8 @@ def port() -> Iterator[tuple[Netlink, int]]:
 
 def sees_link(sock: socket.socket, name: str) -> bool:
     """Is link `name` in the namespace of `sock`? (one RTM_GETLINK; seq 0 is never tc's)"""
-    sock.send(rtnl.request(rtnl.RTM_GETLINK, rtnl.F_REQUEST, 0, rtnl.get_link(name)))
-    kind, _, _, _ = next(rtnl.messages(memoryview(sock.recv(65536))))
+    sock.send(nlwire.request(rtnl.RTM_GETLINK, nlwire.F_REQUEST, 0, rtnl.get_link(name)))
+    kind, _, _, _ = next(nlwire.messages(memoryview(sock.recv(65536))))
     return kind == rtnl.RTM_NEWLINK
 
 
@@ -177,6 +177,6 @@ def test_a_late_answer_to_an_earlier_request_is_skipped(port, dataplane) -> None
     host, ifindex = port
     sock = host.tc_socket()
     # A request whose answer nobody read (as after an interrupted call): seq 0 is never ours.
-    sock.send(rtnl_tc.request(rtnl_tc.RTM_NEWQDISC, rtnl_tc.F_ACK, 0, rtnl_tc.clsact(NO_SUCH_INDEX)))
+    sock.send(rtnl_tc.request(rtnl_tc.RTM_NEWQDISC, nlwire.F_ACK, 0, rtnl_tc.clsact(NO_SUCH_INDEX)))
     dataplane.attach(sock, ifindex)
     assert tc.attached(sock, ifindex, "ingress") == ["vlan_from_port"]

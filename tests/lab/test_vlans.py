@@ -35,7 +35,7 @@ import pytest
 
 from netns_lab import loader, ports, probe, vlancheck
 from tests.lab import vlan_attacks as va
-from tests.lab.conftest import REFERENCE, Lab, leftovers, nlab, unique_name
+from tests.lab.conftest import REFERENCE, Lab, nlab, reference_variant, running
 
 # found in a capture = an attack frame got through
 MARKER = b"nlab-vlan-test-" + secrets.token_hex(6).encode()
@@ -66,20 +66,10 @@ NO_PORTSEC = {
 
 @pytest.fixture(scope="module")
 def reference_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    text = REFERENCE.read_text()
-    for nic in NO_PORTSEC:
-        assert text.count(nic) == 1, f"{REFERENCE} no longer has `{nic}`: update this test"
-        text = text.replace(nic, nic[:-1] + ", port_security: false}")
-    variant = tmp_path_factory.mktemp("vlans") / "nist-no-portsec.yaml"
-    variant.write_text(text)
-    lab = Lab(unique_name(), variant)
-    try:
-        proc = lab.up()
-        assert proc.returncode == 0, proc.stderr
+    edits = {nic: nic[:-1] + ", port_security: false}" for nic in NO_PORTSEC}
+    variant = reference_variant(tmp_path_factory.mktemp("vlans"), "nist-no-portsec.yaml", edits)
+    with running(variant) as lab:
         yield lab
-    finally:
-        lab.down()
-    assert not leftovers(lab.name, lab.inodes)
 
 
 @pytest.fixture(scope="module")
