@@ -141,7 +141,13 @@ def counter_index(ifindex: int, direction: Direction, reason: Reason) -> int:
 
 # ---- firewall and port security ----
 class Vnic(ctypes.Structure):
-    _fields_ = (("mac", ctypes.c_uint8 * 6), ("endpoint", ctypes.c_uint16), ("flags", ctypes.c_uint32))
+    _fields_ = (
+        ("mac", ctypes.c_uint8 * 6),
+        ("endpoint", ctypes.c_uint16),
+        ("flags", ctypes.c_uint32),
+        ("ip4", ctypes.c_uint8 * 4),  # __be32 in C: the bytes in network order
+        ("ip6", ctypes.c_uint8 * 16),
+    )
 
 
 class AddrKey(ctypes.Structure):
@@ -205,6 +211,7 @@ class FwConfig(ctypes.Structure):
         ("timeout_udp", ctypes.c_uint64),
         ("timeout_icmp", ctypes.c_uint64),
         ("timeout_frag", ctypes.c_uint64),
+        ("timeout_tcp_close", ctypes.c_uint64),
     )
 
 

@@ -21,9 +21,17 @@ _lib.ring_buffer__poll.argtypes = [ctypes.c_void_p, ctypes.c_int]
 _lib.ring_buffer__free.argtypes = [ctypes.c_void_p]
 
 
+CLOCK_MONOTONIC_COARSE = 6  # Linux; the time module does not name it
+
+
+def now_ns() -> int:
+    """The dataplane's clock: bpf_ktime_get_coarse_ns() reads CLOCK_MONOTONIC_COARSE."""
+    return time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)
+
+
 def wall_time(time_ns: int) -> float:
-    """An event's bpf_ktime_get_ns() (CLOCK_MONOTONIC) as a Unix time."""
-    return time.time() - (time.monotonic_ns() - time_ns) / 1e9
+    """An event's time (CLOCK_MONOTONIC_COARSE) as a Unix time."""
+    return time.time() - (now_ns() - time_ns) / 1e9
 
 
 class EventReader:

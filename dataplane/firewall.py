@@ -8,12 +8,12 @@ builder and any later `nlab fw` command use the same code on the same pinned map
 from __future__ import annotations
 
 import ctypes
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from dataplane import abi, lpm, syscalls
+from dataplane.events import now_ns
 from dataplane.fwpolicy import Compiled
 
 FIREWALL_MAPS = (
@@ -41,6 +41,7 @@ class Settings:
     udp_timeout: int = 60
     icmp_timeout: int = 30
     frag_timeout: int = 10
+    tcp_close_timeout: int = 10  # after a FIN or RST (Linux conntrack's CLOSE is 10 s too)
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,18 @@ class Firewall:
         addresses: Iterable[IPv4Address | IPv6Address],
     ) -> None:
         """Addresses first, flags last: a vNIC never checks against a half-written address list."""
+        addresses = list(addresses)
         for ip in addresses:
             key = abi.AddrKey(ifindex=ifindex, family=ip.version)
             ctypes.memmove(key.addr, _addr16(ip), 16)
             syscalls.map_update(self.maps["vnic_addrs"], key, ctypes.c_uint8(1))
         vnic = abi.Vnic(endpoint=endpoint)
         ctypes.memmove(vnic.mac, _mac_bytes(mac), 6)
+        for ip in addresses:  # the first of each family, checked before the hash (portsec.h)
+            if ip.version == 4 and not any(vnic.ip4):
+                ctypes.memmove(vnic.ip4, ip.packed, 4)
+            elif ip.version == 6 and not any(vnic.ip6):
+                ctypes.memmove(vnic.ip6, ip.packed, 16)
         vnic.flags = (
             (abi.VNIC_F_PORTSEC if port_security else 0)
             | (abi.VNIC_F_ANY_SOURCE if any_source else 0)
@@ -110,6 +117,7 @@ class Firewall:
             s.icmp_timeout * NS,
             s.frag_timeout * NS,
         )
+        cfg.timeout_tcp_close = s.tcp_close_timeout * NS
         syscalls.map_update(self.maps["fw_config"], ctypes.c_uint32(0), cfg)
 
     def install(self, compiled: Compiled, previous: Compiled | None = None) -> int:
@@ -164,7 +172,7 @@ class Firewall:
 
     # -- state -----------------------------------------------------------------------------------
     def connections(self) -> Iterator[Connection]:
-        now = time.monotonic_ns()
+        now = now_ns()
         for key, entry in syscalls.map_items(self.maps["conntrack"], abi.CtKey, abi.CtEntry):
             size = 4 if key.family == 4 else 16
             yield Connection(
@@ -182,7 +190,7 @@ class Firewall:
 
     def gc(self) -> int:
         """Delete expired connection entries (the program deletes those it meets); returns how many."""
-        cfg, now = self.config(), time.monotonic_ns()
+        cfg, now = self.config(), now_ns()
         table = syscalls.map_items(self.maps["conntrack"], abi.CtKey, abi.CtEntry)
         expired = [(k, e) for k, e in table if now - e.last_seen > _timeout(cfg, k.proto, e.state)]
         return sum(self.forget(key, entry) for key, entry in expired)
@@ -218,7 +226,9 @@ class Firewall:
 
 def _timeout(cfg: abi.FwConfig, proto: int, state: int) -> int:
     if proto == 6:
-        return cfg.timeout_tcp if state == abi.CtState.ESTABLISHED else cfg.timeout_tcp_open
+        if state == abi.CtState.ESTABLISHED:
+            return cfg.timeout_tcp
+        return cfg.timeout_tcp_close if state == abi.CtState.CLOSING else cfg.timeout_tcp_open
     if proto in (1, 58):
         return cfg.timeout_icmp
     return cfg.timeout_udp

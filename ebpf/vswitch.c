@@ -68,7 +68,11 @@ static __always_inline struct nlab_frag *map_frag(struct nlab_frag_key *k) { ret
 static __always_inline int map_frag_update(struct nlab_frag_key *k, struct nlab_frag *v) { return frags.update(k, v); }
 static __always_inline int map_frag_delete(struct nlab_frag_key *k) { return frags.delete(k); }
 static __always_inline struct nlab_counter *map_rule_hits(__u32 *idx) { return rule_hits.lookup(idx); }
-static __always_inline int map_event_output(void *ev, __u32 size) { return fw_events.ringbuf_output(ev, size, 0); }
+static __always_inline struct nlab_fw_event *map_event_reserve(void)
+{
+    return fw_events.ringbuf_reserve(sizeof(struct nlab_fw_event));
+}
+static __always_inline void map_event_submit(struct nlab_fw_event *ev) { fw_events.ringbuf_submit(ev, 0); }
 static __always_inline u64 *map_events_lost(__u32 *idx) { return events_lost.lookup(idx); }
 
 #include "portsec.h"
@@ -153,7 +157,9 @@ static __always_inline int vnic_firewall(struct __sk_buff *skb, __u8 dir)
     struct nlab_fw_config *cfg = fw_config.lookup(&zero);
     if (!cfg)
         return -NLAB_DROP_POLICY;
-    struct fw_ctx c = {.skb = skb, .f = &f, .cfg = cfg, .endpoint = vnic->endpoint, .dir = dir};
+    struct fw_ctx c = {
+        .skb = skb, .f = &f, .cfg = cfg, .now = bpf_ktime_get_coarse_ns(), .endpoint = vnic->endpoint, .dir = dir,
+    };
     return firewall(&c);
 }
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from dataplane import abi, fwpolicy
-from dataplane.events import EventReader, wall_time
+from dataplane.events import EventReader, now_ns, wall_time
 from dataplane.firewall import Firewall
 from dataplane.switch import SwitchDataplane
 from netns_lab import firewall, loader, model
@@ -138,7 +138,7 @@ class LiveFirewall:
     def events(self, poll_ms: int = 200) -> Iterator[dict[str, Any]]:
         """Follow the verdict events of every host, decoded; runs until the caller stops."""
         port_owner = {(h.host, idx): name for h in self.hosts for name, idx in h.ifindexes.items()}
-        started = time.monotonic_ns()  # the ring buffer may still hold events from before we came
+        started = now_ns()  # the ring buffer may still hold events from before we came
         with EventReader() as reader:
             for h in self.hosts:
                 reader.add(h.dataplane.maps["fw_events"], h.host)

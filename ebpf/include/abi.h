@@ -107,6 +107,10 @@ struct nlab_vnic {
     __u8  mac[6];
     __u16 endpoint;  /* firewall endpoint id; 0: no policy */
     __u32 flags;     /* NLAB_VNIC_F_* */
+    /* the vNIC's first IPv4 and IPv6 addresses (0: none): port security checks them before
+     * it looks up `vnic_addrs`, which holds all of them */
+    __be32 ip4;
+    __u8  ip6[16];
 };
 
 /* An address a vNIC may send from (port security), keyed with the vNIC's ifindex. */
@@ -128,7 +132,7 @@ struct nlab_ct_key {
 };
 
 struct nlab_ct_entry {
-    __u64 last_seen;   /* bpf_ktime_get_ns() */
+    __u64 last_seen;   /* bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC, one tick behind at most */
     __u32 rule;        /* the rule that allowed the flow */
     __u32 generation;  /* the policy generation it was last checked against */
     __u8  state;
@@ -162,6 +166,7 @@ struct nlab_fw_config {
     __u64 timeout_udp;
     __u64 timeout_icmp;
     __u64 timeout_frag;
+    __u64 timeout_tcp_close; /* ns: TCP after a FIN or RST */
 };
 
 /* Policy lookup: LPM over (gen, endpoint, direction, proto, identity) exact and a prefix of

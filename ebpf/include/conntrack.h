@@ -7,6 +7,7 @@
 
 #include "abi.h"
 #include "flow.h"
+#include "fwctx.h"
 
 static __always_inline void ct_key_of(const struct flow *f, __u16 endpoint, int reverse, struct nlab_ct_key *k)
 {
@@ -28,8 +29,12 @@ static __always_inline void ct_key_of(const struct flow *f, __u16 endpoint, int 
 
 static __always_inline __u64 ct_timeout(const struct nlab_fw_config *cfg, __u8 proto, __u8 state)
 {
-    if (proto == NLAB_IPPROTO_TCP)
-        return state == NLAB_CT_ESTABLISHED ? cfg->timeout_tcp : cfg->timeout_tcp_open;
+    if (proto == NLAB_IPPROTO_TCP) {
+        if (state == NLAB_CT_ESTABLISHED)
+            return cfg->timeout_tcp;
+        /* a closed connection gives its entry (and its VM's quota share) back soon */
+        return state == NLAB_CT_CLOSING ? cfg->timeout_tcp_close : cfg->timeout_tcp_open;
+    }
     if (proto == NLAB_IPPROTO_UDP)
         return cfg->timeout_udp;
     if (proto == NLAB_IPPROTO_ICMP || proto == NLAB_IPPROTO_ICMPV6)
@@ -53,21 +58,19 @@ static __always_inline void ct_delete(struct nlab_ct_key *k, __u8 origin)
         ct_release(k->endpoint);
 }
 
-/* The live entry of the packet's flow, or NULL; *reply says whether the packet goes against
- * the flow's origin. An expired entry is deleted here (user space sweeps the rest). */
-static __always_inline struct nlab_ct_entry *ct_find(const struct flow *f, __u16 endpoint,
-                                                     const struct nlab_fw_config *cfg,
+/* The live entry of flow `f` (the packet's, or the one an ICMP error quotes), or NULL; *reply
+ * says whether the packet goes against the flow's origin. An expired entry is deleted here
+ * (user space sweeps the rest). */
+static __always_inline struct nlab_ct_entry *ct_find(const struct fw_ctx *c, const struct flow *f,
                                                      struct nlab_ct_key *key, int *reply)
 {
-    __u64 now = bpf_ktime_get_ns();
-
     for (int r = 0; r < 2; r++) {
-        ct_key_of(f, endpoint, r, key);
+        ct_key_of(f, c->endpoint, r, key);
         struct nlab_ct_entry *e = map_ct(key);
         if (!e)
             continue;
         /* signed: another CPU may have refreshed last_seen after `now` was read */
-        if ((__s64)(now - e->last_seen) > (__s64)ct_timeout(cfg, f->proto, e->state)) {
+        if ((__s64)(c->now - e->last_seen) > (__s64)ct_timeout(c->cfg, f->proto, e->state)) {
             ct_delete(key, e->origin);
             return NULL;
         }
@@ -103,9 +106,14 @@ static __always_inline int ct_may_open(const struct flow *f)
     return (f->tcp_flags & (NLAB_TCP_SYN | NLAB_TCP_ACK | NLAB_TCP_FIN | NLAB_TCP_RST)) == NLAB_TCP_SYN;
 }
 
-static __always_inline void ct_update(struct nlab_ct_entry *e, const struct flow *f, int reply)
+static __always_inline void ct_update(const struct fw_ctx *c, struct nlab_ct_entry *e, int reply)
 {
-    e->last_seen = bpf_ktime_get_ns();
+    const struct flow *f = c->f;
+
+    /* written once per tick, not per packet: both directions of a flow run on different CPUs,
+     * and a store on every packet would bounce the entry's cache line between them */
+    if (e->last_seen != c->now)
+        e->last_seen = c->now;
     if (f->proto == NLAB_IPPROTO_TCP) {
         if (f->tcp_flags & (NLAB_TCP_RST | NLAB_TCP_FIN))
             e->state = NLAB_CT_CLOSING;
@@ -119,19 +127,17 @@ static __always_inline void ct_update(struct nlab_ct_entry *e, const struct flow
 /* Insert a new flow; a negative reason if not. The quota bounds the flows a VM opens: counting
  * inbound flows too would let any client use up a server's share. Inbound flows are bounded by
  * the table size (and by their sender's own quota on its host). */
-static __always_inline int ct_create(struct nlab_ct_key *key, const struct nlab_fw_config *cfg,
-                                     __u8 origin, __u32 rule)
+static __always_inline int ct_create(const struct fw_ctx *c, struct nlab_ct_key *key)
 {
     __u32 idx = key->endpoint;
     __u32 *count = map_ct_count(&idx);
     struct nlab_ct_entry e = {
-        .last_seen = bpf_ktime_get_ns(), .rule = rule, .generation = cfg->generation,
-        .state = NLAB_CT_NEW, .origin = origin,
+        .last_seen = c->now, .rule = c->rule, .generation = c->cfg->generation,
+        .state = NLAB_CT_NEW, .origin = c->dir,
     };
+    int counted = c->dir == NLAB_FW_OUT;
 
-    int counted = origin == NLAB_FW_OUT;
-
-    if (counted && (!count || *count >= cfg->ct_quota))
+    if (counted && (!count || *count >= c->cfg->ct_quota))
         return -NLAB_DROP_CT_QUOTA;
     if (map_ct_insert(key, &e) < 0)  /* BPF_NOEXIST */
         return -NLAB_DROP_CT_FULL;  /* E2BIG (full) or a racing twin: fail closed either way */

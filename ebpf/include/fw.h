@@ -7,33 +7,38 @@
 #include "abi.h"
 #include "conntrack.h"
 #include "flow.h"
+#include "fwctx.h"
 #include "policy.h"
 
-struct fw_ctx {
-    struct __sk_buff *skb;
-    struct flow *f;
-    const struct nlab_fw_config *cfg;
-    __u16 endpoint;
-    __u8 dir;  /* NLAB_FW_OUT or NLAB_FW_IN */
-    __u32 rule;
-};
-
+/* Written in place in the ring (no copy through the stack). Submitted with adaptive wakeup: the
+ * kernel wakes the reader only for the first record after it caught up, so under load records
+ * are read in batches and the wakeup (an irq_work: an IPI on a VM) is paid once per batch. */
 static __always_inline void fw_event(const struct fw_ctx *c, __u8 verdict, int reason)
 {
-    struct nlab_fw_event ev = {
-        .time_ns = bpf_ktime_get_ns(), .sport = bpf_ntohs(c->f->sport), .dport = bpf_ntohs(c->f->dport),
-        .ifindex = c->skb->ifindex, .rule = c->rule, .endpoint = c->endpoint, .proto = c->f->proto,
-        .family = c->f->family, .verdict = verdict, .reason = reason, .direction = c->dir,
-    };
+    struct nlab_fw_event *ev = map_event_reserve();
 
-    __builtin_memcpy(ev.saddr, c->f->saddr, 16);
-    __builtin_memcpy(ev.daddr, c->f->daddr, 16);
-    if (map_event_output(&ev, sizeof(ev)) < 0) {
+    if (!ev) {
         __u32 zero = 0;
         __u64 *lost = map_events_lost(&zero);
         if (lost)
             (*lost)++;
+        return;
     }
+    ev->time_ns = c->now;
+    __builtin_memcpy(ev->saddr, c->f->saddr, 16);
+    __builtin_memcpy(ev->daddr, c->f->daddr, 16);
+    ev->sport = bpf_ntohs(c->f->sport);
+    ev->dport = bpf_ntohs(c->f->dport);
+    ev->ifindex = c->skb->ifindex;
+    ev->rule = c->rule;
+    ev->endpoint = c->endpoint;
+    ev->proto = c->f->proto;
+    ev->family = c->f->family;
+    ev->verdict = verdict;
+    ev->reason = reason;
+    ev->direction = c->dir;
+    ev->_pad = 0;
+    map_event_submit(ev);
 }
 
 static __always_inline void rule_hit(const struct fw_ctx *c)
@@ -85,20 +90,20 @@ static __always_inline int fw_fragment(struct fw_ctx *c, int verdict)
     struct nlab_frag *fr = map_frag(&key);
     __u32 end = f->frag_off + f->payload;
     if (f->frag == NLAB_FRAG_FIRST) {
-        struct nlab_frag fresh = {.last_seen = bpf_ktime_get_ns(), .end = end, .verdict = verdict};
-        if (fr && (__s64)(bpf_ktime_get_ns() - fr->last_seen) < (__s64)c->cfg->timeout_frag)  /* reported once: */
+        struct nlab_frag fresh = {.last_seen = c->now, .end = end, .verdict = verdict};
+        if (fr && (__s64)(c->now - fr->last_seen) < (__s64)c->cfg->timeout_frag)  /* reported once: */
             return verdict == NLAB_VERDICT_ALLOW ? fw_drop(c, NLAB_DROP_FRAG_DUP) : -NLAB_DROP_FRAG_DUP;
         map_frag_update(&key, &fresh);
         return 0;
     }
-    if (!fr || (__s64)(bpf_ktime_get_ns() - fr->last_seen) > (__s64)c->cfg->timeout_frag)
+    if (!fr || (__s64)(c->now - fr->last_seen) > (__s64)c->cfg->timeout_frag)
         return fw_drop(c, NLAB_DROP_FRAG_ORPHAN);
     if (f->frag_off < fr->end || (f->proto == NLAB_IPPROTO_TCP && f->frag_off == 8))
         return fw_drop(c, NLAB_DROP_FRAG_OVERLAP);
     int rc = fr->verdict == NLAB_VERDICT_ALLOW ? 0 : fw_drop(c, NLAB_DROP_POLICY);  /* no rule kept: no hit */
     if (f->frag_more) {
         fr->end = end;
-        fr->last_seen = bpf_ktime_get_ns();
+        fr->last_seen = c->now;
     } else {
         /* the datagram is complete and its id free again: a busy sender reuses ids within
          * seconds, and a first fragment of the next datagram is no duplicate */
@@ -162,7 +167,7 @@ static __always_inline int fw_icmp_error(struct fw_ctx *c)
     }
     struct nlab_ct_key key = {};
     int reply = 0;
-    if (!ct_find(&inner, c->endpoint, c->cfg, &key, &reply))
+    if (!ct_find(c, &inner, &key, &reply))
         return fw_drop(c, NLAB_DROP_ICMP_UNRELATED);
     return 0;
 }
@@ -183,7 +188,7 @@ static __always_inline int fw_tracked(struct fw_ctx *c, struct nlab_ct_key *key,
         e->generation = c->cfg->generation;
         e->rule = c->rule;
     }
-    ct_update(e, c->f, reply);
+    ct_update(c, e, reply);
     return 0;
 }
 
@@ -198,7 +203,7 @@ static __always_inline int fw_new_flow(struct fw_ctx *c, struct nlab_ct_key *key
     if (verdict != NLAB_VERDICT_ALLOW)
         return fw_deny(c);
     ct_key_of(f, c->endpoint, 0, key);
-    int rc = ct_create(key, c->cfg, c->dir, c->rule);
+    int rc = ct_create(c, key);
     if (rc < 0)
         return fw_drop(c, -rc);
     rule_hit(c);
@@ -220,7 +225,7 @@ static __always_inline int firewall(struct fw_ctx *c)
     } else {
         struct nlab_ct_key key = {};
         int reply = 0;
-        struct nlab_ct_entry *e = ct_find(f, c->endpoint, c->cfg, &key, &reply);
+        struct nlab_ct_entry *e = ct_find(c, f, &key, &reply);
         rc = e ? fw_tracked(c, &key, e, reply) : fw_new_flow(c, &key);
     }
     if (f->frag == NLAB_FRAG_FIRST) {

@@ -58,9 +58,24 @@ static __always_inline int portsec_arp(struct __sk_buff *skb, const struct nlab_
     return 0;
 }
 
+/* The vNIC's first address of the family, kept in its entry: most packets need no lookup. */
+static __always_inline int addr_primary(const struct nlab_vnic *vnic, const struct flow *f)
+{
+    if (f->family == 4) {
+        __be32 src;
+        __builtin_memcpy(&src, f->saddr, 4);
+        return vnic->ip4 && src == vnic->ip4;
+    }
+    __u64 a[2], b[2];
+    __builtin_memcpy(a, f->saddr, 16);
+    __builtin_memcpy(b, vnic->ip6, 16);
+    return (b[0] | b[1]) && a[0] == b[0] && a[1] == b[1];
+}
+
 static __always_inline int portsec_ip(struct __sk_buff *skb, const struct nlab_vnic *vnic, const struct flow *f)
 {
-    if (!(vnic->flags & NLAB_VNIC_F_ANY_SOURCE) && !addr_allowed(skb->ifindex, f->family, f->saddr) &&
+    if (!(vnic->flags & NLAB_VNIC_F_ANY_SOURCE) && !addr_primary(vnic, f) &&
+        !addr_allowed(skb->ifindex, f->family, f->saddr) &&
         !addr_unspecified(f->saddr, f->family) && !(f->family == 6 && link_local_of(f->saddr, vnic->mac)))
         return -NLAB_DROP_SPOOF_IP;
     if (f->proto == NLAB_IPPROTO_UDP && f->frag != NLAB_FRAG_LATER && f->sport == bpf_htons(DHCP_SERVER_PORT))

@@ -13,7 +13,6 @@ both policy generations), so every case starts from `reset`.
 from __future__ import annotations
 
 import ctypes
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -32,7 +31,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw, raw
 
 from dataplane import abi, fwpolicy, lpm, syscalls, testrun
-from dataplane.events import EventReader
+from dataplane.events import EventReader, now_ns
 from dataplane.firewall import NS, Connection, Firewall, Settings
 from dataplane.switch import PortVlans, SwitchDataplane
 from tests.bpf.conftest import PORT, Counters, Delta
@@ -230,11 +229,11 @@ def ct_count(dp: SwitchDataplane, endpoint: int = ENDPOINT) -> int:
 
 
 def age(dp: SwitchDataplane, seconds: float) -> int:
-    """Move every connection's last packet `seconds` into the past (bpf_ktime_get_ns() is
-    CLOCK_MONOTONIC: time.monotonic_ns()). Returns how many entries it aged."""
+    """Move every connection's last packet `seconds` into the past (the dataplane's clock is
+    CLOCK_MONOTONIC_COARSE: events.now_ns()). Returns how many entries it aged."""
     fd, aged = dp.maps["conntrack"], 0
     for key, entry in list(syscalls.map_items(fd, abi.CtKey, abi.CtEntry)):
-        entry.last_seen = time.monotonic_ns() - int(seconds * NS)
+        entry.last_seen = now_ns() - int(seconds * NS)
         syscalls.map_update(fd, key, entry)
         aged += 1
     return aged
@@ -354,4 +353,4 @@ def check_event(
         "dport": flow.dport,
     }
     assert got == want
-    assert abs(time.monotonic_ns() - ev.time_ns) < 10 * NS, "time_ns is not CLOCK_MONOTONIC now"
+    assert abs(now_ns() - ev.time_ns) < 10 * NS, "time_ns is not CLOCK_MONOTONIC_COARSE now"
