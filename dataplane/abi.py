@@ -171,6 +171,10 @@ class CtKey(ctypes.Structure):
     )
 
 
+class CtReap(ctypes.Structure):
+    _fields_ = (("key", CtKey), ("force", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3))
+
+
 class CtEntry(ctypes.Structure):
     _fields_ = (
         ("last_seen", ctypes.c_uint64),

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from dataplane import abi, lpm, syscalls
+from dataplane import abi, lpm, syscalls, testrun
 from dataplane.events import now_ns
 from dataplane.fwpolicy import Compiled
 
@@ -67,8 +67,9 @@ def _addr16(ip: IPv4Address | IPv6Address) -> bytes:
 
 
 class Firewall:
-    def __init__(self, maps: dict[str, int]) -> None:
+    def __init__(self, maps: dict[str, int], reap_prog: int) -> None:
         self.maps = maps
+        self._reap = reap_prog  # ct_reap (vswitch.c): deletes entries in the kernel
         self._ncpu = syscalls.num_possible_cpus()
 
     # -- vNICs -----------------------------------------------------------------------------------
@@ -189,26 +190,25 @@ class Firewall:
             )
 
     def gc(self) -> int:
-        """Delete expired connection entries (the program deletes those it meets); returns how many."""
+        """Delete expired connection entries (the program deletes those it meets); returns how many.
+
+        The candidates are picked here, but the kernel checks each one again as it deletes it:
+        a flow refreshed meanwhile stays."""
         cfg, now = self.config(), now_ns()
         table = syscalls.map_items(self.maps["conntrack"], abi.CtKey, abi.CtEntry)
-        expired = [(k, e) for k, e in table if now - e.last_seen > _timeout(cfg, k.proto, e.state)]
-        return sum(self.forget(key, entry) for key, entry in expired)
+        expired = [k for k, e in table if now - e.last_seen > _timeout(cfg, k.proto, e.state)]
+        return sum(self.reap(key, force=False) for key in expired)
 
-    def forget(self, key: abi.CtKey, entry: abi.CtEntry) -> bool:
-        """Delete one connection entry and give back its quota share; False if it was gone."""
-        if not syscalls.map_delete(self.maps["conntrack"], key):
-            return False
-        if entry.origin == abi.FwDirection.OUT:  # only flows the VM opened count (conntrack.h)
-            self._release(key.endpoint)
-        return True
+    def forget(self, key: abi.CtKey) -> bool:
+        """Delete one connection entry, alive or not, and give back its quota share; False if it
+        was gone."""
+        return self.reap(key, force=True)
 
-    def _release(self, endpoint: int) -> None:
-        count = ctypes.c_uint32()
-        if syscalls.map_lookup(self.maps["ct_count"], ctypes.c_uint32(endpoint), count) and count.value:
-            syscalls.map_update(
-                self.maps["ct_count"], ctypes.c_uint32(endpoint), ctypes.c_uint32(count.value - 1)
-            )
+    def reap(self, key: abi.CtKey, force: bool = False) -> bool:
+        """Through `ct_reap`, which deletes and releases the VM's quota share in one place with
+        the datapath's atomic count: a read-modify-write from here would race the program."""
+        request = abi.CtReap(key=key, force=int(force))
+        return testrun.run(self._reap, bytes(request)).retval == 1
 
     def rule_hits(self, rules: Iterable[int]) -> dict[int, tuple[int, int]]:
         values = (abi.Counter * self._ncpu)()

@@ -20,7 +20,7 @@ from dataplane.abi import Direction, Reason
 from dataplane.firewall import FIREWALL_MAPS, Firewall
 
 SOURCE = "vswitch.c"
-PROGRAMS = ("vlan_from_port", "vlan_to_port", "port_from_vm", "port_to_vm", "nlab_empty")
+PROGRAMS = ("vlan_from_port", "vlan_to_port", "port_from_vm", "port_to_vm", "ct_reap", "nlab_empty")
 MAPS = ("ports", "counters", *FIREWALL_MAPS)
 # a physical switch has no VM ports: no port security, no firewall (-DNLAB_SWITCH_ONLY)
 SWITCH_PROGRAMS = ("vlan_from_port", "vlan_to_port", "nlab_empty")
@@ -137,7 +137,7 @@ class SwitchDataplane:
 
     @property
     def firewall(self) -> Firewall:
-        return Firewall(self.maps)
+        return Firewall(self.maps, self.programs["ct_reap"])
 
     @staticmethod
     def detach(sock: socket.socket, ifindex: int) -> None:

@@ -218,6 +218,31 @@ int port_to_vm(struct __sk_buff *skb)
     return verdict(skb, len, NLAB_DIR_EGRESS, to_vm(skb));
 }
 
+/* not attached: user space runs it through BPF_PROG_TEST_RUN on a struct nlab_ct_reap to delete
+ * a connection entry (expired, or any with `force`). Deleting here, not from user space, keeps
+ * the quota count exact: the decrement is atomic, and only the deleter of an entry makes it.
+ * Returns 1 if it deleted the entry. */
+int ct_reap(struct __sk_buff *skb)
+{
+    struct nlab_ct_reap req;
+    __u32 zero = 0;
+
+    if (bpf_skb_load_bytes(skb, 0, &req, sizeof(req)) < 0)
+        return 0;
+    struct nlab_fw_config *cfg = fw_config.lookup(&zero);
+    struct nlab_ct_entry *e = conntrack.lookup(&req.key);
+    if (!cfg || !e)
+        return 0;
+    if (!req.force && (__s64)(bpf_ktime_get_coarse_ns() - e->last_seen) <= (__s64)ct_timeout(cfg, req.key.proto, e->state))
+        return 0;
+    __u8 origin = e->origin;  /* read before the delete: the element is recycled after it */
+    if (conntrack.delete(&req.key) != 0)
+        return 0;  /* the datapath deleted it first, and released its share */
+    if (origin == NLAB_FW_OUT)
+        ct_release(req.key.endpoint);
+    return 1;
+}
+
 #endif /* !NLAB_SWITCH_ONLY */
 
 /* attach: TC ingress of every switch port (frames from the port's device into the switch) */

@@ -191,7 +191,13 @@ class Builder:
         s = self.topo.firewall
         fw.set_settings(
             Settings(
-                s.ct_quota, s.tcp_timeout, s.tcp_open_timeout, s.udp_timeout, s.icmp_timeout, s.frag_timeout
+                s.ct_quota,
+                s.tcp_timeout,
+                s.tcp_open_timeout,
+                s.udp_timeout,
+                s.icmp_timeout,
+                s.frag_timeout,
+                s.tcp_close_timeout,
             )
         )
         fw.install(fwpolicy.compile(firewall.host_policy(self.topo, host)))

@@ -24,6 +24,7 @@ CONNECTIONS = {  # YAML key -> FirewallSettings field
     "quota": "ct_quota",
     "tcp_timeout": "tcp_timeout",
     "tcp_open_timeout": "tcp_open_timeout",
+    "tcp_close_timeout": "tcp_close_timeout",
     "udp_timeout": "udp_timeout",
     "icmp_timeout": "icmp_timeout",
     "frag_timeout": "frag_timeout",

@@ -9,7 +9,6 @@ on each host; the state copy is rewritten only when every host took it.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address

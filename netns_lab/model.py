@@ -233,6 +233,7 @@ class FirewallSettings:
     udp_timeout: int = 60
     icmp_timeout: int = 30
     frag_timeout: int = 10
+    tcp_close_timeout: int = 10  # after a FIN or RST
 
 
 @dataclass(frozen=True)

@@ -119,9 +119,7 @@ def _ct_keys(dp: SwitchDataplane) -> set[bytes]:
 def _forget(dp: SwitchDataplane, before: set[bytes]) -> None:
     """Remove the connection entries the trace created (and their quota share)."""
     for raw in _ct_keys(dp) - before:
-        key, entry = abi.CtKey.from_buffer_copy(raw), abi.CtEntry()
-        if syscalls.map_lookup(dp.maps["conntrack"], key, entry):
-            dp.firewall.forget(key, entry)
+        dp.firewall.forget(abi.CtKey.from_buffer_copy(raw))
 
 
 def _run_stage(topo: Topology, stage: Stage, data: bytes, rules: list[int]) -> dict[str, Any]:

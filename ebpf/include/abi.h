@@ -140,6 +140,13 @@ struct nlab_ct_entry {
     __u8  _pad[6];
 };
 
+/* The input of `ct_reap` (run by user space through BPF_PROG_TEST_RUN, as the packet bytes). */
+struct nlab_ct_reap {
+    struct nlab_ct_key key;
+    __u8  force;     /* 1: delete even if the entry is alive (e.g. `nlab trace` undoing its flow) */
+    __u8  _pad[3];
+};
+
 struct nlab_frag_key {
     __u8  saddr[16];
     __u8  daddr[16];

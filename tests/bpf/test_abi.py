@@ -57,6 +57,7 @@ STRUCTS = {
     "nlab_vnic": abi.Vnic,
     "nlab_addr_key": abi.AddrKey,
     "nlab_ct_key": abi.CtKey,
+    "nlab_ct_reap": abi.CtReap,
     "nlab_ct_entry": abi.CtEntry,
     "nlab_frag_key": abi.FragKey,
     "nlab_frag": abi.Frag,

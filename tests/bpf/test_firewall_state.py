@@ -376,3 +376,32 @@ def test_event_time_is_the_coarse_monotonic_clock(harness: Harness) -> None:
     sent = harness.send(OUT, tcp(VM4, SERVER, 40000, 80))
     after = now_ns()
     assert before <= sent.events[0].time_ns <= after
+
+
+def test_closed_tcp_connection_expires_on_the_close_timeout(harness: Harness) -> None:
+    """After a FIN or RST the entry (and the VM's quota share) goes after tcp_close_timeout (10 s),
+    not after the open timeout (60 s): a VM that opens and closes many connections keeps its quota."""
+    harness.start(Policy((APP1,), (rule(7, OUT, SERVERS, "tcp", (80, 81)),)))
+    handshake(harness, 80)
+    handshake(harness, 81)
+    assert harness.send(OUT, tcp(VM4, SERVER, 40000, 80, "FA")).result.passed
+    assert entry(harness, 80).state == abi.CtState.CLOSING
+    assert ct_count(harness.dp) == 2
+
+    age(harness.dp, 11)
+
+    assert harness.fw.gc() == 1
+    assert [(c.dport, c.state) for c in harness.connections()] == [(81, "established")]
+    assert ct_count(harness.dp) == 1
+
+
+def test_gc_spares_a_flow_refreshed_after_it_was_picked(harness: Harness) -> None:
+    """gc deletes through ct_reap, which checks the age again in the kernel: an entry the
+    datapath refreshed since user space read it stays (and so does its quota share)."""
+    harness.start(Policy((APP1,), (rule(8, OUT, SERVERS, "udp"),)))
+    assert harness.send(OUT, udp(VM4, SERVER, 33000, 53)).result.passed
+    [(key, _)] = list(syscalls.map_items(harness.dp.maps["conntrack"], abi.CtKey, abi.CtEntry))
+    assert not harness.fw.reap(key, force=False), "a live entry must not be reaped"
+    age(harness.dp, 61)
+    assert harness.fw.reap(key, force=False)
+    assert harness.connections() == [] and ct_count(harness.dp) == 0

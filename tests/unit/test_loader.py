@@ -274,7 +274,7 @@ def test_rules_are_parsed() -> None:
 
 def test_connection_settings() -> None:
     assert load(FIREWALL).firewall == FirewallSettings(
-        load(FIREWALL).firewall.rules, 2048, 7200, 30, 120, 20, 5
+        load(FIREWALL).firewall.rules, 2048, 7200, 30, 120, 20, 5, tcp_close_timeout=5
     )
     partial = "firewall:\n  connections: {udp_timeout: 90}\n" + MINIMAL
     assert load_text(partial, "lab.yaml").firewall == FirewallSettings(udp_timeout=90)
