@@ -83,7 +83,9 @@ static __always_inline u64 *map_events_lost(__u32 *idx) { return events_lost.loo
 static __always_inline int verdict(struct __sk_buff *skb, __u32 len, int dir, int rc)
 {
     __u32 reason = rc < 0 ? -rc : NLAB_PASS;
-    __u32 ifindex = skb->ifindex < NLAB_MAX_IFINDEX ? skb->ifindex : 0;
+    __u32 ifindex = skb_ifindex(skb);
+
+    ifindex = ifindex < NLAB_MAX_IFINDEX ? ifindex : 0;
     __u32 idx = (ifindex * NLAB_NR_DIRS + dir) * NLAB_NR_REASONS + (reason & (NLAB_NR_REASONS - 1));
     struct nlab_counter *c = counters.lookup(&idx);
 
@@ -99,7 +101,7 @@ static __always_inline int verdict(struct __sk_buff *skb, __u32 len, int dir, in
 
 static __always_inline const struct nlab_port *port_of(struct __sk_buff *skb)
 {
-    __u32 ifindex = skb->ifindex;
+    __u32 ifindex = skb_ifindex(skb);
 
     if (ifindex >= NLAB_MAX_IFINDEX)
         return NULL;
@@ -128,38 +130,72 @@ static __always_inline int classify(struct __sk_buff *skb, int dir)
 }
 
 #ifndef NLAB_SWITCH_ONLY
-/* Port security and firewall of a vNIC in direction `dir`; 0 when it passes. */
-static __always_inline int vnic_firewall(struct __sk_buff *skb, __u8 dir)
+static __always_inline const struct nlab_vnic *vnic_of(struct __sk_buff *skb)
 {
-    __u32 ifindex = skb->ifindex;
-    struct nlab_vnic *vnic = ifindex < NLAB_MAX_IFINDEX ? vnics.lookup(&ifindex) : NULL;
+    __u32 ifindex = skb_ifindex(skb);
+    const struct nlab_vnic *vnic = ifindex < NLAB_MAX_IFINDEX ? vnics.lookup(&ifindex) : NULL;
 
-    if (!vnic || !vnic->flags)
-        return 0;
-    struct ethhdr *eth = eth_header(skb);
+    return vnic && vnic->flags ? vnic : NULL;
+}
+
+#define VNIC_CONTINUE 0  /* on to the firewall */
+#define VNIC_DONE     1  /* passes without it (ARP: port security has checked it) */
+
+/* Port security and parsing of a frame through vNIC `vnic`: VNIC_* or a drop reason. */
+static __always_inline int vnic_admit(struct fw_ctx *c, const struct nlab_vnic *vnic)
+{
+    struct ethhdr *eth = eth_header(c->skb);
+
     if (!eth)
         return -NLAB_DROP_MALFORMED;
     __be16 proto = eth->h_proto;
-    int guard = dir == NLAB_FW_OUT && (vnic->flags & NLAB_VNIC_F_PORTSEC);
+    int guard = c->dir == NLAB_FW_OUT && (vnic->flags & NLAB_VNIC_F_PORTSEC);
     if (guard && !mac_equal(eth->h_source, vnic->mac))
         return -NLAB_DROP_SPOOF_MAC;
-    if (proto == bpf_htons(ETH_P_ARP))
-        return guard ? portsec_arp(skb, vnic) : 0;
-    struct flow f = {};
-    int rc = parse_flow(skb, proto, &f);
+    if (proto == bpf_htons(ETH_P_ARP)) {
+        int rc = guard ? portsec_arp(c->skb, vnic) : 0;
+        return rc < 0 ? rc : VNIC_DONE;
+    }
+    int rc = parse_flow(c->skb, proto, c->f);
     if (rc < 0)
         return rc;
-    if (guard && (rc = portsec_ip(skb, vnic, &f)) < 0)
+    if (guard && (rc = portsec_ip(c->skb, vnic, c->f)) < 0)
         return rc;
-    if (!(vnic->flags & NLAB_VNIC_F_FIREWALL))
+    return VNIC_CONTINUE;
+}
+
+/* Attacks from or at a VM are reported like firewall denials (rule 0); other refusals
+ * (malformed frames, protocols that are not IP) are only counted. */
+static __always_inline int vnic_refuse(struct fw_ctx *c, int rc)
+{
+    __u32 reason = -rc;
+
+    if ((reason >= NLAB_DROP_SPOOF_MAC && reason <= NLAB_DROP_ROUTER_ADVERT) || reason == NLAB_DROP_FRAG_TINY) {
+        c->now = bpf_ktime_get_coarse_ns();
+        fw_event(c, NLAB_VERDICT_DENY, reason);
+    }
+    return rc;
+}
+
+/* Port security and firewall of a vNIC in direction `dir`; 0 when it passes. */
+static __always_inline int vnic_firewall(struct __sk_buff *skb, __u8 dir)
+{
+    const struct nlab_vnic *vnic = vnic_of(skb);
+
+    if (!vnic)
+        return 0;
+    struct flow f = {};
+    struct fw_ctx c = {.skb = skb, .f = &f, .endpoint = vnic->endpoint, .dir = dir};
+    int rc = vnic_admit(&c, vnic);
+    if (rc < 0)
+        return vnic_refuse(&c, rc);
+    if (rc == VNIC_DONE || !(vnic->flags & NLAB_VNIC_F_FIREWALL))
         return 0;
     __u32 zero = 0;
-    struct nlab_fw_config *cfg = fw_config.lookup(&zero);
-    if (!cfg)
+    c.cfg = fw_config.lookup(&zero);
+    if (!c.cfg)
         return -NLAB_DROP_POLICY;
-    struct fw_ctx c = {
-        .skb = skb, .f = &f, .cfg = cfg, .now = bpf_ktime_get_coarse_ns(), .endpoint = vnic->endpoint, .dir = dir,
-    };
+    c.now = bpf_ktime_get_coarse_ns();
     return firewall(&c);
 }
 
@@ -176,8 +212,11 @@ static __always_inline int from_vm(struct __sk_buff *skb)
     int vlan = outer_vlan(skb, eth);
     if (vlan < 0)
         return vlan;
+    /* a tagged frame would carry its headers past port security and the firewall, which read
+     * them untagged: refused on an access port and on any port whose vNIC they guard */
     if (vlan != NLAB_NO_VLAN)
-        return port->mode == NLAB_MODE_ACCESS ? -NLAB_DROP_TAGGED_ON_ACCESS : trunk_check(skb, port, eth, vlan, NLAB_DIR_INGRESS);
+        return port->mode == NLAB_MODE_ACCESS || vnic_of(skb) ? -NLAB_DROP_TAGGED_ON_ACCESS
+                                                               : trunk_check(skb, port, eth, vlan, NLAB_DIR_INGRESS);
     if ((port->flags & NLAB_PORT_F_GUARD) && is_control_frame(eth))
         return -NLAB_DROP_CONTROL_FRAME;
     int rc = vnic_firewall(skb, NLAB_FW_OUT);

@@ -153,9 +153,8 @@ def _vm_of_port(port: str) -> str:
 
 
 def decode(ev: abi.FwEvent, port: str) -> dict[str, Any]:
-    size = 4 if ev.family == 4 else 16
     reason = abi.Reason(ev.reason) if ev.reason in abi.Reason._value2member_map_ else None
-    return {
+    doc = {
         "time": round(wall_time(ev.time_ns), 6),
         "vm": _vm_of_port(port),
         "port": port,
@@ -164,11 +163,18 @@ def decode(ev: abi.FwEvent, port: str) -> dict[str, Any]:
         "reason": "new-flow" if reason == abi.Reason.PASS else (reason.label if reason else str(ev.reason)),
         "rule": ev.rule or None,
         "proto": PROTO_NAMES.get(ev.proto, str(ev.proto)),
-        "src": str(ip_address(bytes(ev.saddr[:size]))),
-        "dst": str(ip_address(bytes(ev.daddr[:size]))),
+        "src": None,
+        "dst": None,
         "sport": ev.sport,
         "dport": ev.dport,
     }
+    if ev.family in (4, 6):
+        size = 4 if ev.family == 4 else 16
+        doc["src"] = str(ip_address(bytes(ev.saddr[:size])))
+        doc["dst"] = str(ip_address(bytes(ev.daddr[:size])))
+    else:  # refused before its IP header was read: a forged MAC, or ARP
+        doc.update(proto="arp" if reason == abi.Reason.SPOOF_ARP else "ethernet", sport=None, dport=None)
+    return doc
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ static __always_inline void fw_event(const struct fw_ctx *c, __u8 verdict, int r
     __builtin_memcpy(ev->daddr, c->f->daddr, 16);
     ev->sport = bpf_ntohs(c->f->sport);
     ev->dport = bpf_ntohs(c->f->dport);
-    ev->ifindex = c->skb->ifindex;
+    ev->ifindex = skb_ifindex(c->skb);
     ev->rule = c->rule;
     ev->endpoint = c->endpoint;
     ev->proto = c->f->proto;

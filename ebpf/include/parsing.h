@@ -14,6 +14,17 @@ struct vlan_hdr_ {
     __be16 encap_proto;
 };
 
+/* skb->ifindex, always loaded as ctx + constant offset. Read in several helpers, the field's
+ * address is otherwise hoisted by clang into a register (ctx + 40), and the verifier refuses
+ * a load through a modified ctx pointer. */
+static __always_inline __u32 skb_ifindex(const struct __sk_buff *skb)
+{
+    __u32 ifindex;
+
+    asm volatile("%0 = *(u32 *)(%1 + %2)" : "=r"(ifindex) : "r"(skb), "i"(__builtin_offsetof(struct __sk_buff, ifindex)));
+    return ifindex;
+}
+
 /* The Ethernet header, or NULL when the frame is shorter than one. */
 static __always_inline struct ethhdr *eth_header(struct __sk_buff *skb)
 {

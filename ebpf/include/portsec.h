@@ -53,7 +53,7 @@ static __always_inline int portsec_arp(struct __sk_buff *skb, const struct nlab_
     if (!mac_equal(arp.sha, vnic->mac))
         return -NLAB_DROP_SPOOF_ARP;
     /* a probe (sender 0.0.0.0) is fine; any other sender address must be the VM's */
-    if (!addr_unspecified(spa, 4) && !addr_allowed(skb->ifindex, 4, spa))
+    if (!addr_unspecified(spa, 4) && !addr_allowed(skb_ifindex(skb), 4, spa))
         return -NLAB_DROP_SPOOF_ARP;
     return 0;
 }
@@ -75,7 +75,7 @@ static __always_inline int addr_primary(const struct nlab_vnic *vnic, const stru
 static __always_inline int portsec_ip(struct __sk_buff *skb, const struct nlab_vnic *vnic, const struct flow *f)
 {
     if (!(vnic->flags & NLAB_VNIC_F_ANY_SOURCE) && !addr_primary(vnic, f) &&
-        !addr_allowed(skb->ifindex, f->family, f->saddr) &&
+        !addr_allowed(skb_ifindex(skb), f->family, f->saddr) &&
         !addr_unspecified(f->saddr, f->family) && !(f->family == 6 && link_local_of(f->saddr, vnic->mac)))
         return -NLAB_DROP_SPOOF_IP;
     if (f->proto == NLAB_IPPROTO_UDP && f->frag != NLAB_FRAG_LATER && f->sport == bpf_htons(DHCP_SERVER_PORT))

@@ -131,9 +131,14 @@ def refuse(d: str, pkt: Packet, reason: Reason, rule: int = 0) -> Step:
     return Step(d, pkt, reason, rule)
 
 
+# refusals before the firewall that are attacks: reported as deny events of rule 0 (vswitch.c)
+REPORTED = frozenset({R.SPOOF_MAC, R.SPOOF_IP, R.SPOOF_ARP, R.DHCP_SERVER, R.ROUTER_ADVERT, R.FRAG_TINY})
+
+
 def drop(d: str, pkt: Packet, reason: Reason) -> Step:
-    """Dropped before the firewall (port security, parsing): counted, no event."""
-    return Step(d, pkt, reason)
+    """Dropped before the firewall (port security, parsing): counted; an event of rule 0 if the
+    reason is an attack (REPORTED), none for malformed or unsupported frames."""
+    return Step(d, pkt, reason, 0 if reason in REPORTED else None)
 
 
 def C(id: str, *steps: Step | Age, **kw: object) -> Case:

@@ -496,9 +496,11 @@ CASES = [
         deny(IN, tcp_in(SERVER, 80, 40001)),
         port="plain",
     ),
+    # a tag would carry the frame past port security and the firewall, which read it untagged:
+    # refused from a guarded vNIC whatever VLANs its port would carry
     C(
         "plain-port-tagged-from-vm",
-        drop(OUT, Ether(src=VM_MAC, dst=GW_MAC) / Dot1Q(vlan=10) / syn_out(SERVER, 80), R.VLAN_NOT_ALLOWED),
+        drop(OUT, Ether(src=VM_MAC, dst=GW_MAC) / Dot1Q(vlan=10) / syn_out(SERVER, 80), R.TAGGED_ON_ACCESS),
         port="plain",
     ),
     # ---- fail closed: the vNIC's port is not configured ----
