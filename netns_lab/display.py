@@ -248,12 +248,13 @@ def fw(verb: str, doc: dict[str, Any]) -> None:
     elif verb == "connections":
         table = Table("host", "vnic", "proto", "src", "dst", "state", "origin", "rule", "idle s")
         for c in doc["connections"]:
+            icmp = c["proto"] in ("icmp", "icmpv6")  # its "ports": the identifier and the request type
             table.add_row(
                 c["host"],
                 c["vnic"],
                 c["proto"],
-                f"{c['src']}:{c['sport']}",
-                f"{c['dst']}:{c['dport']}",
+                c["src"] if icmp else f"{c['src']}:{c['sport']}",
+                f"{c['dst']} (id {c['sport']}, type {c['dport']})" if icmp else f"{c['dst']}:{c['dport']}",
                 c["state"],
                 c["origin"],
                 str(c["rule"]),

@@ -9,6 +9,19 @@
 #include "flow.h"
 #include "fwctx.h"
 
+/* The request an ICMP message answers (echo, timestamp, information, address mask), or its
+ * own type: what opened its flow, and so what the policy is asked again about that flow. */
+static __always_inline __u8 icmp_request_of(const struct flow *f)
+{
+    __u8 t = f->icmp_type;
+
+    if (f->proto == NLAB_IPPROTO_ICMPV6)
+        return t == NLAB_ICMPV6_ECHO_REP ? NLAB_ICMPV6_ECHO_REQ : t;
+    if (t == NLAB_ICMP_ECHOREPLY)
+        return NLAB_ICMP_ECHO;
+    return t == 14 || t == 16 || t == 18 ? t - 1 : t;  /* timestamp, information, mask replies */
+}
+
 static __always_inline void ct_key_of(const struct flow *f, __u16 endpoint, int reverse, struct nlab_ct_key *k)
 {
     if (reverse) {
@@ -22,9 +35,25 @@ static __always_inline void ct_key_of(const struct flow *f, __u16 endpoint, int 
         k->sport = f->sport;
         k->dport = f->dport;
     }
+    if (f->proto == NLAB_IPPROTO_ICMP || f->proto == NLAB_IPPROTO_ICMPV6) {
+        /* an ICMP flow is (identifier, request type) either way: a reply names the request it
+         * answers, so an echo and a timestamp exchange between two hosts are two flows */
+        k->sport = f->sport;
+        k->dport = bpf_htons(icmp_request_of(f));
+    }
     k->endpoint = endpoint;
     k->proto = f->proto;
     k->family = f->family;
+}
+
+/* An ICMP packet can only ride its flow in its own role: a request the way the flow was opened,
+ * a reply the other way. Otherwise a peer's echo request with the identifier of one of our
+ * pings would pass as a "reply", past the policy of its own direction. */
+static __always_inline int ct_role_fits(const struct flow *f, int reply)
+{
+    if (f->proto != NLAB_IPPROTO_ICMP && f->proto != NLAB_IPPROTO_ICMPV6)
+        return 1;
+    return reply == (icmp_request_of(f) != f->icmp_type);
 }
 
 static __always_inline __u64 ct_timeout(const struct nlab_fw_config *cfg, __u8 proto, __u8 state)
@@ -67,7 +96,7 @@ static __always_inline struct nlab_ct_entry *ct_find(const struct fw_ctx *c, con
     for (int r = 0; r < 2; r++) {
         ct_key_of(f, c->endpoint, r, key);
         struct nlab_ct_entry *e = map_ct(key);
-        if (!e)
+        if (!e || !ct_role_fits(f, r))
             continue;
         /* signed: another CPU may have refreshed last_seen after `now` was read */
         if ((__s64)(c->now - e->last_seen) > (__s64)ct_timeout(c->cfg, f->proto, e->state)) {
@@ -78,19 +107,6 @@ static __always_inline struct nlab_ct_entry *ct_find(const struct fw_ctx *c, con
         return e;
     }
     return NULL;
-}
-
-/* The request an ICMP message answers (echo, timestamp, information, address mask), or its
- * own type: what opened its flow, and so what the policy is asked again about that flow. */
-static __always_inline __u8 icmp_request_of(const struct flow *f)
-{
-    __u8 t = f->icmp_type;
-
-    if (f->proto == NLAB_IPPROTO_ICMPV6)
-        return t == NLAB_ICMPV6_ECHO_REP ? NLAB_ICMPV6_ECHO_REQ : t;
-    if (t == NLAB_ICMP_ECHOREPLY)
-        return NLAB_ICMP_ECHO;
-    return t == 14 || t == 16 || t == 18 ? t - 1 : t;  /* timestamp, information, mask replies */
 }
 
 /* Only a clean SYN may open a TCP connection; a lone ACK, FIN or RST (or a SYN with them)

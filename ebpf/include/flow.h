@@ -58,6 +58,15 @@ static __always_inline int read_bytes(struct __sk_buff *skb, __u32 off, void *to
     return bpf_skb_load_bytes(skb, off, to, len);
 }
 
+/* ICMP messages in request/reply pairs that carry an identifier: echo, timestamp, information
+ * and address mask (RFC 792, 950), ICMPv6 echo (RFC 4443). */
+static __always_inline int icmp_is_query(__u8 proto, __u8 type)
+{
+    if (proto == NLAB_IPPROTO_ICMP)
+        return type == NLAB_ICMP_ECHO || type == NLAB_ICMP_ECHOREPLY || (type >= 13 && type <= 18);
+    return proto == NLAB_IPPROTO_ICMPV6 && (type == NLAB_ICMPV6_ECHO_REQ || type == NLAB_ICMPV6_ECHO_REP);
+}
+
 #define L4_MIN_TCP  20
 #define L4_MIN_UDP  8
 #define L4_MIN_ICMP 8
@@ -180,9 +189,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f)
             return -NLAB_DROP_L3_MALFORMED;
         f->icmp_type = hdr[0];
         f->icmp_code = hdr[1];
-        if (f->proto == NLAB_IPPROTO_ICMP ? (hdr[0] == NLAB_ICMP_ECHO || hdr[0] == NLAB_ICMP_ECHOREPLY)
-                                     : (hdr[0] == NLAB_ICMPV6_ECHO_REQ || hdr[0] == NLAB_ICMPV6_ECHO_REP)) {
-            __builtin_memcpy(&f->sport, hdr + 4, 2);  /* the echo identifier pairs request and reply */
+        if (icmp_is_query(f->proto, hdr[0])) {
+            __builtin_memcpy(&f->sport, hdr + 4, 2);  /* the identifier pairs request and reply */
             f->dport = f->sport;
         }
     }

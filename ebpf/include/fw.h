@@ -164,6 +164,7 @@ static __always_inline int fw_icmp_error(struct fw_ctx *c)
         if (bpf_skb_load_bytes(c->skb, off, id, sizeof(id)) < 0)
             return fw_drop(c, NLAB_DROP_ICMP_UNRELATED);
         inner.sport = inner.dport = id[2];
+        inner.icmp_type = id[0] & 0xff;  /* type, then code: little-endian load */
     }
     struct nlab_ct_key key = {};
     int reply = 0;

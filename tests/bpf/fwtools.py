@@ -176,8 +176,10 @@ class Flow:
             pass
         elif proto in (6, 17) and len(data) >= 4:
             sport, dport = int.from_bytes(data[0:2], "big"), int.from_bytes(data[2:4], "big")
-        elif (proto, data[:1]) in ((1, b"\x00"), (1, b"\x08"), (58, b"\x80"), (58, b"\x81")):
-            sport = dport = int.from_bytes(data[4:6], "big")  # the echo identifier
+        elif (proto == 1 and data[:1] and data[0] in (0, 8, 13, 14, 15, 16, 17, 18)) or (
+            proto == 58 and data[:1] in (b"\x80", b"\x81")
+        ):
+            sport = dport = int.from_bytes(data[4:6], "big")  # the query identifier
         return cls(family, proto, str(ip.src), str(ip.dst), sport, dport)
 
 

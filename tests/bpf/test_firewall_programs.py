@@ -241,6 +241,22 @@ CASES = [
         new(IN, IP(src=MONITOR, dst=VM4) / ICMP(type=13), 28),
         ok(OUT, IP(src=VM4, dst=MONITOR) / ICMP(type=14)),  # the reply, past out rule 26
     ),
+    # an ICMP packet rides a flow only in its own role: our echo REQUEST with the identifier of
+    # the peer's ping is no reply to it, and meets the out rule that denies it
+    C(
+        "icmp-request-is-no-reply-of-the-peers-request",
+        new(IN, echo(MONITOR, VM4, ident=9), 19),
+        deny(OUT, echo(VM4, MONITOR, ident=9), 26),
+        entries=1,
+    ),
+    # an ICMP flow is (identifier, request type): an echo reply is no answer to a timestamp request
+    C(
+        "icmp-echo-reply-is-no-answer-to-a-timestamp",
+        new(IN, IP(src=MONITOR, dst=VM4) / ICMP(type=13, id=0), 28),
+        refuse(OUT, echo(VM4, MONITOR, ident=0, reply=True), R.CT_INVALID),
+        ok(OUT, IP(src=VM4, dst=MONITOR) / ICMP(type=14, id=0)),
+        entries=1,
+    ),
     # IPv4 carrying protocol 58 is no neighbour discovery (only IPv6's is passed like ARP)
     C(
         "ip4-proto-58-meets-policy",
