@@ -47,6 +47,7 @@ ICMP6_TYPES = {
 # Extension headers whose length is (byte 1 + 1) * 8; AH counts in 4-byte units (byte 1 + 2) * 4.
 IPV6_EXT = {0, 43, 60, 135, 139, 140}
 IPV6_FRAGMENT, IPV6_AH, IPV6_ESP, IPV6_NONE = 44, 51, 50, 59
+ECHO_TYPES = {1: (0, 8), 58: (128, 129)}  # echo reply and request: they carry an id and a sequence
 IP_PROTOS = {
     1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah", 58: "icmpv6", 132: "sctp",
 }  # fmt: skip
@@ -204,3 +205,6 @@ def _transport(d: Decoded, frame: bytes, offset: int, proto: int) -> None:
         kind, code = frame[offset], frame[offset + 1]
         name = (ICMP_TYPES if proto == 1 else ICMP6_TYPES).get(kind, f"type {kind}")
         d.info = name if code == 0 else f"{name} code {code}"
+        if kind in ECHO_TYPES[proto] and len(frame) >= offset + 8:
+            ident, seq = struct.unpack_from("!HH", frame, offset + 4)
+            d.info = f"{name} id {ident} seq {seq}"
