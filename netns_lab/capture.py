@@ -10,7 +10,8 @@ At receive the kernel has already taken the outer VLAN tag out of the bytes into
 pcap and the decoded line show the frame as it was on the wire. PACKET_STATISTICS counts the
 frames the kernel dropped because the socket buffer was full; it resets on each read, so the
 drops are summed here. Frames the namespace sends itself (PACKET_OUTGOING) are skipped: a tap
-is receive-only, what it sends is not a copy.
+is receive-only, what it sends is not a copy (PACKET_IGNORE_OUTGOING keeps them out of the
+buffer, so drops count copies only).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC = 1, 1
 PACKET_STATISTICS, PACKET_AUXDATA = 6, 8
 PACKET_OUTGOING = 4
+PACKET_IGNORE_OUTGOING = 23
 SO_TIMESTAMPNS = 35  # also SCM_TIMESTAMPNS; Python's socket module does not export it
 SO_RCVBUFFORCE = 33
 TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID = 0x10, 0x40
@@ -63,6 +65,9 @@ class Capture:
             if rcvbuf is not None:
                 self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
             self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            # what the namespace sends is never queued here, so it cannot fill the buffer or count as a
+            # drop; the check in read() stays for frames queued before this took effect
+            self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self.sock.bind((ifname, ETH_P_ALL))
             mreq = struct.pack("=iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")  # struct packet_mreq

@@ -28,7 +28,7 @@ shown, as they happen and in the summary on stderr at the end. Stop with Ctrl-C,
 """
 
 COLOURS = {"deny": "31", "allow": "32", "mirror": "36", "lost": "1;33"}
-WIDTH_WHO, WIDTH_WHAT, WIDTH_ENDPOINTS = 10, 18, 46
+WIDTH_WHO, WIDTH_WHAT, WIDTH_ENDPOINTS = 10, 18, 40
 
 
 def register(sub: Any) -> None:
@@ -180,5 +180,5 @@ def line(r: dict[str, Any]) -> tuple[str, str]:
         info, length = r["info"], str(r["len"])
     return (
         f"{_clock(r['time'])}  {kind:<6}  {who:<{WIDTH_WHO}} {r['direction']:<3}  {what:<{WIDTH_WHAT}} "
-        f"{r['proto']:<6} {_endpoints(r):<{WIDTH_ENDPOINTS}} {info:<16} {length:>5}"
+        f"{r['proto']:<6} {_endpoints(r):<{WIDTH_ENDPOINTS}} {length:>5}  {info}"
     ).rstrip(), key

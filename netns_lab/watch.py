@@ -227,6 +227,7 @@ class Watch:
             ready = {fd for fd, _ in poller.poll(wait)}
             for record in self._drain(ready, by_fd):
                 yield record
+                self.stats.counts[record["verdict"] if record["kind"] == "verdict" else "mirror"] += 1
                 emitted += 1
                 if count is not None and emitted >= count:
                     yield from self.losses()
@@ -238,19 +239,20 @@ class Watch:
             if deadline is not None and now >= deadline:
                 return
 
-    def _drain(self, ready: set[int], by_fd: dict[int, Destination]) -> Iterator[dict[str, Any]]:
+    def _drain(self, ready: set[int], by_fd: dict[int, Destination]) -> list[dict[str, Any]]:
+        """What arrived since the last tick, in time order across sources."""
+        found: list[dict[str, Any]] = []
         if self.follower is not None:
             for ev in self.follower.read(0):  # cheap when empty: polled each tick, not only when ready
                 if self.flt.keep_verdict(ev):
-                    self.stats.counts[ev["verdict"]] += 1
-                    yield {"kind": "verdict", **ev}
+                    found.append({"kind": "verdict", **ev})
         for fd in ready & by_fd.keys():
             dest = by_fd[fd]
             for frame in dest.capture.read():
                 record = self._mirrored(dest, frame)
                 if record is not None:
-                    self.stats.counts["mirror"] += 1
-                    yield record
+                    found.append(record)
+        return sorted(found, key=lambda r: r["time"])
 
     def _mirrored(self, dest: Destination, frame: Frame) -> dict[str, Any] | None:
         tap, way = dest.taps[0], None

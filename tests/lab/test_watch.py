@@ -335,3 +335,15 @@ def _nlab(*args: str) -> None:
     from tests.lab.conftest import nlab
 
     nlab(*args, check=True)
+
+
+def test_count_stops_after_exactly_n_lines(reference_lab: Lab) -> None:
+    lab = reference_lab
+    w = Streaming(["--lab", lab.name, "--json", "app1", "--count", "3", "--duration", "30"])
+    deadline = time.monotonic() + 20
+    while w.proc.poll() is None and time.monotonic() < deadline:
+        fa.tcp_probes(lab.name, [("app1", DB1, 7777)], timeout=0.2)
+    rc, err = w.stop()
+    records = w.records()
+    assert rc == 0 and len(records) == 3 and {r["vm"] for r in records} == {"app1"}, (rc, err, records)
+    assert "3 lines in" in err, err

@@ -201,7 +201,7 @@ def test_terminal_lines_are_aligned_and_say_what_decided() -> None:
     copy, mkey = cli_watch.line(mirrored)
     assert "DENY" in deny and "default policy" in deny and "10.40.0.21:4000 → 10.40.0.31:22" in deny
     assert key == "allow" and "rule 21 new-flow" in allow and mkey == "mirror"
-    assert "mirror" in copy and "10.0.0.1:1000 → 10.0.0.2:53" in copy and copy.endswith("42")
+    assert "mirror" in copy and "10.0.0.1:1000 → 10.0.0.2:53" in copy and copy.endswith(" 42")
     assert deny.index("10.40") == allow.index("10.40") == copy.index("10.0.0.1")
     lost, lkey = cli_watch.line(watch.lost_record("firewall", "ring buffer", 7, 9))
     assert lkey == "lost" and "LOST" in lost and "7 firewall events were lost" in lost
