@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import time
 from typing import Any, TextIO
@@ -57,7 +58,7 @@ def _positive(text: str | None, kind: type, name: str) -> Any:
         value = kind(text)
     except ValueError:
         value = None
-    if value is None or not value > 0 or value != value or value == float("inf"):
+    if value is None or not (value > 0 and math.isfinite(value)):
         what = "a whole number" if kind is int else "a number of seconds"
         raise ValueError(f"{name}: {text!r} is not {what} above 0")
     return value
@@ -170,9 +171,10 @@ def line(r: dict[str, Any]) -> tuple[str, str]:
         return f"{_clock(r['time'])}  LOST    {text}", "lost"
     if r["kind"] == "verdict":
         kind, who, key = ("DENY" if r["verdict"] == "deny" else "allow"), r["vm"], r["verdict"]
-        what = f"rule {r['rule']} {r['reason']}" if r["rule"] else f"default {r['reason']}"
-        if r["reason"] != "policy" and not r["rule"]:
-            what = r["reason"]
+        if r["rule"]:
+            what = f"rule {r['rule']} {r['reason']}"
+        else:
+            what = "default policy" if r["reason"] == "policy" else r["reason"]
         info, length = "", ""
     else:
         kind, who, key = "mirror", r["session"], "mirror"

@@ -68,12 +68,12 @@ class Decoded:
 
     def endpoints(self) -> str:
         if self.src is None:
-            return f"{self.src_mac} → {self.dst_mac}"
+            return f"{self.src_mac} -> {self.dst_mac}"
         left = _hostport(self.src, self.sport)
-        return f"{left} → {_hostport(self.dst or '?', self.dport)}"
+        return f"{left} -> {_hostport(self.dst or '?', self.dport)}"
 
     def summary(self) -> str:
-        """One line like `tcp 10.0.0.1:1234 → 10.0.0.2:80 SYN` (what a mirror JSON record carries)."""
+        """One line like `tcp 10.0.0.1:1234 -> 10.0.0.2:80 SYN` (what a mirror JSON record carries)."""
         tag = f"vlan {','.join(map(str, self.vlans))} " if self.vlans else ""
         info = f" {self.info}" if self.info else ""
         return f"{tag}{self.proto} {self.endpoints()}{info} len {self.length}"

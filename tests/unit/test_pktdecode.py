@@ -64,7 +64,7 @@ def test_vlan_tags_single_and_stacked() -> None:
     assert (one.vlans, one.proto, one.sport) == ([120], "udp", 1)
     qinq = decode(bytes(ETH / Dot1AD(vlan=7) / Dot1Q(vlan=4094) / V6 / TCP(sport=3, dport=4, flags="S")))
     assert (qinq.vlans, qinq.proto, qinq.src, qinq.info) == ([7, 4094], "tcp", "2001:db8::1", "SYN")
-    assert qinq.summary().startswith("vlan 7,4094 tcp [2001:db8::1]:3 → [2001:db8::2]:4 SYN")
+    assert qinq.summary().startswith("vlan 7,4094 tcp [2001:db8::1]:3 -> [2001:db8::2]:4 SYN")
 
 
 def test_arp_request_and_reply() -> None:
@@ -83,7 +83,7 @@ def test_other_ethertypes_and_ip_protocols() -> None:
 
 def test_summary_of_a_tcp_frame() -> None:
     d = decode(bytes(ETH / V4 / TCP(sport=1234, dport=80, flags="S")))
-    assert d.summary() == "tcp 10.0.0.1:1234 → 10.0.0.2:80 SYN len 54"
+    assert d.summary() == "tcp 10.0.0.1:1234 -> 10.0.0.2:80 SYN len 54"
 
 
 @pytest.mark.parametrize("name", [*CASES, "qinq", "arp"])

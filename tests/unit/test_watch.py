@@ -157,7 +157,7 @@ def test_mirror_record_schema_and_direction() -> None:
         1000,
         53,
     )
-    assert rec["summary"] == "udp 10.0.0.1:1000 → 10.0.0.2:53 len 42"
+    assert rec["summary"] == "udp 10.0.0.1:1000 -> 10.0.0.2:53 len 42"
     assert watch.direction(d, frozenset({A})) == "out"
     assert watch.direction(d, frozenset({B})) == "in"
     assert watch.direction(d, frozenset({"02:00:00:00:00:0c"})) == "?"
