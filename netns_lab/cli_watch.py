@@ -83,16 +83,25 @@ def cmd_watch(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise UsageError(str(err)) from None
         show = Printer(sys.stdout, args.json, sys.stdout.isatty() and not args.json)
+        if _follow(w, show, count, duration):
+            print(f"nlab watch: {w.stats.line()}", file=sys.stderr)
+    return 0
+
+
+def _follow(w: watch.Watch, show: Printer, count: int | None, duration: float | None) -> bool:
+    """Print records until done or Ctrl-C, then a last look at the losses; False if stdout closed."""
+    try:
         try:
             for record in w.stream(count, duration):
                 show(record)
         except KeyboardInterrupt:
             pass
-        except BrokenPipeError:  # `nlab watch | head`: the reader left
-            sys.stderr.close()
-            return 0
-        print(f"nlab watch: {w.stats.line()}", file=sys.stderr)
-    return 0
+        for record in w.losses():  # what moved since the last look, also after Ctrl-C
+            show(record)
+    except BrokenPipeError:  # `nlab watch | head`: the reader left
+        sys.stderr.close()
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -225,7 +225,9 @@ class Watch:
             if deadline is not None:
                 wait = max(0, min(TICK_MS, int((deadline - time.monotonic()) * 1000)))
             ready = {fd for fd, _ in poller.poll(wait)}
-            for record in self._drain(ready, by_fd):
+            for record, frame in self._drain(ready, by_fd):
+                if frame is not None and self.pcap is not None:
+                    self.pcap.write(frame.time_ns, frame.data, frame.wire_len)
                 yield record
                 self.stats.counts[record["verdict"] if record["kind"] == "verdict" else "mirror"] += 1
                 emitted += 1
@@ -239,22 +241,25 @@ class Watch:
             if deadline is not None and now >= deadline:
                 return
 
-    def _drain(self, ready: set[int], by_fd: dict[int, Destination]) -> list[dict[str, Any]]:
-        """What arrived since the last tick, in time order across sources."""
-        found: list[dict[str, Any]] = []
+    def _drain(
+        self, ready: set[int], by_fd: dict[int, Destination]
+    ) -> list[tuple[dict[str, Any], Frame | None]]:
+        """What arrived since the last tick, in time order across sources (copies with their frame,
+        written to the pcap only when emitted: the pcap holds exactly the mirror lines)."""
+        found: list[tuple[dict[str, Any], Frame | None]] = []
         if self.follower is not None:
             for ev in self.follower.read(0):  # cheap when empty: polled each tick, not only when ready
                 if self.flt.keep_verdict(ev):
-                    found.append({"kind": "verdict", **ev})
+                    found.append(({"kind": "verdict", **ev}, None))
         for fd in ready & by_fd.keys():
             dest = by_fd[fd]
             for frame in dest.capture.read():
-                record = self._mirrored(dest, frame)
-                if record is not None:
-                    found.append(record)
-        return sorted(found, key=lambda r: r["time"])
+                copy = self._mirrored(dest, frame)
+                if copy is not None:
+                    found.append(copy)
+        return sorted(found, key=lambda pair: pair[0]["time"])
 
-    def _mirrored(self, dest: Destination, frame: Frame) -> dict[str, Any] | None:
+    def _mirrored(self, dest: Destination, frame: Frame) -> tuple[dict[str, Any], Frame] | None:
         tap, way = dest.taps[0], None
         if tap.encapsulated and self._decapsulate is not None:
             inner = self._decapsulate(frame.data)
@@ -268,9 +273,7 @@ class Watch:
             if d.src_mac in macs or d.dst_mac in macs:
                 tap = candidate
                 break
-        if self.pcap is not None:
-            self.pcap.write(frame.time_ns, frame.data, frame.wire_len)
-        return mirror_record(tap.session, frame, d, way or direction(d, dest.macs[tap.session]))
+        return mirror_record(tap.session, frame, d, way or direction(d, dest.macs[tap.session])), frame
 
     def losses(self) -> Iterator[dict[str, Any]]:
         """A `lost` record for each counter that moved since the last look."""
