@@ -132,6 +132,26 @@ def lost_record(source: str, where: str, count: int, total: int) -> dict[str, An
     }
 
 
+def mirrored(
+    taps: list[TapLike], macs: dict[str, frozenset[str]], frame: Frame, decapsulate: Any = None
+) -> tuple[dict[str, Any], Frame] | None:
+    """The record of a frame that reached a destination shared by `taps`, and the frame to keep
+    (the inner one for an encapsulated tap); None if it is not a mirror copy."""
+    tap, way = taps[0], None
+    if tap.encapsulated and decapsulate is not None:
+        inner = decapsulate(frame.data)
+        if inner is None:
+            return None  # not a mirror copy (the analyzer's network carries other traffic too)
+        _sid, way, data = inner
+        frame = Frame(frame.time_ns, data, len(data), None)
+    d = pktdecode.decode(frame.data)
+    for candidate in taps:  # several sessions may share a destination: the one whose VM it concerns
+        if d.src_mac in macs[candidate.session] or d.dst_mac in macs[candidate.session]:
+            tap = candidate
+            break
+    return mirror_record(tap.session, frame, d, way or direction(d, macs[tap.session])), frame
+
+
 @dataclass
 class Destination:
     """One capture socket and the sessions whose copies arrive on it."""
@@ -254,26 +274,10 @@ class Watch:
         for fd in ready & by_fd.keys():
             dest = by_fd[fd]
             for frame in dest.capture.read():
-                copy = self._mirrored(dest, frame)
+                copy = mirrored(dest.taps, dest.macs, frame, self._decapsulate)
                 if copy is not None:
                     found.append(copy)
         return sorted(found, key=lambda pair: pair[0]["time"])
-
-    def _mirrored(self, dest: Destination, frame: Frame) -> tuple[dict[str, Any], Frame] | None:
-        tap, way = dest.taps[0], None
-        if tap.encapsulated and self._decapsulate is not None:
-            inner = self._decapsulate(frame.data)
-            if inner is None:
-                return None  # not a mirror copy (the analyzer's network carries other traffic too)
-            _sid, way, data = inner
-            frame = Frame(frame.time_ns, data, len(data), None)
-        d = pktdecode.decode(frame.data)
-        for candidate in dest.taps:
-            macs = dest.macs[candidate.session]
-            if d.src_mac in macs or d.dst_mac in macs:
-                tap = candidate
-                break
-        return mirror_record(tap.session, frame, d, way or direction(d, dest.macs[tap.session])), frame
 
     def losses(self) -> Iterator[dict[str, Any]]:
         """A `lost` record for each counter that moved since the last look."""

@@ -249,3 +249,39 @@ def test_watch_path_does_not_import_scapy() -> None:
     code = "import sys, netns_lab.cli, netns_lab.watch, netns_lab.capture; print('scapy' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_copies_are_attributed_to_the_session_of_their_vm() -> None:
+    web, db = Tap("web", "l-analyzer", "eth0", ("web1",)), Tap("db", "l-analyzer", "eth0", ("db1",))
+    macs = {"web": frozenset({A}), "db": frozenset({B})}
+    to_db = eth("02:00:00:00:00:0c", B, udp4(1, 2))
+    rec, frame = watch.mirrored([web, db], macs, capture.Frame(1, to_db, len(to_db), None))
+    assert (rec["session"], rec["direction"], frame.data) == ("db", "in", to_db)
+    from_web = eth(A, "02:00:00:00:00:0c", udp4(1, 2))
+    rec, _ = watch.mirrored([web, db], macs, capture.Frame(1, from_web, len(from_web), None))
+    assert (rec["session"], rec["direction"]) == ("web", "out")
+
+
+def test_encapsulated_copies_are_unwrapped_and_others_skipped() -> None:
+    tap = Tap("remote", "l-internal", "eth0", ("web1",), encapsulated=True)
+    inner = eth("02:00:00:00:00:0c", A, udp4(5, 6))
+    outer = eth(B, "02:00:00:00:00:0d", udp4(4789, 4789) + inner)
+
+    def decapsulate(data: bytes) -> tuple[int, str, bytes] | None:
+        return (7, "in", data[14 + 28 :]) if data == outer else None
+
+    rec, frame = watch.mirrored(
+        [tap], {"remote": frozenset({A})}, capture.Frame(9, outer, 200, None), decapsulate
+    )
+    assert frame.data == inner and frame.wire_len == len(inner) and frame.time_ns == 9
+    assert (rec["session"], rec["direction"], rec["sport"], rec["dport"], rec["len"]) == (
+        "remote",
+        "in",
+        5,
+        6,
+        len(inner),
+    )
+    other = eth(B, A, udp4(1, 1))
+    assert (
+        watch.mirrored([tap], {"remote": frozenset()}, capture.Frame(9, other, 42, None), decapsulate) is None
+    )
