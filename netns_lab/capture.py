@@ -16,6 +16,7 @@ buffer, so drops count copies only).
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import struct
@@ -42,6 +43,13 @@ DEFAULT_RCVBUF = 4 << 20  # a burst of a mirrored stream must fit while the term
 SNAPLEN = 262144
 LINKTYPE_ETHERNET = 1
 PCAP_MAGIC_NS = 0xA1B23C4D
+
+
+class CaptureGone(OSError):
+    """The interface (or its namespace) went away while capturing: the lab went down, a VM moved."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,14 @@ class Capture:
                 data, ancdata, _flags, addr = self.sock.recvmsg(SNAPLEN, space)
             except BlockingIOError:
                 break
+            except OSError as err:
+                if err.errno in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV):
+                    raise CaptureGone(
+                        err.errno,
+                        f"capture on {self.ifname} in {self.namespace} ended: the "
+                        f"interface went away ({err.strerror})",
+                    ) from None
+                raise
             if addr[2] == PACKET_OUTGOING:
                 continue
             frames.append(_frame(data, ancdata))
