@@ -12,9 +12,10 @@ destination interface (`capture.Capture`). Records come out as plain dicts, the 
   a loss counter moves: events the kernel could not queue, copies the socket had to drop.
 
 One thread, one `poll()` over the ring buffers' epoll fd and the capture sockets. Threads (one
-per source feeding a queue) would buy nothing here: every source is a non-blocking fd, records
-come out in the order they were read, Ctrl-C lands in one place and shutdown is immediate, and
-the GIL would serialise the decoding anyway.
+per source feeding a queue) would buy nothing here: every source is a non-blocking fd, what
+arrived in one tick is put in time order before it is printed (the pcap is written at the same
+moment, so it holds exactly the mirror lines), Ctrl-C lands in one place, shutdown is immediate,
+and the GIL would serialise the decoding anyway.
 """
 
 from __future__ import annotations
