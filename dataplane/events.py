@@ -19,6 +19,7 @@ _lib.ring_buffer__new.argtypes = [ctypes.c_int, _SAMPLE, ctypes.c_void_p, ctypes
 _lib.ring_buffer__add.argtypes = [ctypes.c_void_p, ctypes.c_int, _SAMPLE, ctypes.c_void_p]
 _lib.ring_buffer__poll.argtypes = [ctypes.c_void_p, ctypes.c_int]
 _lib.ring_buffer__free.argtypes = [ctypes.c_void_p]
+_lib.ring_buffer__epoll_fd.argtypes = [ctypes.c_void_p]
 
 
 CLOCK_MONOTONIC_COARSE = 6  # Linux; the time module does not name it
@@ -54,6 +55,12 @@ class EventReader:
                 raise OSError(ctypes.get_errno(), "ring_buffer__new failed")
         elif _lib.ring_buffer__add(self._rb, map_fd, callback, None) < 0:
             raise OSError(ctypes.get_errno(), "ring_buffer__add failed")
+
+    def fileno(self) -> int:
+        """An epoll fd, readable when a buffer has records: lets callers wait on it with other fds."""
+        if self._rb is None:
+            raise ValueError("no ring buffer added yet")
+        return int(_lib.ring_buffer__epoll_fd(self._rb))
 
     def poll(self, timeout_ms: int = 100) -> list[tuple[Hashable, abi.FwEvent]]:
         """The events that arrived, waiting up to `timeout_ms` for the first one."""

@@ -136,16 +136,48 @@ class LiveFirewall:
 
     def events(self, poll_ms: int = 200) -> Iterator[dict[str, Any]]:
         """Follow the verdict events of every host, decoded; runs until the caller stops."""
-        port_owner = {(h.host, idx): name for h in self.hosts for name, idx in h.ifindexes.items()}
-        started = now_ns()  # the ring buffer may still hold events from before we came
-        with EventReader() as reader:
-            for h in self.hosts:
-                reader.add(h.dataplane.maps["fw_events"], h.host)
+        with self.follow() as follower:
             while True:
-                for host, ev in reader.poll(poll_ms):
-                    if ev.time_ns >= started:
-                        yield decode(ev, port_owner.get((host, ev.ifindex), f"{host}:{ev.ifindex}"))
+                yield from follower.read(poll_ms)
                 yield {}  # a heartbeat, so callers can stop on time without an event
+
+    def follow(self) -> EventFollower:
+        """The verdict events of every host from now on, for a caller with its own poll loop."""
+        return EventFollower(self)
+
+
+class EventFollower:
+    """Decoded verdict events of every host; `fileno()` is readable when some are waiting."""
+
+    def __init__(self, live: LiveFirewall) -> None:
+        self.port_owner = {(h.host, idx): name for h in live.hosts for name, idx in h.ifindexes.items()}
+        self.started = now_ns()  # the ring buffer may still hold events from before we came
+        self.reader = EventReader()
+        try:
+            for h in live.hosts:
+                self.reader.add(h.dataplane.maps["fw_events"], h.host)
+        except BaseException:
+            self.reader.close()
+            raise
+
+    def fileno(self) -> int:
+        return self.reader.fileno()
+
+    def read(self, timeout_ms: int = 0) -> list[dict[str, Any]]:
+        return [
+            decode(ev, self.port_owner.get((host, ev.ifindex), f"{host}:{ev.ifindex}"))
+            for host, ev in self.reader.poll(timeout_ms)
+            if ev.time_ns >= self.started
+        ]
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> EventFollower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _vm_of_port(port: str) -> str:
