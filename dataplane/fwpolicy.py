@@ -9,9 +9,11 @@ as for 10,000 (two LPM lookups and, on a miss, one array read):
 
 An identity is a class of addresses matched by exactly the same peer selectors (rule CIDRs and
 the groups of their endpoints' addresses); identity 0 is "world", matched by no selector, and is
-what an ipcache miss gives. Map layouts, encoding and updates (`diff`) are in `dataplane.lpm`.
-Directions are seen from the endpoint: "in" towards it, "out" from it. `port` means the
-destination port (for ICMP, the message type).
+what an ipcache miss gives. Rules for any peer are compiled once, under the wildcard identity,
+not once per identity: a policy with a few such rules and thousands of identities stays small.
+Map layouts, encoding and updates (`diff`) are in `dataplane.lpm`. Directions are seen from the
+endpoint: "in" towards it, "out" from it. `port` means the destination port (for ICMP, the
+message type).
 """
 
 from __future__ import annotations
@@ -191,6 +193,8 @@ def _rule_errors(rule: Rule, endpoint_ids: set[int]) -> list[str]:
         errors.append(f"action: {rule.action!r} is not 'allow' or 'deny'")
     if not isinstance(rule.priority, int) or isinstance(rule.priority, bool):
         errors.append(f"priority: {rule.priority!r} is not an integer")
+    elif not 0 <= rule.priority <= lpm.MAX_PRIORITY:
+        errors.append(f"priority: {rule.priority} is not in 0..{lpm.MAX_PRIORITY}")
     if rule.ports is not None:
         top = 255 if rule.proto in ("icmp", "icmpv6") else 65535
         if rule.proto == "any":
@@ -342,6 +346,10 @@ def _number(selsets: set[frozenset[Selector]], prev: Compiled | None) -> dict[fr
     return numbers
 
 
+def _row_verdict(rule: Rule) -> Verdict:
+    return Verdict(rule.action, rule.id, lpm.rank_of(rule.priority, rule.action, rule.id))
+
+
 def _policy_rows(
     policy: Policy, identities: Mapping[int, frozenset[Selector]]
 ) -> dict[PolicyPrefix, Verdict]:
@@ -351,10 +359,9 @@ def _policy_rows(
     for identity, selset in sorted(identities.items()):
         for selector in selset:
             by_selector[selector].append(identity)
-    everyone = sorted(identities)
     buckets: dict[tuple[int, int, int, int], list[Rule]] = defaultdict(list)
     for rule in policy.ranked_rules:
-        reached = everyone if isinstance(rule.peer, AnyPeer) else by_selector.get(rule.peer, [])
+        reached = [lpm.WILDCARD] if isinstance(rule.peer, AnyPeer) else by_selector.get(rule.peer, [])
         protos = KEY_PROTOS if rule.proto == "any" else (PROTOCOLS[rule.proto],)
         for ep in sorted(rule.applies_to):
             for proto in protos:
@@ -362,7 +369,7 @@ def _policy_rows(
                     buckets[ep, DIRECTIONS[rule.direction], proto, identity].append(rule)
     rows = {}
     for (ep, direction, proto, identity), rules in buckets.items():
-        ranges = [(*rule.port_range, Verdict(rule.action, rule.id)) for rule in rules]
+        ranges = [(*rule.port_range, _row_verdict(rule)) for rule in rules]
         for lo, hi, verdict in lpm.paint(ranges):
             for base, bits in lpm.range_cover(lo, hi):
                 rows[PolicyPrefix(ep, direction, proto, identity, base, bits)] = verdict

@@ -15,7 +15,12 @@ prefix is then a bit prefix of the key. The layouts are those of ebpf/include/ab
     IpcacheValue  4 bytes  identity u32 (host order: values are not matched)
     PolicyKey    16 bytes  prefixlen | gen u8 | direction u8 | proto u8 | pad u8 | endpoint be16
                            | identity be32 | port be16          prefixlen = 80 + port bits (80..96)
-    PolicyValue   8 bytes  rule u32 | verdict u8 | pad u8[3]   (host order)
+    PolicyValue  16 bytes  rule u32 | verdict u8 | pad u8[3] | rank u64   (host order)
+
+Rules whose peer is anyone are not repeated under every identity: their rows carry the WILDCARD
+identity, the program looks up the peer's identity and the wildcard, and the row of lower
+`rank` wins. A rank is the rule's precedence as one number (`rank_of`), the same in every
+compile, so rows of an old and a new policy compare as their rules do.
 
 `gen` is the generation bit of the double-buffered policy: the program looks up only keys of the
 live generation, so a whole new policy can be written beside it and switched on by one write.
@@ -47,6 +52,8 @@ ACTIONS = {"deny": 0, "allow": 1}  # NLAB_VERDICT_*: a zeroed defaults slot fail
 ACTION_NAMES = {code: name for name, code in ACTIONS.items()}
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
 PROTO_OTHER = 0  # the key's proto for every other IP protocol, with port 0
+WILDCARD = 0xFFFFFFFF  # the identity of rows that hold for any peer (NLAB_IDENTITY_ANY)
+MAX_PRIORITY = 0xFFFF
 KEY_PROTOS = (PROTO_OTHER, *PROTOCOLS.values())
 
 _be16 = ctypes.c_uint16.__ctype_be__
@@ -86,7 +93,13 @@ class PolicyValue(ctypes.Structure):
         ("rule", ctypes.c_uint32),
         ("verdict", ctypes.c_uint8),
         ("_pad", ctypes.c_uint8 * 3),
+        ("rank", ctypes.c_uint64),
     )
+
+
+def rank_of(priority: int, action: str, rule_id: int) -> int:
+    """A rule's precedence (priority, deny before allow, id) as one number: lower wins."""
+    return priority << 33 | ACTIONS[action] << 32 | rule_id
 
 
 def ipcache_key(network: IPv4Network | IPv6Network, gen: int = 0) -> IpcacheKey:
@@ -227,6 +240,7 @@ def proto_number(proto: int | str) -> int:
 class Verdict:
     action: str  # "allow" | "deny"
     rule_id: int | None = None  # None: the endpoint's default for the direction
+    rank: int = 0  # of a compiled row (rank_of); a decision carries 0
 
     @property
     def allowed(self) -> bool:
@@ -299,7 +313,11 @@ def encode_write(write: Write, gen: int = 0) -> Encoded:
         return "ipcache", ipcache_key(write.key, gen), value  # type: ignore[arg-type]
     if write.map == "policy":
         verdict = write.value
-        value = None if verdict is None else PolicyValue(verdict.rule_id, ACTIONS[verdict.action])  # type: ignore[union-attr]
+        value = (
+            None
+            if verdict is None
+            else PolicyValue(verdict.rule_id, ACTIONS[verdict.action], rank=verdict.rank)  # type: ignore[union-attr]
+        )
         return "policy", policy_key(*write.key, gen=gen), value  # type: ignore[arg-type]
     endpoint, direction = write.key  # type: ignore[misc]
     value = None if write.value is None else ctypes.c_uint8(ACTIONS[write.value])  # type: ignore[index]
@@ -341,17 +359,19 @@ class Maps:
     def lookup(
         self, endpoint: int, direction: str, ip: IPAddress | str, proto: int | str, port: int
     ) -> Verdict:
-        """The program's path: ipcache, then policy with all port bits, then the default slot."""
+        """The program's path: ipcache, then policy with all port bits under the peer's identity
+        and under the wildcard (the lower rank wins), then the default slot."""
         number = proto_number(proto)
         if not 0 <= port <= 0xFFFF:
             raise ValueError(f"port {port} is not in 0..65535")
         number = number if number in KEY_PROTOS else PROTO_OTHER
         port = 0 if number == PROTO_OTHER else port
         dir_code = DIRECTIONS[direction]
-        key = policy_key(endpoint, dir_code, number, self.identity(ip), port, gen=self.gen)
-        found = self.policy.lookup(key)
-        if found is not None:
-            value = PolicyValue.from_buffer_copy(found)
+        peer = self.identity(ip)
+        keys = [policy_key(endpoint, dir_code, number, i, port, gen=self.gen) for i in (peer, WILDCARD)]
+        found = [PolicyValue.from_buffer_copy(raw) for key in keys if (raw := self.policy.lookup(key))]
+        if found:
+            value = min(found, key=lambda v: v.rank)
             return Verdict(ACTION_NAMES[value.verdict], value.rule)
         return Verdict(ACTION_NAMES[self.defaults.get(endpoint * 2 + dir_code, 0)])
 

@@ -194,7 +194,12 @@ struct nlab_policy_value {
     __u32 rule;
     __u8  verdict;
     __u8  _pad[3];
+    __u64 rank;    /* the rule's precedence as a number: priority << 33 | allow << 32 | id; lower wins */
 };
+
+/* The identity of rows for any peer: looked up beside the peer's own, the lower rank wins, so
+ * such rules are not repeated under every identity. */
+#define NLAB_IDENTITY_ANY 0xffffffff
 
 /* Address to identity: LPM over (gen, family, address). */
 #define NLAB_IPCACHE_FIXED_BITS 16

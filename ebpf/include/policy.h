@@ -1,7 +1,9 @@
-/* Policy lookup: two LPM lookups whatever the number of rules. `ipcache` turns the peer address
+/* Policy lookup: three LPM lookups whatever the number of rules. `ipcache` turns the peer address
  * into an identity (an address class the rules cannot tell apart); `policy` maps (endpoint,
- * direction, protocol, identity, port prefix) to the winning rule. Both carry a generation bit
- * so that user space writes a whole new policy beside the live one and flips `generation`. */
+ * direction, protocol, identity, port prefix) to the winning rule, looked up under the peer's
+ * identity and under the wildcard one of rules for any peer; the lower rank wins. Both maps
+ * carry a generation bit so that user space writes a whole new policy beside the live one and
+ * flips `generation`. */
 #ifndef NLAB_POLICY_H
 #define NLAB_POLICY_H
 
@@ -62,6 +64,10 @@ static __always_inline int policy_verdict(const struct policy_query *q, __u32 *r
     };
     struct nlab_policy_value *v = map_policy(&key);
 
+    key.identity = NLAB_IDENTITY_ANY;  /* all ones: the same in either byte order */
+    struct nlab_policy_value *any = map_policy(&key);
+    if (!v || (any && any->rank < v->rank))
+        v = any;
     if (v) {
         *rule = v->rule;
         return v->verdict;

@@ -316,14 +316,14 @@ def test_plan_tightens_switches_loosens() -> None:
     new = compile(Policy(EPS, new_rules), prev=old)
     assert new.identities == {0: frozenset(), 2: {Group("web")}}  # 1 ({10.0.0.0/8}) is retired
     plan = diff(old, new).plan()
+    ranked = lambda action, rid: Verdict(action, rid, lpm.rank_of(10, action, rid))  # noqa: E731
+    # rule 1 is for any peer: one row under the wildcard identity, not one per identity
     assert [(w.key.identity, w.key.proto, w.value, w.old) for w in plan.tighten] == [
-        (0, 6, Verdict(DENY, 1), Verdict(ALLOW, 1)),
-        (2, 6, Verdict(DENY, 1), None),
-        (1, 6, None, Verdict(ALLOW, 1)),
-        (1, 17, None, Verdict(ALLOW, 2)),
+        (lpm.WILDCARD, 6, ranked(DENY, 1), ranked(ALLOW, 1)),
+        (1, 17, None, ranked(ALLOW, 2)),
     ]
     assert [(w.key.prefixlen, w.value) for w in plan.switch] == [(128, 2), (32, 2), (32, 2), (8, None)]
-    assert [(w.key.identity, w.key.port, w.value) for w in plan.loosen] == [(2, 443, Verdict(ALLOW, 3))]
+    assert [(w.key.identity, w.key.port, w.value) for w in plan.loosen] == [(2, 443, ranked(ALLOW, 3))]
     maps = Maps()
     for write in diff(lpm.EMPTY, old).upserts + plan.writes:
         maps.apply(write)
@@ -379,7 +379,7 @@ def test_validation_collects_every_error_with_its_path() -> None:
 
 
 def test_key_and_value_sizes() -> None:
-    assert [ctypes.sizeof(t) for t in (IpcacheKey, IpcacheValue, PolicyKey, PolicyValue)] == [22, 4, 16, 8]
+    assert [ctypes.sizeof(t) for t in (IpcacheKey, IpcacheValue, PolicyKey, PolicyValue)] == [22, 4, 16, 16]
 
 
 def test_policy_key_bytes() -> None:
@@ -436,3 +436,30 @@ def test_lpm_trie_semantics() -> None:
     with pytest.raises(KeyError):
         trie.delete(lpm.ipcache_key(ip_network("10.1.0.0/16")))
     assert IpcacheValue.from_buffer_copy(find("10.1.9.9")).identity == 1
+
+
+def test_rules_for_any_peer_are_one_row_set_not_one_per_identity() -> None:
+    """200 host identities and 3 rules for anyone: the 3 rules' rows exist once, under the
+    wildcard identity; the specific rules and the wildcard ones meet by rank at lookup."""
+    hosts = [f"10.9.{i // 250}.{i % 250 + 1}" for i in range(200)]
+    specific = tuple(rule(100 + i, Cidr(f"{ip}/32"), "tcp", (8000, 8999)) for i, ip in enumerate(hosts))
+    anyone = (
+        rule(1, AnyPeer(), "tcp", (8080, 8080), action=DENY, priority=5),  # beats every host rule
+        rule(2, AnyPeer(), "tcp", (1, 1023), action=ALLOW, priority=20),  # loses to none: no overlap
+        rule(3, AnyPeer(), "tcp", (8000, 8999), action=ALLOW, priority=30),  # loses to the host rules
+    )
+    compiled = compile(Policy(EPS, specific + anyone))
+    alone = compile(Policy(EPS, specific))
+    wildcard_rows = [p for p in compiled.policy if p.identity == lpm.WILDCARD]
+    assert len(compiled.policy) == len(alone.policy) + len(wildcard_rows)
+    assert len(wildcard_rows) < 40, "3 rules' port covers, once"
+    check(
+        Policy(EPS, specific + anyone),
+        [
+            ((2, "in", hosts[7], "tcp", 8080), Verdict(DENY, 1)),
+            ((2, "in", hosts[7], "tcp", 8081), Verdict(ALLOW, 107)),
+            ((2, "in", hosts[7], "tcp", 443), Verdict(ALLOW, 2)),
+            ((2, "in", "192.0.2.1", "tcp", 8081), Verdict(ALLOW, 3)),
+            ((2, "in", "192.0.2.1", "tcp", 9000), Verdict(DENY)),
+        ],
+    )
