@@ -22,7 +22,7 @@ from dataplane import fwpolicy, tc
 from dataplane.bpf import LoadError
 from dataplane.firewall import Settings
 from dataplane.switch import PortError, SwitchDataplane
-from netns_lab import firewall, model, ports, teardown
+from netns_lab import firewall, model, ports, sweeper, teardown
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.model import Host, Network, Switch, Topology, Vm
@@ -183,6 +183,15 @@ class Builder:
             raise RuntimeError(f"{node}: {err}") from None
         if any(h.name == node for h in self.topo.hosts):
             self._install_firewall(node)
+            self._start_sweeper(node)
+
+    def _start_sweeper(self, host: str) -> None:
+        """The host's connection sweeper, in its namespace (stopped by rollback or by teardown)."""
+        log_file = self.state.dir / f"sweeper-{host}.log"
+        proc = sweeper.start(
+            self.ns(host), pin_dir(self.topo.lab) / host, self.topo.firewall.sweep_interval, log_file
+        )
+        self._undo.callback(sweeper.stop, proc)
 
     def _install_firewall(self, host: str) -> None:
         """Settings and the host's compiled policy, before any vNIC port exists: a vNIC's first

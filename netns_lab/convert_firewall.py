@@ -25,6 +25,7 @@ CONNECTIONS = {  # YAML key -> FirewallSettings field
     "tcp_timeout": "tcp_timeout",
     "tcp_open_timeout": "tcp_open_timeout",
     "tcp_close_timeout": "tcp_close_timeout",
+    "sweep_interval": "sweep_interval",
     "udp_timeout": "udp_timeout",
     "icmp_timeout": "icmp_timeout",
     "frag_timeout": "frag_timeout",

@@ -234,6 +234,7 @@ class FirewallSettings:
     icmp_timeout: int = 30
     frag_timeout: int = 10
     tcp_close_timeout: int = 10  # after a FIN or RST
+    sweep_interval: int = 10  # between two sweeps of a host's connection table (netns_lab/sweeper.py)
 
 
 @dataclass(frozen=True)

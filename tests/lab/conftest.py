@@ -136,3 +136,12 @@ def reference_lab() -> Iterator[Lab]:
     """The reference lab, up once for a module of read-mostly tests."""
     with running(REFERENCE) as lab:
         yield lab
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, spaces between arguments; "" once it has ended."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

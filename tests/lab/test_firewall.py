@@ -15,7 +15,8 @@ would send, raw frames from app1's own NIC (its MAC, its address) for what it mu
 are read from the sockets, from taps in the victim, and from the per-port drop counters of
 `nlab status --json` (`ingress` = from the VM, `egress` = towards it). Changes under test go
 through `nlab fw`; scaffolding rules (ids 61..70) are added and removed around the tests that
-need them. The quota tests run on a copy of the reference lab with `connections: {quota: 5}`.
+need them. The quota tests run on a copy of the reference lab with `connections: {quota: 5}`
+and a connection sweeper every second.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ import pytest
 from dataplane.switch import SwitchDataplane
 from netns_lab import firewall, loader, model, probe
 from netns_lab.kernel.netlink import Netlink
+from netns_lab.kernel.netns import pids_in as netns_pids
 from netns_lab.state import pin_dir
 from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
-from tests.lab.conftest import REFERENCE, Lab, leftovers, nlab, reference_variant, unique_name
+from tests.lab.conftest import REFERENCE, Lab, cmdline, leftovers, nlab, reference_variant, unique_name
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
 
@@ -441,8 +443,10 @@ def test_a_firewalled_port_without_policy_denies(reference_lab: Lab) -> None:
 # -- 6. connection quota; attach order during up ---------------------------------------------------
 @pytest.fixture(scope="module")
 def quota_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, fa.AttachWatch]]:
-    """A copy of the reference lab with `quota: 5`, built while a poller watches every VM port."""
-    edits = {"connections: {quota: 4096,": f"connections: {{quota: {QUOTA},"}
+    """A copy of the reference lab with `quota: 5`, closed connections forgotten after 1 s and
+    swept every second, built while a poller watches every VM port."""
+    swept = "tcp_close_timeout: 1, sweep_interval: 1,"
+    edits = {"connections: {quota: 4096,": f"connections: {{quota: {QUOTA}, {swept}"}
     path = reference_variant(tmp_path_factory.mktemp("fw"), "nist-quota.yaml", edits)
     lab = Lab(unique_name(), path)
     topo = loader.load(path, lab=lab.name)
@@ -505,3 +509,27 @@ def test_quota_of_one_vm_does_not_block_another(quota_run: dict[str, Any]) -> No
         f"app2 -> db1:{PG} is {quota_run['app2']}: the quota is per VM, app1's {QUOTA} connections must "
         f"not block app2 (drops towards db1: {quota_run['db1-0']})"
     )
+
+
+def test_sweeper_gives_closed_connections_quota_back(
+    quota_lab: tuple[Lab, fa.AttachWatch], quota_run: dict
+) -> None:
+    """app1's QUOTA connections closed at the end of `quota_run`: no packet of theirs comes back
+    to delete their entries, so only the hosts' sweepers (one per hypervisor namespace) can give
+    app1 its quota back; with them, app1 opens QUOTA connections again within a few seconds."""
+    lab, topo = quota_lab[0], loader.load(quota_lab[0].topology, lab=quota_lab[0].name)
+    for host in topo.hosts:
+        inode = os.stat(f"/run/netns/{lab.ns(host.name)}").st_ino
+        commands = [cmdline(pid) for pid in netns_pids({inode})]
+        assert any("netns_lab.sweeper" in c for c in commands), f"no sweeper in {host.name}: {commands}"
+    deadline, entries = time.monotonic() + 8.0, None
+    while time.monotonic() < deadline:
+        entries = [c for c in fa.fw(lab.name, "connections")["connections"] if c["vnic"] == "app1.eth1"]
+        if not entries:
+            break
+        time.sleep(0.25)
+    assert not entries, f"closed connections still hold app1's quota: {entries}"
+    with fa.serving(lab.ns("db1"), DB1, PG):
+        again = [fa.connect(lab.ns("app1"), DB1, PG) for _ in range(QUOTA)]
+        for sock in again:
+            sock.close()
