@@ -208,7 +208,7 @@ def fw_event_line(ev: dict[str, Any]) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(ev["time"]))
     return (
         f"{clock} {verdict} {ev['vm']:<10} {ev['direction']:<3} {ev['proto']:<6} "
-        f"{ev['src']}{ports}{ev['dst']}{dport}  {ev['reason']} ({rule})"
+        f"{ev['src'] or '-'}{ports}{ev['dst'] or '-'}{dport}  {ev['reason']} ({rule})"
     )
 
 
