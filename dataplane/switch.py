@@ -20,8 +20,9 @@ from dataplane.abi import Direction, Reason
 from dataplane.firewall import FIREWALL_MAPS, Firewall
 
 SOURCE = "vswitch.c"
-PROGRAMS = ("vlan_from_port", "vlan_to_port", "port_from_vm", "port_to_vm", "nlab_empty")
-MAPS = ("ports", "counters", *FIREWALL_MAPS)
+PROGRAMS = ("vlan_from_port", "vlan_to_port", "port_from_vm", "port_to_vm", "mirror_port_rx", "nlab_empty")
+MIRROR_MAPS = ("mirror_ports", "mirror_sessions", "mirror_stats")
+MAPS = ("ports", "counters", *FIREWALL_MAPS, *MIRROR_MAPS)
 # a physical switch has no VM ports: no port security, no firewall (-DNLAB_SWITCH_ONLY)
 SWITCH_PROGRAMS = ("vlan_from_port", "vlan_to_port", "nlab_empty")
 SWITCH_MAPS = ("ports", "counters")

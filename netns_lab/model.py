@@ -28,6 +28,9 @@ Direction = Literal["in", "out"]
 Proto = Literal["tcp", "udp", "icmp", "icmpv6", "any"]
 Action = Literal["allow", "deny"]
 PROTOS: tuple[str, ...] = ("tcp", "udp", "icmp", "icmpv6", "any")
+MirrorDirection = Literal["in", "out", "both"]
+TapPoint = Literal["before", "after"]
+SourceKind = Literal["vm", "vlan", "group"]
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ class Nic:
     vni: int | None = None
     port_security: bool = True  # the VM sends only from its MAC and addresses
     allowed_addresses: tuple[IfAddr, ...] = ()  # more sources it may use (a VIP): /32, /128 or a prefix
+    promiscuous: bool = False  # receives copies of its port group's frames (VM-TM-R2)
 
     @property
     def name(self) -> str:
@@ -177,6 +181,7 @@ class Vm:
     gateway: IpAddr | None = None
     routes: tuple[Route, ...] = ()
     nftables: str | None = None  # ruleset of a firewall appliance
+    tenant: str | None = None  # mirrors never copy a VM's frames to another tenant's VM
 
     @property
     def forwards(self) -> bool:
@@ -236,6 +241,32 @@ class FirewallSettings:
 
 
 @dataclass(frozen=True)
+class MirrorSource:
+    """What a mirror session copies: a ``vm`` (``nic`` None: all its NICs), a port group (``vlan``:
+    the VLAN id on ``vswitch`` (host, vSwitch), or on every vSwitch when None) or a security
+    ``group``. Names, never ports: a session resolves them when it is installed."""
+
+    kind: SourceKind
+    name: str  # the VM, the VLAN's name (or id as text), or the group
+    nic: int | None = None
+    vlan: int | None = None
+    vswitch: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class MirrorSession:
+    """A port-mirroring session (NIST 5): copies of the sources' frames to analyzer VM ``dest``."""
+
+    name: str
+    sources: tuple[MirrorSource, ...]
+    dest: str
+    direction: MirrorDirection = "both"
+    tap: TapPoint = "before"
+    snaplen: int = 0  # 0: whole frames
+    sample: int = 1  # copy 1 frame in N
+
+
+@dataclass(frozen=True)
 class Topology:
     lab: str
     source: str
@@ -247,6 +278,7 @@ class Topology:
     description: str = ""
     security_groups: tuple[SecurityGroup, ...] = ()
     firewall: FirewallSettings = FirewallSettings()
+    mirrors: tuple[MirrorSession, ...] = ()
 
     def renamed(self, lab: str) -> Topology:
         """The same topology under another prefix (``nlab up --name``)."""
@@ -335,6 +367,30 @@ class Topology:
             if any((v.name, n.index) == (vm, nic_index) for spec in rule.apply for v, n in self.nics_of(spec))
         ]
         return sorted(rules, key=lambda rule: rule.precedence)
+
+    # -- port mirroring ------------------------------------------------------------------------
+    def mirror_nics(self, source: MirrorSource) -> list[tuple[Vm, Nic]]:
+        """The VM NICs a mirror source stands for, each once; names the model lacks stand for none."""
+        if source.kind == "vm":
+            return self.nics_of(PeerSpec("vm", source.name, source.nic))
+        if source.kind == "group":
+            return self.nics_of(PeerSpec("group", source.name))
+        return [
+            (vm, nic)
+            for vm in self.vms
+            for nic in vm.nics
+            if nic.vlan == source.vlan and (source.vswitch is None or source.vswitch == (vm.host, nic.vswitch))
+        ]
+
+    def port_group(self, vm: Vm, nic: Nic) -> list[tuple[Vm, Nic]]:
+        """The other VM NICs of a NIC's port group: its VLAN (or untagged) on its vSwitch."""
+        return [
+            (other, o)
+            for other in self.vms
+            if other.host == vm.host
+            for o in other.nics
+            if o.vswitch == nic.vswitch and o.vlan == nic.vlan and (other.name, o.index) != (vm.name, nic.index)
+        ]
 
     def groups_of(self, vm: str, nic_index: int) -> list[str]:
         """The security groups one NIC is a member of, in declaration order."""

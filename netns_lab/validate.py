@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Interface
 
-from netns_lab import validate_firewall, validate_vlans
+from netns_lab import validate_firewall, validate_mirror, validate_vlans
 from netns_lab.convert import SECTIONS, Declared
 from netns_lab.errors import Found, Issue, listing
 from netns_lab.model import (
@@ -54,6 +54,7 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
         _role(found, vm)
     validate_vlans.check(found, topo, declared)
     validate_firewall.check(found, topo, _interfaces(topo))
+    validate_mirror.check(found, topo)
     return found.issues
 
 
