@@ -18,6 +18,7 @@ from pathlib import Path
 from dataplane import abi, bpf, syscalls, tc
 from dataplane.abi import Direction, Reason
 from dataplane.firewall import FIREWALL_MAPS, Firewall
+from dataplane.mirror import Mirrors
 
 SOURCE = "vswitch.c"
 PROGRAMS = ("vlan_from_port", "vlan_to_port", "port_from_vm", "port_to_vm", "mirror_port_rx", "nlab_empty")
@@ -139,6 +140,15 @@ class SwitchDataplane:
     @property
     def firewall(self) -> Firewall:
         return Firewall(self.maps)
+
+    @property
+    def mirrors(self) -> Mirrors:
+        return Mirrors(self.maps)
+
+    def attach_mirror_port(self, sock: socket.socket, ifindex: int) -> None:
+        """The far end of a host's mirror port (a veth pair): truncates copies, sends them on."""
+        tc.add_clsact(sock, ifindex)
+        tc.attach(sock, ifindex, "ingress", self.programs["mirror_port_rx"], "mirror_port_rx")
 
     @staticmethod
     def detach(sock: socket.socket, ifindex: int) -> None:

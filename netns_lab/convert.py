@@ -41,7 +41,12 @@ from netns_lab.model import (
 )
 
 SECTIONS = ("switches", "networks", "hosts", "vms")  # in build order, as Topology.node_names
-KEYED_SECTIONS = (*SECTIONS, "vlans", "security_groups", "mirrors")  # entries are left out one by one when broken
+KEYED_SECTIONS = (
+    *SECTIONS,
+    "vlans",
+    "security_groups",
+    "mirrors",
+)  # entries are left out one by one when broken
 Declared = Mapping[str, tuple[str, ...] | None]  # names per section; None: not a mapping
 VlanRef = int | float | str  # the schema's integer admits 10.0
 

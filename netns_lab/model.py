@@ -379,7 +379,8 @@ class Topology:
             (vm, nic)
             for vm in self.vms
             for nic in vm.nics
-            if nic.vlan == source.vlan and (source.vswitch is None or source.vswitch == (vm.host, nic.vswitch))
+            if nic.vlan == source.vlan
+            and (source.vswitch is None or source.vswitch == (vm.host, nic.vswitch))
         ]
 
     def port_group(self, vm: Vm, nic: Nic) -> list[tuple[Vm, Nic]]:
@@ -389,7 +390,9 @@ class Topology:
             for other in self.vms
             if other.host == vm.host
             for o in other.nics
-            if o.vswitch == nic.vswitch and o.vlan == nic.vlan and (other.name, o.index) != (vm.name, nic.index)
+            if o.vswitch == nic.vswitch
+            and o.vlan == nic.vlan
+            and (other.name, o.index) != (vm.name, nic.index)
         ]
 
     def groups_of(self, vm: str, nic_index: int) -> list[str]:

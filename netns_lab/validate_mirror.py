@@ -96,19 +96,16 @@ def _promiscuous(found: Found, topo: Topology, vm: Vm, nic: Nic) -> None:
 
 
 def _capacity(found: Found, topo: Topology) -> None:
-    """Sessions per host (ids 1..MAX_MIRRORS-1) and per port (MIRROR_PER_PORT)."""
+    """Sessions per lab (ids 1..MAX_MIRRORS-1, one id per session on every host) and per port."""
     per_port: Counter[tuple[str, int]] = Counter()
-    per_host: Counter[str] = Counter()
     for session in topo.mirrors:
-        nics = {(vm.name, nic.index): vm for s in session.sources for vm, nic in topo.mirror_nics(s)}
-        per_port.update(nics.keys())
-        per_host.update({vm.host for vm in nics.values()})
+        per_port.update({(vm.name, nic.index) for s in session.sources for vm, nic in topo.mirror_nics(s)})
+    promiscuous = 0
     for vm in topo.vms:
         for nic in vm.nics:
             if nic.promiscuous:
-                group = {(o.name, n.index) for o, n in topo.port_group(vm, nic)}
-                per_port.update(group)
-                per_host.update([vm.host])
+                promiscuous += 1
+                per_port.update({(o.name, n.index) for o, n in topo.port_group(vm, nic)})
     for (vm, index), count in sorted(per_port.items()):
         if count > MIRROR_PER_PORT:
             found.add(
@@ -116,6 +113,8 @@ def _capacity(found: Found, topo: Topology) -> None:
                 f"is the source of {count} mirror sessions (promiscuous NICs included); "
                 f"a port holds at most {MIRROR_PER_PORT}",
             )
-    for host, count in sorted(per_host.items()):
-        if count > MAX_MIRRORS - 1:
-            found.add(f"hosts.{host}", f"has {count} mirror sessions; a host holds at most {MAX_MIRRORS - 1}")
+    total = len(topo.mirrors) + promiscuous
+    if total > MAX_MIRRORS - 1:
+        found.add(
+            "mirrors", f"{total} sessions (promiscuous NICs included); a lab holds at most {MAX_MIRRORS - 1}"
+        )

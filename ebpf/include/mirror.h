@@ -51,17 +51,43 @@ struct mirror_ctx {
     __u32 tap;
 };
 
+/* Did the frame enter the switch through a port that session `id` taps? */
+static __always_inline int mirror_entered_by_source(struct __sk_buff *skb, __u32 id)
+{
+    __u32 ifindex = skb->ingress_ifindex;
+    const struct nlab_mirror_port *mp = ifindex < NLAB_MAX_IFINDEX ? map_mirror_port(&ifindex) : NULL;
+
+    if (!mp)
+        return 0;
+#pragma unroll
+    for (int i = 0; i < NLAB_MIRROR_PER_PORT; i++)
+        if (i < mp->nr && mp->session[i] == id)
+            return 1;
+    return 0;
+}
+
+/* A promiscuous NIC sees each frame of its port group once, as a port of a bridge would: not
+ * those it gets anyway (to itself, broadcast, multicast), not its own, and a frame between two
+ * members only where it leaves the first (not again where it enters the second). */
+static __always_inline int mirror_promisc_wants(struct mirror_ctx *c)
+{
+    struct ethhdr *eth = eth_header(c->skb);
+
+    if (!eth || (eth->h_dest[0] & 1) || mac_same(eth->h_dest, c->s->dest_mac) ||
+        mac_same(eth->h_source, c->s->dest_mac))
+        return 0;
+    if (c->tap & (NLAB_TAP_IN_BEFORE | NLAB_TAP_IN_AFTER))
+        return !mirror_entered_by_source(c->skb, c->id);
+    return 1;
+}
+
 /* Should session `c->s` copy this frame at this tap? Counts what sampling leaves out. */
 static __always_inline int mirror_wants(struct mirror_ctx *c, struct nlab_mirror_stats *st)
 {
     if (!(c->s->taps & c->tap))
         return 0;
-    if (c->s->flags & NLAB_MIRROR_F_PROMISC) {
-        /* the promiscuous NIC gets frames to itself anyway, and never its own back */
-        struct ethhdr *eth = eth_header(c->skb);
-        if (!eth || mac_same(eth->h_dest, c->s->dest_mac) || mac_same(eth->h_source, c->s->dest_mac))
-            return 0;
-    }
+    if ((c->s->flags & NLAB_MIRROR_F_PROMISC) && !mirror_promisc_wants(c))
+        return 0;
     if (c->s->sample > 1 && bpf_get_prandom_u32() % c->s->sample) {
         if (st)
             st->skipped++;
