@@ -27,7 +27,12 @@ class Session:
     snaplen: int = 0
     sample: int = 1
     promisc_mac: str | None = None  # a promiscuous NIC's MAC: skip what it gets anyway
-    via: int = 0  # ifindex of the host's mirror port (mirror0), needed when snaplen is set
+    via: int = 0  # ifindex of the host's mirror port (mirror0), needed for snaplen and encap
+    encap: bool = False  # `dest` is a pNIC: copies leave in the mirror encapsulation
+    rx: bool = False  # encapsulated copies arriving on an uplink are delivered to `dest`
+    vlan: int = 0  # the mirror VLAN (encap, rx)
+    outer_dst: str | None = None  # encap: the far endpoint's MAC; rx: this host's
+    outer_src: str | None = None  # encap: this host's mirror MAC
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,10 @@ class Stats:
         return self.packets, self.bytes, self.dropped, self.skipped
 
 
+def _mac(text: str) -> bytes:
+    return bytes(int(x, 16) for x in text.split(":"))
+
+
 def _check_id(sid: int) -> None:
     if not 0 < sid < abi.MAX_MIRRORS:
         raise MirrorError(f"session id {sid} is outside 1..{abi.MAX_MIRRORS - 1} (NLAB_MAX_MIRRORS)")
@@ -56,18 +65,29 @@ class Mirrors:
 
     def set_session(self, sid: int, s: Session) -> None:
         _check_id(sid)
-        if s.snaplen and not s.via:
-            raise MirrorError("a truncated session needs the host's mirror port (via)")
+        indirect = bool(s.snaplen or s.encap)
+        if indirect and not s.via:
+            raise MirrorError("a truncated or encapsulated session needs the host's mirror port (via)")
+        if (s.encap or s.rx) and not 1 <= s.vlan <= 4094:
+            raise MirrorError(f"mirror VLAN {s.vlan} is not in 1..4094")
         value = abi.MirrorSession(
-            ifindex=s.via if s.snaplen else s.dest,
+            ifindex=s.via if indirect else s.dest,
             dest=s.dest,
             snaplen=s.snaplen,
             sample=s.sample,
             taps=s.taps,
-            flags=abi.MIRROR_F_PROMISC if s.promisc_mac else 0,
+            flags=(abi.MIRROR_F_PROMISC if s.promisc_mac else 0)
+            | (abi.MIRROR_F_ENCAP if s.encap else 0)
+            | (abi.MIRROR_F_RX if s.rx else 0),
+            vlan=s.vlan,
         )
-        if s.promisc_mac:
-            ctypes.memmove(value.dest_mac, bytes(int(x, 16) for x in s.promisc_mac.split(":")), 6)
+        for field, mac in (
+            ("dest_mac", s.promisc_mac),
+            ("outer_dst", s.outer_dst),
+            ("outer_src", s.outer_src),
+        ):
+            if mac:
+                ctypes.memmove(getattr(value, field), _mac(mac), 6)
         syscalls.map_update(self.maps["mirror_sessions"], ctypes.c_uint32(sid), value)
 
     def clear_session(self, sid: int) -> None:

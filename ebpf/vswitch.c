@@ -245,8 +245,13 @@ int mirror_port_rx(struct __sk_buff *skb)
 int vlan_from_port(struct __sk_buff *skb)
 {
     __u32 len = skb->len;
+    int act = verdict(skb, len, NLAB_DIR_INGRESS, classify(skb, NLAB_DIR_INGRESS));
 
-    return verdict(skb, len, NLAB_DIR_INGRESS, classify(skb, NLAB_DIR_INGRESS));
+#ifndef NLAB_SWITCH_ONLY
+    if (act == TC_ACT_OK && mirror_encapsulated(skb))  /* a hypervisor's uplink: remote mirror copies */
+        return mirror_receive(skb);
+#endif
+    return act;
 }
 
 /* attach: TC egress of every switch port (frames from the switch out to the port's device) */

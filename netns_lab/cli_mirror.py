@@ -17,7 +17,8 @@ def _session_doc(topo: Topology, planned: mirror.Planned, stats: mirror.Stats) -
     return {
         "name": planned.name,
         "sources": list(planned.source_vms),
-        "dest": planned.dest_vm,
+        "dest": planned.dest_vm or f"uplink:{declared.uplink if declared else '?'}",
+        "vlan": topo.vlan_name(declared.vlan) if declared and declared.vlan else None,
         "direction": declared.direction if declared else "both",
         "tap": declared.tap if declared else "after",
         "snaplen": planned.snaplen or None,
@@ -147,7 +148,8 @@ def register(sub: Any) -> None:
     add.add_argument("name")
     add.add_argument("--source", required=True, help="VM[,VM...] or VM.ethN")
     add.add_argument("--direction", required=True, choices=("in", "out", "both"))
-    add.add_argument("--dest", required=True, help="an analyzer VM")
+    add.add_argument("--dest", required=True, help="an analyzer VM, or uplink:NETWORK / uplink:HOST.PNIC")
+    add.add_argument("--vlan", help="the mirror VLAN, when copies leave their host")
     add.add_argument("--tap", choices=("before", "after"), help="before (default) or after the firewall")
     add.add_argument("--snaplen", type=int, help="truncate copies to N bytes (64..65535)")
     add.add_argument("--sample", type=int, help="copy 1 frame in N")

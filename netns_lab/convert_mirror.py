@@ -34,11 +34,20 @@ class MirrorConverter:
             sources = self.sources(f"mirrors.{name}.source", session["source"])
             if sources is None:
                 continue
+            dest, vlan = session["dest"], None
+            if "vlan" in session:
+                vlan = self.vlans.resolve(session["vlan"])
+                if not isinstance(vlan, int):
+                    if vlan is not None:
+                        self.issues.append(Issue(self.source, f"mirrors.{name}.vlan", vlan))
+                    continue
             built.append(
                 MirrorSession(
                     name=name,
                     sources=sources,
-                    dest=session["dest"],
+                    dest=dest if isinstance(dest, str) else None,
+                    uplink=dest["uplink"] if isinstance(dest, dict) else None,
+                    vlan=vlan,
                     direction=session.get("direction", "both"),
                     tap=session.get("tap", "before"),
                     snaplen=int(session.get("snaplen", 0)),

@@ -13,6 +13,7 @@ sources are the other VM ports of its port group, tapped after the firewall both
 
 from __future__ import annotations
 
+import ctypes
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,17 +48,22 @@ class Tap:
 
 @dataclass(frozen=True)
 class Planned:
-    """One session on one host, in port names."""
+    """One session as one host holds it, in port names."""
 
     name: str
-    dest_vm: str
-    dest_port: str
-    sources: tuple[str, ...]  # vSwitch ports
-    source_vms: tuple[str, ...]
+    dest_vm: str | None  # the analyzer VM (None: an uplink destination)
+    dest_port: str | None  # this host's port copies go to: the analyzer's, or the pNIC out
+    sources: tuple[str, ...]  # this host's source ports (vSwitch ports)
+    source_vms: tuple[str, ...]  # every VM of the session, on any host
     taps: int
     snaplen: int = 0
     sample: int = 1
     promisc_mac: str | None = None
+    encap: bool = False  # copies leave encapsulated through pNIC dest_port
+    rx: bool = False  # encapsulated copies from other hosts arrive for dest_port
+    vlan: int = 0
+    outer_dst: str | None = None
+    outer_src: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,33 +90,60 @@ def promiscuous_name(vm: str, nic: int) -> str:
     return f"promiscuous:{vm}.eth{nic}"
 
 
-def _session(topo: Topology, s: MirrorSession) -> Planned:
-    nics = list(dict.fromkeys((vm.name, nic.index) for src in s.sources for vm, nic in topo.mirror_nics(src)))
-    dest = topo.vm(s.dest)
-    return Planned(
+def endpoint_mac(lab: str, endpoint: str) -> str:
+    """The MAC of a mirror endpoint (a host, an uplink destination): never a VM's (no ':' in a VM)."""
+    return model.default_mac(lab, f"mirror:{endpoint}", 0)
+
+
+@dataclass(frozen=True)
+class _Session:
+    """A session before it is split per host: source ports by host."""
+
+    name: str
+    dest_vm: str | None
+    dest_host: str | None
+    dest_port: str | None
+    sources: dict[str, list[str]]
+    source_vms: tuple[str, ...]
+    taps: int
+    snaplen: int = 0
+    sample: int = 1
+    promisc_mac: str | None = None
+    decl: MirrorSession | None = None
+
+
+def _declared(topo: Topology, s: MirrorSession) -> _Session:
+    nics = list(dict.fromkeys((vm, nic.index) for src in s.sources for vm, nic in topo.mirror_nics(src)))
+    by_host: dict[str, list[str]] = {}
+    for vm, index in nics:
+        by_host.setdefault(vm.host, []).append(model.vm_port(vm.name, index))
+    dest = topo.vm(s.dest) if s.dest is not None else None
+    return _Session(
         name=s.name,
-        dest_vm=dest.name,
-        dest_port=model.vm_port(dest.name, dest.nics[0].index),
-        sources=tuple(model.vm_port(vm, index) for vm, index in nics),
-        source_vms=tuple(dict.fromkeys(vm for vm, _ in nics)),
+        dest_vm=dest.name if dest else None,
+        dest_host=dest.host if dest else None,
+        dest_port=model.vm_port(dest.name, dest.nics[0].index) if dest else None,
+        sources=by_host,
+        source_vms=tuple(dict.fromkeys(vm.name for vm, _ in nics)),
         taps=taps_bits(s.direction, s.tap),
         snaplen=s.snaplen,
         sample=s.sample,
+        decl=s,
     )
 
 
-def sessions(topo: Topology) -> list[Planned]:
-    """Every session of the topology, the promiscuous NICs' included, in a stable order."""
-    found = [_session(topo, s) for s in topo.mirrors]
+def _all(topo: Topology) -> list[_Session]:
+    found = [_declared(topo, s) for s in topo.mirrors]
     for vm in topo.vms:
         for nic in (n for n in vm.nics if n.promiscuous):
             group = topo.port_group(vm, nic)
             found.append(
-                Planned(
+                _Session(
                     name=promiscuous_name(vm.name, nic.index),
                     dest_vm=vm.name,
+                    dest_host=vm.host,
                     dest_port=model.vm_port(vm.name, nic.index),
-                    sources=tuple(model.vm_port(o.name, n.index) for o, n in group),
+                    sources={vm.host: [model.vm_port(o.name, n.index) for o, n in group]} if group else {},
                     source_vms=tuple(dict.fromkeys(o.name for o, _ in group)),
                     taps=abi.TAP_OUT_AFTER | abi.TAP_IN_AFTER,
                     promisc_mac=nic.mac,
@@ -119,14 +152,65 @@ def sessions(topo: Topology) -> list[Planned]:
     return found
 
 
-def plan(topo: Topology) -> dict[str, HostPlan]:
-    """Per host: the sessions whose destination is there, and its analyzer ports.
+def sessions(topo: Topology) -> list[Planned]:
+    """Every session of the topology (the promiscuous NICs' included), as its analyzer's host
+    (or, for an uplink destination, its first source host) holds it; in a stable order."""
+    plans = plan(topo)
+    found = []
+    for s in _all(topo):
+        host = s.dest_host or min(s.sources, default=None)
+        held = [p for p in plans[host].sessions if p.name == s.name] if host in plans else []
+        found += held[:1] or [
+            Planned(s.name, s.dest_vm, s.dest_port, (), s.source_vms, s.taps, s.snaplen, s.sample)
+        ]
+    return found
 
-    Validation keeps every source on its destination's host, so a session lives on one host."""
-    vm_host = {vm.name: vm.host for vm in topo.vms}
+
+def _on_host(topo: Topology, s: _Session, host: str) -> Planned | None:
+    local = tuple(s.sources.get(host, ()))
+    common = {
+        "name": s.name,
+        "dest_vm": s.dest_vm,
+        "source_vms": s.source_vms,
+        "taps": s.taps,
+        "snaplen": s.snaplen,
+        "sample": s.sample,
+        "promisc_mac": s.promisc_mac,
+    }
+    route = topo.mirror_path(s.decl) if s.decl is not None else None
+    vlan = s.decl.vlan if s.decl is not None and s.decl.vlan is not None else 0
+    if host == s.dest_host:
+        remote = bool(route and route.out)
+        if not local and not remote:
+            return None
+        own = endpoint_mac(topo.lab, host)
+        return Planned(**common, dest_port=s.dest_port, sources=local, rx=remote, vlan=vlan, outer_dst=own)
+    if not local or route is None:
+        return None
+    pnic = dict(route.out).get(host)
+    if pnic is None:
+        return None
+    if route.into is not None:
+        far = endpoint_mac(topo.lab, route.into[0])
+    else:
+        far = endpoint_mac(topo.lab, s.decl.uplink if s.decl and s.decl.uplink else host)
+    return Planned(
+        **common,
+        dest_port=pnic,
+        sources=local,
+        encap=True,
+        vlan=vlan,
+        outer_dst=far,
+        outer_src=endpoint_mac(topo.lab, host),
+    )
+
+
+def plan(topo: Topology) -> dict[str, HostPlan]:
+    """Per host: its part of every session, and its analyzer ports."""
+    everything = _all(topo)
     result = {}
     for host in topo.hosts:
-        mine = tuple(s for s in sessions(topo) if vm_host[s.dest_vm] == host.name)
+        mine = tuple(p for s in everything if (p := _on_host(topo, s, host.name)) is not None)
         analyzers = tuple(
             model.vm_port(vm.name, nic.index)
             for vm in topo.vms
@@ -172,7 +256,19 @@ def install(
     """Write `new` over `old` on one host: sessions first, then ports, then stale sessions cleared."""
     via = ifindex(MIRROR_PORT[0])
     for s in new.sessions:
-        session = Session(ifindex(s.dest_port), s.taps, s.snaplen, s.sample, s.promisc_mac, via)
+        session = Session(
+            ifindex(str(s.dest_port)),
+            s.taps,
+            s.snaplen,
+            s.sample,
+            s.promisc_mac,
+            via,
+            encap=s.encap,
+            rx=s.rx,
+            vlan=s.vlan,
+            outer_dst=s.outer_dst,
+            outer_src=s.outer_src,
+        )
         if old is None or ids[s.name] not in {(old_ids or {}).get(o.name) for o in old.sessions}:
             mirrors.clear_session(ids[s.name])  # new id: fresh counters
         mirrors.set_session(ids[s.name], session)
@@ -249,15 +345,39 @@ def _running_topology(lab: str) -> Topology:
 def taps(lab: str, session: str | None = None) -> list[Tap]:
     """Where the copies of `session` (all sessions: None) of a running lab can be captured."""
     topo = _running_topology(lab)
-    planned = sessions(topo)
+    found = _all(topo)
     if session is not None:
-        planned = [s for s in planned if s.name == session]
-        if not planned:
+        found = [s for s in found if s.name == session]
+        if not found:
             raise KeyError(session)
     result = []
-    for s in planned:
-        vm = topo.vm(s.dest_vm)
-        index = int(s.dest_port.rsplit("-", 1)[1])
-        nic = next(n for n in vm.nics if n.index == index)
-        result.append(Tap(s.name, model.namespace(lab, vm.name), nic.name, s.source_vms, False))
+    for s in found:
+        if s.dest_vm is not None:
+            vm = topo.vm(s.dest_vm)
+            index = int(str(s.dest_port).rsplit("-", 1)[1])
+            nic = next(n for n in vm.nics if n.index == index)
+            result.append(Tap(s.name, model.namespace(lab, vm.name), nic.name, s.source_vms, False))
+            continue
+        uplink = str(s.decl.uplink) if s.decl is not None else ""
+        if "." in uplink:  # copies leave through a pNIC: capture them there, still tagged
+            host, pnic = uplink.split(".", 1)
+            result.append(Tap(s.name, model.namespace(lab, host), pnic, s.source_vms, True))
+        else:
+            result.append(Tap(s.name, model.namespace(lab, uplink), model.NETWORK_IFNAME, s.source_vms, True))
     return result
+
+
+def decapsulate(frame: bytes) -> tuple[int, str, bytes] | None:
+    """(session id, direction "in"/"out", the copy as the VM sent or received it) of a frame in
+    the mirror encapsulation (untagged, as the analyzer on the physical network receives it);
+    None for any other frame. See ebpf/include/abi.h for the format."""
+    size = ctypes.sizeof(abi.MirrorTrailer)
+    if len(frame) < 14 + size or frame[12:14] != abi.MIRROR_ETHERTYPE.to_bytes(2, "big"):
+        return None
+    tr = abi.MirrorTrailer.from_buffer_copy(frame[-size:])
+    if tr.magic != abi.MIRROR_MAGIC or tr.version != abi.MIRROR_VERSION:
+        return None
+    direction = {abi.MIRROR_DIR_OUT: "out", abi.MIRROR_DIR_IN: "in"}.get(tr.direction)
+    if direction is None:
+        return None
+    return tr.session, direction, bytes(tr.inner) + frame[14:-size]

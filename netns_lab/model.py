@@ -259,11 +259,25 @@ class MirrorSession:
 
     name: str
     sources: tuple[MirrorSource, ...]
-    dest: str
+    dest: str | None  # the analyzer VM; None: ``uplink``
     direction: MirrorDirection = "both"
     tap: TapPoint = "before"
     snaplen: int = 0  # 0: whole frames
     sample: int = 1  # copy 1 frame in N
+    uplink: str | None = None  # an analyzer on the physical network: a network, or HOST.PNIC
+    vlan: int | None = None  # the mirror VLAN of copies that leave their host
+
+
+@dataclass(frozen=True)
+class MirrorPath:
+    """How the copies of a session cross the physical network: out of a pNIC of each source
+    host (``out``: host -> pNIC), through ``switch``, into ``into`` (host, pNIC) of the analyzer's
+    host, or to network ``network``. Empty ``out``: every source is on the analyzer's host."""
+
+    switch: str | None = None
+    out: tuple[tuple[str, str], ...] = ()
+    into: tuple[str, str] | None = None
+    network: str | None = None
 
 
 @dataclass(frozen=True)
@@ -315,7 +329,8 @@ class Topology:
         """The VLAN profile of a vSwitch's uplink: as declared, else what its ports need."""
         vs = self.host(host).vswitch(vswitch)
         vlans = [vlan for _, vlan in self.vswitch_ports(host, vswitch)]
-        trunk = vs.trunk if vs.trunk is not None else frozenset(v for v in vlans if v is not None)
+        mirror = frozenset(v for up in vs.uplinks for v in self.mirror_vlans(host, up))
+        trunk = vs.trunk if vs.trunk is not None else frozenset(v for v in vlans if v is not None) | mirror
         untagged = vs.untagged if vs.untagged is not None else (None in vlans or not trunk)
         return PortProfile(trunk=trunk, untagged=untagged)
 
@@ -382,6 +397,51 @@ class Topology:
             if nic.vlan == source.vlan
             and (source.vswitch is None or source.vswitch == (vm.host, nic.vswitch))
         ]
+
+    def mirror_path(self, s: MirrorSession) -> MirrorPath | None:
+        """The path of a session's encapsulated copies; None when no switch joins its hosts."""
+        hosts = {vm.host for src in s.sources for vm, _ in self.mirror_nics(src)}
+        if s.dest is not None:
+            dest_host = next((vm.host for vm in self.vms if vm.name == s.dest), None)
+            hosts.discard(dest_host)  # type: ignore[arg-type]
+            if not hosts:
+                return MirrorPath()
+            for pnic in self._uplink_pnics(dest_host):
+                out = [next(iter(self._uplink_pnics(h, pnic.switch)), None) for h in sorted(hosts)]
+                if all(out):
+                    pairs = tuple((h, p.name) for h, p in zip(sorted(hosts), out, strict=True) if p)
+                    return MirrorPath(pnic.switch, pairs, (str(dest_host), pnic.name))
+            return None
+        uplink = str(s.uplink)
+        if "." in uplink:
+            host, pnic_name = uplink.split(".", 1)
+            pnic = next((p for p in self._uplink_pnics(host) if p.name == pnic_name), None)
+            return MirrorPath(pnic.switch, ((host, pnic.name),)) if pnic and hosts <= {host} else None
+        network = next((n for n in self.networks if n.name == uplink), None)
+        if network is None:
+            return None
+        out = [next(iter(self._uplink_pnics(h, network.switch)), None) for h in sorted(hosts)]
+        if not all(out):
+            return None
+        pairs = tuple((h, p.name) for h, p in zip(sorted(hosts), out, strict=True) if p)
+        return MirrorPath(network.switch, pairs, network=network.name)
+
+    def _uplink_pnics(self, host: str | None, switch: str | None = None) -> list[PNic]:
+        """A host's pNICs that are vSwitch uplinks (they run the dataplane), on `switch` if given."""
+        h = next((h for h in self.hosts if h.name == host), None)
+        if h is None:
+            return []
+        uplinks = {u for vs in h.vswitches for u in vs.uplinks}
+        return [p for p in h.pnics if p.name in uplinks and switch in (None, p.switch)]
+
+    def mirror_vlans(self, host: str, pnic: str) -> frozenset[int]:
+        """Mirror VLANs whose copies cross `pnic` of `host`."""
+        found = set()
+        for s in self.mirrors:
+            path = self.mirror_path(s) if s.vlan is not None else None
+            if path is not None and ((host, pnic) in path.out or path.into == (host, pnic)):
+                found.add(s.vlan)
+        return frozenset(found)  # type: ignore[arg-type]
 
     def port_group(self, vm: Vm, nic: Nic) -> list[tuple[Vm, Nic]]:
         """The other VM NICs of a NIC's port group: its VLAN (or untagged) on its vSwitch."""

@@ -236,8 +236,23 @@ struct nlab_fw_event {
 
 /* Session flags. */
 #define NLAB_MIRROR_F_PROMISC 0x1  /* a promiscuous NIC: skip frames it sends or gets anyway */
+#define NLAB_MIRROR_F_ENCAP   0x2  /* copies leave encapsulated through pNIC `dest` (remote, uplink) */
+#define NLAB_MIRROR_F_RX      0x4  /* encapsulated copies arriving on an uplink go to port `dest` */
 
-/* A copy carries skb->mark = NLAB_MIRROR_MARK | session id from the tap to the destination
+/* The mirror encapsulation, for copies that cross the physical network (RSPAN-like): the copy's
+ * first 14 bytes (its MACs and EtherType) are moved to a trailer and replaced by an outer
+ * header owned by the mirror endpoints, never a VM's MACs; the frame travels tagged with the
+ * session's mirror VLAN.
+ *   [outer dst 6][outer src 6][0x88B5][copy from byte 14 on][copy's first 14 bytes][hdr 12]
+ * 0x88B5 is the IEEE 802 local experimental EtherType. */
+#define NLAB_MIRROR_ETHERTYPE 0x88B5
+#define NLAB_MIRROR_MAGIC     0x4e4c4d52  /* "NLMR" */
+#define NLAB_MIRROR_VERSION   1
+/* Direction of a copy (seen from the VM), in the mark's bits 8..9 and in the trailer. */
+#define NLAB_MIRROR_DIR_OUT 1
+#define NLAB_MIRROR_DIR_IN  2
+
+/* A copy carries skb->mark = NLAB_MIRROR_MARK | direction << 8 | session id from the tap to the destination
  * port's egress program, which lets it pass (and clears the mark). A mark never crosses a
  * namespace (veth scrubs it), so a VM cannot forge one. */
 #define NLAB_MIRROR_MARK      0x4e4d0000
@@ -260,8 +275,22 @@ struct nlab_mirror_session {
     __u32 sample;     /* keep 1 in N; 0 or 1: every frame */
     __u8  taps;       /* NLAB_TAP_* of this session */
     __u8  flags;      /* NLAB_MIRROR_F_* */
-    __u8  dest_mac[6];
+    __u8  dest_mac[6];  /* a promiscuous NIC's MAC */
+    __u16 vlan;       /* ENCAP, RX: the mirror VLAN */
+    __u8  outer_dst[6]; /* ENCAP: the far endpoint's MAC; RX: this host's mirror MAC */
+    __u8  outer_src[6]; /* ENCAP: this host's mirror MAC */
+    __u16 _pad;
 };
+
+/* The tail of an encapsulated copy. */
+struct nlab_mirror_trailer {
+    __u8   inner[14];   /* the copy's own MACs and EtherType */
+    __u8   version;
+    __u8   direction;   /* NLAB_MIRROR_DIR_* */
+    __be16 session;
+    __be32 orig_len;    /* the frame's length before snaplen */
+    __be32 magic;
+} __attribute__((packed));  /* 26 bytes on the wire */
 
 struct nlab_mirror_stats {
     __u64 packets;    /* copies sent */

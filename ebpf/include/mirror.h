@@ -105,7 +105,8 @@ static __always_inline void mirror_copy(struct mirror_ctx *c)
 
     if (!mirror_wants(c, st))
         return;
-    c->skb->mark = NLAB_MIRROR_MARK | c->id;
+    __u32 dir = c->tap & (NLAB_TAP_OUT_BEFORE | NLAB_TAP_OUT_AFTER) ? NLAB_MIRROR_DIR_OUT : NLAB_MIRROR_DIR_IN;
+    c->skb->mark = NLAB_MIRROR_MARK | dir << 8 | c->id;
     long err = bpf_clone_redirect(c->skb, c->s->ifindex, 0);
     c->skb->mark = mark;
     if (!st)
@@ -141,21 +142,89 @@ static __always_inline void mirror_tap(struct __sk_buff *skb, __u32 tap)
     }
 }
 
-/* The far end of the host's mirror port: a copy to truncate, then to send to its destination. */
+/* Wrap a copy in the mirror encapsulation (see abi.h) and tag it with the mirror VLAN.
+ * Packet pointers are invalid afterwards. */
+static __always_inline int mirror_encapsulate(struct __sk_buff *skb, const struct nlab_mirror_session *s,
+                                              __u32 mark, __u32 orig_len)
+{
+    struct nlab_mirror_trailer tr = {
+        .version = NLAB_MIRROR_VERSION,
+        .direction = (mark >> 8) & 3,
+        .session = bpf_htons(mark & 0xff),
+        .orig_len = bpf_htonl(orig_len),
+        .magic = bpf_htonl(NLAB_MIRROR_MAGIC),
+    };
+    __be16 proto = bpf_htons(NLAB_MIRROR_ETHERTYPE);
+    __u32 len = skb->len;
+
+    if (len < 14 || len > 0xffff || bpf_skb_load_bytes(skb, 0, tr.inner, 14))
+        return -1;
+    if (bpf_skb_change_tail(skb, len + sizeof(tr), 0))
+        return -1;
+    if (bpf_skb_store_bytes(skb, len, &tr, sizeof(tr), 0) ||
+        bpf_skb_store_bytes(skb, 0, (void *)s->outer_dst, 6, 0) ||
+        bpf_skb_store_bytes(skb, 6, (void *)s->outer_src, 6, 0) ||
+        bpf_skb_store_bytes(skb, 12, &proto, 2, 0))
+        return -1;
+    return bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), s->vlan) ? -1 : 0;
+}
+
+/* The far end of the host's mirror port: a copy to truncate and send to its destination port,
+ * or to encapsulate and send out of a pNIC. */
 static __always_inline int mirror_port_forward(struct __sk_buff *skb)
 {
-    if ((skb->mark & NLAB_MIRROR_MARK_MASK) != NLAB_MIRROR_MARK)
+    __u32 mark = skb->mark;
+
+    if ((mark & NLAB_MIRROR_MARK_MASK) != NLAB_MIRROR_MARK)
         return TC_ACT_SHOT;
-    __u32 id = skb->mark & 0xffff;
+    __u32 id = mark & 0xff;
     const struct nlab_mirror_session *s = id < NLAB_MAX_MIRRORS ? map_mirror_session(&id) : NULL;
     if (!s || !s->dest)
         return TC_ACT_SHOT;
-    if (s->snaplen && skb->len > s->snaplen && bpf_skb_change_tail(skb, s->snaplen, 0)) {
+    __u32 len = skb->len;
+    int failed = s->snaplen && len > s->snaplen && bpf_skb_change_tail(skb, s->snaplen, 0);
+    if (!failed && (s->flags & NLAB_MIRROR_F_ENCAP))
+        failed = mirror_encapsulate(skb, s, mark, len) < 0;
+    if (failed) {
         struct nlab_mirror_stats *st = map_mirror_stats(&id);
         if (st)
             st->dropped++;
         return TC_ACT_SHOT;
     }
+    return bpf_redirect(s->dest, 0);
+}
+
+/* Is this frame, arrived on an uplink of a hypervisor, in the mirror encapsulation? */
+static __always_inline int mirror_encapsulated(struct __sk_buff *skb)
+{
+    struct ethhdr *eth = eth_header(skb);
+
+    return eth && skb->vlan_present && eth->h_proto == bpf_htons(NLAB_MIRROR_ETHERTYPE);
+}
+
+/* An encapsulated copy for an analyzer of this host: restore it byte for byte, deliver it to
+ * the analyzer's port. Copies for other hosts (the mirror VLAN floods) end here. */
+static __always_inline int mirror_receive(struct __sk_buff *skb)
+{
+    struct nlab_mirror_trailer tr;
+    __u32 len = skb->len;
+
+    if (len < 14 + sizeof(tr) || len > 0xffff || bpf_skb_load_bytes(skb, len - sizeof(tr), &tr, sizeof(tr)))
+        return TC_ACT_SHOT;
+    __u32 id = bpf_ntohs(tr.session);
+    const struct nlab_mirror_session *s = id < NLAB_MAX_MIRRORS ? map_mirror_session(&id) : NULL;
+    struct ethhdr *eth = eth_header(skb);
+    if (!s || !eth || !(s->flags & NLAB_MIRROR_F_RX) || tr.magic != bpf_htonl(NLAB_MIRROR_MAGIC) ||
+        (skb->vlan_tci & 0x0fff) != s->vlan || !mac_same(eth->h_dest, s->outer_dst))
+        return TC_ACT_SHOT;
+    struct nlab_mirror_stats *st = map_mirror_stats(&id);
+    if (bpf_skb_vlan_pop(skb) || bpf_skb_store_bytes(skb, 0, tr.inner, 14, 0) ||
+        bpf_skb_change_tail(skb, len - sizeof(tr), 0)) {
+        if (st)
+            st->dropped++;
+        return TC_ACT_SHOT;
+    }
+    skb->mark = NLAB_MIRROR_MARK | (tr.direction & 3) << 8 | id;
     return bpf_redirect(s->dest, 0);
 }
 

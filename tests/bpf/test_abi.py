@@ -61,6 +61,13 @@ CONSTANTS = {
     "NLAB_MIRROR_MARK": abi.MIRROR_MARK,
     "NLAB_MIRROR_MARK_MASK": abi.MIRROR_MARK_MASK,
     "NLAB_MIRROR_DELIVER": abi.MIRROR_DELIVER,
+    "NLAB_MIRROR_F_ENCAP": abi.MIRROR_F_ENCAP,
+    "NLAB_MIRROR_F_RX": abi.MIRROR_F_RX,
+    "NLAB_MIRROR_ETHERTYPE": abi.MIRROR_ETHERTYPE,
+    "NLAB_MIRROR_MAGIC": abi.MIRROR_MAGIC,
+    "NLAB_MIRROR_VERSION": abi.MIRROR_VERSION,
+    "NLAB_MIRROR_DIR_OUT": abi.MIRROR_DIR_OUT,
+    "NLAB_MIRROR_DIR_IN": abi.MIRROR_DIR_IN,
 }
 # structs of abi.h -> their Python mirror
 STRUCTS = {
@@ -69,6 +76,7 @@ STRUCTS = {
     "nlab_mirror_port": abi.MirrorPort,
     "nlab_mirror_session": abi.MirrorSession,
     "nlab_mirror_stats": abi.MirrorStats,
+    "nlab_mirror_trailer": abi.MirrorTrailer,
     "nlab_vnic": abi.Vnic,
     "nlab_addr_key": abi.AddrKey,
     "nlab_ct_key": abi.CtKey,
