@@ -202,20 +202,24 @@ static __always_inline int mirror_encapsulated(struct __sk_buff *skb)
     return eth && skb->vlan_present && eth->h_proto == bpf_htons(NLAB_MIRROR_ETHERTYPE);
 }
 
-/* An encapsulated copy for an analyzer of this host: restore it byte for byte, deliver it to
- * the analyzer's port. Copies for other hosts (the mirror VLAN floods) end here. */
+/* A frame of EtherType 0x88B5 arrived on an uplink. A copy of a session of this host's in its
+ * mirror VLAN: restored byte for byte and delivered to the analyzer's port, or dropped when it is
+ * for another host (the mirror VLAN floods). Anything else (0x88B5 is anyone's experimental
+ * EtherType) goes on as an ordinary frame: TC_ACT_OK. */
 static __always_inline int mirror_receive(struct __sk_buff *skb)
 {
     struct nlab_mirror_trailer tr;
     __u32 len = skb->len;
 
     if (len < 14 + sizeof(tr) || len > 0xffff || bpf_skb_load_bytes(skb, len - sizeof(tr), &tr, sizeof(tr)))
-        return TC_ACT_SHOT;
+        return TC_ACT_OK;
     __u32 id = bpf_ntohs(tr.session);
     const struct nlab_mirror_session *s = id < NLAB_MAX_MIRRORS ? map_mirror_session(&id) : NULL;
     struct ethhdr *eth = eth_header(skb);
-    if (!s || !eth || !(s->flags & NLAB_MIRROR_F_RX) || tr.magic != bpf_htonl(NLAB_MIRROR_MAGIC) ||
-        (skb->vlan_tci & 0x0fff) != s->vlan || !mac_same(eth->h_dest, s->outer_dst))
+    if (!s || !eth || !(s->flags & (NLAB_MIRROR_F_RX | NLAB_MIRROR_F_ENCAP)) || !s->vlan ||
+        tr.magic != bpf_htonl(NLAB_MIRROR_MAGIC) || (skb->vlan_tci & 0x0fff) != s->vlan)
+        return TC_ACT_OK;
+    if (!(s->flags & NLAB_MIRROR_F_RX) || !mac_same(eth->h_dest, s->outer_dst))
         return TC_ACT_SHOT;
     struct nlab_mirror_stats *st = map_mirror_stats(&id);
     if (bpf_skb_vlan_pop(skb) || bpf_skb_store_bytes(skb, 0, tr.inner, 14, 0) ||
