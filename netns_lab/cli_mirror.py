@@ -95,14 +95,14 @@ def _print(cmd: str, doc: dict[str, Any]) -> None:
         print(f"lab {doc['lab']}: no mirror sessions")
         return
     head = ("session", "sources", "dest", "dir", "tap", "packets", "bytes", "dropped")
-    print("{:<24} {:<20} {:<12} {:<5} {:<7} {:>9} {:>11} {:>8}".format(*head))
+    print("{:<24} {:<20} {:<16} {:<5} {:<7} {:>9} {:>11} {:>8}".format(*head))
     for s in doc["sessions"]:
         c = s["counters"]
         extra = "".join(
             f" {k}={v}" for k, v in (("snaplen", s["snaplen"]), ("sample", s["sample"])) if v not in (None, 1)
         )
         print(
-            f"{s['name']:<24} {','.join(s['sources']):<20} {s['dest']:<12} {s['direction']:<5} {s['tap']:<7}"
+            f"{s['name']:<24} {','.join(s['sources']):<20} {s['dest']:<16} {s['direction']:<5} {s['tap']:<7}"
             f" {c['packets']:>9} {c['bytes']:>11} {c['dropped']:>8}{extra}"
         )
 
