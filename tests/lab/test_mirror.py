@@ -311,3 +311,14 @@ def test_analyzer_on_the_physical_network_gets_encapsulated_copies(lab: Lab) -> 
     assert on_monitor == []
     after = session_counters(lab)["app1-wire"]
     assert after["packets"] - before["packets"] >= 2 * N and after["dropped"] == 0
+
+
+def test_taps_say_where_each_session_can_be_captured(lab: Lab) -> None:
+    taps = {t.session: t for t in mirror.taps(lab.name)}
+    assert taps["web1-ids"] == mirror.Tap("web1-ids", lab.ns("analyzer"), "eth0", ("web1",), False)
+    assert taps["web1-remote"] == mirror.Tap("web1-remote", lab.ns("ids2"), "eth0", ("web1",), False)
+    assert taps["app1-wire"] == mirror.Tap("app1-wire", lab.ns("monitor"), "eth0", ("app1",), True)
+    assert taps["promiscuous:sniff.eth0"].namespace == lab.ns("sniff")
+    assert mirror.taps(lab.name, "web1-ids") == [taps["web1-ids"]]
+    with pytest.raises(KeyError):
+        mirror.taps(lab.name, "nope")
