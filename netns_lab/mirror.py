@@ -295,6 +295,7 @@ class LiveMirrors(fwlive.LiveFirewall):
         super().__init__(lab)
         self.ids = read_ids(self.state.dir)  # type: ignore[union-attr]
         self._new_ids = self.ids
+        self._plans_old = plan(self.topo)
 
     def change(self, edit: Callable[[dict[str, Any]], None]) -> Topology:
         self._plans_old = plan(self.topo)
