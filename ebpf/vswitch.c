@@ -233,7 +233,7 @@ int port_to_vm(struct __sk_buff *skb)
     return verdict(skb, len, NLAB_DIR_EGRESS, rc ? rc : to_vm(skb));
 }
 
-/* attach: TC ingress of the far end of a hypervisor's mirror port (truncated copies) */
+/* attach: TC ingress of mirror1, the far end of a hypervisor's mirror port (copies to truncate or encapsulate) */
 int mirror_port_rx(struct __sk_buff *skb)
 {
     return mirror_port_forward(skb);
