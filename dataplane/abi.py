@@ -19,6 +19,7 @@ POLICY_FIXED_BITS = 80
 IPCACHE_FIXED_BITS = 16
 NR_DIRS = 2
 CB_VLAN = 0
+CB_MIRROR = 1
 NO_VLAN = 0xFFFF
 
 
@@ -49,6 +50,8 @@ class Reason(enum.IntEnum):
     FRAG_DUP = 23
     L3_MALFORMED = 24
     UNSUPPORTED = 25
+    ANALYZER_TX = 26
+    ANALYZER_RX = 27
 
     @property
     def label(self) -> str:
@@ -82,6 +85,8 @@ REASON_TEXT = {
     Reason.FRAG_DUP: "duplicate first fragment",
     Reason.L3_MALFORMED: "malformed IP header",
     Reason.UNSUPPORTED: "protocol the firewall does not pass (not IP or ARP)",
+    Reason.ANALYZER_TX: "sent by a receive-only analyzer port",
+    Reason.ANALYZER_RX: "towards an analyzer port but not a mirror copy",
 }
 
 
@@ -238,4 +243,72 @@ class FwEvent(ctypes.Structure):
         ("reason", ctypes.c_uint8),
         ("direction", ctypes.c_uint8),
         ("_pad", ctypes.c_uint8),
+    )
+
+
+# ---- port mirroring ----
+MAX_MIRRORS = 64
+MIRROR_PER_PORT = 8
+TAP_OUT_BEFORE = 0x1
+TAP_OUT_AFTER = 0x2
+TAP_IN_BEFORE = 0x4
+TAP_IN_AFTER = 0x8
+MIRROR_PORT_ANALYZER = 0x1
+MIRROR_F_PROMISC = 0x1
+MIRROR_F_ENCAP = 0x2
+MIRROR_F_RX = 0x4
+MIRROR_ETHERTYPE = 0x88B5
+MIRROR_MAGIC = 0x4E4C4D52
+MIRROR_VERSION = 1
+MIRROR_DIR_OUT = 1
+MIRROR_DIR_IN = 2
+MIRROR_MARK = 0x4E4D0000
+MIRROR_MARK_MASK = 0xFFFF0000
+MIRROR_DELIVER = 0x10000
+
+
+class MirrorPort(ctypes.Structure):
+    _fields_ = (
+        ("taps", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("nr", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+        ("session", ctypes.c_uint8 * MIRROR_PER_PORT),
+    )
+
+
+class MirrorSession(ctypes.Structure):
+    _fields_ = (
+        ("ifindex", ctypes.c_uint32),
+        ("dest", ctypes.c_uint32),
+        ("snaplen", ctypes.c_uint32),
+        ("sample", ctypes.c_uint32),
+        ("taps", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("dest_mac", ctypes.c_uint8 * 6),
+        ("vlan", ctypes.c_uint16),
+        ("outer_dst", ctypes.c_uint8 * 6),
+        ("outer_src", ctypes.c_uint8 * 6),
+        ("_pad", ctypes.c_uint16),
+    )
+
+
+class MirrorTrailer(ctypes.BigEndianStructure):
+    _pack_ = 1
+    _fields_ = (
+        ("inner", ctypes.c_uint8 * 14),
+        ("version", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("session", ctypes.c_uint16),
+        ("orig_len", ctypes.c_uint32),
+        ("magic", ctypes.c_uint32),
+    )
+
+
+class MirrorStats(ctypes.Structure):
+    _fields_ = (
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+        ("dropped", ctypes.c_uint64),
+        ("skipped", ctypes.c_uint64),
     )

@@ -2,7 +2,7 @@
 
 `Compiled` is the contents `fwpolicy.compile` produces; `encode` turns it into ctypes pairs for
 the kernel; `Maps` replays the same bytes through `LpmTrie`, a model of the kernel's LPM lookup,
-so `Compiled.lookup` decides exactly as the program will; `diff` plans a live update. Also here:
+so `Compiled.lookup` decides exactly as the program will; `diff` lists the writes between two. Also here:
 the cover of a port range by aligned power-of-two blocks and the partition of ranked ranges.
 
 Every LPM key starts with `__u32 prefixlen` in host order (struct bpf_lpm_trie_key_hdr); the
@@ -401,56 +401,19 @@ def _order(net: IPv4Network | IPv6Network) -> tuple[int, int]:
     return net.version, int(net.network_address)
 
 
-def _denies(value: object) -> bool:
-    return value == "deny" or (isinstance(value, Verdict) and not value.allowed)
-
-
-class Plan(NamedTuple):
-    """A live update in three stages; write them in order, each stage's writes in order.
-
-    tighten: every state allows a subset of what the old policy allows (new denies go in, stale
-             allows go out; defaults become the stricter of old and new).
-    switch:  ipcache moves addresses to their new identities; each address has its old or its new
-             identity at every moment, and each packet is allowed only if the old or the new
-             policy allows it — but not as a whole one or the other, as addresses move one by one.
-    loosen:  every state allows a subset of what the new policy allows (new allows go in, stale
-             denies go out, defaults become the new ones).
-    When the ipcache does not change, the state between tighten and loosen allows a subset of
-    what both policies allow. Only a switch between two complete map sets (the generation scheme
-    of the program) makes the whole update one atomic step.
-    """
-
-    tighten: tuple[Write, ...]
-    switch: tuple[Write, ...]
-    loosen: tuple[Write, ...]
-
-    @property
-    def writes(self) -> tuple[Write, ...]:
-        return self.tighten + self.switch + self.loosen
-
-
 class Diff(NamedTuple):
     """The writes that turn the old maps into the new ones: `upserts` (defaults, policy, then ipcache
     longest prefix first) and `deletes` (ipcache shortest prefix first, then policy, defaults).
 
     Those orders keep each address at its old or its new identity, never a third one, and write an
-    identity's rows before any address points to it. Upserts-then-deletes alone still lets a packet
-    meet new rows under its old identity, a verdict neither policy gives; `plan()` orders the same
-    writes so that it cannot (see `Plan`).
+    identity's rows before any address points to it. Written one by one, the writes still let a
+    packet meet a mix of old and new rows (with the wildcard identity, an old row under one identity
+    against a new row under the other): a live update is written into the spare generation and
+    switched on by one write instead (`dataplane.firewall.Firewall.install`).
     """
 
     upserts: tuple[Write, ...]
     deletes: tuple[Write, ...]
-
-    def plan(self) -> Plan:
-        rows = [w for w in self.upserts if w.map != "ipcache"]
-        gone = [w for w in self.deletes if w.map != "ipcache"]
-        tighten = [w for w in rows if _denies(w.value)] + [w for w in gone if not _denies(w.old)]
-        loosen = [w for w in rows if w.map == "policy" and not _denies(w.value)]
-        loosen += [w for w in gone if _denies(w.old)]
-        loosen += [w for w in rows if w.map == "defaults" and not _denies(w.value)]
-        switch = [w for w in self.upserts + self.deletes if w.map == "ipcache"]
-        return Plan(tuple(tighten), tuple(switch), tuple(loosen))
 
 
 def diff(old: Compiled, new: Compiled) -> Diff:

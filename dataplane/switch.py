@@ -18,10 +18,20 @@ from pathlib import Path
 from dataplane import abi, bpf, syscalls, tc
 from dataplane.abi import Direction, Reason
 from dataplane.firewall import FIREWALL_MAPS, Firewall
+from dataplane.mirror import Mirrors
 
 SOURCE = "vswitch.c"
-PROGRAMS = ("vlan_from_port", "vlan_to_port", "port_from_vm", "port_to_vm", "ct_reap", "nlab_empty")
-MAPS = ("ports", "counters", *FIREWALL_MAPS)
+PROGRAMS = (
+    "vlan_from_port",
+    "vlan_to_port",
+    "port_from_vm",
+    "port_to_vm",
+    "mirror_port_rx",
+    "ct_reap",
+    "nlab_empty",
+)
+MIRROR_MAPS = ("mirror_ports", "mirror_sessions", "mirror_stats")
+MAPS = ("ports", "counters", *FIREWALL_MAPS, *MIRROR_MAPS)
 # a physical switch has no VM ports: no port security, no firewall (-DNLAB_SWITCH_ONLY)
 SWITCH_PROGRAMS = ("vlan_from_port", "vlan_to_port", "nlab_empty")
 SWITCH_MAPS = ("ports", "counters")
@@ -138,6 +148,15 @@ class SwitchDataplane:
     @property
     def firewall(self) -> Firewall:
         return Firewall(self.maps, self.programs["ct_reap"])
+
+    @property
+    def mirrors(self) -> Mirrors:
+        return Mirrors(self.maps)
+
+    def attach_mirror_port(self, sock: socket.socket, ifindex: int) -> None:
+        """The far end of a host's mirror port (a veth pair): truncates copies, sends them on."""
+        tc.add_clsact(sock, ifindex)
+        tc.attach(sock, ifindex, "ingress", self.programs["mirror_port_rx"], "mirror_port_rx")
 
     @staticmethod
     def detach(sock: socket.socket, ifindex: int) -> None:

@@ -77,12 +77,15 @@ class Result:
         return self.retval == TC_ACT_SHOT
 
 
-def run(prog_fd: int, frame: bytes, ifindex: int = 1, repeat: int = 1, cb: tuple[int, ...] = ()) -> Result:
+def run(
+    prog_fd: int, frame: bytes, ifindex: int = 1, repeat: int = 1, cb: tuple[int, ...] = (), mark: int = 0
+) -> Result:
     """Run the program `repeat` times on `frame`; ns_per_run is the kernel's mean per run."""
     data_in = ctypes.create_string_buffer(frame, len(frame))
     data_out = ctypes.create_string_buffer(len(frame) + 64)
     ctx_in, ctx_out = SkBuff(), SkBuff()
     ctx_in.ifindex = ifindex
+    ctx_in.mark = mark
     for i, word in enumerate(cb):
         ctx_in.cb[i] = word
     opts = syscalls.TestRunOpts(

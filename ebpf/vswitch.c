@@ -75,8 +75,21 @@ static __always_inline struct nlab_fw_event *map_event_reserve(void)
 static __always_inline void map_event_submit(struct nlab_fw_event *ev) { fw_events.ringbuf_submit(ev, 0); }
 static __always_inline u64 *map_events_lost(__u32 *idx) { return events_lost.lookup(idx); }
 
+/* ---- port mirroring (NIST 5) ---- */
+/* Mirror taps and sessions of a port by ifindex; all zero: not mirrored (one inlined lookup). */
+BPF_ARRAY(mirror_ports, struct nlab_mirror_port, NLAB_MAX_IFINDEX);
+/* Sessions by id (1..NLAB_MAX_MIRRORS-1): destination, snaplen, sampling, taps. */
+BPF_ARRAY(mirror_sessions, struct nlab_mirror_session, NLAB_MAX_MIRRORS);
+/* Copies sent, dropped and sampled out per session; per-CPU: no atomics on the copy path. */
+BPF_PERCPU_ARRAY(mirror_stats, struct nlab_mirror_stats, NLAB_MAX_MIRRORS);
+
+static __always_inline struct nlab_mirror_port *map_mirror_port(__u32 *idx) { return mirror_ports.lookup(idx); }
+static __always_inline struct nlab_mirror_session *map_mirror_session(__u32 *id) { return mirror_sessions.lookup(id); }
+static __always_inline struct nlab_mirror_stats *map_mirror_stats(__u32 *id) { return mirror_stats.lookup(id); }
+
 #include "portsec.h"
 #include "fw.h"
+#include "mirror.h"
 #endif /* !NLAB_SWITCH_ONLY */
 
 /* The one exit of every program: count the verdict, turn a negative reason into a drop. */
@@ -219,9 +232,11 @@ static __always_inline int from_vm(struct __sk_buff *skb)
                                                                : trunk_check(skb, port, eth, vlan, NLAB_DIR_INGRESS);
     if ((port->flags & NLAB_PORT_F_GUARD) && is_control_frame(eth))
         return -NLAB_DROP_CONTROL_FRAME;
+    mirror_tap(skb, NLAB_TAP_OUT_BEFORE);
     int rc = vnic_firewall(skb, NLAB_FW_OUT);
     if (rc < 0)
         return rc;
+    mirror_tap(skb, NLAB_TAP_OUT_AFTER);
     eth = eth_header(skb);  /* revalidate after the helper calls of the firewall */
     if (!eth)
         return -NLAB_DROP_MALFORMED;
@@ -237,24 +252,36 @@ static __always_inline int to_vm(struct __sk_buff *skb)
 
     if (vlan < 0)
         return vlan;
+    mirror_tap(skb, NLAB_TAP_IN_BEFORE);
     int rc = vnic_firewall(skb, NLAB_FW_IN);
-    return rc < 0 ? rc : vlan;
+    if (rc < 0)
+        return rc;
+    mirror_tap(skb, NLAB_TAP_IN_AFTER);
+    return vlan;
 }
 
 /* attach: TC ingress of a VM's vSwitch port (frames from the VM) */
 int port_from_vm(struct __sk_buff *skb)
 {
     __u32 len = skb->len;
+    int rc = mirror_enter(skb, NLAB_DIR_INGRESS);
 
-    return verdict(skb, len, NLAB_DIR_INGRESS, from_vm(skb));
+    return verdict(skb, len, NLAB_DIR_INGRESS, rc ? rc : from_vm(skb));
 }
 
 /* attach: TC egress of a VM's vSwitch port (frames to the VM) */
 int port_to_vm(struct __sk_buff *skb)
 {
     __u32 len = skb->len;
+    int rc = mirror_enter(skb, NLAB_DIR_EGRESS);
 
-    return verdict(skb, len, NLAB_DIR_EGRESS, to_vm(skb));
+    return verdict(skb, len, NLAB_DIR_EGRESS, rc ? rc : to_vm(skb));
+}
+
+/* attach: TC ingress of mirror1, the far end of a hypervisor's mirror port (copies to truncate or encapsulate) */
+int mirror_port_rx(struct __sk_buff *skb)
+{
+    return mirror_port_forward(skb);
 }
 
 /* not attached: user space runs it through BPF_PROG_TEST_RUN on a struct nlab_ct_reap to delete
@@ -288,8 +315,13 @@ int ct_reap(struct __sk_buff *skb)
 int vlan_from_port(struct __sk_buff *skb)
 {
     __u32 len = skb->len;
+    int act = verdict(skb, len, NLAB_DIR_INGRESS, classify(skb, NLAB_DIR_INGRESS));
 
-    return verdict(skb, len, NLAB_DIR_INGRESS, classify(skb, NLAB_DIR_INGRESS));
+#ifndef NLAB_SWITCH_ONLY
+    if (act == TC_ACT_OK && mirror_encapsulated(skb))  /* a hypervisor's uplink: remote mirror copies */
+        return mirror_receive(skb);
+#endif
+    return act;
 }
 
 /* attach: TC egress of every switch port (frames from the switch out to the port's device) */

@@ -21,8 +21,9 @@ from pathlib import Path
 from dataplane import fwpolicy, tc
 from dataplane.bpf import LoadError
 from dataplane.firewall import Settings
+from dataplane.mirror import MIRROR_PORT
 from dataplane.switch import PortError, SwitchDataplane
-from netns_lab import firewall, model, ports, sweeper, teardown
+from netns_lab import firewall, mirror, model, ports, sweeper, teardown
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.model import Host, Network, Switch, Topology, Vm
@@ -108,6 +109,7 @@ class Builder:
         self._undo = contextlib.ExitStack()
         # VM ports by interface name (names are unique within a host namespace)
         self._vnics = {model.vm_port(vm.name, nic.index): (vm, nic) for vm in topo.vms for nic in vm.nics}
+        self._mirror_ids = mirror.assign_ids((s.name for s in mirror.sessions(topo)), {})
 
     def build(self) -> None:
         steps = list(self.plan())
@@ -143,6 +145,7 @@ class Builder:
             yield Step(f"host {host.name}", lambda h=host: self._host(h))
             for vm in (vm for vm in t.vms if vm.host == host.name):
                 yield Step(f"vm {vm.name}", lambda v=vm: self._vm(v))
+            yield Step(f"mirrors {host.name}", lambda h=host: self._mirrors(h))
 
     # -- helpers -------------------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -221,6 +224,8 @@ class Builder:
         self._dataplanes[node].firewall.set_vnic(
             ifindex, nic.mac, v.endpoint, v.port_security, v.any_source, v.endpoint != 0, v.addresses
         )
+        if vm.role == "analyzer":  # receive-only from its first frame on
+            self._dataplanes[node].mirrors.set_port(ifindex, (), analyzer=True)
         return True
 
     def _attach(self, node: str, ifname: str) -> None:
@@ -275,6 +280,26 @@ class Builder:
             nl.up(pnic.name)
         for vmknic in host.vmknics:
             self._vmknic(host, vmknic)
+        self._mirror_port(host)
+
+    def _mirror_port(self, host: Host) -> None:
+        """A veth pair inside the host that copies to be truncated cross (see ebpf/include/mirror.h)."""
+        nl = self._sock(host.name)
+        nl.veth(MIRROR_PORT[0], MIRROR_PORT[1], self.ns(host.name), up=True)
+        nl.up(MIRROR_PORT[1])
+        dp = self._dataplanes.get(host.name)
+        if dp is not None:
+            dp.attach_mirror_port(nl.tc_socket(), nl.index(MIRROR_PORT[1]))
+
+    def _mirrors(self, host: Host) -> None:
+        """The host's mirror sessions, once every VM port of the host exists."""
+        dp = self._dataplanes.get(host.name)
+        if dp is None:
+            return
+        mirror.install(
+            dp.mirrors, mirror.plan(self.topo)[host.name], self._mirror_ids, self._sock(host.name).index
+        )
+        mirror.write_ids(self.state.dir, self._mirror_ids)
 
     def _vmknic(self, host: Host, vmknic: model.VmkNic) -> None:
         """The hypervisor's own interface: a veth inside the host, one end on the vSwitch."""

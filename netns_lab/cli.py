@@ -22,6 +22,7 @@ from typing import Any
 from netns_lab import (
     builder,
     cli_fw,
+    cli_mirror,
     cli_watch,
     display,
     fwlive,
@@ -314,6 +315,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--lab", help="the lab (default: the only one up)")
     cli_fw.register(sub)
     sub.choices["fw"].set_defaults(fn=cmd_fw)
+    cli_mirror.register(sub)
     cli_watch.register(sub)
     vl = add("vlans", cmd_vlans, "check VLAN trunks against switch ports (NIST VM-VN-R1)")
     vl.add_argument("target", nargs="?", help="a lab name or a topology file")

@@ -18,6 +18,7 @@ from ipaddress import ip_address, ip_interface, ip_network
 from typing import Any, TypeVar
 
 from netns_lab.convert_firewall import FirewallConverter
+from netns_lab.convert_mirror import MirrorConverter
 from netns_lab.errors import Issue, did_you_mean
 from netns_lab.model import (
     Host,
@@ -40,7 +41,12 @@ from netns_lab.model import (
 )
 
 SECTIONS = ("switches", "networks", "hosts", "vms")  # in build order, as Topology.node_names
-KEYED_SECTIONS = (*SECTIONS, "vlans", "security_groups")  # entries are left out one by one when broken
+KEYED_SECTIONS = (
+    *SECTIONS,
+    "vlans",
+    "security_groups",
+    "mirrors",
+)  # entries are left out one by one when broken
 Declared = Mapping[str, tuple[str, ...] | None]  # names per section; None: not a mapping
 VlanRef = int | float | str  # the schema's integer admits 10.0
 
@@ -64,6 +70,9 @@ class Converter:
         firewall = FirewallConverter(self.source, data, broken)
         groups, settings = firewall.security_groups(), firewall.settings(data.get("firewall"))
         self.issues += firewall.issues
+        mirror = MirrorConverter(self.source, FirewallConverter(self.source, data, broken), self.vlans)
+        mirrors = mirror.sessions(data.get("mirrors"), broken)
+        self.issues += mirror.issues
         return Topology(
             lab=self.lab,
             source=self.source,
@@ -75,6 +84,7 @@ class Converter:
             description=desc if isinstance(desc, str) else "",
             security_groups=groups,
             firewall=settings,
+            mirrors=mirrors,
         )
 
     def _section(
@@ -168,6 +178,7 @@ class Converter:
             gateway=self.address(f"{path}.gateway", raw.get("gateway")),
             routes=self.routes(f"{path}.routes", raw.get("routes", [])),
             nftables=raw.get("nftables"),
+            tenant=raw.get("tenant"),
         )
 
     def nic(self, vm: str, index: int, raw: dict[str, Any]) -> Nic:
@@ -181,6 +192,7 @@ class Converter:
             vni=_whole(raw.get("vni")),
             port_security=raw.get("port_security", True),
             allowed_addresses=self.allowed(f"vms.{vm}.nics[{index}].allowed_addresses", raw),
+            promiscuous=raw.get("promiscuous", False),
         )
 
     def allowed(self, path: str, nic: dict[str, Any]) -> tuple[IfAddr, ...]:

@@ -28,6 +28,9 @@ Direction = Literal["in", "out"]
 Proto = Literal["tcp", "udp", "icmp", "icmpv6", "any"]
 Action = Literal["allow", "deny"]
 PROTOS: tuple[str, ...] = ("tcp", "udp", "icmp", "icmpv6", "any")
+MirrorDirection = Literal["in", "out", "both"]
+TapPoint = Literal["before", "after"]
+SourceKind = Literal["vm", "vlan", "group"]
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ class Nic:
     vni: int | None = None
     port_security: bool = True  # the VM sends only from its MAC and addresses
     allowed_addresses: tuple[IfAddr, ...] = ()  # more sources it may use (a VIP): /32, /128 or a prefix
+    promiscuous: bool = False  # receives copies of its port group's frames (VM-TM-R2)
 
     @property
     def name(self) -> str:
@@ -177,6 +181,7 @@ class Vm:
     gateway: IpAddr | None = None
     routes: tuple[Route, ...] = ()
     nftables: str | None = None  # ruleset of a firewall appliance
+    tenant: str | None = None  # mirrors never copy a VM's frames to another tenant's VM
 
     @property
     def forwards(self) -> bool:
@@ -238,6 +243,46 @@ class FirewallSettings:
 
 
 @dataclass(frozen=True)
+class MirrorSource:
+    """What a mirror session copies: a ``vm`` (``nic`` None: all its NICs), a port group (``vlan``:
+    the VLAN id on ``vswitch`` (host, vSwitch), or on every vSwitch when None) or a security
+    ``group``. Names, never ports: a session resolves them when it is installed."""
+
+    kind: SourceKind
+    name: str  # the VM, the VLAN's name (or id as text), or the group
+    nic: int | None = None
+    vlan: int | None = None
+    vswitch: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class MirrorSession:
+    """A port-mirroring session (NIST 5): copies of the sources' frames to analyzer VM ``dest``."""
+
+    name: str
+    sources: tuple[MirrorSource, ...]
+    dest: str | None  # the analyzer VM; None: ``uplink``
+    direction: MirrorDirection = "both"
+    tap: TapPoint = "before"
+    snaplen: int = 0  # 0: whole frames
+    sample: int = 1  # copy 1 frame in N
+    uplink: str | None = None  # an analyzer on the physical network: a network, or HOST.PNIC
+    vlan: int | None = None  # the mirror VLAN of copies that leave their host
+
+
+@dataclass(frozen=True)
+class MirrorPath:
+    """How the copies of a session cross the physical network: out of a pNIC of each source
+    host (``out``: host -> pNIC), through ``switch``, into ``into`` (host, pNIC) of the analyzer's
+    host, or to network ``network``. Empty ``out``: every source is on the analyzer's host."""
+
+    switch: str | None = None
+    out: tuple[tuple[str, str], ...] = ()
+    into: tuple[str, str] | None = None
+    network: str | None = None
+
+
+@dataclass(frozen=True)
 class Topology:
     lab: str
     source: str
@@ -249,6 +294,7 @@ class Topology:
     description: str = ""
     security_groups: tuple[SecurityGroup, ...] = ()
     firewall: FirewallSettings = FirewallSettings()
+    mirrors: tuple[MirrorSession, ...] = ()
 
     def renamed(self, lab: str) -> Topology:
         """The same topology under another prefix (``nlab up --name``)."""
@@ -285,7 +331,8 @@ class Topology:
         """The VLAN profile of a vSwitch's uplink: as declared, else what its ports need."""
         vs = self.host(host).vswitch(vswitch)
         vlans = [vlan for _, vlan in self.vswitch_ports(host, vswitch)]
-        trunk = vs.trunk if vs.trunk is not None else frozenset(v for v in vlans if v is not None)
+        mirror = frozenset(v for up in vs.uplinks for v in self.mirror_vlans(host, up))
+        trunk = vs.trunk if vs.trunk is not None else frozenset(v for v in vlans if v is not None) | mirror
         untagged = vs.untagged if vs.untagged is not None else (None in vlans or not trunk)
         return PortProfile(trunk=trunk, untagged=untagged)
 
@@ -337,6 +384,78 @@ class Topology:
             if any((v.name, n.index) == (vm, nic_index) for spec in rule.apply for v, n in self.nics_of(spec))
         ]
         return sorted(rules, key=lambda rule: rule.precedence)
+
+    # -- port mirroring ------------------------------------------------------------------------
+    def mirror_nics(self, source: MirrorSource) -> list[tuple[Vm, Nic]]:
+        """The VM NICs a mirror source stands for, each once; names the model lacks stand for none."""
+        if source.kind == "vm":
+            return self.nics_of(PeerSpec("vm", source.name, source.nic))
+        if source.kind == "group":
+            return self.nics_of(PeerSpec("group", source.name))
+        return [
+            (vm, nic)
+            for vm in self.vms
+            for nic in vm.nics
+            if nic.vlan == source.vlan
+            and (source.vswitch is None or source.vswitch == (vm.host, nic.vswitch))
+        ]
+
+    def mirror_path(self, s: MirrorSession) -> MirrorPath | None:
+        """The path of a session's encapsulated copies; None when no switch joins its hosts."""
+        hosts = {vm.host for src in s.sources for vm, _ in self.mirror_nics(src)}
+        if s.dest is not None:
+            dest_host = next((vm.host for vm in self.vms if vm.name == s.dest), None)
+            hosts.discard(dest_host)  # type: ignore[arg-type]
+            if not hosts:
+                return MirrorPath()
+            for pnic in self._uplink_pnics(dest_host):
+                out = [next(iter(self._uplink_pnics(h, pnic.switch)), None) for h in sorted(hosts)]
+                if all(out):
+                    pairs = tuple((h, p.name) for h, p in zip(sorted(hosts), out, strict=True) if p)
+                    return MirrorPath(pnic.switch, pairs, (str(dest_host), pnic.name))
+            return None
+        uplink = str(s.uplink)
+        if "." in uplink:
+            host, pnic_name = uplink.split(".", 1)
+            pnic = next((p for p in self._uplink_pnics(host) if p.name == pnic_name), None)
+            return MirrorPath(pnic.switch, ((host, pnic.name),)) if pnic and hosts <= {host} else None
+        network = next((n for n in self.networks if n.name == uplink), None)
+        if network is None:
+            return None
+        out = [next(iter(self._uplink_pnics(h, network.switch)), None) for h in sorted(hosts)]
+        if not all(out):
+            return None
+        pairs = tuple((h, p.name) for h, p in zip(sorted(hosts), out, strict=True) if p)
+        return MirrorPath(network.switch, pairs, network=network.name)
+
+    def _uplink_pnics(self, host: str | None, switch: str | None = None) -> list[PNic]:
+        """A host's pNICs that are vSwitch uplinks (they run the dataplane), on `switch` if given."""
+        h = next((h for h in self.hosts if h.name == host), None)
+        if h is None:
+            return []
+        uplinks = {u for vs in h.vswitches for u in vs.uplinks}
+        return [p for p in h.pnics if p.name in uplinks and switch in (None, p.switch)]
+
+    def mirror_vlans(self, host: str, pnic: str) -> frozenset[int]:
+        """Mirror VLANs whose copies cross `pnic` of `host`."""
+        found = set()
+        for s in self.mirrors:
+            path = self.mirror_path(s) if s.vlan is not None else None
+            if path is not None and ((host, pnic) in path.out or path.into == (host, pnic)):
+                found.add(s.vlan)
+        return frozenset(found)  # type: ignore[arg-type]
+
+    def port_group(self, vm: Vm, nic: Nic) -> list[tuple[Vm, Nic]]:
+        """The other VM NICs of a NIC's port group: its VLAN (or untagged) on its vSwitch."""
+        return [
+            (other, o)
+            for other in self.vms
+            if other.host == vm.host
+            for o in other.nics
+            if o.vswitch == nic.vswitch
+            and o.vlan == nic.vlan
+            and (other.name, o.index) != (vm.name, nic.index)
+        ]
 
     def groups_of(self, vm: str, nic_index: int) -> list[str]:
         """The security groups one NIC is a member of, in declaration order."""

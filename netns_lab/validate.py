@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Interface
 
-from netns_lab import validate_firewall, validate_vlans
+from dataplane.mirror import MIRROR_PORT
+from netns_lab import validate_firewall, validate_mirror, validate_vlans
 from netns_lab.convert import SECTIONS, Declared
 from netns_lab.errors import Found, Issue, listing
 from netns_lab.model import (
@@ -54,6 +55,7 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
         _role(found, vm)
     validate_vlans.check(found, topo, declared)
     validate_firewall.check(found, topo, _interfaces(topo))
+    validate_mirror.check(found, topo)
     return found.issues
 
 
@@ -147,6 +149,8 @@ def _pci_buses(found: Found, host: Host) -> None:
 # -- interface names -----------------------------------------------------------------------------
 def _host_ifnames(topo: Topology, host: Host) -> Iterator[IfEntry]:
     yield "lo", None, "the loopback"
+    for end in MIRROR_PORT:
+        yield end, None, f"the host's mirror port {end!r}"
     for pnic in host.pnics:
         yield pnic.name, f"hosts.{host.name}.pnics.{pnic.name}", f"pNIC {pnic.name!r}"
     for vs in host.vswitches:

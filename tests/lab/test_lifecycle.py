@@ -116,7 +116,7 @@ def test_up_status_down_json_and_idempotent_down(make_lab) -> None:
     up = lab.up("--json")
     assert up.returncode == 0, up.stderr
     summary = json.loads(up.stdout)
-    assert summary["lab"] == lab.name and summary["vms"] == 14 and summary["namespaces"] == 21
+    assert summary["lab"] == lab.name and summary["vms"] == 14 and summary["namespaces"] == 22
     assert lab.status()["healthy"]
     replaced = lab.up("--replace", "--json")
     assert replaced.returncode == 0, replaced.stderr
@@ -174,7 +174,7 @@ def warm_bcc() -> None:
     SwitchDataplane.load().close()
 
 
-@pytest.mark.parametrize("at", [1, 2, 4, 12, 21])
+@pytest.mark.parametrize("at", [1, 2, 4, 12, 22])
 def test_interrupt_at_any_namespace_closes_every_dataplane(monkeypatch, warm_bcc, at: int) -> None:
     """Ctrl-C while the reference lab's `at`-th namespace is made, with compiles queued, under
     way or done: rolled back, the compile thread gone, no fd left open, no pin left."""

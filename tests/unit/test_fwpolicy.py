@@ -24,7 +24,7 @@ from dataplane.fwpolicy import (
     encode,
     evaluate,
 )
-from dataplane.lpm import IpcacheKey, IpcacheValue, LpmTrie, Maps, PolicyKey, PolicyValue
+from dataplane.lpm import IpcacheKey, IpcacheValue, LpmTrie, PolicyKey, PolicyValue
 
 ALLOW, DENY = "allow", "deny"
 WEB = Endpoint(1, ("10.1.2.3", "2001:db8:1::3"), {"web"})
@@ -308,27 +308,6 @@ def test_prev_keeps_identity_numbers_and_diff_refuses_unrelated_ones() -> None:
     diff(first, second)
     with pytest.raises(ValueError, match="prev=old"):
         diff(first, compile(Policy(EPS, rules)))
-
-
-def test_plan_tightens_switches_loosens() -> None:
-    old = compile(Policy(EPS, (rule(1, AnyPeer(), "tcp", (80, 80)), rule(2, Cidr("10.0.0.0/8"), "udp"))))
-    new_rules = (rule(1, AnyPeer(), "tcp", (80, 80), action=DENY), rule(3, Group("web"), "tcp", (443, 443)))
-    new = compile(Policy(EPS, new_rules), prev=old)
-    assert new.identities == {0: frozenset(), 2: {Group("web")}}  # 1 ({10.0.0.0/8}) is retired
-    plan = diff(old, new).plan()
-    ranked = lambda action, rid: Verdict(action, rid, lpm.rank_of(10, action, rid))  # noqa: E731
-    # rule 1 is for any peer: one row under the wildcard identity, not one per identity
-    assert [(w.key.identity, w.key.proto, w.value, w.old) for w in plan.tighten] == [
-        (lpm.WILDCARD, 6, ranked(DENY, 1), ranked(ALLOW, 1)),
-        (1, 17, None, ranked(ALLOW, 2)),
-    ]
-    assert [(w.key.prefixlen, w.value) for w in plan.switch] == [(128, 2), (32, 2), (32, 2), (8, None)]
-    assert [(w.key.identity, w.key.port, w.value) for w in plan.loosen] == [(2, 443, ranked(ALLOW, 3))]
-    maps = Maps()
-    for write in diff(lpm.EMPTY, old).upserts + plan.writes:
-        maps.apply(write)
-    assert maps.ipcache.snapshot() == new._maps.ipcache.snapshot()
-    assert maps.policy.snapshot() == new._maps.policy.snapshot()
 
 
 def test_scale_10k_single_host_rules() -> None:

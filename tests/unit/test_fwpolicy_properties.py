@@ -263,7 +263,10 @@ def _aimed_at(write: Write, old: Compiled, new: Compiled, rnd: random.Random) ->
 
 @settings(SETTINGS, max_examples=100)
 @given(st.data())
-def test_planned_update_is_never_looser_than_the_policies(data: st.DataObject) -> None:
+def test_diff_turns_the_old_maps_into_the_new_ones(data: st.DataObject) -> None:
+    """Every address keeps its old or its new identity at every write, and once all writes are
+    done the maps decide as the new policy compiled alone (live updates themselves are written
+    into the spare generation and switched on at once: no packet sees the writes one by one)."""
     old_policy = data.draw(policies())
     if data.draw(st.booleans()):
         new_policy = data.draw(
@@ -274,31 +277,19 @@ def test_planned_update_is_never_looser_than_the_policies(data: st.DataObject) -
         new_policy = _mutated(old_policy, flips)
     old = compile(old_policy)
     new = compile(new_policy, prev=old)
-    plan = diff(old, new).plan()
+    update = diff(old, new)
     rnd = data.draw(st.randoms(use_true_random=False))
-    aimed = [p for w in plan.writes if (p := _aimed_at(w, old, new, rnd))]
+    writes = update.upserts + update.deletes
+    aimed = [p for w in writes if (p := _aimed_at(w, old, new, rnd))]
     sample = (
         rnd.sample(aimed, min(len(aimed), 16)) + packets(old_policy, rnd, 4) + packets(new_policy, rnd, 4)
     )
-    was = [old.lookup(*p).allowed for p in sample]
-    will = [new.lookup(*p).allowed for p in sample]
     identities = [{old._maps.identity(p[2]), new._maps.identity(p[2])} for p in sample]
     maps = Maps()
     for write in diff(lpm.EMPTY, old).upserts:
         maps.apply(write)
-    stages = [("tighten", plan.tighten), ("switch", plan.switch), ("loosen", plan.loosen)]
-    for stage, writes in stages:
-        for write in writes:
-            maps.apply(write)
-            for p, before, after, known in zip(sample, was, will, identities, strict=True):
-                allowed = maps.lookup(*p).allowed
-                bound = {"tighten": before, "switch": before or after, "loosen": after}[stage]
-                assert bound or not allowed, (stage, write, p)
-                assert maps.identity(p[2]) in known, (stage, write, p)
-        if stage == "tighten" and not plan.switch:
-            assert all(
-                (b and a) or not maps.lookup(*p).allowed for p, b, a in zip(sample, was, will, strict=True)
-            )
-    assert maps.ipcache.snapshot() == new._maps.ipcache.snapshot()
-    assert maps.policy.snapshot() == new._maps.policy.snapshot()
+    for write in writes:
+        maps.apply(write)
+        for p, known in zip(sample, identities, strict=True):
+            assert maps.identity(p[2]) in known, (write, p)
     assert [maps.lookup(*p) for p in sample] == [new.lookup(*p) for p in sample]

@@ -103,7 +103,7 @@ def test_good_file_matches_its_golden_model(path: Path) -> None:
 def test_reference_lab_loads() -> None:
     topo = load(REFERENCE)
     assert (topo.lab, topo.source) == ("nist", str(REFERENCE))
-    assert (len(topo.hosts), len(topo.switches), len(topo.vms), len(topo.networks)) == (3, 2, 14, 2)
+    assert (len(topo.hosts), len(topo.switches), len(topo.vms), len(topo.networks)) == (3, 2, 14, 3)
     assert sorted(vm.name for vm in topo.vms if vm.role == "firewall") == ["vm1", "vm4"]
     assert topo.vm("analyzer").role == "analyzer"
     assert all(vm.nftables for vm in topo.vms if vm.role == "firewall")

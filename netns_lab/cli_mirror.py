@@ -1,0 +1,156 @@
+"""`nlab mirror ...`: port-mirroring sessions of a running lab (issue 5, NIST 5), on every host."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from netns_lab import fwlive, mirror, state
+from netns_lab.errors import TopologyError
+from netns_lab.model import Topology
+
+
+def _session_doc(topo: Topology, planned: mirror.Planned, stats: mirror.Stats) -> dict[str, Any]:
+    declared = next((s for s in topo.mirrors if s.name == planned.name), None)
+    return {
+        "name": planned.name,
+        "sources": list(planned.source_vms),
+        "dest": planned.dest_vm or f"uplink:{declared.uplink if declared else '?'}",
+        "vlan": topo.vlan_name(declared.vlan) if declared and declared.vlan else None,
+        "direction": declared.direction if declared else "both",
+        "tap": declared.tap if declared else "after",
+        "snaplen": planned.snaplen or None,
+        "sample": planned.sample,
+        "kind": "session" if declared else "promiscuous",
+        "counters": {
+            "packets": stats.packets,
+            "bytes": stats.bytes,
+            "dropped": stats.dropped,
+            "sampled_out": stats.skipped,
+        },
+    }
+
+
+def cmd_list(args: argparse.Namespace, lab: str) -> dict[str, Any]:
+    with mirror.opened(lab) as live:
+        stats = live.stats()
+        docs = [
+            _session_doc(live.topo, s, stats.get(s.name, mirror.Stats())) for s in mirror.sessions(live.topo)
+        ]
+        return {"lab": lab, "sessions": docs}
+
+
+def _sources(text: str) -> list[str] | str:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    return items[0] if len(items) == 1 else items
+
+
+def cmd_add(args: argparse.Namespace, lab: str) -> dict[str, Any]:
+    session: dict[str, Any] = {
+        "source": _sources(args.source),
+        "dest": args.dest,
+        "direction": args.direction,
+    }
+    if args.tap:
+        session["tap"] = args.tap
+    if args.snaplen is not None:
+        session["snaplen"] = args.snaplen
+    if args.sample is not None:
+        session["sample"] = args.sample
+
+    def edit(data: dict[str, Any]) -> None:
+        sessions = data.get("mirrors") or {}
+        if args.name in sessions:
+            raise ValueError(f"name: a session {args.name!r} exists (delete it first)")
+        sessions[args.name] = session
+        data["mirrors"] = sessions
+
+    with mirror.opened(lab) as live:
+        live.change(edit)
+        return {"lab": lab, "added": args.name, "session": session}
+
+
+def cmd_del(args: argparse.Namespace, lab: str) -> dict[str, Any]:
+    def edit(data: dict[str, Any]) -> None:
+        sessions = data.get("mirrors") or {}
+        if args.name not in sessions:
+            names = ", ".join(sessions) or "none"
+            raise ValueError(f"name: no session {args.name!r} (sessions: {names})")
+        del sessions[args.name]
+        data["mirrors"] = sessions or None
+
+    with mirror.opened(lab) as live:
+        live.change(edit)
+        return {"lab": lab, "deleted": args.name}
+
+
+def _print(cmd: str, doc: dict[str, Any]) -> None:
+    if cmd != "list":
+        what = "added" if "added" in doc else "deleted"
+        print(f"mirror session {doc[what]!r} {what} on every host of lab {doc['lab']}")
+        return
+    if not doc["sessions"]:
+        print(f"lab {doc['lab']}: no mirror sessions")
+        return
+    head = ("session", "sources", "dest", "dir", "tap", "packets", "bytes", "dropped")
+    print("{:<24} {:<20} {:<16} {:<5} {:<7} {:>9} {:>11} {:>8}".format(*head))
+    for s in doc["sessions"]:
+        c = s["counters"]
+        extra = "".join(
+            f" {k}={v}" for k, v in (("snaplen", s["snaplen"]), ("sample", s["sample"])) if v not in (None, 1)
+        )
+        print(
+            f"{s['name']:<24} {','.join(s['sources']):<20} {s['dest']:<16} {s['direction']:<5} {s['tap']:<7}"
+            f" {c['packets']:>9} {c['bytes']:>11} {c['dropped']:>8}{extra}"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from netns_lab.cli import UsageError, _resolve_lab  # the CLI's conventions; cli imports us
+
+    lab = _resolve_lab(args.lab)
+    assert lab is not None
+    try:
+        doc = args.mirror_fn(args, lab)
+    except fwlive.NotRunning:
+        raise UsageError(f"lab {lab!r} is not up (labs up: {', '.join(state.labs()) or 'none'})") from None
+    except ValueError as err:
+        if isinstance(err, TopologyError):
+            raise
+        raise UsageError(f"mirror {args.mirror_cmd}: {err}") from None
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        _print(args.mirror_cmd, doc)
+    return 0
+
+
+def register(sub: Any) -> None:
+    m = sub.add_parser(
+        "mirror",
+        help="port-mirroring sessions of a running lab (NIST 5)",
+        description="copies of VM ports' frames to analyzer VMs: add, delete, list with counters",
+    )
+    m.set_defaults(fn=run)
+    m.add_argument("--lab", help="the lab (default: the only one up)")
+    verbs = m.add_subparsers(dest="mirror_cmd", required=True, metavar="VERB")
+
+    def verb(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help_, description=help_)
+        p.set_defaults(mirror_fn=fn)
+        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        return p
+
+    verb("list", cmd_list, "sessions (promiscuous NICs included) with their counters")
+    add = verb("add", cmd_add, "add a session on every host at once")
+    add.add_argument("name")
+    add.add_argument("--source", required=True, help="VM[,VM...] or VM.ethN")
+    add.add_argument("--direction", required=True, choices=("in", "out", "both"))
+    add.add_argument("--dest", required=True, help="an analyzer VM, or uplink:NETWORK / uplink:HOST.PNIC")
+    add.add_argument("--vlan", help="the mirror VLAN, when copies leave their host")
+    add.add_argument("--tap", choices=("before", "after"), help="before (default) or after the firewall")
+    add.add_argument("--snaplen", type=int, help="truncate copies to N bytes (64..65535)")
+    add.add_argument("--sample", type=int, help="copy 1 frame in N")
+    verb("del", cmd_del, "delete a session on every host at once").add_argument("name")

@@ -1,0 +1,384 @@
+"""Port mirroring of a lab (NIST 5): topology sessions -> per-host sessions in the dataplanes.
+
+Planning is pure: a session's sources (VM names, port groups, security groups) are resolved to
+vSwitch ports by name whenever the session is installed, so a session follows a VM. Each
+session has one id on every host; ids are kept in the lab's state directory so that a live
+change keeps the ids, and thus the counters, of the sessions it does not touch.
+
+A promiscuous NIC (VM-TM-R2) is an implicit session named ``promiscuous:VM.ethN`` whose
+sources are the other VM ports of its port group, tapped after the firewall both ways.
+
+``taps`` is the contract `nlab watch` reads: where the copies of a session can be captured.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dataplane import abi
+from dataplane.mirror import MIRROR_PORT, Mirrors, Session, Stats
+from netns_lab import fwlive, loader, model
+from netns_lab.model import MirrorSession, Topology
+from netns_lab.state import LabState
+
+IDS_FILE = "mirror-ids.json"
+_TAPS = {
+    ("out", "before"): abi.TAP_OUT_BEFORE,
+    ("out", "after"): abi.TAP_OUT_AFTER,
+    ("in", "before"): abi.TAP_IN_BEFORE,
+    ("in", "after"): abi.TAP_IN_AFTER,
+}
+
+
+@dataclass(frozen=True)
+class Tap:
+    session: str
+    namespace: str  # full netns name that receives the copies, e.g. "nist-analyzer"
+    ifname: str  # the interface inside it, e.g. "eth0"
+    sources: tuple[str, ...]  # VM names mirrored by the session
+    encapsulated: bool  # True when copies arrive in the mirror encapsulation (physical analyzer)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One session as one host holds it, in port names."""
+
+    name: str
+    dest_vm: str | None  # the analyzer VM (None: an uplink destination)
+    dest_port: str | None  # this host's port copies go to: the analyzer's, or the pNIC out
+    sources: tuple[str, ...]  # this host's source ports (vSwitch ports)
+    source_vms: tuple[str, ...]  # every VM of the session, on any host
+    taps: int
+    snaplen: int = 0
+    sample: int = 1
+    promisc_mac: str | None = None
+    encap: bool = False  # copies leave encapsulated through pNIC dest_port
+    rx: bool = False  # encapsulated copies from other hosts arrive for dest_port
+    vlan: int = 0
+    outer_dst: str | None = None
+    outer_src: str | None = None
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    host: str
+    sessions: tuple[Planned, ...] = ()
+    analyzers: tuple[str, ...] = ()  # receive-only ports: every NIC of an analyzer VM
+
+    def ports(self, ids: dict[str, int]) -> dict[str, list[tuple[int, int]]]:
+        """Source port -> its (session id, taps)."""
+        found: dict[str, list[tuple[int, int]]] = {}
+        for s in self.sessions:
+            for port in s.sources:
+                found.setdefault(port, []).append((ids[s.name], s.taps))
+        return found
+
+
+def taps_bits(direction: str, tap: str) -> int:
+    directions = ("in", "out") if direction == "both" else (direction,)
+    return sum(_TAPS[(d, tap)] for d in directions)
+
+
+def promiscuous_name(vm: str, nic: int) -> str:
+    return f"promiscuous:{vm}.eth{nic}"
+
+
+def endpoint_mac(lab: str, endpoint: str) -> str:
+    """The MAC of a mirror endpoint (a host, an uplink destination): never a VM's (no ':' in a VM)."""
+    return model.default_mac(lab, f"mirror:{endpoint}", 0)
+
+
+@dataclass(frozen=True)
+class _Session:
+    """A session before it is split per host: source ports by host."""
+
+    name: str
+    dest_vm: str | None
+    dest_host: str | None
+    dest_port: str | None
+    sources: dict[str, list[str]]
+    source_vms: tuple[str, ...]
+    taps: int
+    snaplen: int = 0
+    sample: int = 1
+    promisc_mac: str | None = None
+    decl: MirrorSession | None = None
+
+
+def _declared(topo: Topology, s: MirrorSession) -> _Session:
+    nics = list(dict.fromkeys((vm, nic.index) for src in s.sources for vm, nic in topo.mirror_nics(src)))
+    by_host: dict[str, list[str]] = {}
+    for vm, index in nics:
+        by_host.setdefault(vm.host, []).append(model.vm_port(vm.name, index))
+    dest = topo.vm(s.dest) if s.dest is not None else None
+    return _Session(
+        name=s.name,
+        dest_vm=dest.name if dest else None,
+        dest_host=dest.host if dest else None,
+        dest_port=model.vm_port(dest.name, dest.nics[0].index) if dest else None,
+        sources=by_host,
+        source_vms=tuple(dict.fromkeys(vm.name for vm, _ in nics)),
+        taps=taps_bits(s.direction, s.tap),
+        snaplen=s.snaplen,
+        sample=s.sample,
+        decl=s,
+    )
+
+
+def _all(topo: Topology) -> list[_Session]:
+    found = [_declared(topo, s) for s in topo.mirrors]
+    for vm in topo.vms:
+        for nic in (n for n in vm.nics if n.promiscuous):
+            group = topo.port_group(vm, nic)
+            found.append(
+                _Session(
+                    name=promiscuous_name(vm.name, nic.index),
+                    dest_vm=vm.name,
+                    dest_host=vm.host,
+                    dest_port=model.vm_port(vm.name, nic.index),
+                    sources={vm.host: [model.vm_port(o.name, n.index) for o, n in group]} if group else {},
+                    source_vms=tuple(dict.fromkeys(o.name for o, _ in group)),
+                    taps=abi.TAP_OUT_AFTER | abi.TAP_IN_AFTER,
+                    promisc_mac=nic.mac,
+                )
+            )
+    return found
+
+
+def sessions(topo: Topology) -> list[Planned]:
+    """Every session of the topology (the promiscuous NICs' included), as its analyzer's host
+    (or, for an uplink destination, its first source host) holds it; in a stable order."""
+    plans = plan(topo)
+    found = []
+    for s in _all(topo):
+        host = s.dest_host or min(s.sources, default=None)
+        held = [p for p in plans[host].sessions if p.name == s.name] if host in plans else []
+        found += held[:1] or [
+            Planned(s.name, s.dest_vm, s.dest_port, (), s.source_vms, s.taps, s.snaplen, s.sample)
+        ]
+    return found
+
+
+def _on_host(topo: Topology, s: _Session, host: str) -> Planned | None:
+    local = tuple(s.sources.get(host, ()))
+    common = {
+        "name": s.name,
+        "dest_vm": s.dest_vm,
+        "source_vms": s.source_vms,
+        "taps": s.taps,
+        "snaplen": s.snaplen,
+        "sample": s.sample,
+        "promisc_mac": s.promisc_mac,
+    }
+    route = topo.mirror_path(s.decl) if s.decl is not None else None
+    vlan = s.decl.vlan if s.decl is not None and s.decl.vlan is not None else 0
+    if host == s.dest_host:
+        remote = bool(route and route.out)
+        if not local and not remote:
+            return None
+        own = endpoint_mac(topo.lab, host)
+        return Planned(**common, dest_port=s.dest_port, sources=local, rx=remote, vlan=vlan, outer_dst=own)
+    if not local or route is None:
+        return None
+    pnic = dict(route.out).get(host)
+    if pnic is None:
+        return None
+    if route.into is not None:
+        far = endpoint_mac(topo.lab, route.into[0])
+    else:
+        far = endpoint_mac(topo.lab, s.decl.uplink if s.decl and s.decl.uplink else host)
+    return Planned(
+        **common,
+        dest_port=pnic,
+        sources=local,
+        encap=True,
+        vlan=vlan,
+        outer_dst=far,
+        outer_src=endpoint_mac(topo.lab, host),
+    )
+
+
+def plan(topo: Topology) -> dict[str, HostPlan]:
+    """Per host: its part of every session, and its analyzer ports."""
+    everything = _all(topo)
+    result = {}
+    for host in topo.hosts:
+        mine = tuple(p for s in everything if (p := _on_host(topo, s, host.name)) is not None)
+        analyzers = tuple(
+            model.vm_port(vm.name, nic.index)
+            for vm in topo.vms
+            if vm.host == host.name and vm.role == "analyzer"
+            for nic in vm.nics
+        )
+        result[host.name] = HostPlan(host.name, mine, analyzers)
+    return result
+
+
+def assign_ids(names: Iterable[str], previous: dict[str, int]) -> dict[str, int]:
+    """Ids of `names`: those of `previous` kept, the lowest free one for each new name."""
+    names = list(names)
+    ids = {name: previous[name] for name in names if name in previous}
+    free = (i for i in range(1, abi.MAX_MIRRORS) if i not in ids.values())
+    for name in names:
+        if name not in ids:
+            ids[name] = next(free)
+    return ids
+
+
+def read_ids(state_dir: Path) -> dict[str, int]:
+    try:
+        return {str(k): int(v) for k, v in json.loads((state_dir / IDS_FILE).read_text()).items()}
+    except FileNotFoundError:
+        return {}
+
+
+def write_ids(state_dir: Path, ids: dict[str, int]) -> None:
+    tmp = state_dir / (IDS_FILE + ".tmp")
+    tmp.write_text(json.dumps(ids, indent=2, sort_keys=True))
+    tmp.replace(state_dir / IDS_FILE)
+
+
+def install(
+    mirrors: Mirrors,
+    new: HostPlan,
+    ids: dict[str, int],
+    ifindex: Callable[[str], int],
+    old: HostPlan | None = None,
+    old_ids: dict[str, int] | None = None,
+) -> None:
+    """Write `new` over `old` on one host: sessions first, then ports, then stale sessions cleared."""
+    via = ifindex(MIRROR_PORT[0])
+    for s in new.sessions:
+        session = Session(
+            ifindex(str(s.dest_port)),
+            s.taps,
+            s.snaplen,
+            s.sample,
+            s.promisc_mac,
+            via,
+            encap=s.encap,
+            rx=s.rx,
+            vlan=s.vlan,
+            outer_dst=s.outer_dst,
+            outer_src=s.outer_src,
+        )
+        if old is None or ids[s.name] not in {(old_ids or {}).get(o.name) for o in old.sessions}:
+            mirrors.clear_session(ids[s.name])  # new id: fresh counters
+        mirrors.set_session(ids[s.name], session)
+    ports = new.ports(ids)
+    stale_ports = set(old.ports(old_ids or {})) | set(old.analyzers) if old else set()
+    for port in sorted(set(ports) | set(new.analyzers) | stale_ports):
+        if port in ports or port in new.analyzers:
+            mirrors.set_port(ifindex(port), ports.get(port, []), analyzer=port in new.analyzers)
+        else:
+            mirrors.clear_port(ifindex(port))
+    live = {ids[s.name] for s in new.sessions}
+    for s in old.sessions if old else ():
+        sid = (old_ids or {})[s.name]
+        if sid not in live:
+            mirrors.clear_session(sid)
+
+
+# -- a running lab -----------------------------------------------------------------------------
+class LiveMirrors(fwlive.LiveFirewall):
+    """The mirror sessions of a running lab: changes go through the lab's topology, validated
+    like a file, installed on every host, then recorded (`LiveFirewall.change`)."""
+
+    def __init__(self, lab: str) -> None:
+        super().__init__(lab)
+        self.ids = read_ids(self.state.dir)  # type: ignore[union-attr]
+        self._new_ids = self.ids
+        self._plans_old = plan(self.topo)
+
+    def change(self, edit: Callable[[dict[str, Any]], None]) -> Topology:
+        self._plans_old = plan(self.topo)
+        new_topo = self._validated(edit)
+        self._new_ids = assign_ids((s.name for s in sessions(new_topo)), self.ids)
+        result = super().change(edit)
+        write_ids(self.state.dir, self._new_ids)  # type: ignore[union-attr]
+        self.ids = self._new_ids
+        return result
+
+    def _validated(self, edit: Callable[[dict[str, Any]], None]) -> Topology:
+        data, _ = loader.parse_yaml(self.text, "state")
+        edit(data)
+        return loader.load_text(
+            yaml.safe_dump(data, sort_keys=False), f"{self.lab} (live mirror)", lab=self.lab
+        )
+
+    def _install(self, h: fwlive.HostPlane, old: Topology, new: Topology) -> None:
+        install(
+            h.dataplane.mirrors,
+            plan(new)[h.host],
+            self._new_ids,
+            lambda name: h.ifindexes[name],
+            old=self._plans_old[h.host],
+            old_ids=self.ids,
+        )
+
+    def stats(self) -> dict[str, Stats]:
+        total: dict[str, Stats] = {}
+        for h in self.hosts:
+            for s in plan(self.topo)[h.host].sessions:
+                total[s.name] = total.get(s.name, Stats()) + h.dataplane.mirrors.stats(self.ids[s.name])
+        return total
+
+
+def opened(lab: str) -> LiveMirrors:
+    return LiveMirrors(lab)
+
+
+def _running_topology(lab: str) -> Topology:
+    state = LabState.read(lab)
+    text = state.topology_text() if state else None
+    if state is None or text is None:
+        raise fwlive.NotRunning(lab)
+    return loader.load_text(text, state.source or "topology.yaml", lab=lab)
+
+
+def taps(lab: str, session: str | None = None) -> list[Tap]:
+    """Where the copies of `session` (all sessions: None) of a running lab can be captured."""
+    topo = _running_topology(lab)
+    found = _all(topo)
+    if session is not None:
+        found = [s for s in found if s.name == session]
+        if not found:
+            raise KeyError(session)
+    result = []
+    for s in found:
+        if s.dest_vm is not None:
+            vm = topo.vm(s.dest_vm)
+            index = int(str(s.dest_port).rsplit("-", 1)[1])
+            nic = next(n for n in vm.nics if n.index == index)
+            result.append(Tap(s.name, model.namespace(lab, vm.name), nic.name, s.source_vms, False))
+            continue
+        uplink = str(s.decl.uplink) if s.decl is not None else ""
+        if "." in uplink:  # copies leave through a pNIC: capture them there, still tagged
+            host, pnic = uplink.split(".", 1)
+            result.append(Tap(s.name, model.namespace(lab, host), pnic, s.source_vms, True))
+        else:
+            result.append(Tap(s.name, model.namespace(lab, uplink), model.NETWORK_IFNAME, s.source_vms, True))
+    return result
+
+
+def decapsulate(frame: bytes) -> tuple[int, str, bytes] | None:
+    """(session id, direction "in"/"out", the copy as the VM sent or received it) of a frame in
+    the mirror encapsulation (untagged, as the analyzer on the physical network receives it);
+    None for any other frame. See ebpf/include/abi.h for the format."""
+    size = ctypes.sizeof(abi.MirrorTrailer)
+    if len(frame) < 14 + size or frame[12:14] != abi.MIRROR_ETHERTYPE.to_bytes(2, "big"):
+        return None
+    tr = abi.MirrorTrailer.from_buffer_copy(frame[-size:])
+    if tr.magic != abi.MIRROR_MAGIC or tr.version != abi.MIRROR_VERSION:
+        return None
+    direction = {abi.MIRROR_DIR_OUT: "out", abi.MIRROR_DIR_IN: "in"}.get(tr.direction)
+    if direction is None:
+        return None
+    return tr.session, direction, bytes(tr.inner) + frame[14:-size]

@@ -1,0 +1,153 @@
+"""The mirror steps of the VM-port programs and the mirror port's program, through BPF_PROG_TEST_RUN.
+
+The port under test is ifindex 1 (test-run only names it). Copies are never really sent here:
+a session's first hop is an ifindex that does not exist, so bpf_clone_redirect fails and the
+session counts a dropped copy; what a test sees is whether a tap tried to copy (the session's
+counters), the verdict of the original and its counter, and, for the mirror port's program,
+the output bytes (a truncated or encapsulated copy). Delivery is proven by the lab tests.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from dataplane import abi, testrun
+from dataplane.abi import Direction, Reason
+from dataplane.mirror import Session, Stats
+from dataplane.switch import PortVlans
+from netns_lab.mirror import decapsulate
+from tests.bpf.conftest import PORT, Counters
+from tests.bpf.frames import FRAMES
+
+if TYPE_CHECKING:
+    from dataplane.switch import SwitchDataplane
+
+SID = 7
+NOWHERE = 1000  # an ifindex that must not exist: clone_redirect to it fails
+TC_ACT_REDIRECT = 7
+IN, OUT = Direction.INGRESS, Direction.EGRESS
+FRAME = FRAMES["ipv4"]
+OUTER_DST, OUTER_SRC = "02:6d:69:72:00:02", "02:6d:69:72:00:01"
+
+
+@pytest.fixture
+def mirrored(dataplane: SwitchDataplane) -> Iterator[SwitchDataplane]:
+    """Port 1 as an untagged VM port; its mirror entry and session SID cleared afterwards."""
+    with pytest.raises(OSError):
+        socket.if_indextoname(NOWHERE)
+    dataplane.configure(PORT, PortVlans(untagged=True))
+    try:
+        yield dataplane
+    finally:
+        dataplane.mirrors.clear_port(PORT)
+        dataplane.mirrors.clear_session(SID)
+        dataplane.unconfigure(PORT)
+
+
+def stats(dp: SwitchDataplane) -> Stats:
+    return dp.mirrors.stats(SID)
+
+
+def run(dp: SwitchDataplane, program: str, frame: bytes = FRAME, mark: int = 0) -> testrun.Result:
+    return testrun.run(dp.programs[program], frame, PORT, mark=mark)
+
+
+@pytest.mark.parametrize(
+    ("taps", "from_vm", "to_vm"),
+    [
+        (abi.TAP_OUT_BEFORE, 1, 0),
+        (abi.TAP_OUT_AFTER, 1, 0),
+        (abi.TAP_IN_BEFORE, 0, 1),
+        (abi.TAP_IN_AFTER, 0, 1),
+        (abi.TAP_OUT_BEFORE | abi.TAP_IN_AFTER, 1, 1),
+        (abi.TAP_OUT_BEFORE | abi.TAP_OUT_AFTER, 2, 0),
+    ],
+    ids=["out-before", "out-after", "in-before", "in-after", "both", "out-twice"],
+)
+def test_taps_copy_in_their_direction_and_leave_the_original_alone(
+    mirrored: SwitchDataplane, counters: Counters, taps: int, from_vm: int, to_vm: int
+) -> None:
+    mirrored.mirrors.set_session(SID, Session(dest=NOWHERE, taps=taps))
+    mirrored.mirrors.set_port(PORT, [(SID, taps)])
+    for program, attempts, direction in (("port_from_vm", from_vm, IN), ("port_to_vm", to_vm, OUT)):
+        before, snap = stats(mirrored), counters.snapshot()
+        result = run(mirrored, program)
+        assert result.passed and result.data == FRAME
+        assert counters.delta(snap) == {(direction, Reason.PASS): (1, len(FRAME))}
+        assert stats(mirrored).dropped - before.dropped == attempts, program
+
+
+def test_an_unmirrored_port_never_copies(mirrored: SwitchDataplane) -> None:
+    mirrored.mirrors.set_session(SID, Session(dest=NOWHERE, taps=0xF))
+    for program in ("port_from_vm", "port_to_vm"):
+        assert run(mirrored, program).passed
+    assert stats(mirrored) == Stats()
+
+
+def test_sampling_skips_and_counts(mirrored: SwitchDataplane) -> None:
+    mirrored.mirrors.set_session(SID, Session(dest=NOWHERE, taps=abi.TAP_OUT_BEFORE, sample=65535))
+    mirrored.mirrors.set_port(PORT, [(SID, abi.TAP_OUT_BEFORE)])
+    for _ in range(20):
+        assert run(mirrored, "port_from_vm").passed
+    s = stats(mirrored)
+    assert s.skipped + s.dropped == 20 and s.skipped >= 19  # 1 in 65535 may be kept
+
+
+def test_analyzer_port_sends_nothing_and_receives_only_copies(
+    mirrored: SwitchDataplane, counters: Counters
+) -> None:
+    mirrored.mirrors.set_port(PORT, [], analyzer=True)
+    cases = (
+        ("port_from_vm", 0, False, (IN, Reason.ANALYZER_TX)),
+        ("port_from_vm", abi.MIRROR_MARK | SID, False, (IN, Reason.ANALYZER_TX)),
+        ("port_to_vm", 0, False, (OUT, Reason.ANALYZER_RX)),
+        ("port_to_vm", abi.MIRROR_MARK | abi.MIRROR_DIR_IN << 8 | SID, True, (OUT, Reason.PASS)),
+    )
+    for program, mark, passes, key in cases:
+        snap = counters.snapshot()
+        result = run(mirrored, program, mark=mark)
+        assert result.passed is passes, (program, hex(mark))
+        assert counters.delta(snap) == {key: (1, len(FRAME))}
+
+
+def test_a_copy_passes_a_port_that_would_drop_the_frame(
+    dataplane: SwitchDataplane, counters: Counters
+) -> None:
+    dataplane.unconfigure(PORT)  # an unconfigured port fails closed...
+    snap = counters.snapshot()
+    assert run(dataplane, "port_to_vm").dropped
+    assert run(dataplane, "port_to_vm", mark=abi.MIRROR_MARK | SID).passed  # ...but a copy is delivered
+    assert counters.delta(snap) == {
+        (OUT, Reason.NO_PORT): (1, len(FRAME)),
+        (OUT, Reason.PASS): (1, len(FRAME)),
+    }
+
+
+def test_mirror_port_truncates_to_snaplen(mirrored: SwitchDataplane) -> None:
+    frame = FRAMES["ipv4"] + b"\0" * 100
+    mirrored.mirrors.set_session(SID, Session(dest=NOWHERE, taps=abi.TAP_OUT_BEFORE, snaplen=64, via=NOWHERE))
+    assert run(mirrored, "mirror_port_rx", frame).dropped  # not a copy: no mark
+    result = run(mirrored, "mirror_port_rx", frame, mark=abi.MIRROR_MARK | abi.MIRROR_DIR_OUT << 8 | SID)
+    assert result.retval == TC_ACT_REDIRECT
+    assert result.data == frame[:64]
+
+
+@pytest.mark.parametrize("direction", ["out", "in"])
+def test_mirror_port_encapsulates_without_a_vm_mac_outside(mirrored: SwitchDataplane, direction: str) -> None:
+    code = abi.MIRROR_DIR_OUT if direction == "out" else abi.MIRROR_DIR_IN
+    session = Session(
+        dest=NOWHERE, taps=0xF, via=NOWHERE, encap=True, vlan=900, outer_dst=OUTER_DST, outer_src=OUTER_SRC
+    )
+    mirrored.mirrors.set_session(SID, session)
+    result = run(mirrored, "mirror_port_rx", FRAME, mark=abi.MIRROR_MARK | code << 8 | SID)
+    assert result.retval == TC_ACT_REDIRECT
+    out = result.data
+    assert out[:6].hex(":") == OUTER_DST and out[6:12].hex(":") == OUTER_SRC
+    assert out[12:14] == b"\x88\xb5"
+    assert len(out) == len(FRAME) + 26
+    assert decapsulate(out) == (SID, direction, FRAME)
+    assert decapsulate(FRAME) is None

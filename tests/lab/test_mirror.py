@@ -1,0 +1,324 @@
+"""Port mirroring under real traffic (NIST 5, VM-TM-R1 and VM-TM-R2), on a copy of the reference lab.
+
+    hv1  vs2 (VLAN web, internal only)                      vs3 (uplink eth1)
+         web1 .11 --+-- web1-0 ==[taps]==> copies ==+       vm4.eth1 (app)
+         web2 .12 --+-- web2-0                      |       nosy .30.99 (promiscuous, app)
+         sniff .99 -+-- sniff-0 (promiscuous: web)  +====> mirror0/1 -encap-> eth1 (VLAN rspan)
+         vm1, vm4 --+                               |                            |
+         vsmon: analyzer-0 <========================+                          tor2 --- monitor
+                                                                                 |   (access rspan)
+    hv2  prod: app1 (app1-wire: encapsulated to monitor)    eth1 <-- decap ------+
+         sandbox: ids2 (analyzer) <== web1's copies, restored byte for byte
+
+    sessions: web1-ids (web1 -> analyzer, both ways, tap before the firewall, as in the reference
+    lab), web1-remote (web1 -> ids2 on hv2 in mirror VLAN rspan), app1-wire (app1 -> the physical
+    IDS on network monitor). [taps] = mirror_tap before/after vnic_firewall in port_from/to_vm.
+
+Copies are compared byte for byte with what web1's own NIC sent and received (raw sockets in
+both namespaces); counters come from the live maps. One lab for the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from dataplane.abi import Direction, Reason
+from dataplane.switch import SwitchDataplane
+from netns_lab import mirror
+from netns_lab.kernel.netlink import Netlink
+from netns_lab.state import pin_dir
+from tests.lab import vlan_attacks as va
+from tests.lab.conftest import Lab, nlab, reference_variant, running
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
+
+WEB1, WEB2, SNIFF = "10.20.0.11", "10.20.0.12", "10.20.0.99"
+N = 5
+EXTRA_VMS = """  app1:
+    host: hv2"""
+EXTRA = """  sniff:
+    host: hv1
+    nics:
+      - {vswitch: vs2, vlan: web, ip: 10.20.0.99/24, promiscuous: true}
+  nosy:
+    host: hv1
+    nics:
+      - {vswitch: vs3, vlan: app, ip: 10.30.0.99/24, promiscuous: true}
+
+
+  ids2:
+    host: hv2
+    role: analyzer
+    nics:
+      - {vswitch: sandbox}
+"""
+# copies of web1 to an analyzer VM on another host: across tor2 in the mirror VLAN
+REMOTE_SESSION = """  web1-remote: {source: web1, dest: ids2, vlan: rspan, direction: both}
+"""
+HV1_TRUNK = "hv1-eth1: {trunk: [app, management, migration, logging]}"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    edits = {
+        EXTRA_VMS: EXTRA + EXTRA_VMS,
+        "mirrors:\n": "mirrors:\n" + REMOTE_SESSION,
+        HV1_TRUNK: HV1_TRUNK.replace("logging]", "logging, rspan]"),
+    }
+    path = reference_variant(tmp_path_factory.mktemp("mirror"), "mirror.yaml", edits)
+    with running(path) as lab:
+        yield lab
+
+
+def ping(lab: Lab, vm: str, to: str, count: int = N) -> None:
+    proc = subprocess.run(
+        ["ip", "netns", "exec", lab.ns(vm), "ping", "-c", str(count), "-i", "0.05", "-W", "1", to],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def udp(lab: Lab, vm: str, to: str, payload: bytes, port: int = 9999) -> None:
+    """One UDP datagram from `vm` (a socket in its namespace, as its kernel would send it)."""
+    from netns_lab.kernel import netns
+
+    with netns.inside(lab.ns(vm)):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.sendto(payload, (to, port))
+
+
+def echoes(frames: list[va.Frame], ips: set[str]) -> list[bytes]:
+    """ICMP echo requests and replies of IPv4 frames between addresses of `ips`."""
+    found = []
+    for f in frames:
+        d = f.data
+        if len(d) < 34 or d[12:14] != b"\x08\x00" or d[23] != 1 or d[34] not in (0, 8):
+            continue
+        src, dst = socket.inet_ntoa(d[26:30]), socket.inet_ntoa(d[30:34])
+        if {src, dst} <= ips:
+            found.append(d)
+    return found
+
+
+def received(tap: va.Tap) -> list[va.Frame]:
+    """What reached the namespace (its own kernel's chatter, sent and dropped at the port, left out)."""
+    return [f for f in tap.frames() if not f.outgoing]
+
+
+def carrying(frames: list[va.Frame], marker: bytes) -> list[bytes]:
+    return [f.data for f in frames if marker in f.data]
+
+
+def session_counters(lab: Lab) -> dict[str, dict[str, int]]:
+    doc = json.loads(nlab("mirror", "--lab", lab.name, "list", "--json", check=True).stdout)
+    return {s["name"]: s["counters"] for s in doc["sessions"]}
+
+
+def test_every_copy_is_byte_identical_and_only_of_web1(lab: Lab) -> None:
+    with va.taps([(lab.ns("web1"), "eth0"), (lab.ns("analyzer"), "eth0")]) as t:
+        before = session_counters(lab)["web1-ids"]
+        ping(lab, "web1", WEB2)
+        ping(lab, "web2", SNIFF)  # not web1's: never copied
+        va.settle()
+        at_web1 = t[lab.ns("web1"), "eth0"].frames()
+        copies = received(t[lab.ns("analyzer"), "eth0"])
+    original = echoes(at_web1, {WEB1, WEB2})
+    mirrored = echoes(copies, {WEB1, WEB2, SNIFF})
+    assert len(original) == 2 * N
+    assert sorted(mirrored) == sorted(original), "copies differ from what web1 sent and received"
+    web1_frames = {f.data for f in at_web1}
+    strangers = [f.data.hex()[:80] for f in copies if f.data not in web1_frames]
+    assert strangers == [], "the analyzer received frames that are not web1's"
+    after = session_counters(lab)["web1-ids"]
+    assert after["packets"] - before["packets"] >= 2 * N
+    assert after["dropped"] == 0
+
+
+def test_tap_before_sees_a_denied_packet_and_tap_after_does_not(lab: Lab) -> None:
+    marker = b"nlab-mirror-denied"
+    # web1's rules let no UDP out: its firewall denies this datagram
+    with va.taps([(lab.ns("analyzer"), "eth0"), (lab.ns("web2"), "eth0")]) as t:
+        udp(lab, "web1", WEB2, marker + b"-before")
+        va.settle()
+        assert len(carrying(received(t[lab.ns("analyzer"), "eth0"]), marker)) == 1
+        assert carrying(t[lab.ns("web2"), "eth0"].frames(), marker) == []
+        nlab("mirror", "--lab", lab.name, "del", "web1-ids", check=True)
+        try:
+            nlab(
+                "mirror", "--lab", lab.name, "add", "web1-after", "--source", "web1",
+                "--direction", "out", "--dest", "analyzer", "--tap", "after", check=True,
+            )  # fmt: skip
+            udp(lab, "web1", WEB2, marker + b"-after")
+            ping(lab, "web1", WEB2)
+            va.settle()
+            copies = received(t[lab.ns("analyzer"), "eth0"])
+            assert carrying(copies, marker) == []
+            requests = [d for d in echoes(copies, {WEB1, WEB2}) if d[34] == 8]
+            assert len(requests) == N and len(echoes(copies, {WEB1, WEB2})) == N, "direction out only"
+        finally:
+            nlab("mirror", "--lab", lab.name, "del", "web1-after")
+            nlab(
+                "mirror", "--lab", lab.name, "add", "web1-ids", "--source", "web1",
+                "--direction", "both", "--dest", "analyzer", check=True,
+            )  # fmt: skip
+
+
+def test_nothing_is_copied_after_mirror_del(lab: Lab) -> None:
+    nlab("mirror", "--lab", lab.name, "del", "web1-ids", check=True)
+    try:
+        with va.taps([(lab.ns("analyzer"), "eth0")]) as t:
+            ping(lab, "web1", WEB2)
+            va.settle()
+            assert received(t[lab.ns("analyzer"), "eth0"]) == []
+        names = [
+            s["name"]
+            for s in json.loads(nlab("mirror", "--lab", lab.name, "list", "--json").stdout)["sessions"]
+        ]
+        assert "web1-ids" not in names
+    finally:
+        nlab(
+            "mirror", "--lab", lab.name, "add", "web1-ids", "--source", "web1",
+            "--direction", "both", "--dest", "analyzer", check=True,
+        )  # fmt: skip
+
+
+def test_promiscuous_nic_sees_its_port_group_once_and_nothing_else_does(lab: Lab) -> None:
+    where = [(lab.ns("sniff"), "eth0"), (lab.ns("nosy"), "eth0"), (lab.ns("vm4"), "eth0")]
+    with va.taps(where) as t:
+        ping(lab, "web2", WEB1)
+        va.settle()
+        got = {ns: echoes(tap.frames(), {WEB1, WEB2}) for (ns, _), tap in t.items()}
+    assert len(got[lab.ns("sniff")]) == 2 * N, "each request and reply once"
+    assert got[lab.ns("nosy")] == [], "another port group's promiscuous NIC saw web traffic"
+    assert got[lab.ns("vm4")] == [], "a plain member of the port group saw unicast of others"
+
+
+def test_analyzer_port_is_receive_only(lab: Lab) -> None:
+    with Netlink(lab.ns("hv1")) as nl:
+        port = nl.index("analyzer-0")
+    with SwitchDataplane.open(pin_dir(lab.name) / "hv1") as dp:
+        before = dp.counters(port).get((Direction.INGRESS, Reason.ANALYZER_TX))
+        mac = bytes.fromhex("ffffffffffff") + bytes(6) + struct.pack("!H", 0x0800) + b"nlab-analyzer" * 4
+        va.inject(lab.ns("analyzer"), "eth0", [mac] * 3)
+        va.settle()
+        after = dp.counters(port)[(Direction.INGRESS, Reason.ANALYZER_TX)]
+    assert after.packets - (before.packets if before else 0) == 3
+
+
+def test_copies_never_reach_a_bridge_fdb(lab: Lab) -> None:
+    ping(lab, "web1", WEB2, count=2)
+    with Netlink(lab.ns("hv1")) as nl:
+        analyzer_port = nl.index("analyzer-0")
+    out = subprocess.run(
+        ["bridge", "-n", lab.ns("hv1"), "-j", "fdb", "show", "br", "vsmon"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    web1_mac = next(n["mac"] for vm in lab.status()["vms"] if vm["name"] == "web1" for n in vm["nics"])
+    learned = [e for e in json.loads(out or "[]") if e.get("mac") == web1_mac]
+    assert learned == [], f"vsmon learned web1's MAC from a copy: {learned}"
+    assert analyzer_port > 0
+
+
+def test_bad_input_is_refused_whole(lab: Lab) -> None:
+    cases = {
+        ("--dest", "web2"): "mirrors.bad.dest: web2 is not an analyzer",
+        ("--dest", "nobody"): "mirrors.bad.dest: unknown VM 'nobody'",
+        ("--dest", "analyzer", "--snaplen", "10"): "mirrors.bad.snaplen: 10 is not in 64..65535",
+    }
+    for extra, message in cases.items():
+        proc = nlab(
+            "mirror", "--lab", lab.name, "add", "bad", "--source", "web1", "--direction", "in", *extra
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    doc = json.loads(nlab("mirror", "--lab", lab.name, "list", "--json", check=True).stdout)
+    assert "bad" not in [s["name"] for s in doc["sessions"]]
+
+
+def _fdb(lab: Lab, node: str, bridge: str) -> list[dict]:
+    out = subprocess.run(
+        ["bridge", "-n", lab.ns(node), "-j", "fdb", "show", "br", bridge],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [e for e in json.loads(out or "[]") if "permanent" not in e.get("state", "")]
+
+
+def _vm_macs(lab: Lab) -> dict[str, str]:
+    return {n["mac"]: f"{vm['name']}.{n['name']}" for vm in lab.status()["vms"] for n in vm["nics"]}
+
+
+def test_remote_analyzer_on_another_host_gets_byte_identical_copies(lab: Lab) -> None:
+    with va.taps([(lab.ns("web1"), "eth0"), (lab.ns("ids2"), "eth0")]) as t:
+        ping(lab, "web1", WEB2)
+        va.settle()
+        at_web1 = t[lab.ns("web1"), "eth0"].frames()
+        copies = received(t[lab.ns("ids2"), "eth0"])
+    original = echoes(at_web1, {WEB1, WEB2})
+    assert len(original) == 2 * N
+    assert sorted(echoes(copies, {WEB1, WEB2})) == sorted(original)
+    web1_frames = {f.data for f in at_web1}
+    assert [f.data.hex()[:80] for f in copies if f.data not in web1_frames] == []
+    # web1 lives on an internal-only vSwitch: no physical switch may ever learn its MAC
+    macs = _vm_macs(lab)
+    learned = [
+        (e["mac"], e["ifname"])
+        for e in _fdb(lab, "tor2", "fabric")
+        if macs.get(e["mac"], "").startswith("web1")
+    ]
+    assert learned == [], f"tor2 learned web1's MAC from a copy: {learned}"
+    hv1_mirror = mirror.endpoint_mac(lab.name, "hv1")
+    assert {e["ifname"] for e in _fdb(lab, "tor2", "fabric") if e["mac"] == hv1_mirror} == {"hv1-eth1"}
+
+
+def test_analyzer_on_the_physical_network_gets_encapsulated_copies(lab: Lab) -> None:
+    app1, app2 = "10.30.0.21", "10.30.0.22"
+    before = session_counters(lab)["app1-wire"]
+    with va.taps([(lab.ns("app1"), "eth0"), (lab.ns("monitor"), "eth0")]) as t:
+        ping(lab, "app1", app2)
+        va.settle()
+        at_app1 = t[lab.ns("app1"), "eth0"].frames()
+        wire = received(t[lab.ns("monitor"), "eth0"])
+    decoded = [mirror.decapsulate(f.data) for f in wire]
+    assert all(d is not None for d in decoded), "a frame on the monitor port is not a mirror copy"
+    ids = {d[0] for d in decoded if d}
+    assert len(ids) == 1
+    inner = [va.Frame(False, None, d[2]) for d in decoded if d]
+    original = echoes(at_app1, {app1, app2})
+    assert len(original) == 2 * N
+    assert sorted(echoes(inner, {app1, app2})) == sorted(original)
+    directions = {d[1] for d in decoded if d and d[2] in original}
+    assert directions == {"in", "out"}
+    macs = _vm_macs(lab)
+    outer = {f.src for f in wire} | {f.dst for f in wire}
+    assert not outer & set(macs), "an outer header carries a VM's MAC"
+    on_monitor = [
+        macs[e["mac"]] for e in _fdb(lab, "tor2", "fabric") if e["ifname"] == "monitor" and e["mac"] in macs
+    ]
+    assert on_monitor == []
+    after = session_counters(lab)["app1-wire"]
+    assert after["packets"] - before["packets"] >= 2 * N and after["dropped"] == 0
+
+
+def test_taps_say_where_each_session_can_be_captured(lab: Lab) -> None:
+    taps = {t.session: t for t in mirror.taps(lab.name)}
+    assert taps["web1-ids"] == mirror.Tap("web1-ids", lab.ns("analyzer"), "eth0", ("web1",), False)
+    assert taps["web1-remote"] == mirror.Tap("web1-remote", lab.ns("ids2"), "eth0", ("web1",), False)
+    assert taps["app1-wire"] == mirror.Tap("app1-wire", lab.ns("monitor"), "eth0", ("app1",), True)
+    assert taps["promiscuous:sniff.eth0"].namespace == lab.ns("sniff")
+    assert mirror.taps(lab.name, "web1-ids") == [taps["web1-ids"]]
+    with pytest.raises(KeyError):
+        mirror.taps(lab.name, "nope")
