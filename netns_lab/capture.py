@@ -60,30 +60,38 @@ class Frame:
     vlan: int | None  # the tag the kernel had stripped, if any
 
 
+def packet_socket(namespace: str, ifname: str, rcvbuf: int | None, outgoing: bool) -> socket.socket:
+    """A non-blocking, promiscuous AF_PACKET socket on `ifname` of `namespace`, with PACKET_AUXDATA
+    (the stripped VLAN tag) and kernel receive times; `outgoing`: also what the namespace sends."""
+    with netns.inside(namespace):
+        ifindex = socket.if_nametoindex(ifname)  # ifindexes are per namespace
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        if not outgoing:
+            # never queued, so it cannot fill the buffer or count as a drop; Capture.read still
+            # skips those queued before this took effect
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.bind((ifname, ETH_P_ALL))
+        mreq = struct.pack("=iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")  # struct packet_mreq
+        sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Capture:
     """One receive-only raw socket on `ifname` inside namespace `namespace`."""
 
     def __init__(self, namespace: str, ifname: str, rcvbuf: int | None = DEFAULT_RCVBUF) -> None:
         self.namespace, self.ifname = namespace, ifname
         self.received = self.dropped = 0
-        with netns.inside(namespace):
-            ifindex = socket.if_nametoindex(ifname)  # ifindexes are per namespace
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        try:
-            if rcvbuf is not None:
-                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-            self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-            # what the namespace sends is never queued here, so it cannot fill the buffer or count as a
-            # drop; the check in read() stays for frames queued before this took effect
-            self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            self.sock.bind((ifname, ETH_P_ALL))
-            mreq = struct.pack("=iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")  # struct packet_mreq
-            self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
-            self.sock.setblocking(False)
-        except BaseException:
-            self.sock.close()
-            raise
+        self.sock = packet_socket(namespace, ifname, rcvbuf, outgoing=False)
         log.info("capturing on %s in %s", ifname, namespace)
 
     def fileno(self) -> int:

@@ -182,15 +182,17 @@ SENDER_C = r"""
 
 #define BATCH 64
 
-/* usage: udpflood DST PORT SECONDS PAYLOAD; prints "sent elapsed_s failed_calls" */
+/* usage: udpflood DST PORT SECONDS PAYLOAD [PPS]; without PPS (or 0) as fast as it can, else
+ * paced to PPS packets per second; prints "sent elapsed_s failed_calls" */
 int main(int argc, char **argv)
 {
-    if (argc != 5)
+    if (argc != 5 && argc != 6)
         return 2;
     struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
     if (inet_pton(AF_INET, argv[1], &dst.sin_addr) != 1)
         return 2;
-    double seconds = atof(argv[3]);
+    double seconds = atof(argv[3]), pps = argc == 6 ? atof(argv[5]) : 0;
+    int batch = pps > 0 ? 16 : BATCH, calls = pps > 0 ? 1 : 16;  /* paced: small steps */
     static char payload[1472];
     struct iovec iov = {payload, (size_t)atoi(argv[4])};
     struct mmsghdr msgs[BATCH];
@@ -209,8 +211,8 @@ int main(int argc, char **argv)
     double elapsed;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do {
-        for (int k = 0; k < 16; k++) {
-            int n = sendmmsg(fd, msgs, BATCH, 0);
+        for (int k = 0; k < calls; k++) {
+            int n = sendmmsg(fd, msgs, batch, 0);
             if (n < 0)
                 failed++;
             else
@@ -218,6 +220,11 @@ int main(int argc, char **argv)
         }
         clock_gettime(CLOCK_MONOTONIC, &t);
         elapsed = (t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9;
+        double ahead = pps > 0 ? sent / pps - elapsed : 0;  /* seconds ahead of the pace */
+        if (ahead > 0) {
+            struct timespec d = {(time_t)ahead, (long)((ahead - (time_t)ahead) * 1e9)};
+            nanosleep(&d, NULL);
+        }
     } while (elapsed < seconds);
     printf("%llu %.6f %llu\n", sent, elapsed, failed);
     return 0;

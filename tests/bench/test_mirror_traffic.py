@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from netns_lab.kernel import netns
-from tests.bench import traffic
+from tests.bench import fwtraffic, traffic
 from tests.bench.fwtraffic import CLIENT_CPU, SERVER_CPU, TrafficError
 from tests.lab.conftest import Lab, nlab, running
 
@@ -65,61 +65,6 @@ LOADS = (0.25, 0.5, 1.0)
 THROUGHPUT_GOAL = 0.85
 RESULTS = Path(".benchmarks") / "mirror-traffic.json"
 
-SENDER_C = r"""
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-
-#define BATCH 16
-
-/* usage: udppace DST PORT SECONDS PAYLOAD PPS (0: as fast as it can); prints "sent elapsed_s" */
-int main(int argc, char **argv)
-{
-    if (argc != 6)
-        return 2;
-    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-    if (inet_pton(AF_INET, argv[1], &dst.sin_addr) != 1)
-        return 2;
-    double seconds = atof(argv[3]), pps = atof(argv[5]);
-    static char payload[1472];
-    struct iovec iov = {payload, (size_t)atoi(argv[4])};
-    struct mmsghdr msgs[BATCH];
-    memset(msgs, 0, sizeof(msgs));
-    for (int i = 0; i < BATCH; i++) {
-        msgs[i].msg_hdr.msg_iov = &iov;
-        msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) {
-        perror("udppace");
-        return 1;
-    }
-    struct timespec t0, t;
-    unsigned long long sent = 0;
-    double elapsed;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do {
-        int n = sendmmsg(fd, msgs, BATCH, 0);
-        if (n > 0)
-            sent += n;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        elapsed = (t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9;
-        if (pps > 0) {
-            double ahead = sent / pps - elapsed;  /* seconds the sender is ahead of its pace */
-            if (ahead > 0) {
-                struct timespec d = {(time_t)ahead, (long)((ahead - (time_t)ahead) * 1e9)};
-                nanosleep(&d, NULL);
-            }
-        }
-    } while (elapsed < seconds);
-    printf("%llu %.6f\n", sent, elapsed);
-    return 0;
-}
-"""
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds a lab and loads eBPF"),
@@ -136,12 +81,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
     root_links = socket.if_nameindex()
     directory = tmp_path_factory.mktemp("mbench")
     (directory / "mbench.yaml").write_text(TOPOLOGY)
-    (directory / "udppace.c").write_text(SENDER_C)
-    subprocess.run(["gcc", "-O2", "-o", str(directory / "udppace"), str(directory / "udppace.c")], check=True)
+    sender = fwtraffic.build_sender(directory)
     with running(directory / "mbench.yaml") as built:
         sink = _sink(built)
         try:
-            yield built, directory / "udppace"
+            yield built, sender
         finally:
             sink.close()
     assert socket.if_nameindex() == root_links, "the root namespace's interfaces changed"
@@ -182,8 +126,8 @@ def _send(lab: Lab, sender: Path, pps: float) -> tuple[int, float]:
         check=False,
     )
     if proc.returncode != 0:
-        raise TrafficError(f"udppace exited {proc.returncode}: {proc.stderr.strip()}")
-    sent, elapsed = proc.stdout.split()
+        raise TrafficError(f"udpflood exited {proc.returncode}: {proc.stderr.strip()}")
+    sent, elapsed, _ = proc.stdout.split()
     return int(sent), float(elapsed)
 
 

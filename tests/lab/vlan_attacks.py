@@ -30,19 +30,19 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import LLC, SNAP, STP, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.packet import Packet, Raw, raw
 
+from netns_lab.capture import (
+    AUXDATA,
+    PACKET_AUXDATA,
+    PACKET_OUTGOING,
+    SOL_PACKET,
+    TP_STATUS_VLAN_TPID_VALID,
+    TP_STATUS_VLAN_VALID,
+    packet_socket,
+)
 from netns_lab.kernel import netns
 from tests.lab.conftest import nlab
 
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
-PACKET_ADD_MEMBERSHIP = 1
-PACKET_MR_PROMISC = 1
-PACKET_AUXDATA = 8
-PACKET_OUTGOING = 4  # sll_pkttype of a frame this interface sent
-TP_STATUS_VLAN_VALID = 1 << 4
-TP_STATUS_VLAN_TPID_VALID = 1 << 6
-AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
-SO_RCVBUFFORCE = 33
+ANCILLARY = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(AUXDATA.size)  # receive time, then auxdata
 RCVBUF = 16 << 20  # room for a MAC flood of a few thousand frames read only afterwards
 
 TPID_8021Q, TPID_8021AD = 0x8100, 0x88A8
@@ -94,27 +94,14 @@ class Tap:
 
     def __init__(self, ns: str, iface: str) -> None:
         self.ns, self.iface = ns, iface
-        with netns.inside(ns):
-            ifindex = socket.if_nametoindex(iface)  # ifindexes are per namespace
-            # protocol 0 until bound: a socket made with ETH_P_ALL would catch every interface
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-            self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-            self.sock.bind((iface, ETH_P_ALL))
-            mreq = struct.pack("=iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")  # struct packet_mreq
-            self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
-            self.sock.setblocking(False)
-        except BaseException:
-            self.sock.close()
-            raise
+        self.sock = packet_socket(ns, iface, RCVBUF, outgoing=True)
 
     def frames(self) -> list[Frame]:
         """Everything captured since the last call."""
         found = []
         while True:
             try:
-                data, ancdata, _flags, addr = self.sock.recvmsg(65535, socket.CMSG_SPACE(AUXDATA.size))
+                data, ancdata, _flags, addr = self.sock.recvmsg(65535, ANCILLARY)
             except BlockingIOError:
                 return found
             found.append(Frame(addr[2] == PACKET_OUTGOING, _outer_tag(ancdata), data))
