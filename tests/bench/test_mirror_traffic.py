@@ -26,6 +26,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,8 +152,14 @@ CONFIGS: dict[str, tuple[str, ...] | None] = {
 }
 
 
-def test_throughput_of_a_mirrored_vm(lab: tuple[Lab, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    built, _ = lab
+def test_throughput_of_a_mirrored_vm(
+    benchmark: Any, lab: tuple[Lab, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    benchmark.group = "mirror throughput (all rounds)"
+    benchmark.pedantic(_throughput, args=(lab[0], capsys), rounds=1)
+
+
+def _throughput(built: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     runs: dict[str, list[float]] = {name: [] for name in CONFIGS}
     for round_ in range(ROUNDS):
         for name in list(CONFIGS) if round_ % 2 == 0 else list(CONFIGS)[::-1]:
@@ -190,9 +197,13 @@ def test_throughput_of_a_mirrored_vm(lab: tuple[Lab, Path], capsys: pytest.Captu
 
 
 def test_fraction_of_copies_delivered_by_load(
-    lab: tuple[Lab, Path], capsys: pytest.CaptureFixture[str]
+    benchmark: Any, lab: tuple[Lab, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    built, sender = lab
+    benchmark.group = "mirror copies delivered (all loads)"
+    benchmark.pedantic(_copies_by_load, args=(*lab, capsys), rounds=1)
+
+
+def _copies_by_load(built: Lab, sender: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _mirror(built, True, direction="out")
     try:
         sent, elapsed = _send(built, sender, 0)  # warm-up and peak: flat out, mirrored
