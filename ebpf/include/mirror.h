@@ -59,7 +59,8 @@ static __always_inline int mirror_entered_by_source(struct __sk_buff *skb, __u32
 
     if (!mp)
         return 0;
-#pragma unroll
+/* a bounded loop, not unrolled: inlined at four taps, 8x unrolling doubled the compile time */
+#pragma clang loop unroll(disable)
     for (int i = 0; i < NLAB_MIRROR_PER_PORT; i++)
         if (i < mp->nr && mp->session[i] == id)
             return 1;
@@ -131,7 +132,8 @@ static __always_inline void mirror_tap(struct __sk_buff *skb, __u32 tap)
     if (!mp)
         return;
     struct mirror_ctx c = {.skb = skb, .tap = tap};
-#pragma unroll
+/* a bounded loop, not unrolled: inlined at four taps, 8x unrolling doubled the compile time */
+#pragma clang loop unroll(disable)
     for (int i = 0; i < NLAB_MIRROR_PER_PORT; i++) {
         if (i >= mp->nr)
             break;

@@ -208,12 +208,19 @@ def test_analyzer_port_is_receive_only(lab: Lab) -> None:
     with Netlink(lab.ns("hv1")) as nl:
         port = nl.index("analyzer-0")
     with SwitchDataplane.open(pin_dir(lab.name) / "hv1") as dp:
-        before = dp.counters(port).get((Direction.INGRESS, Reason.ANALYZER_TX))
+        before = dp.counters(port)
         mac = bytes.fromhex("ffffffffffff") + bytes(6) + struct.pack("!H", 0x0800) + b"nlab-analyzer" * 4
         va.inject(lab.ns("analyzer"), "eth0", [mac] * 3)
         va.settle()
-        after = dp.counters(port)[(Direction.INGRESS, Reason.ANALYZER_TX)]
-    assert after.packets - (before.packets if before else 0) == 3
+        after = dp.counters(port)
+
+    def grown(reason: Reason) -> int:
+        key = (Direction.INGRESS, reason)
+        return (after[key].packets if key in after else 0) - (before[key].packets if key in before else 0)
+
+    # at least our 3 (the analyzer's own kernel may send, e.g. IPv6 neighbour discovery), none passed
+    assert grown(Reason.ANALYZER_TX) >= 3
+    assert grown(Reason.PASS) == 0
 
 
 def test_copies_never_reach_a_bridge_fdb(lab: Lab) -> None:
