@@ -160,8 +160,11 @@ def test_allowed_new_flows_show_their_rule_and_vm_filter_holds(reference_lab: La
             records = w.wait_for(lambda rs: all(_has(rs, verdict="allow", dport=PG, **x) for x in want), 8)
         finally:
             w.stop()
-    assert {r["vm"] for r in records} <= {"app1", "db1"}, records
-    assert all(r["reason"] == "new-flow" for r in records if r["verdict"] == "allow"), records
+    verdicts = [r for r in records if r["kind"] == "verdict"]
+    assert {r["vm"] for r in verdicts} <= {"app1", "db1"}, verdicts
+    assert all(r["reason"] == "new-flow" for r in verdicts if r["verdict"] == "allow"), verdicts
+    # copies only of sessions that mirror a watched VM (the reference lab's app1-wire mirrors app1)
+    assert {r["session"] for r in records if r["kind"] == "mirror"} <= {"app1-wire"}, records
 
 
 # -- mirrored copies -----------------------------------------------------------------------------
