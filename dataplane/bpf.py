@@ -7,9 +7,11 @@ in Python is only needed while loading. Pins go under a directory the caller own
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataplane import syscalls
@@ -26,23 +28,33 @@ class LoadError(Exception):
 
 @dataclass
 class Loaded:
-    """File descriptors of the programs and maps of one loaded object."""
+    """File descriptors of the programs and maps of one loaded object; `code`: each program's
+    instructions as loaded (their map references are the fds of `maps` and of the object's
+    other maps), from which `instantiate` loads another copy without compiling."""
 
     programs: dict[str, int]
     maps: dict[str, int]
     _bpf: object = None  # the bcc object; closing it closes the fds
+    code: dict[str, bytes] = field(default_factory=dict)
+    _fds: list[int] = field(default_factory=list)  # an instance's own fds
 
     def close(self) -> None:
         if self._bpf is not None:
             self._bpf.cleanup()  # type: ignore[attr-defined]
             self._bpf = None
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
 
 
 def load(
     source: str, programs: tuple[str, ...], maps: tuple[str, ...], defines: dict[str, int] | None = None
 ) -> Loaded:
     """Compile `ebpf/<source>` and load `programs` as SCHED_CLS (TC) programs."""
-    from bcc import BPF  # imported here: bcc is slow to import and needs Debian's python
+    from bcc import (
+        BPF,  # imported here: bcc is slow to import and needs Debian's python
+        libbcc,
+    )
 
     cflags = [f"-I{INCLUDE_DIR}", *(f"-D{k}={v}" for k, v in (defines or {}).items())]
     try:
@@ -51,7 +63,56 @@ def load(
         map_fds = {name: bpf.get_table(name.encode()).map_fd for name in maps}
     except Exception as err:  # bcc raises bare Exception on compile and verifier errors
         raise LoadError(f"cannot load ebpf/{source}: {err}") from err
-    return Loaded(fds, map_fds, bpf)
+    code = {}
+    for name in programs:  # as bcc loaded them: its map placeholders already replaced by fds
+        start = libbcc.lib.bpf_function_start(bpf.module, name.encode())
+        code[name] = ctypes.string_at(start, libbcc.lib.bpf_function_size(bpf.module, name.encode()))
+    return Loaded(fds, map_fds, bpf, code)
+
+
+LD_IMM64 = 0x18  # BPF_LD | BPF_DW | BPF_IMM: the two-slot instruction that carries a map reference
+PSEUDO_MAP_FD = 1  # its src_reg when imm is a map fd
+
+
+def _map_refs(code: bytes) -> list[int]:
+    """Offsets of the instructions of `code` that name a map by fd."""
+    return [
+        off
+        for off in range(0, len(code), syscalls.INSN_SIZE)
+        if code[off] == LD_IMM64 and code[off + 1] >> 4 == PSEUDO_MAP_FD
+    ]
+
+
+def _fd_at(code: bytes, off: int) -> int:
+    return int.from_bytes(code[off + 4 : off + 8], "little", signed=True)
+
+
+def instantiate(template: Loaded) -> Loaded:
+    """Another copy of a loaded object, with maps of its own, without compiling again (a compile
+    takes seconds, this tens of milliseconds): every map is made anew like the template's, and
+    each program's instructions are loaded again with their map fds replaced."""
+    old_fds = set(template.maps.values())
+    for code in template.code.values():
+        old_fds |= {_fd_at(code, off) for off in _map_refs(code)}
+    made: list[int] = []
+    try:
+        fresh = {}
+        for fd in sorted(old_fds):
+            fresh[fd] = syscalls.map_create_like(syscalls.map_info(fd))
+            made.append(fresh[fd])
+        programs = {}
+        for name, code in template.code.items():
+            patched = bytearray(code)
+            for off in _map_refs(code):
+                patched[off + 4 : off + 8] = fresh[_fd_at(code, off)].to_bytes(4, "little", signed=True)
+            programs[name] = syscalls.prog_load(name, bytes(patched))
+            made.append(programs[name])
+    except BaseException:
+        for fd in made:
+            os.close(fd)
+        raise
+    maps = {name: fresh[fd] for name, fd in template.maps.items()}
+    return Loaded(programs, maps, None, template.code, made)
 
 
 def pin(loaded: Loaded, directory: Path) -> None:

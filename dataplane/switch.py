@@ -76,10 +76,18 @@ class SwitchDataplane:
         self._ncpu = syscalls.num_possible_cpus()
 
     @classmethod
-    def load(cls, pin_dir: Path | None = None, vm_ports: bool = True) -> SwitchDataplane:
-        """Compile and load; `vm_ports` False for a physical switch (VLAN programs only)."""
+    def load(
+        cls, pin_dir: Path | None = None, vm_ports: bool = True, like: SwitchDataplane | None = None
+    ) -> SwitchDataplane:
+        """Compile and load; `vm_ports` False for a physical switch (VLAN programs only). With
+        `like` (a dataplane of the same kind this process loaded), no compile: the same programs
+        with maps of their own (one dataplane per switching namespace, as each kernel has its own)."""
         defines = {"NLAB_MAX_IFINDEX": abi.MAX_IFINDEX}
-        if vm_ports:
+        if like is not None:
+            if like._owned is None or set(like.programs) != set(PROGRAMS if vm_ports else SWITCH_PROGRAMS):
+                raise ValueError("`like` must be a dataplane of the same kind loaded by this process")
+            loaded = bpf.instantiate(like._owned)
+        elif vm_ports:
             loaded = bpf.load(SOURCE, PROGRAMS, MAPS, defines)
         else:
             loaded = bpf.load(SOURCE, SWITCH_PROGRAMS, SWITCH_MAPS, {**defines, "NLAB_SWITCH_ONLY": 1})

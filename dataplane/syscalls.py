@@ -1,5 +1,6 @@
 """The bpf(2) calls we need outside bcc, through libbpf.so.1 (ctypes): pinning, reopening
-pinned objects, map access, BPF_PROG_TEST_RUN. bcc 0.26 wraps none of prog_test_run."""
+pinned objects, map access, BPF_PROG_TEST_RUN, and creating maps and loading programs from
+instructions bcc compiled once (dataplane/bpf.py). bcc 0.26 wraps none of prog_test_run."""
 
 from __future__ import annotations
 
@@ -114,3 +115,87 @@ _lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(TestRunOpts
 def prog_test_run(fd: int, opts: TestRunOpts) -> None:
     opts.sz = ctypes.sizeof(TestRunOpts)
     _check(_lib.bpf_prog_test_run_opts(fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
+
+
+# -- a second instance of a compiled object: its maps made again, its instructions loaded again --
+class MapInfo(ctypes.Structure):
+    """struct bpf_map_info (the fields up to map_extra)."""
+
+    _fields_ = (
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+    )
+
+
+class MapCreateOpts(ctypes.Structure):
+    """struct bpf_map_create_opts of libbpf 1.1."""
+
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", ctypes.c_uint32),
+        ("map_ifindex", ctypes.c_uint32),
+    )
+
+
+_lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+_lib.bpf_map_create.argtypes = [
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_uint32,
+    ctypes.c_uint32,
+    ctypes.c_uint32,
+    ctypes.POINTER(MapCreateOpts),
+]
+_lib.bpf_prog_load.argtypes = [
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_void_p,
+]
+BPF_PROG_TYPE_SCHED_CLS = 3
+INSN_SIZE = 8  # struct bpf_insn
+
+
+def map_info(fd: int) -> MapInfo:
+    info, size = MapInfo(), ctypes.c_uint32(ctypes.sizeof(MapInfo))
+    _check(_lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), f"map info of fd {fd}")
+    return info
+
+
+def map_create_like(info: MapInfo) -> int:
+    """A new, empty map with the type, sizes, capacity and flags of `info`."""
+    opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), map_flags=info.map_flags, map_extra=info.map_extra)
+    rc = _lib.bpf_map_create(info.type, info.name, info.key_size, info.value_size, info.max_entries, opts)
+    return _check(rc, f"create map {info.name.decode()}")
+
+
+def prog_load(name: str, code: bytes) -> int:
+    """A TC (SCHED_CLS) program from instructions whose maps are already in place."""
+    buf = ctypes.create_string_buffer(code, len(code))
+    rc = _lib.bpf_prog_load(
+        BPF_PROG_TYPE_SCHED_CLS, name[:15].encode(), b"GPL", buf, len(code) // INSN_SIZE, None
+    )
+    return _check(rc, f"load program {name}")
