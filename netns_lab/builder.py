@@ -324,6 +324,11 @@ class Builder:
         ns = self.ns(vm.name)
         host = self._sock(vm.host)
         with self._namespace(vm.name) as nl:
+            if vm.role == "analyzer":
+                # receive-only: its own kernel's IPv6 chatter (DAD, router solicitations, MLD)
+                # would only be dropped and counted at its port
+                netlink.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
+                netlink.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
             for nic in vm.nics:
                 port = model.vm_port(vm.name, nic.index)
                 host.veth(port, nic.name, ns, mac=nic.mac, master=nic.vswitch, up=True)

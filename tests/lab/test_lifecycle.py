@@ -210,11 +210,13 @@ def test_a_dataplane_that_fails_to_load_fails_the_build_cleanly(monkeypatch, war
     topo = loader.load_text(REFERENCE.read_text(), str(REFERENCE), lab=name)
     load, loads = SwitchDataplane.load, []
 
-    def third_fails(pins: Path | None = None, vm_ports: bool = True) -> SwitchDataplane:
+    def third_fails(
+        pins: Path | None = None, vm_ports: bool = True, like: SwitchDataplane | None = None
+    ) -> SwitchDataplane:
         loads.append(pins)
         if len(loads) == 3:
             raise LoadError("cannot load ebpf/vswitch.c: played by the test")
-        return load(pins, vm_ports)
+        return load(pins, vm_ports, like)
 
     monkeypatch.setattr(SwitchDataplane, "load", third_fails)
     before = _open_fds()
