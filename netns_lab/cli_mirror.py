@@ -48,9 +48,10 @@ def _sources(text: str) -> list[str] | str:
 
 
 def cmd_add(args: argparse.Namespace, lab: str) -> dict[str, Any]:
+    uplink = args.dest.removeprefix("uplink:") if args.dest.startswith("uplink:") else None
     session: dict[str, Any] = {
         "source": _sources(args.source),
-        "dest": args.dest,
+        "dest": {"uplink": uplink} if uplink is not None else args.dest,
         "direction": args.direction,
     }
     if args.tap:
@@ -59,6 +60,8 @@ def cmd_add(args: argparse.Namespace, lab: str) -> dict[str, Any]:
         session["snaplen"] = args.snaplen
     if args.sample is not None:
         session["sample"] = args.sample
+    if args.vlan is not None:
+        session["vlan"] = args.vlan
 
     def edit(data: dict[str, Any]) -> None:
         sessions = data.get("mirrors") or {}

@@ -329,3 +329,31 @@ def test_taps_say_where_each_session_can_be_captured(lab: Lab) -> None:
     assert mirror.taps(lab.name, "web1-ids") == [taps["web1-ids"]]
     with pytest.raises(KeyError):
         mirror.taps(lab.name, "nope")
+
+
+def test_live_session_out_of_a_named_pnic(lab: Lab) -> None:
+    """`nlab mirror add ... --dest uplink:HOST.PNIC --vlan V`: desk2's copies leave hv2 through eth1
+    in the mirror VLAN, and the IDS on the physical network decapsulates them; nothing after del."""
+    desk2, desk1 = "10.50.0.12", "10.50.0.11"
+    add = nlab(
+        "mirror", "--lab", lab.name, "add", "desk-wire", "--source", "desk2", "--direction", "both",
+        "--dest", "uplink:hv2.eth1", "--vlan", "rspan",
+    )  # fmt: skip
+    assert add.returncode == 0, add.stderr
+    try:
+        with va.taps([(lab.ns("desk2"), "eth0"), (lab.ns("monitor"), "eth0")]) as t:
+            ping(lab, "desk2", desk1)
+            va.settle()
+            at_desk2 = t[lab.ns("desk2"), "eth0"].frames()
+            wire = received(t[lab.ns("monitor"), "eth0"])
+    finally:
+        nlab("mirror", "--lab", lab.name, "del", "desk-wire", check=True)
+    inner = [va.Frame(False, None, d[2]) for f in wire if (d := mirror.decapsulate(f.data))]
+    original = echoes(at_desk2, {desk2, desk1})
+    assert len(original) == 2 * N
+    assert sorted(echoes(inner, {desk2, desk1})) == sorted(original)
+    with va.taps([(lab.ns("monitor"), "eth0")]) as t:
+        ping(lab, "desk2", desk1, count=2)
+        va.settle()
+        after = [d for f in received(t[lab.ns("monitor"), "eth0"]) if (d := mirror.decapsulate(f.data))]
+    assert echoes([va.Frame(False, None, d[2]) for d in after], {desk2, desk1}) == []
