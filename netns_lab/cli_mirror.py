@@ -9,37 +9,10 @@ from typing import Any
 
 from netns_lab import fwlive, mirror, state
 from netns_lab.errors import TopologyError
-from netns_lab.model import Topology
-
-
-def _session_doc(topo: Topology, planned: mirror.Planned, stats: mirror.Stats) -> dict[str, Any]:
-    declared = next((s for s in topo.mirrors if s.name == planned.name), None)
-    return {
-        "name": planned.name,
-        "sources": list(planned.source_vms),
-        "dest": planned.dest_vm or f"uplink:{declared.uplink if declared else '?'}",
-        "vlan": topo.vlan_name(declared.vlan) if declared and declared.vlan else None,
-        "direction": declared.direction if declared else "both",
-        "tap": declared.tap if declared else "after",
-        "snaplen": planned.snaplen or None,
-        "sample": planned.sample,
-        "kind": "session" if declared else "promiscuous",
-        "counters": {
-            "packets": stats.packets,
-            "bytes": stats.bytes,
-            "dropped": stats.dropped,
-            "sampled_out": stats.skipped,
-        },
-    }
 
 
 def cmd_list(args: argparse.Namespace, lab: str) -> dict[str, Any]:
-    with mirror.opened(lab) as live:
-        stats = live.stats()
-        docs = [
-            _session_doc(live.topo, s, stats.get(s.name, mirror.Stats())) for s in mirror.sessions(live.topo)
-        ]
-        return {"lab": lab, "sessions": docs}
+    return {"lab": lab, "sessions": mirror.documents(lab)}
 
 
 def _sources(text: str) -> list[str] | str:

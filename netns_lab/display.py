@@ -120,6 +120,35 @@ def status(doc: dict[str, Any]) -> None:
             )
     out.print(vms)
     _ports(doc)
+    _mirror_sessions(doc.get("mirrors", []))
+
+
+def _mirror_sessions(sessions: list[dict[str, Any]]) -> None:
+    if not sessions:
+        return
+    table = Table(
+        "session",
+        "sources",
+        "dest",
+        "dir",
+        "tap",
+        "copies",
+        "dropped",
+        title="mirror sessions",
+        title_justify="left",
+    )
+    for s in sessions:
+        c = s["counters"]
+        table.add_row(
+            s["name"],
+            ",".join(s["sources"]),
+            s["dest"],
+            s["direction"],
+            s["tap"],
+            str(c["packets"]),
+            str(c["dropped"]),
+        )
+    out.print(table)
 
 
 def _policy(port: dict[str, Any]) -> str:

@@ -331,6 +331,28 @@ class LiveMirrors(fwlive.LiveFirewall):
         return total
 
 
+def session_doc(topo: Topology, planned: Planned, stats: Stats) -> dict[str, Any]:
+    """A session as `nlab mirror list --json` and `nlab status --json` show it."""
+    declared = next((s for s in topo.mirrors if s.name == planned.name), None)
+    return {
+        "name": planned.name,
+        "sources": list(planned.source_vms),
+        "dest": planned.dest_vm or f"uplink:{declared.uplink if declared else '?'}",
+        "vlan": topo.vlan_name(declared.vlan) if declared and declared.vlan else None,
+        "direction": declared.direction if declared else "both",
+        "tap": declared.tap if declared else "after",
+        "snaplen": planned.snaplen or None,
+        "sample": planned.sample,
+        "kind": "session" if declared else "promiscuous",
+        "counters": {
+            "packets": stats.packets,
+            "bytes": stats.bytes,
+            "dropped": stats.dropped,
+            "sampled_out": stats.skipped,
+        },
+    }
+
+
 def opened(lab: str) -> LiveMirrors:
     return LiveMirrors(lab)
 
@@ -382,3 +404,10 @@ def decapsulate(frame: bytes) -> tuple[int, str, bytes] | None:
     if direction is None:
         return None
     return tr.session, direction, bytes(tr.inner) + frame[14:-size]
+
+
+def documents(lab: str) -> list[dict[str, Any]]:
+    """Every session of a running lab with its counters, for `nlab status`."""
+    with opened(lab) as live:
+        stats = live.stats()
+        return [session_doc(live.topo, s, stats.get(s.name, Stats())) for s in sessions(live.topo)]

@@ -10,7 +10,7 @@ from typing import Any
 from dataplane.abi import Direction, Reason
 from dataplane.switch import PortVlans, SwitchDataplane
 from dataplane.syscalls import BpfError
-from netns_lab import model, ports
+from netns_lab import fwlive, mirror, model, ports
 from netns_lab.kernel import netns
 from netns_lab.kernel.netlink import Link, Netlink
 from netns_lab.model import Host, Network, Switch, Topology, Vm
@@ -191,4 +191,13 @@ def document(topo: Topology, state: LabState) -> dict[str, Any]:
     missing = [n["namespace"] for n in nodes if not n["present"]]
     doc["healthy"] = state.phase == "up" and not missing
     doc["missing"] = missing
+    doc["mirrors"] = _mirrors(topo.lab) if doc["healthy"] else []
     return doc
+
+
+def _mirrors(lab: str) -> list[dict[str, Any]]:
+    """The lab's mirror sessions with their counters, as `nlab mirror list` shows them."""
+    try:
+        return mirror.documents(lab)
+    except (fwlive.NotRunning, OSError):  # pins gone under a lab that looks up: status says so elsewhere
+        return []

@@ -357,3 +357,12 @@ def test_live_session_out_of_a_named_pnic(lab: Lab) -> None:
         va.settle()
         after = [d for f in received(t[lab.ns("monitor"), "eth0"]) if (d := mirror.decapsulate(f.data))]
     assert echoes([va.Frame(False, None, d[2]) for d in after], {desk2, desk1}) == []
+
+
+def test_status_shows_every_session_with_its_counters(lab: Lab) -> None:
+    ping(lab, "web1", WEB2, count=1)
+    sessions = {m["name"]: m for m in lab.status()["mirrors"]}
+    assert {"web1-ids", "web1-remote", "app1-wire"} <= set(sessions)
+    assert any(name.startswith("promiscuous:") for name in sessions)
+    assert sessions["web1-ids"]["sources"] == ["web1"] and sessions["web1-ids"]["dest"] == "analyzer"
+    assert sessions["web1-ids"]["counters"]["packets"] >= 2
