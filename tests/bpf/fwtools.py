@@ -12,8 +12,9 @@ both policy generations), so every case starts from `reset`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
@@ -359,3 +360,14 @@ def check_event(
         want.update(sport=0, dport=0)
     assert got == want
     assert abs(now_ns() - ev.time_ns) < 10 * NS, "time_ns is not CLOCK_MONOTONIC_COARSE now"
+
+
+@contextlib.contextmanager
+def harness_on(dp: SwitchDataplane) -> Iterator[Harness]:
+    """A Harness reading `dp`'s events; the dataplane is `reset` after, for the modules that follow."""
+    with EventReader() as reader:
+        reader.add(dp.maps["fw_events"], "test")
+        try:
+            yield Harness(dp, reader)
+        finally:
+            reset(dp)

@@ -22,7 +22,6 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from dataplane import testrun
 from dataplane.abi import Reason, Verdict
-from dataplane.events import EventReader
 from dataplane.firewall import Settings
 from tests.bpf.conftest import PORT
 from tests.bpf.fwcases import (
@@ -70,8 +69,8 @@ from tests.bpf.fwtools import (
     check_event,
     ct_count,
     echo,
+    harness_on,
     icmp_error,
-    reset,
     tcp,
     tcp_bytes,
     udp,
@@ -526,12 +525,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def harness(dataplane: SwitchDataplane) -> Iterator[Harness]:
-    with EventReader() as reader:
-        reader.add(dataplane.maps["fw_events"], "test")
-        try:
-            yield Harness(dataplane, reader)
-        finally:
-            reset(dataplane)  # leave no vNIC, policy or state to the tests that follow
+    with harness_on(dataplane) as h:  # leaves no vNIC, policy or state to the tests that follow
+        yield h
 
 
 def start(harness: Harness, case: Case) -> Vnic:

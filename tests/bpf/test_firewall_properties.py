@@ -27,9 +27,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet, Raw
 
 from dataplane.abi import Reason, Verdict
-from dataplane.events import EventReader
 from dataplane.fwpolicy import AnyPeer, Cidr, Endpoint, Group, Policy, Rule, evaluate
-from tests.bpf.fwtools import COUNTED, IN, OUT, Harness, Vnic, forget, reset
+from tests.bpf.fwtools import COUNTED, IN, OUT, Harness, Vnic, forget, harness_on
 
 if TYPE_CHECKING:
     from dataplane.switch import SwitchDataplane
@@ -220,14 +219,9 @@ def new_flows(policy: Policy, rnd: random.Random, count: int) -> Iterator[NewFlo
 
 @pytest.fixture(scope="module")
 def harness(dataplane: SwitchDataplane) -> Iterator[Harness]:
-    with EventReader() as reader:
-        reader.add(dataplane.maps["fw_events"], "test")
-        h = Harness(dataplane, reader)
+    with harness_on(dataplane) as h:
         h.start(Policy(), Vnic(port_security=False))
-        try:
-            yield h
-        finally:
-            reset(dataplane)
+        yield h
 
 
 PACKETS_PER_POLICY = 30

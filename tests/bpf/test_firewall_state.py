@@ -15,7 +15,7 @@ from scapy.layers.inet import ICMP, IP
 
 from dataplane import abi, fwpolicy, syscalls, testrun
 from dataplane.abi import Reason, Verdict
-from dataplane.events import EventReader, now_ns
+from dataplane.events import now_ns
 from dataplane.firewall import Settings
 from dataplane.fwpolicy import AnyPeer, Cidr, Endpoint, Policy, Rule, evaluate
 from tests.bpf.fwtools import (
@@ -30,7 +30,7 @@ from tests.bpf.fwtools import (
     clear_connections,
     ct_count,
     framed,
-    reset,
+    harness_on,
     tagged,
     tcp,
     udp,
@@ -62,12 +62,8 @@ SERVERS = Cidr("10.0.20.0/24")
 
 @pytest.fixture(scope="module")
 def harness(dataplane: SwitchDataplane) -> Iterator[Harness]:
-    with EventReader() as reader:
-        reader.add(dataplane.maps["fw_events"], "test")
-        try:
-            yield Harness(dataplane, reader)
-        finally:
-            reset(dataplane)
+    with harness_on(dataplane) as h:
+        yield h
 
 
 def handshake(h: Harness, dport: int, peer: str = SERVER, sport: int = 40000) -> None:

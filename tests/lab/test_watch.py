@@ -33,10 +33,11 @@ from scapy.layers.l2 import Ether
 from netns_lab import fwlive, probe, watch
 from netns_lab.capture import PcapWriter
 from netns_lab.kernel import netns
+from netns_lab.mirror import Tap
 from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REPO, Lab
-from tests.lab.watch_shim import Tap, encode
+from tests.lab.watch_shim import encode
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
 
@@ -171,7 +172,7 @@ def test_allowed_new_flows_show_their_rule_and_vm_filter_holds(reference_lab: La
 @pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed")
 def test_mirror_lines_and_pcap_through_the_cli(reference_lab: Lab, tmp_path: Path) -> None:
     lab, pcap = reference_lab, tmp_path / "web1.pcap"
-    tap = Tap("web1-in", lab.ns("web1"), "eth0", ("web1",))
+    tap = Tap("web1-in", lab.ns("web1"), "eth0", ("web1",), False)
     w = Streaming(
         ["--lab", lab.name, "--mirror", "web1-in", "--json", "--pcap", str(pcap), "--duration", "40"], [tap]
     )
@@ -200,7 +201,7 @@ def test_mirror_lines_and_pcap_through_the_cli(reference_lab: Lab, tmp_path: Pat
 @pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed")
 def test_trunk_capture_puts_the_vlan_tags_back(reference_lab: Lab, tmp_path: Path) -> None:
     lab, path = reference_lab, tmp_path / "trunk.pcap"
-    tap = Tap("trunk", lab.ns("hv2"), "eth1", ("app1",))
+    tap = Tap("trunk", lab.ns("hv2"), "eth1", ("app1",), False)
     with (
         fwlive.opened(lab.name) as live,
         open(path, "wb") as out,
@@ -223,7 +224,7 @@ def test_trunk_capture_puts_the_vlan_tags_back(reference_lab: Lab, tmp_path: Pat
 # -- losses --------------------------------------------------------------------------------------
 def test_capture_drops_are_reported_never_silent(reference_lab: Lab) -> None:
     lab = reference_lab
-    tap = Tap("small", lab.ns("web1"), "eth0", ("web1",))
+    tap = Tap("small", lab.ns("web1"), "eth0", ("web1",), False)
     with (
         fwlive.opened(lab.name) as live,
         watch.Watch(live, [tap], watch.Filter(mirror="small"), rcvbuf=1) as w,
@@ -266,7 +267,7 @@ def test_firewall_event_losses_are_reported_never_silent(reference_lab: Lab) -> 
 # -- bad input -----------------------------------------------------------------------------------
 def test_bad_input_on_a_running_lab_exits_2_and_leaves_nothing(reference_lab: Lab, tmp_path: Path) -> None:
     lab, pcap = reference_lab, tmp_path / "never.pcap"
-    tap = Tap("web1-in", lab.ns("web1"), "eth0", ("web1",))
+    tap = Tap("web1-in", lab.ns("web1"), "eth0", ("web1",), False)
     cases = {
         "vm": (["nosuch"], None, "nlab watch: vm: no VM nosuch in lab"),
         "session": (["--mirror", "nosuch", "--pcap", str(pcap)], [tap], "nlab watch: mirror: no mirror"),

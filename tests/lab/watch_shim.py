@@ -1,9 +1,10 @@
-"""A stand-in for `netns_lab.mirror` (the mirroring issue's module) for the watch tests ONLY.
+"""A stand-in for `netns_lab.mirror` in a `nlab watch` subprocess, for the watch tests ONLY.
 
-It serves taps built by the test itself, so that `nlab watch --mirror` can be tested end to end
-(sessions resolved, sockets opened in the namespaces, pcap written) before mirror sessions
-exist. Run as `python -m tests.lab.watch_shim TAPS_JSON ARGS...`: installs itself as
-`netns_lab.mirror`, then runs `nlab ARGS...`. Never imported by product code.
+It serves taps built by the test itself on interfaces that are no session's destination (a VM's
+own NIC, a host's trunk, a socket with a tiny buffer), so that `nlab watch --mirror` is tested
+end to end there: sessions resolved, sockets opened in the namespaces, pcap written. Run as
+`python -m tests.lab.watch_shim TAPS_JSON ARGS...`: installs itself as `netns_lab.mirror`, then
+runs `nlab ARGS...`. Never imported by product code.
 """
 
 from __future__ import annotations
@@ -11,16 +12,10 @@ from __future__ import annotations
 import json
 import sys
 import types
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-
-@dataclass(frozen=True)
-class Tap:
-    session: str
-    namespace: str
-    ifname: str
-    sources: tuple[str, ...]
-    encapsulated: bool = False
+import netns_lab
+from netns_lab.mirror import Tap
 
 
 def encode(taps: list[Tap]) -> str:
@@ -39,6 +34,7 @@ def install(taps: list[Tap]) -> None:
     module.taps = taps_of  # type: ignore[attr-defined]
     module.decapsulate = lambda frame: None  # type: ignore[attr-defined]
     sys.modules["netns_lab.mirror"] = module
+    netns_lab.mirror = module  # type: ignore[attr-defined]  # `from netns_lab import mirror` reads this
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ import socket
 import struct
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from netns_lab import capture, cli_watch, pktdecode, watch
+from netns_lab.mirror import Tap
 
 REPO = Path(__file__).resolve().parents[2]
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
@@ -36,15 +36,6 @@ def udp4(sport: int, dport: int) -> bytes:
         "!BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
     )
     return ip + struct.pack("!HHHH", sport, dport, 8, 0)
-
-
-@dataclass(frozen=True)
-class Tap:
-    session: str
-    namespace: str
-    ifname: str
-    sources: tuple[str, ...]
-    encapsulated: bool = False
 
 
 # -- pcap ------------------------------------------------------------------------------------------
@@ -172,7 +163,10 @@ def test_lost_record() -> None:
 
 
 def test_filters() -> None:
-    web, db = Tap("web", "l-analyzer", "eth0", ("web1",)), Tap("db", "l-analyzer", "eth0", ("db1", "app1"))
+    web, db = (
+        Tap("web", "l-analyzer", "eth0", ("web1",), False),
+        Tap("db", "l-analyzer", "eth0", ("db1", "app1"), False),
+    )
     allow = {**VERDICT, "verdict": "allow", "reason": "new-flow", "rule": 21}
     everything = watch.Filter()
     assert everything.wants_verdicts and everything.wants_mirrors
@@ -252,7 +246,10 @@ def test_watch_path_does_not_import_scapy() -> None:
 
 
 def test_copies_are_attributed_to_the_session_of_their_vm() -> None:
-    web, db = Tap("web", "l-analyzer", "eth0", ("web1",)), Tap("db", "l-analyzer", "eth0", ("db1",))
+    web, db = (
+        Tap("web", "l-analyzer", "eth0", ("web1",), False),
+        Tap("db", "l-analyzer", "eth0", ("db1",), False),
+    )
     macs = {"web": frozenset({A}), "db": frozenset({B})}
     to_db = eth("02:00:00:00:00:0c", B, udp4(1, 2))
     rec, frame = watch.mirrored([web, db], macs, capture.Frame(1, to_db, len(to_db), None))
