@@ -27,50 +27,13 @@ from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet, Raw
 
 from dataplane.abi import Reason, Verdict
-from dataplane.fwpolicy import AnyPeer, Cidr, Endpoint, Group, Policy, Rule, evaluate
+from dataplane.fwpolicy import Cidr, Endpoint, Policy, Rule, evaluate
 from tests.bpf.fwtools import COUNTED, IN, OUT, Harness, Vnic, forget, harness_on
+from tests.fwgen import HOSTS, ICMP_TYPES, OTHER_IPS, PORTS, peer_address, policies
 
 if TYPE_CHECKING:
     from dataplane.switch import SwitchDataplane
 
-CIDRS = [
-    "0.0.0.0/0",
-    "10.0.0.0/8",
-    "10.1.0.0/16",
-    "10.1.2.0/24",
-    "10.1.2.0/25",
-    "10.1.2.4/31",
-    "10.1.2.3/32",
-    "192.168.0.0/24",
-    "::/0",
-    "2001:db8::/32",
-    "2001:db8:1::/48",
-    "2001:db8:1::5/128",
-]
-HOSTS = [
-    "10.1.2.3",
-    "10.1.2.4",
-    "10.1.2.5",
-    "10.1.2.200",
-    "10.2.3.4",
-    "192.168.0.7",
-    "2001:db8:1::5",
-    "2001:db8:2::9",
-]
-OTHER_IPS = [
-    "10.0.0.0",
-    "10.255.255.255",
-    "10.1.2.127",
-    "10.1.2.128",
-    "11.0.0.1",
-    "192.168.0.255",
-    "2001:db9::1",
-    "::1",
-    "2001:db8:1:ffff:ffff:ffff:ffff:ffff",
-]
-GROUPS = ["web", "app", "db"]
-PORTS = [0, 1, 22, 79, 80, 81, 443, 1023, 1024, 5000, 65534, 65535]
-ICMP_TYPES = [0, 3, 8, 9, 11, 13, 14, 15, 128, 129, 130, 135, 143, 200, 255]
 UNKNOWN_ENDPOINT = 7
 VM = {4: "10.9.9.9", 6: "2001:db8:9::9"}
 
@@ -80,56 +43,6 @@ NOT_NEW = {1: {0, 3, 4, 5, 11, 12, 14, 16, 18}, 58: {1, 2, 3, 4, 129}}
 LINK6 = {130, 131, 132, 133, 134, 135, 136, 143}
 IPV6_EXT = {0, 43, 44, 60}  # walked by the parser, never a protocol of their own
 OTHER_PROTOS = [4, 41, 47, 50, 51, 89, 103, 132, 255]
-
-
-@st.composite
-def port_ranges(draw: st.DrawFn, proto: str) -> tuple[int, int] | None:
-    if proto == "any" or draw(st.booleans()):
-        return None
-    icmp = proto.startswith("icmp")
-    values, top = (ICMP_TYPES, 255) if icmp else (PORTS, 65535)
-    a, b = (draw(st.sampled_from(values) | st.integers(0, top)) for _ in range(2))
-    return min(a, b), max(a, b)
-
-
-@st.composite
-def rules(draw: st.DrawFn, rid: int, endpoint_ids: list[int]) -> Rule:
-    proto = draw(st.sampled_from(["tcp", "udp", "icmp", "icmpv6", "any"]))
-    return Rule(
-        id=rid,
-        applies_to=draw(st.sets(st.sampled_from(endpoint_ids), min_size=1, max_size=2)),
-        direction=draw(st.sampled_from([IN, OUT])),
-        peer=draw(
-            st.sampled_from(CIDRS).map(Cidr)
-            | st.sampled_from([*GROUPS, "nobody"]).map(Group)
-            | st.just(AnyPeer())
-        ),
-        proto=proto,
-        ports=draw(port_ranges(proto)),
-        action=draw(st.sampled_from(["allow", "deny"])),
-        priority=draw(st.integers(0, 3)),
-    )
-
-
-@st.composite
-def policies(draw: st.DrawFn) -> Policy:
-    ids = draw(st.lists(st.integers(1, 6), min_size=1, max_size=4, unique=True))
-    endpoints = tuple(
-        Endpoint(
-            i,
-            tuple(draw(st.lists(st.sampled_from(HOSTS), max_size=2, unique=True))),
-            draw(st.frozensets(st.sampled_from(GROUPS), max_size=2)),
-        )
-        for i in ids
-    )
-    rule_ids = draw(st.lists(st.integers(1, 40), max_size=12))  # repeats: one user rule, several rows
-    default = draw(
-        st.dictionaries(
-            st.sampled_from(ids),
-            st.dictionaries(st.sampled_from([IN, OUT]), st.sampled_from(["allow", "deny"])),
-        )
-    )
-    return Policy(endpoints, tuple(draw(rules(rid, ids)) for rid in rule_ids), default)
 
 
 @dataclass(frozen=True)
@@ -160,20 +73,6 @@ class NewFlow:
         return head / Raw(b"data")
 
 
-def _peer(policy: Policy, rule: Rule, rnd: random.Random) -> str:
-    """An address the rule's peer matches (or, for an empty group, any of the pool)."""
-    peer = rule.peer
-    if isinstance(peer, Cidr):
-        net = peer.network
-        inside = [ip for ip in HOSTS + OTHER_IPS if ip_address(ip) in net]
-        offset = rnd.getrandbits(net.max_prefixlen - net.prefixlen)
-        return rnd.choice([*inside, str(net.network_address), str(net.broadcast_address), str(net[offset])])
-    if isinstance(peer, Group):
-        members = [str(ip) for ep in policy.endpoints if peer.name in ep.groups for ip in ep.ips]
-        return rnd.choice(members or HOSTS)
-    return rnd.choice(HOSTS + OTHER_IPS)
-
-
 def _icmp_type(proto: int, family: int, rnd: random.Random, near: list[int]) -> int | None:
     kind = rnd.choice(near + ICMP_TYPES) if rnd.random() < 0.8 else rnd.randrange(256)
     skip = NOT_NEW[proto] | (LINK6 if (proto, family) == (58, 6) else set())
@@ -197,7 +96,7 @@ def new_flows(policy: Policy, rnd: random.Random, count: int) -> Iterator[NewFlo
         near: list[int] = []
         if policy.rules and rnd.random() < 0.5:
             rule = rnd.choice(policy.rules)
-            direction, peer = rule.direction, _peer(policy, rule, rnd)
+            direction, peer = rule.direction, peer_address(policy, rule.peer, rnd)
             proto = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}.get(rule.proto, proto)
             if rule.ports:
                 near = [p for p in (rule.ports[0] - 1, *rule.ports, rule.ports[1] + 1) if 0 <= p <= 0xFFFF]
