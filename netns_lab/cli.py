@@ -1,9 +1,9 @@
 """`nlab`: the command line. Parses arguments, calls the library, prints results.
 
 Exit codes: 0 success; 1 a failure of the system (rolled back); 2 bad input (topology file,
-argument, a refusal such as a lab that is already up); 3 a check ran and found the design
-non-compliant (e.g. `nlab vlans`). With --json, stdout carries exactly one
-JSON document; progress and messages go to stderr.
+argument, a refusal such as a lab that is already up); 3 a check ran and found a problem: the
+design non-compliant (`nlab vlans`), the lab not healthy (`nlab status`). With --json, stdout
+carries exactly one JSON document; progress and messages go to stderr.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _emit_json(doc)
     else:
         display.status(doc)
-    return 0
+    return 0 if doc["healthy"] else EXIT_NONCOMPLIANT
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -286,8 +286,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str, json_: bool = True):
-        sp = sub.add_parser(name, help=help_, description=help_)
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help_: str, json_: bool = True, epilog: str = ""
+    ):
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=epilog or None)
         sp.set_defaults(fn=fn)
         if json_:
             sp.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -298,7 +300,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--name", help="run the file under another lab name (prefix)")
     up.add_argument("--replace", action="store_true", help="tear down a lab of that name first")
     add("down", cmd_down, "remove a lab and everything it owns").add_argument("lab", nargs="?")
-    add("status", cmd_status, "show a lab and check it against the kernel").add_argument("lab", nargs="?")
+    st = add(
+        "status",
+        cmd_status,
+        "show a lab and check it against the kernel",
+        epilog="exit status 3 when the lab is not healthy (each problem is listed)",
+    )
+    st.add_argument("lab", nargs="?")
     ex = add("exec", cmd_exec, "run a command inside a node's namespace", json_=False)
     ex.add_argument("node")
     ex.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -71,8 +72,12 @@ def _mark(ok: bool) -> str:
 
 
 def status(doc: dict[str, Any]) -> None:
-    health = "[green]healthy[/]" if doc["healthy"] else f"[red]{doc['phase']}, missing {doc['missing']}[/]"
+    health = (
+        "[green]healthy[/]" if doc["healthy"] else f"[red]NOT healthy[/] ({len(doc['problems'])} problems)"
+    )
     out.print(f"[bold]lab {doc['lab']}[/] ({doc['source']}): {health}")
+    for problem in doc["problems"]:
+        out.print(f" [red]problem[/] {escape(problem)}")
     infra = Table("node", "kind", "namespace", "ports / NICs", title="infrastructure", title_justify="left")
     for sw in doc["switches"]:
         infra.add_row(

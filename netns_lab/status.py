@@ -1,14 +1,18 @@
 """The status document of a lab: the model it was built from, checked against the kernel.
 
-Field names here are a contract (DESIGN.md): other tools read `nlab status --json`.
+Every `present`, `up`, `programs` and `pins` field is read from the kernel (namespaces, links,
+TC filters, bpffs), never copied from the model; `healthy` is true only when all of them are as
+the model says, and `problems` names each one that is not. Field names here are a contract
+(DESIGN.md): other tools read `nlab status --json`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from dataplane import tc
 from dataplane.abi import Direction, Reason
-from dataplane.switch import PortVlans, SwitchDataplane
+from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS, PortVlans, SwitchDataplane
 from dataplane.syscalls import BpfError
 from netns_lab import fwlive, mirror, model, ports
 from netns_lab.kernel import netns
@@ -58,10 +62,41 @@ def _counters_doc(counts: dict) -> dict[str, Any]:
     return doc
 
 
+def _attached(ns: str, links: dict[str, Link], names: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Interface -> {ingress|egress: names of the TC programs on that hook}, for those present."""
+    found: dict[str, dict[str, list[str]]] = {}
+    if not links:
+        return found
+    with Netlink(ns) as nl:
+        sock = nl.tc_socket()
+        for name in names:
+            if name in links:
+                index = links[name].index
+                found[name] = {hook: tc.attached(sock, index, hook) for hook in ("ingress", "egress")}
+    return found
+
+
+def expected_programs(role: str) -> dict[str, list[str]]:
+    """The programs a switch port of this role carries on each hook (see SwitchDataplane.attach)."""
+    if role == "vm":
+        return {"ingress": ["port_from_vm"], "egress": ["port_to_vm"]}
+    return {"ingress": ["vlan_from_port"], "egress": ["vlan_to_port"]}
+
+
+def _pins(topo: Topology, node: str, vm_ports: bool) -> dict[str, Any]:
+    """The node's pinned programs and maps that bpffs no longer has."""
+    where = pin_dir(topo.lab) / node
+    names = [f"prog_{p}" for p in (PROGRAMS if vm_ports else SWITCH_PROGRAMS)]
+    names += list(MAPS if vm_ports else SWITCH_MAPS)
+    return {"dir": str(where), "missing": [n for n in names if not (where / n).exists()]}
+
+
 def dataplane_ports(topo: Topology, node: str, switch_ports: list[ports.SwitchPort]) -> list[dict[str, Any]]:
-    """Each switch port of a node: its VLAN policy, attached state and counters from the live maps."""
+    """Each switch port of a node: its VLAN policy, link state, attached programs and counters
+    from the live maps."""
     ns = model.namespace(topo.lab, node)
     links = _kernel_links(ns)
+    attached = _attached(ns, links, [p.name for p in switch_ports])
     try:
         dp = SwitchDataplane.open(pin_dir(topo.lab) / node)
     except BpfError:
@@ -79,6 +114,8 @@ def dataplane_ports(topo: Topology, node: str, switch_ports: list[ports.SwitchPo
                     **_vlans_doc(topo, p.vlans),
                     "guard": p.vlans.guard,
                     "present": link is not None,
+                    "up": link is not None and link.up,
+                    "programs": attached.get(p.name, {"ingress": [], "egress": []}),
                     "dataplane": dp is not None,
                     "counters": _counters_doc(counts),
                 }
@@ -117,6 +154,7 @@ def _host(topo: Topology, host: Host) -> dict[str, Any]:
             for p in host.pnics
         ],
         "ports": dataplane_ports(topo, host.name, ports.host_ports(topo, host.name)),
+        "pins": _pins(topo, host.name, vm_ports=True),
         "vmknics": [
             {
                 "name": k.name,
@@ -159,10 +197,14 @@ def _vm(topo: Topology, vm: Vm) -> dict[str, Any]:
 def _switch(topo: Topology, switch: Switch) -> dict[str, Any]:
     ns = model.namespace(topo.lab, switch.name)
     links = _links(ns)
-    port_docs = dataplane_ports(topo, switch.name, ports.switch_ports(topo, switch.name))
-    for doc in port_docs:
-        doc["up"] = links.get(doc["name"], False)
-    return {"name": switch.name, "namespace": ns, "present": netns.exists(ns), "ports": port_docs}
+    return {
+        "name": switch.name,
+        "namespace": ns,
+        "present": netns.exists(ns),
+        "bridge": {"name": model.SWITCH_BRIDGE, "up": links.get(model.SWITCH_BRIDGE, False)},
+        "ports": dataplane_ports(topo, switch.name, ports.switch_ports(topo, switch.name)),
+        "pins": _pins(topo, switch.name, vm_ports=False),
+    }
 
 
 def _network(topo: Topology, net: Network) -> dict[str, Any]:
@@ -173,6 +215,7 @@ def _network(topo: Topology, net: Network) -> dict[str, Any]:
         "present": netns.exists(ns),
         "switch": net.switch,
         "ip": str(net.ip) if net.ip else None,
+        "up": _links(ns).get(model.NETWORK_IFNAME, False),
     }
 
 
@@ -188,11 +231,57 @@ def document(topo: Topology, state: LabState) -> dict[str, Any]:
         "vms": [_vm(topo, v) for v in topo.vms],
     }
     nodes = [*doc["hosts"], *doc["switches"], *doc["networks"], *doc["vms"]]
-    missing = [n["namespace"] for n in nodes if not n["present"]]
-    doc["healthy"] = state.phase == "up" and not missing
-    doc["missing"] = missing
+    doc["missing"] = [n["namespace"] for n in nodes if not n["present"]]
+    doc["problems"] = problems(doc)
+    doc["healthy"] = not doc["problems"]
     doc["mirrors"] = _mirrors(topo.lab) if doc["healthy"] else []
     return doc
+
+
+def _down(node: str, kind: str, items: list[dict[str, Any]]) -> list[str]:
+    return [f"{node}: {kind} {i['name']} is down" for i in items if not i["up"]]
+
+
+def _port_problems(node: dict[str, Any]) -> list[str]:
+    found = []
+    for port in node.get("ports", []):
+        where = f"{node['name']}: port {port['name']}"
+        if not port["present"]:
+            found.append(f"{where} is missing")
+            continue
+        if not port["up"]:
+            found.append(f"{where} is down")
+        for hook, want in expected_programs(port["role"]).items():
+            if port["programs"][hook] != want:
+                have = ", ".join(port["programs"][hook]) or "none"
+                found.append(f"{where}: {hook} runs {have}, not {', '.join(want)}")
+    if node["pins"]["missing"]:
+        found.append(
+            f"{node['name']}: not pinned in {node['pins']['dir']}: {', '.join(node['pins']['missing'])}"
+        )
+    return found
+
+
+def problems(doc: dict[str, Any]) -> list[str]:
+    """Each way the lab differs from its model in the kernel, in words; [] for a healthy lab."""
+    found = [] if doc["phase"] == "up" else [f"lab: phase is {doc['phase']}, not up"]
+    found += [f"{ns}: namespace is missing" for ns in doc["missing"]]
+    for node in (*doc["switches"], *doc["hosts"]):
+        if not node["present"]:
+            continue
+        if "bridge" in node:
+            found += _down(node["name"], "bridge", [node["bridge"]])
+        found += _down(node["name"], "pNIC", node.get("pnics", []))
+        found += _down(node["name"], "vSwitch", node.get("vswitches", []))
+        found += _down(node["name"], "VMkernel NIC", node.get("vmknics", []))
+        found += _port_problems(node)
+    for net in doc["networks"]:
+        if net["present"] and not net["up"]:
+            found.append(f"{net['name']}: interface {model.NETWORK_IFNAME} is down")
+    for vm in doc["vms"]:
+        if vm["present"]:
+            found += _down(vm["name"], "NIC", vm["nics"])
+    return found
 
 
 def _mirrors(lab: str) -> list[dict[str, Any]]:

@@ -19,14 +19,18 @@ import pytest
 
 from netns_lab import builder, loader
 from netns_lab.kernel import netns
-from netns_lab.state import LabState, state_dir
+from netns_lab.state import LabState, pin_dir, state_dir
+from tests.lab import build_shim
+from tests.lab.build_shim import recorded
 from tests.lab.conftest import REFERENCE, REPO, cmdline, lab_namespaces, leftovers, nlab, unique_name
 from tests.labgen import scale_topology
 
 
-def _start_up(topology: Path, name: str) -> subprocess.Popen[str]:
+def _start_up(topology: Path, name: str, record: Path | None = None) -> subprocess.Popen[str]:
+    """`nlab up` in the background; with `record`, under tests.lab.build_shim (see there)."""
+    shim = ["tests.lab.build_shim", str(record)] if record else ["netns_lab"]
     return subprocess.Popen(
-        [sys.executable, "-m", "netns_lab", "up", str(topology), "--name", name],
+        [sys.executable, "-m", *shim, "up", str(topology), "--name", name],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -72,16 +76,22 @@ def test_kill_9_midway_then_down_leaves_nothing(big_topology: Path) -> None:
         nlab("down", name)
 
 
-def test_sigterm_midway_rolls_back_by_itself(big_topology: Path) -> None:
-    name = unique_name()
-    proc = _start_up(big_topology, name)
+def _sweepers(inodes: set[int]) -> list[int]:
+    return [pid for pid in netns.pids_in(inodes) if "netns_lab.sweeper" in cmdline(pid)]
+
+
+def test_sigterm_midway_rolls_back_by_itself(big_topology: Path, tmp_path: Path) -> None:
+    name, record = unique_name(), tmp_path / "namespaces"
+    proc = _start_up(big_topology, name, record)
     try:
         _wait_for_journal(name, 40, proc)
+        inodes = set(recorded(record).values())
+        assert _sweepers(inodes), "no sweeper runs yet: the rollback would have none to stop"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err
         assert "nothing was left half-built" in err
-        assert leftovers(name, set()) == {}
+        assert leftovers(name, set(recorded(record).values())) == {}
     finally:
         proc.kill()
         nlab("down", name)
@@ -92,12 +102,19 @@ def test_failure_midway_rolls_back(tmp_path: Path) -> None:
     topo = REPO / "labs" / "nist-800-125b.yaml"
     bad = tmp_path / "badfw.yaml"
     bad.write_text(topo.read_text().replace("tcp dport { 80, 443 }", "tcp dport { 80, 443 } frobnicate"))
-    name = unique_name()
-    proc = nlab("up", str(bad), "--name", name)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith(f"{bad}: vms.vm1.nftables: nft rejected the ruleset:")
-    assert "Traceback" not in proc.stderr
-    assert leftovers(name, set()) == {}
+    name, record = unique_name(), tmp_path / "namespaces"
+    up = _start_up(bad, name, record)
+    try:
+        _, err = up.communicate(timeout=120)
+    finally:
+        up.kill()
+        nlab("down", name)
+    assert up.returncode == 2, err
+    assert err.startswith(f"{bad}: vms.vm1.nftables: nft rejected the ruleset:")
+    assert "Traceback" not in err
+    made = recorded(record)
+    assert f"{name}-hv1" in made, "vm1's host (and its sweeper) was not built before the failure"
+    assert leftovers(name, set(made.values())) == {}
 
 
 def test_bad_topology_creates_nothing(tmp_path: Path) -> None:
@@ -125,6 +142,44 @@ def test_up_status_down_json_and_idempotent_down(make_lab) -> None:
     second = nlab("down", lab.name, "--json")
     assert second.returncode == 0 and json.loads(second.stdout)["removed"] is False
     assert leftovers(lab.name, lab.inodes) == {}
+
+
+def test_a_lab_broken_on_purpose_is_unhealthy_with_each_reason(make_lab) -> None:
+    """A NIC set down, a port's programs detached, a pin removed, a VM's namespace deleted: status
+    names each, and exits 3 with and without --json; healthy again once the NIC is back up."""
+    lab = make_lab()
+    assert lab.up().returncode == 0
+    assert lab.status()["healthy"] is True
+    subprocess.run(["ip", "-n", lab.ns("web2"), "link", "set", "eth0", "down"], check=True)
+    proc = nlab("status", lab.name, "--json")
+    assert proc.returncode == 3, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (doc["healthy"], doc["problems"]) == (False, ["web2: NIC eth0 is down"])
+    subprocess.run(["ip", "-n", lab.ns("web2"), "link", "set", "eth0", "up"], check=True)
+    assert nlab("status", lab.name, "--json").returncode == 0
+
+    subprocess.run(["tc", "-n", lab.ns("hv2"), "qdisc", "del", "dev", "app1-0", "clsact"], check=True)
+    subprocess.run(["ip", "-n", lab.ns("tor2"), "link", "set", "hv3-eth1", "down"], check=True)
+    (pin_dir(lab.name) / "hv3" / "prog_port_to_vm").unlink()
+    lab.inodes.add(netns.inode(lab.ns("db1")) or 0)
+    subprocess.run(["ip", "netns", "del", lab.ns("db1")], check=True)
+    proc = nlab("status", lab.name, "--json")
+    assert proc.returncode == 3, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["healthy"] is False and doc["missing"] == [lab.ns("db1")]
+    want = [
+        f"{lab.ns('db1')}: namespace is missing",
+        "tor2: port hv3-eth1 is down",
+        "hv2: port app1-0: ingress runs none, not port_from_vm",
+        "hv2: port app1-0: egress runs none, not port_to_vm",
+        "hv2: port db1-0 is missing",  # its veth died with db1's namespace
+        f"hv3: not pinned in {pin_dir(lab.name) / 'hv3'}: prog_port_to_vm",
+    ]
+    assert doc["problems"] == want
+    human = nlab("status", lab.name)
+    assert human.returncode == 3
+    assert human.stdout.splitlines()[0].endswith(f"NOT healthy ({len(want)} problems)")
+    assert [line.removeprefix(" problem ") for line in human.stdout.splitlines()[1 : len(want) + 1]] == want
 
 
 def test_down_stops_processes_left_in_the_lab(make_lab) -> None:
@@ -178,8 +233,9 @@ def warm_bcc() -> None:
 def test_interrupt_at_any_namespace_closes_every_dataplane(monkeypatch, warm_bcc, at: int) -> None:
     """Ctrl-C while the reference lab's `at`-th namespace is made, with compiles queued, under
     way or done: rolled back, the compile thread gone, no fd left open, no pin left."""
-    name = unique_name()
+    name, inodes = unique_name(), {}
     topo = loader.load_text(REFERENCE.read_text(), str(REFERENCE), lab=name)
+    build_shim.install(inodes.__setitem__, monkeypatch.setattr)
     create, made = netns.create, []
 
     def create_then_interrupt(ns: str) -> None:
@@ -199,26 +255,30 @@ def test_interrupt_at_any_namespace_closes_every_dataplane(monkeypatch, warm_bcc
     assert len(made) == at
     assert not [t.name for t in threading.enumerate() if t.name.startswith("nlab-compile")]
     assert _open_fds() == before, "a loaded dataplane (or a socket) was not closed"
-    assert leftovers(name, set()) == {}
+    assert len(inodes) == at - 1
+    assert leftovers(name, set(inodes.values())) == {}
 
 
 def test_a_dataplane_that_fails_to_load_fails_the_build_cleanly(monkeypatch, warm_bcc) -> None:
+    """The last host's dataplane fails to load, once the other hosts' sweepers run."""
     from dataplane.bpf import LoadError
     from dataplane.switch import SwitchDataplane
 
-    name = unique_name()
+    name, inodes = unique_name(), {}
     topo = loader.load_text(REFERENCE.read_text(), str(REFERENCE), lab=name)
+    build_shim.install(inodes.__setitem__, monkeypatch.setattr)
     load, loads = SwitchDataplane.load, []
+    last = len(topo.switches) + len(topo.hosts)
 
-    def third_fails(
+    def last_fails(
         pins: Path | None = None, vm_ports: bool = True, like: SwitchDataplane | None = None
     ) -> SwitchDataplane:
         loads.append(pins)
-        if len(loads) == 3:
+        if len(loads) == last:
             raise LoadError("cannot load ebpf/vswitch.c: played by the test")
         return load(pins, vm_ports, like)
 
-    monkeypatch.setattr(SwitchDataplane, "load", third_fails)
+    monkeypatch.setattr(SwitchDataplane, "load", last_fails)
     before = _open_fds()
     try:
         with pytest.raises(RuntimeError, match="played by the test"):
@@ -227,4 +287,5 @@ def test_a_dataplane_that_fails_to_load_fails_the_build_cleanly(monkeypatch, war
         monkeypatch.undo()
         nlab("down", name)
     assert _open_fds() == before
-    assert leftovers(name, set()) == {}
+    assert {name + "-hv1", name + "-hv2"} <= set(inodes), "no sweeper ran before the failure"
+    assert leftovers(name, set(inodes.values())) == {}

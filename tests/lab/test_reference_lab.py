@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from netns_lab import loader, probe
+from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS
+from netns_lab import loader, ports, probe, status
 from netns_lab.kernel import netns
 from tests.lab.conftest import REFERENCE, Lab, nlab
 
@@ -64,27 +66,96 @@ def listeners(reference_lab: Lab):
             ctx.__exit__(None, None, None)
 
 
-def test_status_matches_topology(reference_lab: Lab) -> None:
+def _kernel_links(ns: str) -> dict[str, bool]:
+    """Interface -> administratively up, as `ip` reads it (not our netlink code)."""
+    out = subprocess.run(["ip", "-n", ns, "-j", "link"], capture_output=True, text=True, check=True).stdout
+    return {link["ifname"]: "UP" in link["flags"] for link in json.loads(out)}
+
+
+def _kernel_programs(ns: str, ifname: str, hook: str) -> list[str]:
+    """Names of the BPF programs on a TC hook, as `tc` reads them."""
+    out = subprocess.run(
+        ["tc", "-n", ns, "-j", "filter", "show", "dev", ifname, hook],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [f["options"]["bpf_name"] for f in json.loads(out or "[]") if "options" in f]
+
+
+def test_status_is_checked_against_the_kernel(reference_lab: Lab) -> None:
+    """Every node, link, program and pin of the model, read back from the kernel by `ip`, `tc` and
+    bpffs, is what status reports: present, up, attached, pinned."""
     topo = loader.load(REFERENCE, lab=reference_lab.name)
     doc = reference_lab.status()
     assert doc["lab"] == reference_lab.name
-    assert doc["healthy"] is True and doc["missing"] == []
-    assert [h["name"] for h in doc["hosts"]] == [h.name for h in topo.hosts]
-    assert [s["name"] for s in doc["switches"]] == ["tor1", "tor2"]
+    assert (doc["healthy"], doc["missing"], doc["problems"]) == (True, [], [])
+    namespaces = {p.name for p in netns.NETNS_RUN_DIR.iterdir()}
+    assert sorted(n for n in namespaces if n.startswith(reference_lab.name + "-")) == sorted(
+        reference_lab.ns(n) for n in topo.node_names()
+    )
+    nodes = [*doc["hosts"], *doc["switches"], *doc["networks"], *doc["vms"]]
+    assert sorted(n["name"] for n in nodes) == sorted(topo.node_names())
+    kernel = {n["name"]: _kernel_links(n["namespace"]) for n in nodes}
+    seen = 0
     for host, want in zip(doc["hosts"], topo.hosts, strict=True):
-        assert host["namespace"] == f"{reference_lab.name}-{want.name}"
-        assert [p["name"] for p in host["pnics"]] == [p.name for p in want.pnics]
-        assert all(p["up"] for p in host["pnics"])
-        assert [v["name"] for v in host["vswitches"]] == [v.name for v in want.vswitches]
-    assert len(doc["vms"]) == len(topo.vms)
+        links = kernel[host["name"]]
+        expected = (
+            {p.name for p in want.pnics} | {v.name for v in want.vswitches} | {k.name for k in want.vmknics}
+        )
+        assert {p["name"] for p in (*host["pnics"], *host["vswitches"], *host["vmknics"])} == expected
+        for item in (*host["pnics"], *host["vswitches"], *host["vmknics"]):
+            assert links[item["name"]] is item["up"] is True, (host["name"], item["name"])
+            seen += 1
     for vm, want in zip(doc["vms"], topo.vms, strict=True):
-        assert (vm["name"], vm["host"], vm["role"]) == (want.name, want.host, want.role)
-        assert vm["namespace"] == f"{reference_lab.name}-{want.name}"
-        for nic, wnic in zip(vm["nics"], want.nics, strict=True):
-            assert nic["name"] == wnic.name and nic["vswitch"] == wnic.vswitch
-            assert nic["ip"] == (str(wnic.ip) if wnic.ip else None)
-            assert nic["mac"] == wnic.mac and nic["vlan"] == wnic.vlan and nic["vni"] is None
-            assert nic["up"] is True
+        assert [n["name"] for n in vm["nics"]] == [n.name for n in want.nics]
+        for nic in vm["nics"]:
+            assert kernel[vm["name"]][nic["name"]] is nic["up"] is True, (vm["name"], nic["name"])
+            seen += 1
+    for net in doc["networks"]:
+        assert kernel[net["name"]]["eth0"] is net["up"] is True
+    for node in (*doc["hosts"], *doc["switches"]):
+        model_ports = (ports.host_ports if node in doc["hosts"] else ports.switch_ports)(topo, node["name"])
+        assert [p["name"] for p in node["ports"]] == [p.name for p in model_ports]
+        for port in node["ports"]:
+            assert kernel[node["name"]][port["name"]] is port["up"] is True, (node["name"], port["name"])
+            for hook in ("ingress", "egress"):
+                on_hook = _kernel_programs(node["namespace"], port["name"], hook)
+                assert on_hook == port["programs"][hook] == status.expected_programs(port["role"])[hook]
+                seen += 1
+        pinned = {p.name for p in Path(node["pins"]["dir"]).iterdir()}
+        assert node["pins"]["missing"] == [] and pinned
+        vm_ports = node in doc["hosts"]
+        assert {f"prog_{p}" for p in (PROGRAMS if vm_ports else SWITCH_PROGRAMS)} <= pinned
+        assert set(MAPS if vm_ports else SWITCH_MAPS) <= pinned
+    assert seen > 100, "too few links and hooks compared to prove anything"
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of every row of the rich tables in `text` (box-drawing borders left out)."""
+    return [
+        [c.strip() for c in line.strip().strip("│").split("│")] for line in text.splitlines() if "│" in line
+    ]
+
+
+def test_status_prints_every_node_and_port(reference_lab: Lab) -> None:
+    """The human status: health, every node and VM, every switch port with its policy, the sessions."""
+    proc = nlab("status", reference_lab.name, check=True)
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    assert lines[0] == f"lab {reference_lab.name} ({REFERENCE}): healthy"
+    for title in ("infrastructure", "VMs", "switch ports", "mirror sessions"):
+        assert title in lines, title
+    rows = table_rows(proc.stdout)
+    topo = loader.load(REFERENCE, lab=reference_lab.name)
+    first = {row[0] for row in rows}
+    assert set(topo.node_names()) <= first, set(topo.node_names()) - first
+    assert ["tor2", "switch", reference_lab.ns("tor2")] == next(r for r in rows if r[0] == "tor2")[:3]
+    assert "hv1-eth1 up" in next(r for r in rows if r[0] == "tor2")[3]
+    assert next(r for r in rows if r[0] == "web1")[:6] == ["web1", "hv1", "", "eth0", "vs2", "10.20.0.11/24"]
+    web1_port = next(r for r in rows if r[1:3] == ["web1-0", "web1.eth0"])
+    assert web1_port[3] == "access web"
+    assert next(r for r in rows if r[1] == "hv1-eth1")[3] == "trunk management,migration,logging,app"
+    assert next(r for r in rows if r[0] == "web1-ids")[1:5] == ["web1", "analyzer", "both", "before"]
 
 
 def test_kernel_matches_status(reference_lab: Lab) -> None:
