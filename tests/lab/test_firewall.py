@@ -43,8 +43,6 @@ from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REFERENCE, Lab, cmdline, leftovers, nlab, reference_variant, unique_name
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
-
 MARKER = b"nlab-fw-test-" + secrets.token_hex(6).encode()
 DB1, APP1_DB, APP2_DB, DESK1 = "10.40.0.31", "10.40.0.21", "10.40.0.22", "10.50.0.11"
 PG = 5432

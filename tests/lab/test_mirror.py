@@ -21,7 +21,6 @@ both namespaces); counters come from the live maps. One lab for the whole module
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 import subprocess
@@ -36,8 +35,6 @@ from netns_lab.kernel.netlink import Netlink
 from netns_lab.state import pin_dir
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import Lab, nlab, reference_variant, running
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
 
 WEB1, WEB2, SNIFF = "10.20.0.11", "10.20.0.12", "10.20.0.99"
 N = 5

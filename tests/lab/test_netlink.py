@@ -13,7 +13,6 @@ the root namespace's interfaces must be the same after each test as before it.
 from __future__ import annotations
 
 import errno
-import os
 import secrets
 import socket
 import struct
@@ -25,8 +24,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 from dataplane import nlwire
 from netns_lab.kernel import netns, rtnl
 from netns_lab.kernel.netlink import Link, Netlink
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates network namespaces")
 
 MAC = "02:00:5e:00:53:01"
 AF_INET6 = 10

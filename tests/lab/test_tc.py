@@ -24,8 +24,6 @@ from dataplane import nlwire, rtnl_tc, tc
 from netns_lab.kernel import netns, rtnl
 from netns_lab.kernel.netlink import Netlink
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates namespaces, loads eBPF")
-
 if os.geteuid() == 0:
     pytest.importorskip("bcc", reason="needs bcc (Debian python3-bpfcc, seen through the venv)")
     from dataplane.switch import SwitchDataplane

@@ -16,7 +16,6 @@ test with a real session skips.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -38,8 +37,6 @@ from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REPO, Lab
 from tests.lab.watch_shim import encode
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
 
 DB1, APP1_DB, APP2_DB, APP2_APP, WEB1 = "10.40.0.31", "10.40.0.21", "10.40.0.22", "10.30.0.22", "10.20.0.11"
 PG, PINGS = 5432, 5
