@@ -71,9 +71,15 @@ def test_instance_decides_like_a_compiled_dataplane_and_shares_no_state(
     assert instance.firewall.rule_hits([2])[2][0] == 1
 
     _configure(template)  # the same policy compiled into the template's own maps: same verdicts
-    assert (
-        testrun.run(template.programs["port_from_vm"], denied).retval
-        == testrun.run(instance.programs["port_from_vm"], denied).retval
+    allowed = fwbench.tcp_frame(fwbench.peer(3), "S")  # a new flow in both: rule 3 must open it
+    hits = (template.firewall.rule_hits([3])[3][0], instance.firewall.rule_hits([3])[3][0])
+    for frame, passes in ((allowed, True), (denied, False)):
+        results = [testrun.run(dp.programs["port_from_vm"], frame) for dp in (template, instance)]
+        assert [r.passed for r in results] == [passes, passes], frame.hex()
+        assert results[0].data == results[1].data
+    assert (template.firewall.rule_hits([3])[3][0], instance.firewall.rule_hits([3])[3][0]) == (
+        hits[0] + 1,
+        hits[1] + 1,
     )
 
 

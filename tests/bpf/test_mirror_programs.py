@@ -88,13 +88,39 @@ def test_an_unmirrored_port_never_copies(mirrored: SwitchDataplane) -> None:
     assert stats(mirrored) == Stats()
 
 
-def test_sampling_skips_and_counts(mirrored: SwitchDataplane) -> None:
-    mirrored.mirrors.set_session(SID, Session(dest=NOWHERE, taps=abi.TAP_OUT_BEFORE, sample=65535))
-    mirrored.mirrors.set_port(PORT, [(SID, abi.TAP_OUT_BEFORE)])
-    for _ in range(20):
-        assert run(mirrored, "port_from_vm").passed
-    s = stats(mirrored)
-    assert s.skipped + s.dropped == 20 and s.skipped >= 19  # 1 in 65535 may be kept
+def _sampled(dp: SwitchDataplane, sample: int, frames: int) -> Stats:
+    """`frames` runs of port_from_vm through a session that copies 1 frame in `sample`: the delta."""
+    dp.mirrors.set_session(SID, Session(dest=NOWHERE, taps=abi.TAP_OUT_BEFORE, sample=sample))
+    dp.mirrors.set_port(PORT, [(SID, abi.TAP_OUT_BEFORE)])
+    before = stats(dp)
+    assert testrun.run(dp.programs["port_from_vm"], FRAME, PORT, repeat=frames).passed
+    after = stats(dp)
+    return Stats(
+        after.packets - before.packets, after.bytes - before.bytes, after.dropped - before.dropped,
+        after.skipped - before.skipped,
+    )  # fmt: skip
+
+
+# (1 in N, frames, bounds on the copies): each frame is kept when a fresh random number is 0
+# modulo N (ebpf/include/mirror.h), so the copies of F frames are Binomial(F, 1/N); the bounds
+# are the mean -/+ 6 standard deviations, and the rarest session's lower bound is 1, never 0
+# (Poisson mean 15: P(0) = 3e-7), so a session that skips everything fails each case.
+SAMPLING = [
+    (1, 1000, (1000, 1000)),
+    (2, 4000, (1810, 2190)),
+    (10, 10000, (820, 1180)),
+    (65535, 10**6, (1, 50)),
+]
+
+
+@pytest.mark.parametrize(("sample", "frames", "bounds"), SAMPLING, ids=[f"1-in-{s[0]}" for s in SAMPLING])
+def test_sampling_keeps_one_frame_in_n_and_counts_the_others(
+    mirrored: SwitchDataplane, sample: int, frames: int, bounds: tuple[int, int]
+) -> None:
+    delta = _sampled(mirrored, sample, frames)
+    attempts = delta.dropped  # the first hop does not exist: every copy tried counts as dropped
+    assert delta.packets == 0 and attempts + delta.skipped == frames  # each frame: one or the other
+    assert bounds[0] <= attempts <= bounds[1], f"1 in {sample}: {attempts} copies of {frames} frames"
 
 
 def test_analyzer_port_sends_nothing_and_receives_only_copies(
