@@ -15,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import random
+import select
 import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,24 @@ class Tap:
             except BlockingIOError:
                 return found
             found.append(Frame(addr[2] == PACKET_OUTGOING, _outer_tag(ancdata), data))
+
+    def until(self, barrier: Callable[[Frame], bool], timeout: float = 10.0) -> list[Frame]:
+        """Everything captured up to and including the first frame `barrier` accepts.
+
+        The barrier is a legitimate frame the test sent after the ones it asserts on, along a
+        path this tap sees: once it is here, anything sent before it has arrived too. Waits
+        for it instead of a fixed sleep; no barrier within `timeout` is a failure.
+        """
+        found: list[Frame] = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([self.sock], [], [], left)[0]:
+                break
+            batch = self.frames()
+            found += batch
+            if any(barrier(f) for f in batch):
+                return found
+        raise AssertionError(f"{self.ns} {self.iface}: the barrier frame did not arrive in {timeout} s")
 
     def close(self) -> None:
         self.sock.close()
