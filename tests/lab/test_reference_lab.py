@@ -11,7 +11,9 @@ dropped the packet, not that nobody was listening.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ import pytest
 from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS
 from netns_lab import loader, ports, probe, status
 from netns_lab.kernel import netns
-from tests.lab.conftest import REFERENCE, Lab, nlab
+from tests.lab.conftest import REFERENCE, REPO, Lab, nlab
 
 LISTENERS = {
     "web1": [("10.20.0.11", 80), ("10.20.0.11", 443), ("10.20.0.11", 22)],
@@ -241,3 +243,36 @@ def test_namespaces_and_nothing_in_root(reference_lab: Lab) -> None:
     lab_ifnames = {"fabric", "vs1", "vs2", "vs3", "vsmon", "web1-0", "hv1-eth0", "internet"}
     assert not names & lab_ifnames
     assert all(netns.exists(reference_lab.ns(n)) for n in ("tor1", "hv1", "web1", "internet"))
+
+
+def test_fw_counters_connections_gc_and_events_from_the_cli(reference_lab: Lab, listeners: None) -> None:
+    """`fw events --count` prints a denial as it happens (human line), `fw counters` counts the
+    default policy's hit and the tracked flows, `fw connections --gc` lists an open flow."""
+    lab = reference_lab.name
+    before = json.loads(nlab("fw", "--lab", lab, "counters", "--json", check=True).stdout)
+    events = subprocess.Popen(
+        [sys.executable, "-m", "netns_lab", "fw", "--lab", lab, "events", "--denied", "--count", "1",
+         "--timeout", "30"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        while events.poll() is None:  # until the reader is up and has seen one
+            assert probe.tcp(reference_lab.ns("app1"), "10.20.0.11", 22, timeout=0.3) == "timeout"
+        out, err = events.communicate(timeout=30)
+    finally:
+        events.kill()
+    assert events.returncode == 0, err
+    [line] = out.splitlines()
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d DENY  app1 +out tcp +10\.30\.0\.21:\d+ -> 10\.20\.0\.11:22  policy \(default\)", line
+    ), line
+    after = json.loads(nlab("fw", "--lab", lab, "counters", "--json", check=True).stdout)
+    assert after["rules"]["0"]["packets"] > before["rules"].get("0", {"packets": 0})["packets"]
+    assert probe.tcp(reference_lab.ns("app2"), "10.40.0.31", 5432, timeout=1.0) == "open"
+    conns = json.loads(nlab("fw", "--lab", lab, "connections", "--gc", "--json", check=True).stdout)
+    flows = [c for c in conns["connections"] if (c["dst"], c["dport"]) == ("10.40.0.31", 5432)]
+    assert flows and {c["host"] for c in flows} >= {"hv3"}
+    human = nlab("fw", "--lab", lab, "connections", "--gc", check=True).stdout
+    assert any(row[4] == "10.40.0.31:5432" for row in table_rows(human) if len(row) > 4)
+    shown = nlab("fw", "--lab", lab, "show", "web1", check=True).stdout
+    assert any(row[:3] == ["10", "group:web", "in"] for row in table_rows(shown))

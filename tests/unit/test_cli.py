@@ -50,3 +50,36 @@ def test_graph_of_a_file_prints_dot() -> None:
     proc = nlab("graph", str(REFERENCE))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith('graph "nist" {') and proc.stdout.rstrip().endswith("}")
+
+
+HV3_TRUNK_LINE = "hv3-eth1: {trunk: [app, db, desktop, management, migration, logging, storage]}"
+
+
+def test_vlans_of_a_file_compliant_and_not(tmp_path: Path) -> None:
+    """`nlab vlans FILE`: exit 0 and no finding for the reference lab; exit 3, --json naming the
+    trunk and VLAN, and the human verdict for a copy whose tor2 port to hv3 lost `desktop`."""
+    good = nlab("vlans", str(REFERENCE), "--json")
+    assert good.returncode == 0, good.stderr
+    doc = json.loads(good.stdout)
+    assert (doc["compliant"], doc["findings"], doc["probes"]) == (True, [], [])
+    assert {t["trunk"] for t in doc["trunks"]} >= {"hv3.eth1 <-> tor2.hv3-eth1", "hv1.eth1 <-> tor2.hv1-eth1"}
+    text = REFERENCE.read_text()
+    assert text.count(HV3_TRUNK_LINE) == 1, "the reference lab changed: update the test"
+    bad = tmp_path / "no-desktop.yaml"
+    bad.write_text(text.replace(HV3_TRUNK_LINE, HV3_TRUNK_LINE.replace("desktop, ", "")))
+    proc = nlab("vlans", str(bad), "--json")
+    assert proc.returncode == 3, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["compliant"] is False
+    errors = [(f["trunk"], f["vlan"]) for f in doc["findings"] if f["severity"] == "error"]
+    assert errors == [("hv3.eth1 <-> tor2.hv3-eth1", "desktop (140)")]
+    human = nlab("vlans", str(bad))
+    assert human.returncode == 3
+    assert human.stdout.splitlines()[0] == "VM-VN-R1 lab nist: NOT compliant"
+    assert "error hv3.eth1 <-> tor2.hv3-eth1: VLAN desktop (140):" in human.stdout
+
+
+def test_vlans_probe_of_a_file_is_a_usage_error() -> None:
+    proc = nlab("vlans", str(REFERENCE), "--probe")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "vlans --probe needs a lab that is up" in proc.stderr
