@@ -9,7 +9,6 @@ JSON document; progress and messages go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -17,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from netns_lab import (
     builder,
@@ -33,20 +31,23 @@ from netns_lab import (
     teardown,
     vlancheck,
 )
+from netns_lab.clibase import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_NONCOMPLIANT,
+    EXIT_USAGE,
+    ArgumentError,
+    Parser,
+    UsageError,
+    error_document,
+)
+from netns_lab.clibase import emit_json as _emit_json
 from netns_lab.errors import TopologyError
 from netns_lab.kernel import netns
 from netns_lab.model import Topology, namespace
 
 DEFAULT_TOPOLOGY = "labs/nist-800-125b.yaml"
-EXIT_FAIL, EXIT_USAGE, EXIT_NONCOMPLIANT = 1, 2, 3
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-
-def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+__all__ = ["UsageError", "main"]  # UsageError: the verb modules import it from here
 
 
 def _default_topology() -> str:
@@ -282,7 +283,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nlab", description="netns-lab: a virtual data center in namespaces")
+    p = Parser(prog="nlab", description="netns-lab: a virtual data center in namespaces")
     p.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -327,8 +328,27 @@ def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # lets the builder's undo stack run on `kill`
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """--json among the options (not in the command `exec` runs after `--`)."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
+def _streams(args: argparse.Namespace) -> bool:
+    """Commands that print as they go, stopped by Ctrl-C as a matter of course."""
+    return args.cmd == "watch" or getattr(args, "fw_cmd", None) == "events"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = _parser().parse_args(argv)
+    except ArgumentError as err:
+        sys.stderr.write(err.usage)
+        print(f"{err.prog}: error: {err}", file=sys.stderr)
+        if _wants_json(argv):
+            _emit_json(error_document(EXIT_USAGE, err))
+        return EXIT_USAGE
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
     logging.basicConfig(
@@ -337,17 +357,32 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     signal.signal(signal.SIGTERM, _sigterm)
+    code, failure = _run(args)
+    if failure is not None and getattr(args, "json", False):
+        _emit_json(error_document(code, failure))
+    return code
+
+
+def _run(args: argparse.Namespace) -> tuple[int, BaseException | None]:
+    """The command's exit code, and what made it fail (its message is on stderr already)."""
     try:
-        return args.fn(args)
+        return args.fn(args), None
     except TopologyError as err:
         print(err, file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE, err
     except (UsageError, builder.BuildError, graph.GraphvizMissing) as err:
         print(f"nlab {args.cmd}: {err}" if isinstance(err, UsageError) else str(err), file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE, err
     except KeyboardInterrupt:
-        print(f"nlab {args.cmd}: interrupted; nothing was left half-built", file=sys.stderr)
-        return 130
+        if _streams(args):
+            return EXIT_INTERRUPTED, None
+        message = "interrupted; nothing was left half-built"
+        print(f"nlab {args.cmd}: {message}", file=sys.stderr)
+        return EXIT_INTERRUPTED, KeyboardInterrupt(message)
     except OSError as err:
         print(f"nlab {args.cmd}: {err}", file=sys.stderr)
-        return EXIT_FAIL
+        return EXIT_FAIL, err
+    except Exception as err:
+        if getattr(args, "json", False):  # the traceback follows on stderr, the document on stdout
+            _emit_json(error_document(EXIT_FAIL, f"{type(err).__name__}: {err}"))
+        raise

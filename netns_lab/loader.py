@@ -32,7 +32,7 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 from netns_lab import validate
-from netns_lab.convert import KEYED_SECTIONS, SECTIONS, Converter
+from netns_lab.convert import KEYED_SECTIONS, Converter
 from netns_lab.convert_firewall import RULES
 from netns_lab.errors import Issue, TopologyError, did_you_mean
 from netns_lab.model import Topology
@@ -85,7 +85,7 @@ def lab_name_problems(lab: str) -> list[str]:
 def declared_names(data: dict[str, Any]) -> dict[str, tuple[str, ...] | None]:
     """Every name declared per section; ``None`` for a section that is not a mapping."""
     found: dict[str, tuple[str, ...] | None] = {}
-    for section in SECTIONS:
+    for section in KEYED_SECTIONS:
         value = data.get(section)
         found[section] = tuple(value) if isinstance(value, dict) else () if value is None else None
     return found

@@ -6,7 +6,8 @@ roles that make sense; VLANs and port profiles are checked in :mod:`netns_lab.va
 port security's allowed addresses in :mod:`netns_lab.validate_firewall`.
 The checks read the model built from the nodes whose structure was valid; ``declared`` holds
 every name the file declares per section (``None`` for a section that is not a mapping), so that
-a reference to a node left out for another error is not reported as dangling.
+a reference to a node left out for another error is not reported as dangling, and a check that
+reads such a node does not run (:class:`~netns_lab.convert.LeftOut`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ipaddress import IPv4Interface
 
 from dataplane.mirror import MIRROR_PORT
 from netns_lab import validate_firewall, validate_mirror, validate_vlans
-from netns_lab.convert import SECTIONS, Declared
+from netns_lab.convert import SECTIONS, Declared, LeftOut
 from netns_lab.errors import Found, Issue, listing
 from netns_lab.model import (
     IFNAMSIZ,
@@ -40,6 +41,7 @@ IfEntry = tuple[str, str | None, str]  # interface name, where it is declared (N
 def check(topo: Topology, declared: Declared) -> list[Issue]:
     """Every semantic issue of ``topo``, in a stable order."""
     found = Found(topo.source)
+    left_out = LeftOut(topo, declared)
     _unique_nodes(found, declared)
     _references(found, topo, declared)
     for host in topo.hosts:
@@ -53,9 +55,9 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     _all_routes(found, topo)
     for vm in topo.vms:
         _role(found, vm)
-    validate_vlans.check(found, topo, declared)
+    validate_vlans.check(found, topo, left_out)
     validate_firewall.check(found, topo, _interfaces(topo))
-    validate_mirror.check(found, topo)
+    validate_mirror.check(found, topo, left_out)
     return found.issues
 
 
