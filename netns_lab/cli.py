@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -23,6 +24,7 @@ from netns_lab import (
     cli_mirror,
     cli_watch,
     display,
+    encoding,
     fwlive,
     graph,
     loader,
@@ -40,6 +42,7 @@ from netns_lab.clibase import (
     Parser,
     UsageError,
     error_document,
+    write_output,
 )
 from netns_lab.clibase import emit_json as _emit_json
 from netns_lab.errors import TopologyError
@@ -154,13 +157,24 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise UsageError(
             f"node: no node {args.node!r} in lab {lab!r} (nodes: {', '.join(topo.node_names())})"
         )
-    if not args.command:
-        raise UsageError("exec: give a command after `--`, e.g. `nlab exec web1 -- ip addr`")
+    command = args.command or _shell(lab, args.node)
     netns.enter(namespace(lab, args.node))
     try:
-        os.execvp(args.command[0], args.command)
+        os.execvp(command[0], command)
     except FileNotFoundError:
-        raise UsageError(f"exec: command not found: {args.command[0]}") from None
+        raise UsageError(f"exec: command not found: {command[0]}") from None
+
+
+def _shell(lab: str, node: str) -> list[str]:
+    """An interactive shell in the node (like `docker exec -it`), its prompt naming the node."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "exec: no command and stdin is not a terminal: give a command after `--`, "
+            f"e.g. `nlab exec {node} -- ip addr`"
+        )
+    os.environ["PS1"] = f"[{lab}:{node}] \\w# "
+    os.environ["NLAB_NODE"] = node
+    return ["bash", "--norc", "-i"] if shutil.which("bash") else ["sh", "-i"]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -192,7 +206,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
         topo = _running(lab)[0] if lab else _load(_default_topology())[0]
     source = graph.dot(topo)
     if args.out:
-        graph.render(source, args.out)
+        fmt = Path(args.out).suffix.removeprefix(".") or "svg"
+        try:
+            drawing = graph.render(source, fmt)
+        except ValueError as err:
+            raise UsageError(f"--out {args.out}: {err}") from None
+        write_output(args.out, "--out", drawing)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(source)
@@ -227,8 +246,8 @@ def cmd_vlans(args: argparse.Namespace) -> int:
                 "vswitch": t.vswitch,
                 "switch": t.switch,
                 "port": t.port,
-                "host_side": display.profile_text(topo, t.host_side),
-                "switch_side": display.profile_text(topo, t.switch_side),
+                "host_side": encoding.profile_text(topo, t.host_side),
+                "switch_side": encoding.profile_text(topo, t.switch_side),
             }
             for t in vlancheck.trunks(topo)
         ],
@@ -300,9 +319,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--replace", action="store_true", help="tear down a lab of that name first")
     add("down", cmd_down, "remove a lab and everything it owns").add_argument("lab", nargs="?")
     add("status", cmd_status, "show a lab and check it against the kernel").add_argument("lab", nargs="?")
-    ex = add("exec", cmd_exec, "run a command inside a node's namespace", json_=False)
+    ex = add("exec", cmd_exec, "run a command (none: a shell) in a node's namespace", json_=False)
     ex.add_argument("node")
-    ex.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    ex.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...] (none: a shell)")
     ex.add_argument("--lab", help="the lab (default: the only one up)")
     add("validate", cmd_validate, "check a topology file without building it").add_argument("topology")
     gr = add("graph", cmd_graph, "draw a lab or a topology file (Graphviz)", json_=False)

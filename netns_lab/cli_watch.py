@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from netns_lab import fwlive, watch
+from netns_lab import encoding, fwlive, watch
 from netns_lab.capture import PcapWriter
 
 EPILOG = """\
@@ -180,10 +180,10 @@ def line(r: dict[str, Any]) -> tuple[str, str]:
         return f"{_clock(r['time'])}  LOST    {text}", "lost"
     if r["kind"] == "verdict":
         kind, who, key = ("DENY" if r["verdict"] == "deny" else "allow"), r["vm"], r["verdict"]
-        if r["rule"]:
-            what = f"rule {r['rule']} {r['reason']}"
+        if r["rule"] == encoding.DEFAULT_RULE and r["reason"] == "policy":
+            what = encoding.rule_text(r["rule"])
         else:
-            what = "default policy" if r["reason"] == "policy" else r["reason"]
+            what = f"{encoding.rule_text(r['rule'])} {r['reason']}" if r["rule"] is not None else r["reason"]
         info, length = "", ""
     else:
         kind, who, key = "mirror", r["session"], "mirror"

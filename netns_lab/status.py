@@ -10,7 +10,7 @@ from typing import Any
 from dataplane.abi import Direction, Reason
 from dataplane.switch import PortVlans, SwitchDataplane
 from dataplane.syscalls import BpfError
-from netns_lab import fwlive, mirror, model, ports
+from netns_lab import encoding, fwlive, mirror, model, ports
 from netns_lab.kernel import netns
 from netns_lab.kernel.netlink import Link, Netlink
 from netns_lab.model import Host, Network, Switch, Topology, Vm
@@ -58,6 +58,26 @@ def _counters_doc(counts: dict) -> dict[str, Any]:
     return doc
 
 
+def _drops_doc(counts: dict) -> list[dict[str, Any]]:
+    """Every drop reason of a port seen so far, in the CLI's encoding: ``direction`` seen from the
+    port's peer, ``class`` expected filtering or a violation (netns_lab.encoding)."""
+    found = []
+    for (hook, reason), c in sorted(counts.items()):
+        if reason == Reason.PASS or not c.packets:
+            continue
+        direction = encoding.direction_of_hook(hook.name.lower())
+        found.append(
+            {
+                "reason": reason.label,
+                "direction": direction,
+                "class": encoding.drop_class(reason, direction),
+                "packets": c.packets,
+                "bytes": c.bytes,
+            }
+        )
+    return found
+
+
 def dataplane_ports(topo: Topology, node: str, switch_ports: list[ports.SwitchPort]) -> list[dict[str, Any]]:
     """Each switch port of a node: its VLAN policy, attached state and counters from the live maps."""
     ns = model.namespace(topo.lab, node)
@@ -81,6 +101,7 @@ def dataplane_ports(topo: Topology, node: str, switch_ports: list[ports.SwitchPo
                     "present": link is not None,
                     "dataplane": dp is not None,
                     "counters": _counters_doc(counts),
+                    "drops": _drops_doc(counts),
                 }
             )
     finally:
