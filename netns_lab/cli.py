@@ -273,7 +273,7 @@ def cmd_fw(args: argparse.Namespace) -> int:
     except ValueError as err:
         if isinstance(err, TopologyError):
             raise
-        raise UsageError(f"fw {args.fw_cmd}: {err}") from None
+        raise UsageError(str(err)) from None
     if doc is None:  # a stream (events) printed as it went
         return 0
     if args.json:
@@ -353,6 +353,12 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in options
 
 
+def _name(args: argparse.Namespace) -> str:
+    """``nlab fw add``: the command and its verb, as typed."""
+    verb = getattr(args, "fw_cmd", None) or getattr(args, "mirror_cmd", None)
+    return " ".join(w for w in ("nlab", args.cmd, verb) if w)
+
+
 def _streams(args: argparse.Namespace) -> bool:
     """Commands that print as they go, stopped by Ctrl-C as a matter of course."""
     return args.cmd == "watch" or getattr(args, "fw_cmd", None) == "events"
@@ -390,16 +396,16 @@ def _run(args: argparse.Namespace) -> tuple[int, BaseException | None]:
         print(err, file=sys.stderr)
         return EXIT_USAGE, err
     except (UsageError, builder.BuildError, graph.GraphvizMissing) as err:
-        print(f"nlab {args.cmd}: {err}" if isinstance(err, UsageError) else str(err), file=sys.stderr)
+        print(f"{_name(args)}: {err}" if isinstance(err, UsageError) else str(err), file=sys.stderr)
         return EXIT_USAGE, err
     except KeyboardInterrupt:
         if _streams(args):
             return EXIT_INTERRUPTED, None
         message = "interrupted; nothing was left half-built"
-        print(f"nlab {args.cmd}: {message}", file=sys.stderr)
+        print(f"{_name(args)}: {message}", file=sys.stderr)
         return EXIT_INTERRUPTED, KeyboardInterrupt(message)
     except OSError as err:
-        print(f"nlab {args.cmd}: {err}", file=sys.stderr)
+        print(f"{_name(args)}: {err}", file=sys.stderr)
         return EXIT_FAIL, err
     except Exception as err:
         if getattr(args, "json", False):  # the traceback follows on stderr, the document on stdout

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         if isinstance(err, TopologyError):
             raise
-        raise UsageError(f"mirror {args.mirror_cmd}: {err}") from None
+        raise UsageError(str(err)) from None
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:

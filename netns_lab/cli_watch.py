@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from netns_lab import encoding, fwlive, watch
 from netns_lab.capture import PcapWriter
+from netns_lab.clibase import UsageError, open_output
 
 EPILOG = """\
 what is shown:
@@ -120,9 +121,9 @@ def _open(lab: str, flt: watch.Filter, pcap_path: str | None) -> Any:
         w = stack.enter_context(watch.Watch(live, taps, flt))
         if pcap_path is not None:
             try:
-                out = stack.enter_context(open(pcap_path, "wb"))
-            except OSError as err:
-                raise ValueError(f"pcap: cannot write {pcap_path}: {err.strerror}") from None
+                out = stack.enter_context(open_output(pcap_path, "--pcap"))
+            except UsageError as err:
+                raise ValueError(str(err)) from None
             w.pcap = PcapWriter(out)
             if not w.destinations:
                 print("nlab watch: pcap: no mirror session is watched: no packets to write", file=sys.stderr)

@@ -208,7 +208,8 @@ def _ports(doc: dict[str, Any]) -> None:
         for d in p.get("drops", [])
         if d["class"] == "violation"
     )
-    out.print(f"violations: {violations} packets" if violations else "violations: none")
+    plural = "s" if violations != 1 else ""
+    out.print(f"violations: {violations} packet{plural}" if violations else "violations: none")
 
 
 def vlans(doc: dict[str, Any]) -> None:
