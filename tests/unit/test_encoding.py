@@ -117,3 +117,19 @@ def test_an_output_file_that_cannot_be_written_names_the_flag_path_and_reason(tm
         clibase.open_output(str(tmp_path), "--pcap")
     clibase.write_output(str(tmp_path / "x.svg"), "--out", b"<svg/>")
     assert (tmp_path / "x.svg").read_bytes() == b"<svg/>"
+
+
+def test_an_echo_has_the_same_icmp_fields_in_watch_as_in_connections() -> None:
+    from netns_lab import capture, pktdecode, watch
+
+    echo = bytes.fromhex("0200000000020200000000010800")  # Ethernet to .2 from .1, IPv4
+    ip = bytes.fromhex("4500005400004000400100000a0000010a000002")
+    frame = echo + ip + bytes([8, 0, 0, 0]) + (4242).to_bytes(2, "big") + (1).to_bytes(2, "big") + bytes(56)
+    rec = watch.mirror_record("s", capture.Frame(1, frame, len(frame), None), pktdecode.decode(frame), "out")
+    assert (rec["proto"], rec["sport"], rec["dport"], rec["icmp_type"], rec["icmp_id"]) == (
+        "icmp",
+        None,
+        None,
+        8,
+        4242,
+    )

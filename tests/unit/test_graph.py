@@ -31,7 +31,9 @@ def test_dot_shows_vlans_trunks_groups_and_mirror_sessions() -> None:
     source = graph.dot(loader.load(REFERENCE))
     assert '"web1" -- "hv1/vs2" [label="vlan web", fontsize=8];' in source
     assert '"app1" -- "hv2/prod" [label="eth1 vlan db", fontsize=8];' in source
-    assert '"hv1/eth1" -- "switch/tor2" [label="trunk management,migration,logging,app", fontsize=8];' in source
+    assert (
+        '"hv1/eth1" -- "switch/tor2" [label="trunk management,migration,logging,app", fontsize=8];' in source
+    )
     assert '"hv1/eth0" -- "switch/tor1" [label="plain (untagged)", fontsize=8];' in source
     assert "web1\\n10.20.0.11/24\\ngroups: web" in source
     assert '"web1" -- "analyzer" [label="web1-ids"' in source
