@@ -192,6 +192,7 @@ def decode(ev: abi.FwEvent, port: str) -> dict[str, Any]:
         "time": round(wall_time(ev.time_ns), 6),
         "vm": nic.split(".")[0] if nic else port,
         "nic": nic or port,
+        "port": port,  # the vSwitch port whose program decided, as `nlab status` counts its drops
         "direction": "out" if ev.direction == abi.FwDirection.OUT else "in",
         "verdict": "allow" if ev.verdict == abi.Verdict.ALLOW else "deny",
         "reason": "new-flow" if reason == abi.Reason.PASS else (reason.label if reason else str(ev.reason)),

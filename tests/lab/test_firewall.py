@@ -250,7 +250,7 @@ def test_same_verdicts_whether_or_not_vms_share_a_host(reference_lab: Lab) -> No
 
 # -- 9. verdict events ---------------------------------------------------------------------------
 EVENT_FIELDS = {
-    "time": float, "vm": str, "nic": str, "direction": str, "verdict": str, "reason": str,
+    "time": float, "vm": str, "nic": str, "port": str, "direction": str, "verdict": str, "reason": str,
     "rule": (int, str, type(None)), "proto": str, "src": str, "dst": str, "sport": int, "dport": int,
 }  # fmt: skip
 

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (
 DB1, APP1_DB, APP2_DB, APP2_APP, WEB1 = "10.40.0.31", "10.40.0.21", "10.40.0.22", "10.30.0.22", "10.20.0.11"
 PG, PINGS = 5432, 5
 DENY_APP2 = fa.rule(65, "db", "in", "vm:app2", "tcp", PG, action="deny", priority=50)
-VERDICT_FIELDS = {"kind", "time", "vm", "nic", "direction", "verdict", "reason", "rule", "proto"} | {
+VERDICT_FIELDS = {"kind", "time", "vm", "nic", "port", "direction", "verdict", "reason", "rule", "proto"} | {
     "src", "dst", "sport", "dport", "icmp_type", "icmp_id",
 }  # fmt: skip
 ECHO_LEN = 98  # Ethernet + IPv4 + ICMP + ping's 56 bytes: the counted pings; warm-up pings are longer

@@ -13,6 +13,7 @@ FIELDS = {
     "time",
     "vm",
     "nic",
+    "port",
     "direction",
     "verdict",
     "reason",
@@ -55,6 +56,7 @@ def test_new_flow_names_its_rule_and_five_tuple() -> None:
     assert {k: doc[k] for k in FIELDS - {"time"}} == {
         "vm": "web1",
         "nic": "web1.eth0",
+        "port": "web1-0",
         "direction": "out",
         "verdict": "allow",
         "reason": "new-flow",
