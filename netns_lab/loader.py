@@ -9,7 +9,8 @@ Three passes, each collecting every issue it can before the next one runs:
    a reason chosen by its kind. A node (switch, network, host or VM), a VLAN, a security group
    or a firewall rule with a structural error is left out of pass 3, but its name still counts
    as declared, so references to it are not reported a second time as dangling.
-3. Semantics (:mod:`netns_lab.validate`), on the model built from the nodes that passed.
+3. Semantics (:mod:`netns_lab.validate`), on the model built from the nodes that passed; a
+   check that would read a node left out does not run (one typo, one error).
 """
 
 from __future__ import annotations
