@@ -294,9 +294,10 @@ class Converter:
 
 class LeftOut:
     """What the model lacks of what the file declares: nodes, VLANs, groups and sessions left
-    out for an error already reported. The semantic checks see only the model, so a check that
-    reads something left out would report its absence as a second, unrelated error: such a
-    check asks here first and does not run (its problems show once the first are fixed)."""
+    out for an error already reported, and nodes whose references do not resolve (``mark``).
+    The semantic checks see only the model, so a check that reads something left out would
+    report its absence as a second, unrelated error: such a check asks here first and does not
+    run (its problems show once the first are fixed)."""
 
     def __init__(self, topo: Topology, declared: Declared) -> None:
         held = {
@@ -310,6 +311,10 @@ class LeftOut:
         }
         self.built = {section: {node.name for node in nodes} for section, nodes in held.items()}
         self.declared = declared
+
+    def mark(self, section: str, name: str) -> None:
+        """``name`` is in the model but one of its references does not resolve (reported)."""
+        self.built[section].discard(name)
 
     def lacks(self, section: str, name: str) -> bool:
         """Is ``name`` declared (or may it be, in a malformed section) but not in the model?"""

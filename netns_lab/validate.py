@@ -43,7 +43,7 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     found = Found(topo.source)
     left_out = LeftOut(topo, declared)
     _unique_nodes(found, declared)
-    _references(found, topo, declared)
+    _references(found, topo, declared, left_out)
     for host in topo.hosts:
         _uplinks(found, topo, host)
         _pci_buses(found, host)
@@ -76,21 +76,30 @@ def _unique_nodes(found: Found, declared: Declared) -> None:
             first.setdefault(name, section)
 
 
-def _references(found: Found, topo: Topology, declared: Declared) -> None:
+def _references(found: Found, topo: Topology, declared: Declared, left_out: LeftOut) -> None:
+    """Names of switches, hosts and vSwitches resolve; a node with one that does not is marked
+    left out for the checks that follow (its VLANs, its mirror sessions' paths)."""
     for network in topo.networks:
-        _resolve(found, f"networks.{network.name}.switch", "switch", network.switch, declared["switches"])
+        path = f"networks.{network.name}.switch"
+        if not _resolve(found, path, "switch", network.switch, declared["switches"]):
+            left_out.mark("networks", network.name)
     for host in topo.hosts:
+        ok = True
         for pnic in host.pnics:
             path = f"hosts.{host.name}.pnics.{pnic.name}.switch"
-            _resolve(found, path, "switch", pnic.switch, declared["switches"])
+            ok &= _resolve(found, path, "switch", pnic.switch, declared["switches"])
         for nic in host.vmknics:
-            _vswitch_of(found, topo, host, nic.vswitch, f"hosts.{host.name}.vmknics.{nic.name}.vswitch")
+            ok &= _vswitch_of(found, topo, host, nic.vswitch, f"hosts.{host.name}.vmknics.{nic.name}.vswitch")
+        if not ok:
+            left_out.mark("hosts", host.name)
     for vm in topo.vms:
         host = next((h for h in topo.hosts if h.name == vm.host), None)
-        on_host = _resolve(found, f"vms.{vm.name}.host", "host", vm.host, declared["hosts"])
-        if on_host and host is not None:  # else declared, but left out for an error already reported
+        ok = _resolve(found, f"vms.{vm.name}.host", "host", vm.host, declared["hosts"])
+        if ok and host is not None:  # else declared, but left out for an error already reported
             for nic in vm.nics:
-                _vswitch_of(found, topo, host, nic.vswitch, f"vms.{vm.name}.nics[{nic.index}].vswitch")
+                ok &= _vswitch_of(found, topo, host, nic.vswitch, f"vms.{vm.name}.nics[{nic.index}].vswitch")
+        if not ok:
+            left_out.mark("vms", vm.name)
 
 
 def _resolve(found: Found, path: str, kind: str, name: str, names: tuple[str, ...] | None) -> bool:
@@ -106,14 +115,15 @@ def _resolve(found: Found, path: str, kind: str, name: str, names: tuple[str, ..
 _PLURALS = {"switch": "switches", "host": "hosts"}
 
 
-def _vswitch_of(found: Found, topo: Topology, host: Host, vswitch: str, path: str) -> None:
+def _vswitch_of(found: Found, topo: Topology, host: Host, vswitch: str, path: str) -> bool:
     """A VM NIC or a VMkernel NIC plugs into a vSwitch of its own host."""
     names = [vs.name for vs in host.vswitches]
     if vswitch in names:
-        return
+        return True
     elsewhere = [h.name for h in topo.hosts if any(vs.name == vswitch for vs in h.vswitches)]
     hint = f"it is on {', '.join(elsewhere)}" if elsewhere else listing("vSwitches", host.name, names)
     found.add(path, f"{vswitch!r} is not a vSwitch of {host.name} ({hint})")
+    return False
 
 
 def _uplinks(found: Found, topo: Topology, host: Host) -> None:

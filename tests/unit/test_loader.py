@@ -237,6 +237,27 @@ def _one_entry_broken(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any
         yield f"firewall.rules[{index}]", broken
 
 
+def _one_reference_broken(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every reference to a switch, host or vSwitch of a topology, made dangling one at a time."""
+    for name, vm in (data.get("vms") or {}).items():
+        broken = copy.deepcopy(data)
+        broken["vms"][name]["host"] = "nosuchhost"
+        yield f"vms.{name}.host", broken
+        for index, _ in enumerate(vm.get("nics") or []):
+            broken = copy.deepcopy(data)
+            broken["vms"][name]["nics"][index]["vswitch"] = "nosuchvs"
+            yield f"vms.{name}.nics[{index}].vswitch", broken
+    for name, host in (data.get("hosts") or {}).items():
+        for pnic in host.get("pnics") or {}:
+            broken = copy.deepcopy(data)
+            broken["hosts"][name]["pnics"][pnic]["switch"] = "nosuchsw"
+            yield f"hosts.{name}.pnics.{pnic}.switch", broken
+    for name in data.get("networks") or {}:
+        broken = copy.deepcopy(data)
+        broken["networks"][name]["switch"] = "nosuchsw"
+        yield f"networks.{name}.switch", broken
+
+
 @pytest.mark.parametrize("path", GOOD, ids=lambda path: path.stem)
 def test_one_broken_entry_is_one_problem_and_nothing_else(path: Path) -> None:
     """A typo in one entry never reports anything elsewhere: the checks that read an entry left
@@ -246,6 +267,15 @@ def test_one_broken_entry_is_one_problem_and_nothing_else(path: Path) -> None:
         problems = errors_of(yaml.safe_dump(broken, sort_keys=False))
         elsewhere = {p for p in problems if not p.startswith(f"lab.yaml: {where}")}
         assert len(problems) == 1 and not elsewhere, (where, problems)
+
+
+@pytest.mark.parametrize("path", GOOD, ids=lambda path: path.stem)
+def test_one_dangling_reference_is_one_problem_and_nothing_else(path: Path) -> None:
+    """A node whose switch, host or vSwitch does not exist is reported there, and nowhere else."""
+    data, _ = parse_yaml(path.read_text(), str(path))
+    for where, broken in _one_reference_broken(data):
+        problems = errors_of(yaml.safe_dump(broken, sort_keys=False))
+        assert [p.split(": ")[1] for p in problems] == [where], (where, problems)
 
 
 # -- the NIC firewall ----------------------------------------------------------------------------
