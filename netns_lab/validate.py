@@ -45,7 +45,8 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     _unique_nodes(found, declared)
     _references(found, topo, declared, left_out)
     for host in topo.hosts:
-        _uplinks(found, topo, host)
+        if not _uplinks(found, topo, host):
+            left_out.mark("hosts", host.name)
         _pci_buses(found, host)
         _ifnames(found, f"host {host.name}", _host_ifnames(topo, host))
     for switch, entries in _switch_ifnames(topo).items():
@@ -126,9 +127,11 @@ def _vswitch_of(found: Found, topo: Topology, host: Host, vswitch: str, path: st
     return False
 
 
-def _uplinks(found: Found, topo: Topology, host: Host) -> None:
-    """One vSwitch per pNIC and one pNIC per vSwitch: more would loop without NIC teaming."""
+def _uplinks(found: Found, topo: Topology, host: Host) -> bool:
+    """One vSwitch per pNIC and one pNIC per vSwitch: more would loop without NIC teaming.
+    False when an uplink names no pNIC of the host."""
     pnics = [pnic.name for pnic in host.pnics]
+    resolved = True
     owner: dict[str, str] = {}
     for vs in host.vswitches:
         path = f"hosts.{host.name}.vswitches.{vs.name}.uplinks"
@@ -143,10 +146,12 @@ def _uplinks(found: Found, topo: Topology, host: Host) -> None:
                     else listing("pNICs", host.name, pnics)
                 )
                 found.add(f"{path}[{index}]", f"{pnic!r} is not a pNIC of {host.name} ({hint})")
+                resolved = False
             elif pnic in owner:
                 found.add(f"{path}[{index}]", f"{pnic!r} is already the uplink of {owner[pnic]}")
             else:
                 owner[pnic] = vs.name
+    return resolved
 
 
 def _pci_buses(found: Found, host: Host) -> None:

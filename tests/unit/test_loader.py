@@ -252,6 +252,11 @@ def _one_reference_broken(data: dict[str, Any]) -> Iterator[tuple[str, dict[str,
             broken = copy.deepcopy(data)
             broken["hosts"][name]["pnics"][pnic]["switch"] = "nosuchsw"
             yield f"hosts.{name}.pnics.{pnic}.switch", broken
+        for vswitch, vs in (host.get("vswitches") or {}).items():
+            if (vs or {}).get("uplinks"):
+                broken = copy.deepcopy(data)
+                broken["hosts"][name]["vswitches"][vswitch]["uplinks"][0] = "nosuchpnic"
+                yield f"hosts.{name}.vswitches.{vswitch}.uplinks[0]", broken
     for name in data.get("networks") or {}:
         broken = copy.deepcopy(data)
         broken["networks"][name]["switch"] = "nosuchsw"
