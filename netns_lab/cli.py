@@ -169,7 +169,7 @@ def _shell(lab: str, node: str) -> list[str]:
     """An interactive shell in the node (like `docker exec -it`), its prompt naming the node."""
     if not sys.stdin.isatty():
         raise UsageError(
-            "exec: no command and stdin is not a terminal: give a command after `--`, "
+            "no command, and stdin is not a terminal for a shell: give one after `--`, "
             f"e.g. `nlab exec {node} -- ip addr`"
         )
     os.environ["PS1"] = f"[{lab}:{node}] \\w# "

@@ -212,6 +212,9 @@ def _ports(doc: dict[str, Any]) -> None:
     out.print(f"violations: {violations} packet{plural}" if violations else "violations: none")
 
 
+profile_text = encoding.profile_text  # callers from before it moved
+
+
 def vlans(doc: dict[str, Any]) -> None:
     verdict = "[green]compliant[/]" if doc["compliant"] else "[red]NOT compliant[/]"
     out.print(f"[bold]{doc['recommendation']}[/] lab {doc['lab']}: {verdict}")
