@@ -200,8 +200,8 @@ def decode(ev: abi.FwEvent, port: str) -> dict[str, Any]:
         "proto": proto,
         "src": None,
         "dst": None,
-        # the event carries an ICMP query's identifier in both port fields, not its type
-        **encoding.flow_fields(proto, ev.sport, ev.dport, icmp_id=ev.sport),
+        # an ICMP query's identifier is in both port fields
+        **encoding.flow_fields(proto, ev.sport, ev.dport, icmp_type=ev.icmp_type, icmp_id=ev.sport),
     }
     if ev.family in (4, 6):
         size = 4 if ev.family == 4 else 16

@@ -88,6 +88,6 @@ def test_the_default_policy_is_named_and_port_security_has_no_rule() -> None:
 
 
 def test_an_icmp_query_has_its_identifier_and_no_ports() -> None:
-    ev = _event(saddr="10.20.0.11", daddr="10.20.0.12", sport=77, dport=77, proto=1, family=4, rule=90)
+    ev = _event(saddr="10.20.0.11", daddr="10.20.0.12", sport=77, dport=77, proto=1, family=4, icmp_type=8)
     doc = decode(ev, "web1-0")
-    assert (doc["sport"], doc["dport"], doc["icmp_id"], doc["icmp_type"]) == (None, None, 77, None)
+    assert (doc["sport"], doc["dport"], doc["icmp_id"], doc["icmp_type"]) == (None, None, 77, 8)
