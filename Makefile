@@ -8,15 +8,33 @@ LAB         ?= labs/nist-800-125b.yaml
 LABNAME     ?= nist
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
+PREFIX      ?= /usr/local
 
-.PHONY: setup lab down test bench lint
+.PHONY: setup lab down test bench lint install-cli uninstall-cli
 
 setup:
 	scripts/bootstrap.sh
 
 lab: setup
 	$(NLAB) up $(LAB)
-	@echo "(nlab is $(NLAB); \`. $(VENV)/bin/activate\` puts it on PATH)"
+	@echo "(nlab is $(NLAB): \`. $(VENV)/bin/activate\` puts it on PATH, \`sudo make install-cli\` links $(PREFIX)/bin/nlab to it)"
+
+# Opt-in, never done by setup/lab/test: a link in $(PREFIX)/bin to this checkout's nlab. It
+# replaces nothing it did not make (a link to another checkout needs FORCE=1).
+install-cli: setup
+	@link="$(PREFIX)/bin/nlab"; target="$(CURDIR)/$(NLAB)"; \
+	if [ -e "$$link" ] || [ -L "$$link" ]; then \
+		current=$$(readlink "$$link" || true); \
+		if [ "$$current" != "$$target" ] && [ -z "$(FORCE)" ]; then \
+			echo "install-cli: $$link exists ($${current:-not a link}); FORCE=1 replaces it" >&2; exit 2; \
+		fi; \
+	fi; \
+	mkdir -p "$(PREFIX)/bin" && ln -sfn "$$target" "$$link" && echo "install-cli: $$link -> $$target"
+
+uninstall-cli:
+	@link="$(PREFIX)/bin/nlab"; \
+	if [ "$$(readlink "$$link" 2>/dev/null)" = "$(CURDIR)/$(NLAB)" ]; then rm "$$link" && echo "uninstall-cli: removed $$link"; \
+	else echo "uninstall-cli: $$link is not a link to this checkout: left alone"; fi
 
 down:
 	$(NLAB) down $(LABNAME)

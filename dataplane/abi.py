@@ -242,7 +242,7 @@ class FwEvent(ctypes.Structure):
         ("verdict", ctypes.c_uint8),
         ("reason", ctypes.c_uint8),
         ("direction", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8),
+        ("icmp_type", ctypes.c_uint8),  # of an ICMP packet
     )
 
 

@@ -9,15 +9,14 @@ carries exactly one JSON document; progress and messages go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from netns_lab import (
     builder,
@@ -25,6 +24,7 @@ from netns_lab import (
     cli_mirror,
     cli_watch,
     display,
+    encoding,
     fwlive,
     graph,
     loader,
@@ -33,20 +33,24 @@ from netns_lab import (
     teardown,
     vlancheck,
 )
+from netns_lab.clibase import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_NONCOMPLIANT,
+    EXIT_USAGE,
+    ArgumentError,
+    Parser,
+    UsageError,
+    error_document,
+    write_output,
+)
+from netns_lab.clibase import emit_json as _emit_json
 from netns_lab.errors import TopologyError
 from netns_lab.kernel import netns
 from netns_lab.model import Topology, namespace
 
 DEFAULT_TOPOLOGY = "labs/nist-800-125b.yaml"
-EXIT_FAIL, EXIT_USAGE, EXIT_NONCOMPLIANT = 1, 2, 3
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-
-def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+__all__ = ["UsageError", "main"]  # UsageError: the verb modules import it from here
 
 
 def _default_topology() -> str:
@@ -153,13 +157,24 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise UsageError(
             f"node: no node {args.node!r} in lab {lab!r} (nodes: {', '.join(topo.node_names())})"
         )
-    if not args.command:
-        raise UsageError("exec: give a command after `--`, e.g. `nlab exec web1 -- ip addr`")
+    command = args.command or _shell(lab, args.node)
     netns.enter(namespace(lab, args.node))
     try:
-        os.execvp(args.command[0], args.command)
+        os.execvp(command[0], command)
     except FileNotFoundError:
-        raise UsageError(f"exec: command not found: {args.command[0]}") from None
+        raise UsageError(f"exec: command not found: {command[0]}") from None
+
+
+def _shell(lab: str, node: str) -> list[str]:
+    """An interactive shell in the node (like `docker exec -it`), its prompt naming the node."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "no command, and stdin is not a terminal for a shell: give one after `--`, "
+            f"e.g. `nlab exec {node} -- ip addr`"
+        )
+    os.environ["PS1"] = f"[{lab}:{node}] \\w# "
+    os.environ["NLAB_NODE"] = node
+    return ["bash", "--norc", "-i"] if shutil.which("bash") else ["sh", "-i"]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -191,7 +206,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
         topo = _running(lab)[0] if lab else _load(_default_topology())[0]
     source = graph.dot(topo)
     if args.out:
-        graph.render(source, args.out)
+        fmt = Path(args.out).suffix.removeprefix(".") or "svg"
+        try:
+            drawing = graph.render(source, fmt)
+        except ValueError as err:
+            raise UsageError(f"--out {args.out}: {err}") from None
+        write_output(args.out, "--out", drawing)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(source)
@@ -226,8 +246,8 @@ def cmd_vlans(args: argparse.Namespace) -> int:
                 "vswitch": t.vswitch,
                 "switch": t.switch,
                 "port": t.port,
-                "host_side": display.profile_text(topo, t.host_side),
-                "switch_side": display.profile_text(topo, t.switch_side),
+                "host_side": encoding.profile_text(topo, t.host_side),
+                "switch_side": encoding.profile_text(topo, t.switch_side),
             }
             for t in vlancheck.trunks(topo)
         ],
@@ -253,7 +273,7 @@ def cmd_fw(args: argparse.Namespace) -> int:
     except ValueError as err:
         if isinstance(err, TopologyError):
             raise
-        raise UsageError(f"fw {args.fw_cmd}: {err}") from None
+        raise UsageError(str(err)) from None
     if doc is None:  # a stream (events) printed as it went
         return 0
     if args.json:
@@ -282,7 +302,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nlab", description="netns-lab: a virtual data center in namespaces")
+    p = Parser(prog="nlab", description="netns-lab: a virtual data center in namespaces")
     p.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -307,9 +327,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit status 3 when the lab is not healthy (each problem is listed)",
     )
     st.add_argument("lab", nargs="?")
-    ex = add("exec", cmd_exec, "run a command inside a node's namespace", json_=False)
+    ex = add("exec", cmd_exec, "run a command (none: a shell) in a node's namespace", json_=False)
     ex.add_argument("node")
-    ex.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    ex.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...] (none: a shell)")
     ex.add_argument("--lab", help="the lab (default: the only one up)")
     add("validate", cmd_validate, "check a topology file without building it").add_argument("topology")
     gr = add("graph", cmd_graph, "draw a lab or a topology file (Graphviz)", json_=False)
@@ -335,8 +355,33 @@ def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # lets the builder's undo stack run on `kill`
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """--json among the options (not in the command `exec` runs after `--`)."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
+def _name(args: argparse.Namespace) -> str:
+    """``nlab fw add``: the command and its verb, as typed."""
+    verb = getattr(args, "fw_cmd", None) or getattr(args, "mirror_cmd", None)
+    return " ".join(w for w in ("nlab", args.cmd, verb) if w)
+
+
+def _streams(args: argparse.Namespace) -> bool:
+    """Commands that print as they go, stopped by Ctrl-C as a matter of course."""
+    return args.cmd == "watch" or getattr(args, "fw_cmd", None) == "events"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = _parser().parse_args(argv)
+    except ArgumentError as err:
+        sys.stderr.write(err.usage)
+        print(f"{err.prog}: error: {err}", file=sys.stderr)
+        if _wants_json(argv):
+            _emit_json(error_document(EXIT_USAGE, err))
+        return EXIT_USAGE
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
     logging.basicConfig(
@@ -345,17 +390,32 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     signal.signal(signal.SIGTERM, _sigterm)
+    code, failure = _run(args)
+    if failure is not None and getattr(args, "json", False):
+        _emit_json(error_document(code, failure))
+    return code
+
+
+def _run(args: argparse.Namespace) -> tuple[int, BaseException | None]:
+    """The command's exit code, and what made it fail (its message is on stderr already)."""
     try:
-        return args.fn(args)
+        return args.fn(args), None
     except TopologyError as err:
         print(err, file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE, err
     except (UsageError, builder.BuildError, graph.GraphvizMissing) as err:
-        print(f"nlab {args.cmd}: {err}" if isinstance(err, UsageError) else str(err), file=sys.stderr)
-        return EXIT_USAGE
+        print(f"{_name(args)}: {err}" if isinstance(err, UsageError) else str(err), file=sys.stderr)
+        return EXIT_USAGE, err
     except KeyboardInterrupt:
-        print(f"nlab {args.cmd}: interrupted; nothing was left half-built", file=sys.stderr)
-        return 130
+        if _streams(args):
+            return EXIT_INTERRUPTED, None
+        message = "interrupted; nothing was left half-built"
+        print(f"{_name(args)}: {message}", file=sys.stderr)
+        return EXIT_INTERRUPTED, KeyboardInterrupt(message)
     except OSError as err:
-        print(f"nlab {args.cmd}: {err}", file=sys.stderr)
-        return EXIT_FAIL
+        print(f"{_name(args)}: {err}", file=sys.stderr)
+        return EXIT_FAIL, err
+    except Exception as err:
+        if getattr(args, "json", False):  # the traceback follows on stderr, the document on stdout
+            _emit_json(error_document(EXIT_FAIL, f"{type(err).__name__}: {err}"))
+        raise

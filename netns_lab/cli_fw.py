@@ -8,7 +8,9 @@ import sys
 import time
 from typing import Any
 
-from netns_lab import display, fwlive
+from netns_lab import display, encoding, fwlive
+from netns_lab.clibase import at_flags, first_key
+from netns_lab.errors import TopologyError, unknown
 from netns_lab.model import Topology
 
 DEFAULTS = "deny in both directions for every NIC with a rule; allow for the others"
@@ -66,9 +68,12 @@ def cmd_show(args: argparse.Namespace, lab: str) -> dict[str, Any]:
 def cmd_counters(args: argparse.Namespace, lab: str) -> dict[str, Any]:
     with fwlive.opened(lab) as live:
         hits = live.rule_hits()
+        ordered = [*sorted(k for k in hits if k), *(k for k in hits if not k)]  # the default last
         return {
             "lab": lab,
-            "rules": {str(k): {"packets": p, "bytes": b} for k, (p, b) in sorted(hits.items())},
+            "rules": [
+                {"rule": encoding.rule_field(k), "packets": hits[k][0], "bytes": hits[k][1]} for k in ordered
+            ],
             "events_lost": live.events_lost(),
             "connections": len(live.connections()),
         }
@@ -99,14 +104,28 @@ def _rule_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return rule
 
 
+RULE_FLAGS = ("id", "apply", "direction", "peer", "proto", "ports", "action", "priority", "description")
+
+
 def cmd_add(args: argparse.Namespace, lab: str) -> dict[str, Any]:
     rule = _rule_from_args(args)
+    index = 0
 
     def edit(data: dict[str, Any]) -> None:
-        data.setdefault("firewall", {}).setdefault("rules", []).append(rule)
+        nonlocal index
+        rules = data.setdefault("firewall", {}).setdefault("rules", [])
+        index = len(rules)
+        rules.append(rule)
+
+    def flag(rest: str) -> str | None:
+        key = first_key(rest)
+        return f"--{key}" if key in RULE_FLAGS else None
 
     with fwlive.opened(lab) as live:
-        live.change(edit)
+        try:
+            live.change(edit)
+        except TopologyError as err:
+            raise at_flags(err, "fw add", f"firewall.rules[{index}]", flag) from None
         return {"lab": lab, "added": rule["id"], "hosts": [h.host for h in live.hosts]}
 
 
@@ -125,8 +144,12 @@ def cmd_del(args: argparse.Namespace, lab: str) -> dict[str, Any]:
 
 def cmd_group(args: argparse.Namespace, lab: str) -> dict[str, Any]:
     def edit(data: dict[str, Any]) -> None:
-        groups = data.setdefault("security_groups", {}) or {}
+        groups = data.get("security_groups") or {}
         data["security_groups"] = groups
+        if args.group not in groups and not (args.action == "add" and args.create):
+            hint = "; `nlab fw group add --create GROUP VM` makes a new one" if args.action == "add" else ""
+            known = unknown("security group", "security groups", args.group, groups)
+            raise ValueError(f"group: {known}{hint}")
         members = list(groups.get(args.group) or [])
         if args.action == "add":
             if args.member in members:
@@ -135,14 +158,24 @@ def cmd_group(args: argparse.Namespace, lab: str) -> dict[str, Any]:
         else:
             if args.member not in members:
                 raise ValueError(
-                    f"member: {args.member!r} is not in group {args.group!r} ({', '.join(members)})"
+                    f"member: {args.member!r} is not in group {args.group!r} "
+                    f"({', '.join(members) or 'it is empty'})"
                 )
             members.remove(args.member)
         groups[args.group] = members
 
     with fwlive.opened(lab) as live:
-        live.change(edit)
-        return {"lab": lab, "group": args.group, args.action: args.member}
+        created = args.action == "add" and args.group not in {g.name for g in live.topo.security_groups}
+        try:
+            live.change(edit)
+        except TopologyError as err:
+            where = f"security_groups.{args.group}"
+            raise at_flags(err, f"fw group {args.action}", where, _member_arg) from None
+        return {"lab": lab, "group": args.group, args.action: args.member, "created": created}
+
+
+def _member_arg(rest: str) -> str | None:
+    return "MEMBER" if rest.startswith("[") else None
 
 
 def cmd_events(args: argparse.Namespace, lab: str) -> None:
@@ -195,8 +228,9 @@ def register(sub: Any) -> None:
     verb("del", cmd_del, "delete a rule on every host at once").add_argument("id", type=int)
     grp = verb("group", cmd_group, "change a security group's members live")
     grp.add_argument("action", choices=("add", "del"))
-    grp.add_argument("group")
+    grp.add_argument("group", help="a declared security group")
     grp.add_argument("member", help="VM or VM.ethN")
+    grp.add_argument("--create", action="store_true", help="add: make GROUP if it is not declared yet")
     ev = verb("events", cmd_events, "follow verdict events (denied packets, new allowed flows)")
     ev.add_argument("--denied", action="store_true", help="only denials")
     ev.add_argument("--count", type=int, help="stop after N events")

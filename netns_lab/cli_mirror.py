@@ -8,7 +8,10 @@ import sys
 from typing import Any
 
 from netns_lab import fwlive, mirror, state
+from netns_lab.clibase import at_flags, first_key
 from netns_lab.errors import TopologyError
+
+SESSION_FLAGS = ("source", "dest", "direction", "tap", "snaplen", "sample", "vlan")
 
 
 def cmd_list(args: argparse.Namespace, lab: str) -> dict[str, Any]:
@@ -43,8 +46,15 @@ def cmd_add(args: argparse.Namespace, lab: str) -> dict[str, Any]:
         sessions[args.name] = session
         data["mirrors"] = sessions
 
+    def flag(rest: str) -> str | None:
+        key = first_key(rest)
+        return f"--{key}" if key in SESSION_FLAGS else None
+
     with mirror.opened(lab) as live:
-        live.change(edit)
+        try:
+            live.change(edit)
+        except TopologyError as err:
+            raise at_flags(err, "mirror add", f"mirrors.{args.name}", flag) from None
         return {"lab": lab, "added": args.name, "session": session}
 
 
@@ -95,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         if isinstance(err, TopologyError):
             raise
-        raise UsageError(f"mirror {args.mirror_cmd}: {err}") from None
+        raise UsageError(str(err)) from None
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:

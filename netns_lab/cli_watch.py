@@ -14,8 +14,9 @@ import sys
 import time
 from typing import Any, TextIO
 
-from netns_lab import fwlive, watch
+from netns_lab import encoding, fwlive, watch
 from netns_lab.capture import PcapWriter
+from netns_lab.clibase import UsageError, open_output
 
 EPILOG = """\
 what is shown:
@@ -120,9 +121,9 @@ def _open(lab: str, flt: watch.Filter, pcap_path: str | None) -> Any:
         w = stack.enter_context(watch.Watch(live, taps, flt))
         if pcap_path is not None:
             try:
-                out = stack.enter_context(open(pcap_path, "wb"))
-            except OSError as err:
-                raise ValueError(f"pcap: cannot write {pcap_path}: {err.strerror}") from None
+                out = stack.enter_context(open_output(pcap_path, "--pcap"))
+            except UsageError as err:
+                raise ValueError(str(err)) from None
             w.pcap = PcapWriter(out)
             if not w.destinations:
                 print("nlab watch: pcap: no mirror session is watched: no packets to write", file=sys.stderr)
@@ -180,10 +181,10 @@ def line(r: dict[str, Any]) -> tuple[str, str]:
         return f"{_clock(r['time'])}  LOST    {text}", "lost"
     if r["kind"] == "verdict":
         kind, who, key = ("DENY" if r["verdict"] == "deny" else "allow"), r["vm"], r["verdict"]
-        if r["rule"]:
-            what = f"rule {r['rule']} {r['reason']}"
+        if r["rule"] == encoding.DEFAULT_RULE and r["reason"] == "policy":
+            what = encoding.rule_text(r["rule"])
         else:
-            what = "default policy" if r["reason"] == "policy" else r["reason"]
+            what = f"{encoding.rule_text(r['rule'])} {r['reason']}" if r["rule"] is not None else r["reason"]
         info, length = "", ""
     else:
         kind, who, key = "mirror", r["session"], "mirror"

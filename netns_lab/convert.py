@@ -292,6 +292,41 @@ class Converter:
         self.issues.append(Issue(self.source, path, reason))
 
 
+class LeftOut:
+    """What the model lacks of what the file declares: nodes, VLANs, groups and sessions left
+    out for an error already reported, and nodes whose references do not resolve (``mark``).
+    The semantic checks see only the model, so a check that reads something left out would
+    report its absence as a second, unrelated error: such a check asks here first and does not
+    run (its problems show once the first are fixed)."""
+
+    def __init__(self, topo: Topology, declared: Declared) -> None:
+        held = {
+            "switches": topo.switches,
+            "networks": topo.networks,
+            "hosts": topo.hosts,
+            "vms": topo.vms,
+            "vlans": topo.vlans,
+            "security_groups": topo.security_groups,
+            "mirrors": topo.mirrors,
+        }
+        self.built = {section: {node.name for node in nodes} for section, nodes in held.items()}
+        self.declared = declared
+
+    def mark(self, section: str, name: str) -> None:
+        """``name`` is in the model but one of its references does not resolve (reported)."""
+        self.built[section].discard(name)
+
+    def lacks(self, section: str, name: str) -> bool:
+        """Is ``name`` declared (or may it be, in a malformed section) but not in the model?"""
+        names = self.declared.get(section, ())
+        return name not in self.built[section] and (names is None or name in names)
+
+    def complete(self, section: str) -> bool:
+        """Did everything the section declares make it into the model?"""
+        names = self.declared.get(section, ())
+        return names is not None and set(names) <= self.built[section]
+
+
 class VlanTable:
     """The VLANs declared in ``vlans:``, turning references (a name or an id) into ids.
 

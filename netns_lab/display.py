@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from netns_lab import encoding
 from netns_lab.builder import Progress as ProgressFn
 
 # Piped output (less, a file, a CI log) gets full rows instead of ellipses at 80 columns.
@@ -146,7 +147,7 @@ def _mirror_sessions(sessions: list[dict[str, Any]]) -> None:
         c = s["counters"]
         table.add_row(
             s["name"],
-            ",".join(s["sources"]),
+            ", ".join(s["sources"]),
             s["dest"],
             s["direction"],
             s["tap"],
@@ -165,25 +166,28 @@ def _policy(port: dict[str, Any]) -> str:
     return f"trunk {tagged}" + (" +untagged" if port["untagged"] else "")
 
 
-def _drops(port: dict[str, Any]) -> str:
-    parts = []
-    for direction in ("ingress", "egress"):
-        for reason, c in port["counters"][direction]["drop"].items():
-            parts.append(f"[red]{reason}[/] {'in' if direction == 'ingress' else 'out'} {c['packets']}")
+def _drops(port: dict[str, Any], cls: str) -> str:
+    colour = "red" if cls == "violation" else "dim"
+    parts = [
+        f"[{colour}]{d['reason']}[/] {d['direction']} {d['packets']}"
+        for d in port["drops"]
+        if d["class"] == cls
+    ]
     return ", ".join(parts) or "-"
 
 
 def _ports(doc: dict[str, Any]) -> None:
-    """Switch ports with their VLAN policy and counters (in: from the device, out: to it)."""
+    """Switch ports with their VLAN policy and counters; directions seen from the port's peer."""
     table = Table(
         "node",
         "port",
         "peer",
         "policy",
-        "in pass",
         "out pass",
-        "drops",
-        title="switch ports",
+        "in pass",
+        "filtered (expected)",
+        "violations",
+        title="switch ports (out: sent by the peer, in: towards it)",
         title_justify="left",
     )
     for node in [*doc["hosts"], *doc["switches"]]:
@@ -198,19 +202,22 @@ def _ports(doc: dict[str, Any]) -> None:
                 _policy(port),
                 str(c["ingress"]["pass"]["packets"]),
                 str(c["egress"]["pass"]["packets"]),
-                _drops(port),
+                _drops(port, "expected"),
+                _drops(port, "violation"),
             )
     out.print(table)
+    violations = sum(
+        d["packets"]
+        for node in [*doc["hosts"], *doc["switches"]]
+        for p in node.get("ports", [])
+        for d in p.get("drops", [])
+        if d["class"] == "violation"
+    )
+    plural = "s" if violations != 1 else ""
+    out.print(f"violations: {violations} packet{plural}" if violations else "violations: none")
 
 
-def profile_text(topo: Any, profile: Any) -> str:
-    """A PortProfile in words: 'access app', 'trunk app,db +untagged', 'plain (untagged)'."""
-    if profile.access is not None:
-        return f"access {topo.vlan_name(profile.access)}"
-    if not profile.trunk:
-        return "plain (untagged)" if profile.untagged else "nothing"
-    names = ",".join(topo.vlan_name(v) for v in sorted(profile.trunk))
-    return f"trunk {names}" + (" +untagged" if profile.untagged else "")
+profile_text = encoding.profile_text  # callers from before it moved
 
 
 def vlans(doc: dict[str, Any]) -> None:
@@ -236,67 +243,86 @@ def vlans(doc: dict[str, Any]) -> None:
 
 def fw_event_line(ev: dict[str, Any]) -> str:
     verdict = "DENY " if ev["verdict"] == "deny" else "allow"
-    ports = f":{ev['sport']} -> " if ev["proto"] in ("tcp", "udp") else " -> "
-    dport = f":{ev['dport']}" if ev["proto"] in ("tcp", "udp") else ""
-    rule = f"rule {ev['rule']}" if ev["rule"] else "default"
     clock = time.strftime("%H:%M:%S", time.localtime(ev["time"]))
     return (
-        f"{clock} {verdict} {ev['vm']:<10} {ev['direction']:<3} {ev['proto']:<6} "
-        f"{ev['src'] or '-'}{ports}{ev['dst'] or '-'}{dport}  {ev['reason']} ({rule})"
+        f"{clock} {verdict} {ev['nic']:<11} {ev['direction']:<3} {ev['proto']:<6} "
+        f"{encoding.flow_text(ev)}  {ev['reason']} ({encoding.rule_text(ev['rule'])})"
     )
 
 
 def fw(verb: str, doc: dict[str, Any]) -> None:
     if verb == "show":
-        table = Table(
-            "id",
-            "apply",
-            "dir",
-            "peer",
-            "proto",
-            "ports",
-            "action",
-            "prio",
-            "hits",
-            "description",
-            title=f"firewall rules of lab {doc['lab']}" + (f", VM {doc['vm']}" if doc["vm"] else ""),
-            title_justify="left",
-        )
-        for r in doc["rules"]:
-            table.add_row(
-                str(r["id"]),
-                ",".join(r["apply"]),
-                r["direction"],
-                ",".join(r["peer"]),
-                r["proto"],
-                ",".join(r["ports"]) or "all",
-                r["action"],
-                str(r["priority"]),
-                str(r["hits"]["packets"]),
-                r["description"],
-            )
-        out.print(table)
-        for name, members in doc["groups"].items():
-            out.print(f"group {name}: {', '.join(members) or '(empty)'}")
-        out.print(f"defaults: {doc['defaults']['policy']} ({doc['defaults']['hits']['packets']} packets)")
+        _fw_rules(doc)
     elif verb == "connections":
-        table = Table("host", "vnic", "proto", "src", "dst", "state", "origin", "rule", "idle s")
+        table = Table("host", "nic", "proto", "flow", "state", "origin", "rule", "idle s")
         for c in doc["connections"]:
-            icmp = c["proto"] in ("icmp", "icmpv6")  # its "ports": the identifier and the request type
             table.add_row(
                 c["host"],
-                c["vnic"],
+                c["nic"],
                 c["proto"],
-                c["src"] if icmp else f"{c['src']}:{c['sport']}",
-                f"{c['dst']} (id {c['sport']}, type {c['dport']})" if icmp else f"{c['dst']}:{c['dport']}",
+                encoding.flow_text(c),
                 c["state"],
                 c["origin"],
-                str(c["rule"]),
+                encoding.rule_text(c["rule"]),
                 str(c["idle_s"]),
             )
         out.print(table)
+    elif verb == "counters":
+        table = Table(
+            "rule", "packets", "bytes", title=f"firewall counters of lab {doc['lab']}", title_justify="left"
+        )
+        for r in doc["rules"]:
+            table.add_row(encoding.rule_text(r["rule"]), str(r["packets"]), str(r["bytes"]))
+        out.print(table)
+        out.print(f"tracked connections: {doc['connections']}; events lost: {doc['events_lost']}")
+    elif verb == "add":
+        out.print(f"rule {doc['added']} added on every host of lab {doc['lab']} ({', '.join(doc['hosts'])})")
+    elif verb == "del":
+        out.print(
+            f"rule {doc['deleted']} deleted on every host of lab {doc['lab']} ({', '.join(doc['hosts'])})"
+        )
+    elif verb == "group":
+        if "add" in doc:
+            made = " (a new group)" if doc["created"] else ""
+            out.print(f"{doc['add']} added to group {doc['group']}{made} on every host of lab {doc['lab']}")
+        else:
+            out.print(f"{doc['del']} removed from group {doc['group']} on every host of lab {doc['lab']}")
     else:
-        out.print_json(data=doc)
+        raise ValueError(f"no human output for fw {verb}")
+
+
+def _fw_rules(doc: dict[str, Any]) -> None:
+    table = Table(
+        "id",
+        "apply",
+        "dir",
+        "peer",
+        "proto",
+        "ports",
+        "action",
+        "prio",
+        "hits",
+        "description",
+        title=f"firewall rules of lab {doc['lab']}" + (f", VM {doc['vm']}" if doc["vm"] else ""),
+        title_justify="left",
+    )
+    for r in doc["rules"]:
+        table.add_row(
+            str(r["id"]),
+            ",".join(r["apply"]),
+            r["direction"],
+            ",".join(r["peer"]),
+            r["proto"],
+            ",".join(r["ports"]) or "all",
+            r["action"],
+            str(r["priority"]),
+            str(r["hits"]["packets"]),
+            r["description"],
+        )
+    out.print(table)
+    for name, members in doc["groups"].items():
+        out.print(f"group {name}: {', '.join(members) or '(empty)'}")
+    out.print(f"defaults: {doc['defaults']['policy']} ({doc['defaults']['hits']['packets']} packets)")
 
 
 def trace(doc: dict[str, Any]) -> None:
@@ -306,7 +332,7 @@ def trace(doc: dict[str, Any]) -> None:
     for i, st in enumerate(doc["stages"], 1):
         colour = "green" if st["verdict"] == "pass" else "red"
         why = f" ({st['reason']})" if st["reason"] else ""
-        rule = f" rule {st['rule']}" if st["rule"] else ""
+        rule = f" {encoding.rule_text(st['rule'])}" if st["rule"] is not None else ""
         where = f"{st['node']:<6} {st['port']:<12} {st['program']:<15}"
         out.print(f" {i}. {where} [{colour}]{st['verdict']}[/]{why}{rule}")
     if doc["routed"]:

@@ -20,7 +20,7 @@ from dataplane import abi, fwpolicy
 from dataplane.events import EventReader, now_ns, wall_time
 from dataplane.firewall import Firewall
 from dataplane.switch import SwitchDataplane
-from netns_lab import firewall, loader, model
+from netns_lab import encoding, firewall, loader, model
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.model import Topology
 from netns_lab.state import LabState, pin_dir
@@ -110,22 +110,25 @@ class LiveFirewall:
         return sum(h.fw.events_lost() for h in self.hosts)
 
     def connections(self) -> list[dict[str, Any]]:
-        by_endpoint = {eid: f"{vm}.eth{idx}" for (vm, idx), eid in firewall.endpoint_ids(self.topo).items()}
+        by_endpoint = {
+            eid: encoding.nic_name(vm, idx) for (vm, idx), eid in firewall.endpoint_ids(self.topo).items()
+        }
         rows = []
         for h in self.hosts:
             for c in h.fw.connections():
+                proto = PROTO_NAMES.get(c.proto, str(c.proto))
                 rows.append(
                     {
                         "host": h.host,
-                        "vnic": by_endpoint.get(c.endpoint, str(c.endpoint)),
-                        "proto": PROTO_NAMES.get(c.proto, str(c.proto)),
+                        "nic": by_endpoint.get(c.endpoint, str(c.endpoint)),
+                        "proto": proto,
                         "src": c.src,
                         "dst": c.dst,
-                        "sport": c.sport,
-                        "dport": c.dport,
+                        # an ICMP flow is keyed by (identifier, request type) in the ports' places
+                        **encoding.flow_fields(proto, c.sport, c.dport, icmp_type=c.dport, icmp_id=c.sport),
                         "state": c.state,
                         "origin": c.origin,
-                        "rule": c.rule,
+                        "rule": encoding.rule_field(c.rule),
                         "idle_s": round(c.age_s, 1),
                     }
                 )
@@ -180,32 +183,33 @@ class EventFollower:
         self.close()
 
 
-def _vm_of_port(port: str) -> str:
-    return port.rsplit("-", 1)[0] if "-" in port else port
-
-
 def decode(ev: abi.FwEvent, port: str) -> dict[str, Any]:
+    """An event as `nlab fw events --json` prints it (see netns_lab.encoding)."""
     reason = abi.Reason(ev.reason) if ev.reason in abi.Reason._value2member_map_ else None
-    doc = {
+    nic = encoding.nic_of_port(port)
+    proto = PROTO_NAMES.get(ev.proto, str(ev.proto))
+    doc: dict[str, Any] = {
         "time": round(wall_time(ev.time_ns), 6),
-        "vm": _vm_of_port(port),
-        "port": port,
+        "vm": nic.split(".")[0] if nic else port,
+        "nic": nic or port,
+        "port": port,  # the vSwitch port whose program decided, as `nlab status` counts its drops
         "direction": "out" if ev.direction == abi.FwDirection.OUT else "in",
         "verdict": "allow" if ev.verdict == abi.Verdict.ALLOW else "deny",
         "reason": "new-flow" if reason == abi.Reason.PASS else (reason.label if reason else str(ev.reason)),
-        "rule": ev.rule or None,
-        "proto": PROTO_NAMES.get(ev.proto, str(ev.proto)),
+        "rule": encoding.rule_field(ev.rule, by_policy=reason in (abi.Reason.PASS, abi.Reason.POLICY)),
+        "proto": proto,
         "src": None,
         "dst": None,
-        "sport": ev.sport,
-        "dport": ev.dport,
+        # an ICMP query's identifier is in both port fields
+        **encoding.flow_fields(proto, ev.sport, ev.dport, icmp_type=ev.icmp_type, icmp_id=ev.sport),
     }
     if ev.family in (4, 6):
         size = 4 if ev.family == 4 else 16
         doc["src"] = str(ip_address(bytes(ev.saddr[:size])))
         doc["dst"] = str(ip_address(bytes(ev.daddr[:size])))
     else:  # refused before its IP header was read: a forged MAC, or ARP
-        doc.update(proto="arp" if reason == abi.Reason.SPOOF_ARP else "ethernet", sport=None, dport=None)
+        proto = "arp" if reason == abi.Reason.SPOOF_ARP else "ethernet"
+        doc.update(proto=proto, **encoding.flow_fields(proto, None, None))
     return doc
 
 

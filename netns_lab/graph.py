@@ -1,5 +1,7 @@
 """A Graphviz drawing of a topology: hosts as clusters with their vSwitches, pNICs and VMs,
-physical switches and external networks outside them. Pure text generation; `render` runs dot.
+physical switches and external networks outside them; VM links carry their VLAN, host-to-switch
+links their trunk, VMs their security groups, and mirror sessions are dashed arrows from what
+they copy to where. Pure text generation; `render` runs dot.
 """
 
 from __future__ import annotations
@@ -7,7 +9,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from netns_lab.model import Host, Topology, Vm
+from netns_lab import encoding
+from netns_lab.model import Host, MirrorSession, Topology, Vm
 
 ROLE_STYLE = {
     "none": 'shape=box, style="rounded,filled", fillcolor="#e8f0fe"',
@@ -21,10 +24,17 @@ def _q(*parts: str) -> str:
     return '"' + "/".join(parts).replace('"', r"\"") + '"'
 
 
-def _vm_label(vm: Vm) -> str:
+MIRROR_STYLE = 'style=dashed, color="#0097a7", fontcolor="#0097a7", dir=forward, constraint=false'
+
+
+def _vm_label(topo: Topology, vm: Vm) -> str:
     ips = [str(nic.ip) for nic in vm.nics if nic.ip]
     role = "" if vm.role == "none" else f"\\n[{vm.role}]"
-    return vm.name + role + ("\\n" + "\\n".join(ips) if ips else "")
+    groups = list(dict.fromkeys(g for nic in vm.nics for g in topo.groups_of(vm.name, nic.index)))
+    promiscuous = [nic.name for nic in vm.nics if nic.promiscuous]
+    extra = [f"groups: {', '.join(groups)}"] if groups else []
+    extra += [f"promiscuous {', '.join(promiscuous)}"] if promiscuous else []
+    return vm.name + role + "".join(f"\\n{line}" for line in [*ips, *extra])
 
 
 def _host(topo: Topology, host: Host) -> list[str]:
@@ -35,12 +45,28 @@ def _host(topo: Topology, host: Host) -> list[str]:
     for pnic in host.pnics:
         lines.append(f'    {_q(host.name, pnic.name)} [label="{pnic.name}\\n{pnic.driver}", shape=cds];')
     for vm in (v for v in topo.vms if v.host == host.name):
-        lines.append(f'    {_q(vm.name)} [label="{_vm_label(vm)}", {ROLE_STYLE[vm.role]}];')
+        lines.append(f'    {_q(vm.name)} [label="{_vm_label(topo, vm)}", {ROLE_STYLE[vm.role]}];')
     lines.append("  }")
     for vs in host.vswitches:
         lines += [f"  {_q(host.name, vs.name)} -- {_q(host.name, up)};" for up in vs.uplinks]
-    lines += [f"  {_q(host.name, p.name)} -- {_q('switch', p.switch)};" for p in host.pnics]
+    for pnic in host.pnics:
+        vs = next((v for v in host.vswitches if pnic.name in v.uplinks), None)
+        trunk = encoding.profile_text(topo, topo.uplink_profile(host.name, vs.name)) if vs else ""
+        label = f' [label="{trunk}", fontsize=8]' if trunk else ""
+        lines.append(f"  {_q(host.name, pnic.name)} -- {_q('switch', pnic.switch)}{label};")
     return lines
+
+
+def _mirror(topo: Topology, session: MirrorSession) -> list[str]:
+    """One dashed arrow per mirrored VM to the analyzer, the network or the pNIC copies go to."""
+    if session.dest is not None:
+        dest = _q(session.dest)
+    elif session.uplink and "." in session.uplink:
+        dest = _q(*session.uplink.split(".", 1))
+    else:
+        dest = _q("net", str(session.uplink))
+    vms = dict.fromkeys(vm.name for source in session.sources for vm, _ in topo.mirror_nics(source))
+    return [f'  {_q(vm)} -- {dest} [label="{session.name}", fontsize=8, {MIRROR_STYLE}];' for vm in vms]
 
 
 def dot(topo: Topology) -> str:
@@ -60,8 +86,12 @@ def dot(topo: Topology) -> str:
         lines += _host(topo, host)
     for vm in topo.vms:
         for nic in vm.nics:
-            label = f' [label="{nic.name}"]' if len(vm.nics) > 1 else ""
+            words = [nic.name] if len(vm.nics) > 1 else []
+            words += [f"vlan {topo.vlan_name(nic.vlan)}"] if nic.vlan is not None else []
+            label = f' [label="{" ".join(words)}", fontsize=8]' if words else ""
             lines.append(f"  {_q(vm.name)} -- {_q(vm.host, nic.vswitch)}{label};")
+    for session in topo.mirrors:
+        lines += _mirror(topo, session)
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -70,9 +100,13 @@ class GraphvizMissing(Exception):
     pass
 
 
-def render(source: str, out: str) -> None:
-    """Write `out` in the format its suffix names (svg, png, pdf) with Graphviz's dot."""
+def render(source: str, fmt: str) -> bytes:
+    """The drawing in format ``fmt`` (svg, png, pdf, ...), made by Graphviz's dot; ValueError
+    naming the format when dot cannot make it."""
     if shutil.which("dot") is None:
         raise GraphvizMissing("Graphviz's `dot` is not installed (make setup installs it)")
-    fmt = out.rsplit(".", 1)[-1] if "." in out else "svg"
-    subprocess.run(["dot", f"-T{fmt}", "-o", out], input=source, text=True, check=True)
+    proc = subprocess.run(["dot", f"-T{fmt}"], input=source.encode(), capture_output=True, check=False)
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise ValueError(f"Graphviz cannot make format {fmt!r}: {why[0] if why else 'dot failed'}")
+    return proc.stdout

@@ -9,7 +9,8 @@ Three passes, each collecting every issue it can before the next one runs:
    a reason chosen by its kind. A node (switch, network, host or VM), a VLAN, a security group
    or a firewall rule with a structural error is left out of pass 3, but its name still counts
    as declared, so references to it are not reported a second time as dangling.
-3. Semantics (:mod:`netns_lab.validate`), on the model built from the nodes that passed.
+3. Semantics (:mod:`netns_lab.validate`), on the model built from the nodes that passed; a
+   check that would read a node left out does not run (one typo, one error).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 from netns_lab import validate
-from netns_lab.convert import KEYED_SECTIONS, SECTIONS, Converter
+from netns_lab.convert import KEYED_SECTIONS, Converter
 from netns_lab.convert_firewall import RULES
 from netns_lab.errors import Issue, TopologyError, did_you_mean
 from netns_lab.model import Topology
@@ -85,7 +86,7 @@ def lab_name_problems(lab: str) -> list[str]:
 def declared_names(data: dict[str, Any]) -> dict[str, tuple[str, ...] | None]:
     """Every name declared per section; ``None`` for a section that is not a mapping."""
     found: dict[str, tuple[str, ...] | None] = {}
-    for section in SECTIONS:
+    for section in KEYED_SECTIONS:
         value = data.get(section)
         found[section] = tuple(value) if isinstance(value, dict) else () if value is None else None
     return found

@@ -24,8 +24,8 @@ import yaml
 
 from dataplane import abi
 from dataplane.mirror import MIRROR_PORT, Mirrors, Session, Stats
-from netns_lab import fwlive, loader, model
-from netns_lab.model import MirrorSession, Topology
+from netns_lab import encoding, fwlive, loader, model
+from netns_lab.model import MirrorSession, MirrorSource, Topology
 from netns_lab.state import LabState
 
 IDS_FILE = "mirror-ids.json"
@@ -331,12 +331,38 @@ class LiveMirrors(fwlive.LiveFirewall):
         return total
 
 
+def source_text(source: MirrorSource) -> str:
+    """A session's source as the topology declares it: ``app1``, ``app1.eth0``, ``group:web``,
+    ``vlan:app`` or ``vlan:app@hv1.vs1`` (a port group on one vSwitch)."""
+    if source.kind == "vm":
+        return source.name if source.nic is None else encoding.nic_name(source.name, source.nic)
+    if source.kind == "group":
+        return f"group:{source.name}"
+    return f"vlan:{source.name}" + (f"@{'.'.join(source.vswitch)}" if source.vswitch else "")
+
+
+def _promiscuous_sources(topo: Topology, name: str) -> list[str]:
+    """The port group of a promiscuous NIC, in the words of a declared one."""
+    vm_name, _, nic_name = name.removeprefix("promiscuous:").partition(".")
+    vm = topo.vm(vm_name)
+    nic = next(n for n in vm.nics if n.name == nic_name)
+    return [
+        source_text(
+            MirrorSource("vlan", topo.vlan_name(nic.vlan) or "untagged", vswitch=(vm.host, nic.vswitch))
+        )
+    ]
+
+
 def session_doc(topo: Topology, planned: Planned, stats: Stats) -> dict[str, Any]:
-    """A session as `nlab mirror list --json` and `nlab status --json` show it."""
+    """A session as `nlab mirror list --json` and `nlab status --json` show it: ``sources`` as
+    declared, ``source_vms`` the VMs they stand for now."""
     declared = next((s for s in topo.mirrors if s.name == planned.name), None)
     return {
         "name": planned.name,
-        "sources": list(planned.source_vms),
+        "sources": [source_text(s) for s in declared.sources]
+        if declared
+        else _promiscuous_sources(topo, planned.name),
+        "source_vms": list(planned.source_vms),
         "dest": planned.dest_vm or f"uplink:{declared.uplink if declared else '?'}",
         "vlan": topo.vlan_name(declared.vlan) if declared and declared.vlan else None,
         "direction": declared.direction if declared else "both",

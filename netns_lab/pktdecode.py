@@ -64,6 +64,8 @@ class Decoded:
     dst: str | None = None
     sport: int | None = None
     dport: int | None = None
+    icmp_type: int | None = None
+    icmp_id: int | None = None  # of an echo request or reply
     info: str = ""
 
     def endpoints(self) -> str:
@@ -203,8 +205,10 @@ def _transport(d: Decoded, frame: bytes, offset: int, proto: int) -> None:
             d.info = "truncated"
             return
         kind, code = frame[offset], frame[offset + 1]
+        d.icmp_type = kind
         name = (ICMP_TYPES if proto == 1 else ICMP6_TYPES).get(kind, f"type {kind}")
         d.info = name if code == 0 else f"{name} code {code}"
         if kind in ECHO_TYPES[proto] and len(frame) >= offset + 8:
             ident, seq = struct.unpack_from("!HH", frame, offset + 4)
+            d.icmp_id = ident
             d.info = f"{name} id {ident} seq {seq}"

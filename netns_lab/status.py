@@ -14,7 +14,7 @@ from dataplane import tc
 from dataplane.abi import Direction, Reason
 from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS, PortVlans, SwitchDataplane
 from dataplane.syscalls import BpfError
-from netns_lab import fwlive, mirror, model, ports
+from netns_lab import encoding, fwlive, mirror, model, ports
 from netns_lab.kernel import netns
 from netns_lab.kernel.netlink import Link, Netlink
 from netns_lab.model import Host, Network, Switch, Topology, Vm
@@ -91,6 +91,26 @@ def _pins(topo: Topology, node: str, vm_ports: bool) -> dict[str, Any]:
     return {"dir": str(where), "missing": [n for n in names if not (where / n).exists()]}
 
 
+def _drops_doc(counts: dict) -> list[dict[str, Any]]:
+    """Every drop reason of a port seen so far, in the CLI's encoding: ``direction`` seen from the
+    port's peer, ``class`` expected filtering or a violation (netns_lab.encoding)."""
+    found = []
+    for (hook, reason), c in sorted(counts.items()):
+        if reason == Reason.PASS or not c.packets:
+            continue
+        direction = encoding.direction_of_hook(hook.name.lower())
+        found.append(
+            {
+                "reason": reason.label,
+                "direction": direction,
+                "class": encoding.drop_class(reason, direction),
+                "packets": c.packets,
+                "bytes": c.bytes,
+            }
+        )
+    return found
+
+
 def dataplane_ports(topo: Topology, node: str, switch_ports: list[ports.SwitchPort]) -> list[dict[str, Any]]:
     """Each switch port of a node: its VLAN policy, link state, attached programs and counters
     from the live maps."""
@@ -118,6 +138,7 @@ def dataplane_ports(topo: Topology, node: str, switch_ports: list[ports.SwitchPo
                     "programs": attached.get(p.name, {"ingress": [], "egress": []}),
                     "dataplane": dp is not None,
                     "counters": _counters_doc(counts),
+                    "drops": _drops_doc(counts),
                 }
             )
     finally:

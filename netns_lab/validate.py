@@ -6,7 +6,8 @@ roles that make sense; VLANs and port profiles are checked in :mod:`netns_lab.va
 port security's allowed addresses in :mod:`netns_lab.validate_firewall`.
 The checks read the model built from the nodes whose structure was valid; ``declared`` holds
 every name the file declares per section (``None`` for a section that is not a mapping), so that
-a reference to a node left out for another error is not reported as dangling.
+a reference to a node left out for another error is not reported as dangling, and a check that
+reads such a node does not run (:class:`~netns_lab.convert.LeftOut`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ipaddress import IPv4Interface
 
 from dataplane.mirror import MIRROR_PORT
 from netns_lab import validate_firewall, validate_mirror, validate_vlans
-from netns_lab.convert import SECTIONS, Declared
+from netns_lab.convert import SECTIONS, Declared, LeftOut
 from netns_lab.errors import Found, Issue, listing
 from netns_lab.model import (
     IFNAMSIZ,
@@ -40,10 +41,12 @@ IfEntry = tuple[str, str | None, str]  # interface name, where it is declared (N
 def check(topo: Topology, declared: Declared) -> list[Issue]:
     """Every semantic issue of ``topo``, in a stable order."""
     found = Found(topo.source)
+    left_out = LeftOut(topo, declared)
     _unique_nodes(found, declared)
-    _references(found, topo, declared)
+    _references(found, topo, declared, left_out)
     for host in topo.hosts:
-        _uplinks(found, topo, host)
+        if not _uplinks(found, topo, host):
+            left_out.mark("hosts", host.name)
         _pci_buses(found, host)
         _ifnames(found, f"host {host.name}", _host_ifnames(topo, host))
     for switch, entries in _switch_ifnames(topo).items():
@@ -53,9 +56,9 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     _all_routes(found, topo)
     for vm in topo.vms:
         _role(found, vm)
-    validate_vlans.check(found, topo, declared)
+    validate_vlans.check(found, topo, left_out)
     validate_firewall.check(found, topo, _interfaces(topo))
-    validate_mirror.check(found, topo)
+    validate_mirror.check(found, topo, left_out)
     return found.issues
 
 
@@ -74,21 +77,30 @@ def _unique_nodes(found: Found, declared: Declared) -> None:
             first.setdefault(name, section)
 
 
-def _references(found: Found, topo: Topology, declared: Declared) -> None:
+def _references(found: Found, topo: Topology, declared: Declared, left_out: LeftOut) -> None:
+    """Names of switches, hosts and vSwitches resolve; a node with one that does not is marked
+    left out for the checks that follow (its VLANs, its mirror sessions' paths)."""
     for network in topo.networks:
-        _resolve(found, f"networks.{network.name}.switch", "switch", network.switch, declared["switches"])
+        path = f"networks.{network.name}.switch"
+        if not _resolve(found, path, "switch", network.switch, declared["switches"]):
+            left_out.mark("networks", network.name)
     for host in topo.hosts:
+        ok = True
         for pnic in host.pnics:
             path = f"hosts.{host.name}.pnics.{pnic.name}.switch"
-            _resolve(found, path, "switch", pnic.switch, declared["switches"])
+            ok &= _resolve(found, path, "switch", pnic.switch, declared["switches"])
         for nic in host.vmknics:
-            _vswitch_of(found, topo, host, nic.vswitch, f"hosts.{host.name}.vmknics.{nic.name}.vswitch")
+            ok &= _vswitch_of(found, topo, host, nic.vswitch, f"hosts.{host.name}.vmknics.{nic.name}.vswitch")
+        if not ok:
+            left_out.mark("hosts", host.name)
     for vm in topo.vms:
         host = next((h for h in topo.hosts if h.name == vm.host), None)
-        on_host = _resolve(found, f"vms.{vm.name}.host", "host", vm.host, declared["hosts"])
-        if on_host and host is not None:  # else declared, but left out for an error already reported
+        ok = _resolve(found, f"vms.{vm.name}.host", "host", vm.host, declared["hosts"])
+        if ok and host is not None:  # else declared, but left out for an error already reported
             for nic in vm.nics:
-                _vswitch_of(found, topo, host, nic.vswitch, f"vms.{vm.name}.nics[{nic.index}].vswitch")
+                ok &= _vswitch_of(found, topo, host, nic.vswitch, f"vms.{vm.name}.nics[{nic.index}].vswitch")
+        if not ok:
+            left_out.mark("vms", vm.name)
 
 
 def _resolve(found: Found, path: str, kind: str, name: str, names: tuple[str, ...] | None) -> bool:
@@ -104,19 +116,22 @@ def _resolve(found: Found, path: str, kind: str, name: str, names: tuple[str, ..
 _PLURALS = {"switch": "switches", "host": "hosts"}
 
 
-def _vswitch_of(found: Found, topo: Topology, host: Host, vswitch: str, path: str) -> None:
+def _vswitch_of(found: Found, topo: Topology, host: Host, vswitch: str, path: str) -> bool:
     """A VM NIC or a VMkernel NIC plugs into a vSwitch of its own host."""
     names = [vs.name for vs in host.vswitches]
     if vswitch in names:
-        return
+        return True
     elsewhere = [h.name for h in topo.hosts if any(vs.name == vswitch for vs in h.vswitches)]
     hint = f"it is on {', '.join(elsewhere)}" if elsewhere else listing("vSwitches", host.name, names)
     found.add(path, f"{vswitch!r} is not a vSwitch of {host.name} ({hint})")
+    return False
 
 
-def _uplinks(found: Found, topo: Topology, host: Host) -> None:
-    """One vSwitch per pNIC and one pNIC per vSwitch: more would loop without NIC teaming."""
+def _uplinks(found: Found, topo: Topology, host: Host) -> bool:
+    """One vSwitch per pNIC and one pNIC per vSwitch: more would loop without NIC teaming.
+    False when an uplink names no pNIC of the host."""
     pnics = [pnic.name for pnic in host.pnics]
+    resolved = True
     owner: dict[str, str] = {}
     for vs in host.vswitches:
         path = f"hosts.{host.name}.vswitches.{vs.name}.uplinks"
@@ -131,10 +146,12 @@ def _uplinks(found: Found, topo: Topology, host: Host) -> None:
                     else listing("pNICs", host.name, pnics)
                 )
                 found.add(f"{path}[{index}]", f"{pnic!r} is not a pNIC of {host.name} ({hint})")
+                resolved = False
             elif pnic in owner:
                 found.add(f"{path}[{index}]", f"{pnic!r} is already the uplink of {owner[pnic]}")
             else:
                 owner[pnic] = vs.name
+    return resolved
 
 
 def _pci_buses(found: Found, host: Host) -> None:

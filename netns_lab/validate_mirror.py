@@ -15,19 +15,45 @@ from __future__ import annotations
 from collections import Counter
 
 from dataplane.abi import MAX_MIRRORS, MIRROR_PER_PORT
+from netns_lab.convert import LeftOut
 from netns_lab.errors import Found, unknown
 from netns_lab.model import MirrorSession, Nic, Topology, Vm, network_port, switch_port
 
 
-def check(found: Found, topo: Topology) -> None:
+def check(found: Found, topo: Topology, left_out: LeftOut) -> None:
     vms = {vm.name: vm for vm in topo.vms}
     for session in topo.mirrors:
-        _session(found, topo, vms, session)
+        if not _reads_left_out(topo, left_out, session):
+            _session(found, topo, vms, session)
     for vm in topo.vms:
         for nic in vm.nics:
             if nic.promiscuous:
                 _promiscuous(found, topo, vm, nic)
     _capacity(found, topo)
+
+
+def _reads_left_out(topo: Topology, left_out: LeftOut, session: MirrorSession) -> bool:
+    """Does the session name a VM, group, host or network the model left out, or a port group
+    that may have lost one of its VMs? Its checks would then report what is missing."""
+    vms = [session.dest] if session.dest is not None else []
+    hosts = [session.uplink.split(".", 1)[0]] if session.uplink and "." in session.uplink else []
+    for source in session.sources:
+        if source.kind == "vm":
+            vms.append(source.name)
+        elif source.kind == "group":
+            if left_out.lacks("security_groups", source.name):
+                return True
+            vms += [vm for vm, _ in topo.group(source.name).members]
+        elif not left_out.complete("vms"):
+            return True
+        hosts += [source.vswitch[0]] if source.vswitch is not None else []
+    if any(left_out.lacks("vms", vm) for vm in vms):
+        return True
+    hosts += [vm.host for vm in topo.vms if vm.name in vms]
+    network = [session.uplink] if session.uplink and "." not in session.uplink else []
+    return any(left_out.lacks("hosts", h) for h in hosts) or any(
+        left_out.lacks("networks", n) for n in network
+    )
 
 
 def tenant_name(vm: Vm) -> str:

@@ -8,28 +8,23 @@ shows: a VLAN listed twice in a trunk, an access port with trunk keys, a port ca
 
 from __future__ import annotations
 
-from netns_lab.convert import Declared
+from netns_lab.convert import LeftOut
 from netns_lab.errors import Found, did_you_mean, listing
 from netns_lab.model import Host, Switch, Topology, network_port, switch_port
 
 INTERNAL_TRUNK = "an internal-only vSwitch (no uplinks) has no trunk"
 
 
-def check(found: Found, topo: Topology, declared: Declared) -> None:
+def check(found: Found, topo: Topology, left_out: LeftOut) -> None:
     """Add every VLAN and port-profile issue of ``topo`` to ``found``."""
     _vlan_ids(found, topo)
     for host in topo.hosts:
-        _vswitch_trunks(found, topo, host, _complete(declared["vms"], topo.vms))
+        _vswitch_trunks(found, topo, host, left_out.complete("vms"))
     # A host or network left out for another error takes its switch ports with it.
-    if _complete(declared["hosts"], topo.hosts) and _complete(declared["networks"], topo.networks):
+    if left_out.complete("hosts") and left_out.complete("networks"):
         cabling = _cabling(topo)
         for switch in topo.switches:
             _switch_ports(found, switch, cabling)
-
-
-def _complete(names: tuple[str, ...] | None, built: tuple[object, ...]) -> bool:
-    """Did every node the section declares make it into the model?"""
-    return names is not None and len(names) == len(built)
 
 
 def _vlan_ids(found: Found, topo: Topology) -> None:

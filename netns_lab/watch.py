@@ -7,7 +7,8 @@ destination interface (`capture.Capture`). Records come out as plain dicts, the 
 
 - `{"kind": "verdict", <exactly the fields of nlab fw events --json>}`
 - `{"kind": "mirror", "time", "session", "direction", "summary", "proto", "src", "dst", "sport",
-  "dport", "len", "vlan", "info"}` (`direction` seen from the mirrored VM)
+  "dport", "icmp_type", "icmp_id", "len", "vlan", "info"}` (`direction` seen from the mirrored
+  VM; fields encoded as netns_lab.encoding says)
 - `{"kind": "lost", "time", "source": "firewall"|"capture", "where", "count", "total"}` whenever
   a loss counter moves: events the kernel could not queue, copies the socket had to drop.
 
@@ -29,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from netns_lab import pktdecode
+from netns_lab import encoding, pktdecode
 from netns_lab.capture import DEFAULT_RCVBUF, Capture, Frame, PcapWriter
 from netns_lab.fwlive import LiveFirewall
 
@@ -114,8 +115,7 @@ def mirror_record(session: str, frame: Frame, d: pktdecode.Decoded, way: str) ->
         "proto": d.proto,
         "src": d.src,
         "dst": d.dst,
-        "sport": d.sport,
-        "dport": d.dport,
+        **encoding.flow_fields(d.proto, d.sport, d.dport, d.icmp_type, d.icmp_id),
         "len": frame.wire_len,
         "vlan": d.vlans[0] if d.vlans else None,
         "info": d.info,

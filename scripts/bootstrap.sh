@@ -16,7 +16,7 @@ fi
 VENV=.venv
 APT_PACKAGES=(
     python3-bpfcc bpfcc-tools linux-headers-amd64 iproute2 iputils-ping tcpdump tshark
-    nftables iptables iperf3 graphviz python3-venv util-linux procps libbpf1
+    nftables iptables iperf3 graphviz python3-venv util-linux procps libbpf1 netcat-openbsd
 )
 
 # 1. Debian packages: install only the missing ones.

@@ -227,7 +227,7 @@ struct nlab_fw_event {
     __u8  verdict;     /* NLAB_VERDICT_DENY or ALLOW (a new flow) */
     __u8  reason;
     __u8  direction;   /* NLAB_FW_OUT / NLAB_FW_IN */
-    __u8  _pad;
+    __u8  icmp_type;   /* of an ICMP or ICMPv6 packet (sport and dport: its identifier) */
 };
 
 /* skb->cb[NLAB_CB_VLAN] carries the classified VLAN to later stages (and to tests). */

@@ -37,7 +37,7 @@ static __always_inline void fw_event(const struct fw_ctx *c, __u8 verdict, int r
     ev->verdict = verdict;
     ev->reason = reason;
     ev->direction = c->dir;
-    ev->_pad = 0;
+    ev->icmp_type = c->f->icmp_type;
     map_event_submit(ev);
 }
 

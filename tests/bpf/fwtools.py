@@ -154,6 +154,7 @@ class Flow:
     dst: str
     sport: int
     dport: int
+    icmp_type: int = 0
 
     @classmethod
     def of(cls, frame: bytes) -> Flow:
@@ -181,7 +182,8 @@ class Flow:
             proto == 58 and data[:1] in (b"\x80", b"\x81")
         ):
             sport = dport = int.from_bytes(data[4:6], "big")  # the query identifier
-        return cls(family, proto, str(ip.src), str(ip.dst), sport, dport)
+        icmp_type = data[0] if proto in (1, 58) and not later and data else 0
+        return cls(family, proto, str(ip.src), str(ip.dst), sport, dport, icmp_type)
 
 
 def address(family: int, raw16: Iterable[int]) -> str:
@@ -341,6 +343,7 @@ def check_event(
         "dst": address(ev.family, ev.daddr),
         "sport": ev.sport,
         "dport": ev.dport,
+        "icmp_type": ev.icmp_type,
     }
     want = {
         "verdict": verdict,
@@ -355,9 +358,10 @@ def check_event(
         "dst": str(ip_address(flow.dst)),
         "sport": flow.sport,
         "dport": flow.dport,
+        "icmp_type": flow.icmp_type,
     }
     if reason is abi.Reason.FRAG_TINY:  # too short for its ports: they are not read
-        want.update(sport=0, dport=0)
+        want.update(sport=0, dport=0, icmp_type=0)
     assert got == want
     assert abs(now_ns() - ev.time_ns) < 10 * NS, "time_ns is not CLOCK_MONOTONIC_COARSE now"
 

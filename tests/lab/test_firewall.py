@@ -248,19 +248,21 @@ def test_same_verdicts_whether_or_not_vms_share_a_host(reference_lab: Lab) -> No
 
 # -- 9. verdict events ---------------------------------------------------------------------------
 EVENT_FIELDS = {
-    "time": float, "vm": str, "port": str, "direction": str, "verdict": str, "reason": str,
-    "rule": (int, type(None)), "proto": str, "src": str, "dst": str, "sport": int, "dport": int,
+    "time": float, "vm": str, "nic": str, "port": str, "direction": str, "verdict": str, "reason": str,
+    "rule": (int, str, type(None)), "proto": str, "src": str, "dst": str, "sport": int, "dport": int,
 }  # fmt: skip
 
 
-def _event(port: str, direction: str, rule: int | None, reason: str, **fields: Any) -> dict[str, Any]:
-    return {"port": port, "direction": direction, "rule": rule, "reason": reason, **fields}
+def _event(nic: str, direction: str, rule: int | str | None, reason: str, **fields: Any) -> dict[str, Any]:
+    return {"nic": nic, "direction": direction, "rule": rule, "reason": reason, **fields}
 
 
 EXPECTED_EVENTS = {
-    "app1 -> db1:22, default deny out": _event("app1-1", "out", None, "policy", src=APP1_DB, dport=22),
-    "app2 -> db1:5432, rule 65 in": _event("db1-0", "in", 65, "policy", src=APP2_DB, dport=PG),
-    "lone ACK from app1": _event("app1-1", "out", None, "ct-invalid", sport=43000, dport=PG),
+    "app1 -> db1:22, default deny out": _event(
+        "app1.eth1", "out", "default", "policy", src=APP1_DB, dport=22
+    ),
+    "app2 -> db1:5432, rule 65 in": _event("db1.eth0", "in", 65, "policy", src=APP2_DB, dport=PG),
+    "lone ACK from app1": _event("app1.eth1", "out", None, "ct-invalid", sport=43000, dport=PG),
 }
 
 
@@ -486,7 +488,7 @@ def quota_run(quota_lab: tuple[Lab, fa.AttachWatch]) -> dict[str, Any]:
             run["app2"] = probe.tcp(lab.ns("app2"), DB1, PG)
             run["db1-0"] = fa.grown(name, before, "db1-0", "egress", {})
             run["app1 entries"] = [
-                c for c in fa.fw(name, "connections")["connections"] if c["vnic"] == "app1.eth1"
+                c for c in fa.fw(name, "connections")["connections"] if c["nic"] == "app1.eth1"
             ]
         finally:
             for s in held:
@@ -522,7 +524,7 @@ def test_sweeper_gives_closed_connections_quota_back(
         assert any("netns_lab.sweeper" in c for c in commands), f"no sweeper in {host.name}: {commands}"
     deadline, entries = time.monotonic() + 8.0, None
     while time.monotonic() < deadline:
-        entries = [c for c in fa.fw(lab.name, "connections")["connections"] if c["vnic"] == "app1.eth1"]
+        entries = [c for c in fa.fw(lab.name, "connections")["connections"] if c["nic"] == "app1.eth1"]
         if not entries:
             break
         time.sleep(0.25)

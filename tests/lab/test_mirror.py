@@ -296,9 +296,9 @@ def test_copies_never_reach_a_bridge_fdb(lab: Lab) -> None:
 
 def test_bad_input_is_refused_whole(lab: Lab) -> None:
     cases = {
-        ("--dest", "web2"): "mirrors.bad.dest: web2 is not an analyzer",
-        ("--dest", "nobody"): "mirrors.bad.dest: unknown VM 'nobody'",
-        ("--dest", "analyzer", "--snaplen", "10"): "mirrors.bad.snaplen: 10 is not in 64..65535",
+        ("--dest", "web2"): "nlab mirror add: --dest: web2 is not an analyzer",
+        ("--dest", "nobody"): "nlab mirror add: --dest: unknown VM 'nobody'",
+        ("--dest", "analyzer", "--snaplen", "10"): "nlab mirror add: --snaplen: 10 is not in 64..65535",
     }
     for extra, message in cases.items():
         proc = nlab(

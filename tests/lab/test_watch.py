@@ -41,8 +41,8 @@ from tests.lab.watch_shim import encode
 DB1, APP1_DB, APP2_DB, APP2_APP, WEB1 = "10.40.0.31", "10.40.0.21", "10.40.0.22", "10.30.0.22", "10.20.0.11"
 PG, PINGS = 5432, 5
 DENY_APP2 = fa.rule(65, "db", "in", "vm:app2", "tcp", PG, action="deny", priority=50)
-VERDICT_FIELDS = {"kind", "time", "vm", "port", "direction", "verdict", "reason", "rule", "proto"} | {
-    "src", "dst", "sport", "dport",
+VERDICT_FIELDS = {"kind", "time", "vm", "nic", "port", "direction", "verdict", "reason", "rule", "proto"} | {
+    "src", "dst", "sport", "dport", "icmp_type", "icmp_id",
 }  # fmt: skip
 ECHO_LEN = 98  # Ethernet + IPv4 + ICMP + ping's 56 bytes: the counted pings; warm-up pings are longer
 
@@ -125,8 +125,8 @@ def _has(records: list[dict[str, Any]], **want: Any) -> bool:
 # -- verdicts ------------------------------------------------------------------------------------
 def test_json_denied_shows_denials_with_their_rule_ids(reference_lab: Lab) -> None:
     lab = reference_lab
-    default_deny = {"vm": "app1", "port": "app1-1", "direction": "out", "rule": None, "dport": 22}
-    rule_65 = {"vm": "db1", "port": "db1-0", "direction": "in", "rule": 65, "src": APP2_DB, "dport": PG}
+    default_deny = {"vm": "app1", "nic": "app1.eth1", "direction": "out", "rule": "default", "dport": 22}
+    rule_65 = {"vm": "db1", "nic": "db1.eth0", "direction": "in", "rule": 65, "src": APP2_DB, "dport": PG}
     with fa.live_rules(lab.name, DENY_APP2), probe.listening(lab.ns("db1"), [(DB1, PG)]):
         w = Streaming(["--lab", lab.name, "--json", "--denied", "--duration", "40"])
         try:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netns_lab import cli
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "labs" / "nist-800-125b.yaml"
@@ -29,7 +36,7 @@ def test_validate_reports_every_error_and_exits_2(tmp_path: Path) -> None:
     bad.write_text("lab: Bad\nhosts:\n  hv1: {pnics: {}, vswitches: {}, colour: red}\n")
     proc = nlab("validate", str(bad), "--json")
     assert proc.returncode == 2
-    assert proc.stdout == ""
+    assert json.loads(proc.stdout)["error"]["code"] == 2
     lines = proc.stderr.splitlines()
     assert len(lines) == 2 and all(line.startswith(f"{bad}: ") for line in lines)
     assert any(": lab: " in line for line in lines) and any("hosts.hv1.colour" in line for line in lines)
@@ -83,3 +90,99 @@ def test_vlans_probe_of_a_file_is_a_usage_error() -> None:
     proc = nlab("vlans", str(REFERENCE), "--probe")
     assert proc.returncode == 2 and proc.stdout == ""
     assert "vlans --probe needs a lab that is up" in proc.stderr
+
+
+# -- the JSON error document -----------------------------------------------------------------------
+NOT_UP = "nosuchlab1"
+BAD = "lab: Bad\nhosts:\n  hv1: {pnics: {}, vswitches: {}, colour: red}\n"
+
+
+def _json_commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command (with its verb) that takes --json."""
+    found = [words] if any("--json" in a.option_strings for a in parser._actions) else []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _json_commands(sub, (*words, name))
+    return found
+
+
+def _failing(bad: Path) -> dict[tuple[str, ...], list[str]]:
+    """A way to make each --json command fail for a reason of its own (not a usage error)."""
+    fw, mirror = ["fw", "--lab", NOT_UP], ["mirror", "--lab", NOT_UP]
+    rule = ["--id", "1", "--apply", "web", "--direction", "in", "--peer", "any", "--action", "allow"]
+    return {
+        ("up",): ["up", str(bad)],
+        ("down",): ["down", "a", "b"],  # down of a lab that is not up succeeds: only usage is left
+        ("status",): ["status", NOT_UP],
+        ("validate",): ["validate", str(bad)],
+        ("trace",): ["trace", "web1", "--to", "10.0.0.1", "--lab", NOT_UP],
+        ("fw", "show"): [*fw, "show"],
+        ("fw", "counters"): [*fw, "counters"],
+        ("fw", "connections"): [*fw, "connections"],
+        ("fw", "add"): [*fw, "add", *rule],
+        ("fw", "del"): [*fw, "del", "1"],
+        ("fw", "group"): [*fw, "group", "add", "web", "web1"],
+        ("fw", "events"): [*fw, "events"],
+        ("mirror", "list"): [*mirror, "list"],
+        ("mirror", "add"): [*mirror, "add", "s", "--source", "web1", "--direction", "in", "--dest", "ids"],
+        ("mirror", "del"): [*mirror, "del", "s"],
+        ("watch",): ["watch", "--lab", NOT_UP],
+        ("vlans",): ["vlans", str(bad)],
+    }
+
+
+def _one_error_document(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, (argv, err)
+    doc = json.loads(out)  # exactly one document: a second one would not parse
+    assert set(doc) == {"error"} and doc["error"]["code"] == code, (argv, doc)
+    assert isinstance(doc["error"]["message"], str) and doc["error"]["message"]
+    assert all(set(p) == {"file", "path", "reason"} for p in doc["error"]["problems"])
+    assert err.strip(), f"{argv}: the human text stays on stderr"
+    return doc
+
+
+def test_every_json_command_that_fails_prints_one_error_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    commands = _json_commands(cli._parser())
+    failing = _failing(bad)
+    assert sorted(commands) == sorted(failing), "a --json command without a failing case here"
+    for words, argv in failing.items():
+        _one_error_document([*argv, "--json"], capsys)
+        _one_error_document([*words, "--json", "--no-such-option"], capsys)
+
+
+def test_the_error_document_of_a_bad_topology_lists_its_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    doc = _one_error_document(["validate", str(bad), "--json"], capsys)
+    assert doc["error"]["message"] == f"2 problems in {bad}"
+    assert [p["path"] for p in doc["error"]["problems"]] == ["lab", "hosts.hv1.colour"]
+
+
+def test_the_error_document_comes_from_the_real_entry_point(tmp_path: Path) -> None:
+    proc = nlab("fw", "--lab", NOT_UP, "counters", "--json")
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["error"]["message"].startswith(f"lab {NOT_UP!r} is not up")
+
+
+# -- output files -----------------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
+def test_graph_to_a_path_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    proc = nlab("graph", str(REFERENCE), "--out", "/nonexistent/x.svg")
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert (
+        proc.stderr.strip() == "nlab graph: --out /nonexistent/x.svg: cannot write: No such file or directory"
+    )
+    proc = nlab("graph", str(REFERENCE), "--out", str(tmp_path / "x.nosuchformat"))
+    assert proc.returncode == 2 and "Graphviz cannot make format 'nosuchformat'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = nlab("graph", str(REFERENCE), "--out", str(tmp_path / "x.svg"))
+    assert proc.returncode == 0 and (tmp_path / "x.svg").read_text().lstrip().startswith("<?xml")

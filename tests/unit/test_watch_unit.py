@@ -116,8 +116,8 @@ def test_untagged_frame_is_left_alone() -> None:
 
 # -- records, filters, lines -----------------------------------------------------------------------
 VERDICT = {
-    "time": 1.5, "vm": "app1", "port": "app1-1", "direction": "out", "verdict": "deny", "reason": "policy",
-    "rule": None, "proto": "tcp", "src": "10.40.0.21", "dst": "10.40.0.31", "sport": 4000, "dport": 22,
+    "time": 1.5, "vm": "app1", "nic": "app1.eth1", "direction": "out", "verdict": "deny", "reason": "policy",
+    "rule": "default", "proto": "tcp", "src": "10.40.0.21", "dst": "10.40.0.31", "sport": 4000, "dport": 22,
 }  # fmt: skip
 MIRROR_FIELDS = {
     "kind",
