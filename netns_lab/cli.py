@@ -2,8 +2,8 @@
 
 Exit codes: 0 success; 1 a failure of the system (rolled back); 2 bad input (topology file,
 argument, a refusal such as a lab that is already up); 3 a check ran and found the design
-non-compliant (e.g. `nlab vlans`). With --json, stdout carries exactly one
-JSON document; progress and messages go to stderr.
+non-compliant (e.g. `nlab vlans`), or a traced packet that does not arrive (`nlab trace`).
+With --json, stdout carries exactly one JSON document; progress and messages go to stderr.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from netns_lab.model import Topology, namespace
 
 DEFAULT_TOPOLOGY = "labs/nist-800-125b.yaml"
 EXIT_FAIL, EXIT_USAGE, EXIT_NONCOMPLIANT = 1, 2, 3
+EXIT_DROPPED = 3  # `nlab trace`: the check ran and the packet does not arrive
 
 
 class UsageError(Exception):
@@ -264,6 +265,7 @@ def cmd_fw(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    """Exit 0 when the packet is delivered, EXIT_DROPPED when a stage drops it."""
     lab = _resolve_lab(args.lab)
     assert lab is not None
     topo, _ = _running(lab)
@@ -277,7 +279,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         _emit_json(doc)
     else:
         display.trace(doc)
-    return 0 if doc["delivered"] or doc["routed"] else EXIT_NONCOMPLIANT
+    return 0 if doc["delivered"] else EXIT_DROPPED
 
 
 # -- parser --------------------------------------------------------------------------------------
