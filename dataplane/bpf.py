@@ -140,8 +140,9 @@ def relocatable(loaded: Loaded) -> Relocatable:
 MAP_INFO_FIELDS = ("type", "key_size", "value_size", "max_entries", "map_flags", "map_extra")
 
 
-def load_relocatable(r: Relocatable) -> Loaded:
-    """Load the programs of `r` with new, empty maps of their own (no compile)."""
+def load_relocatable(r: Relocatable, programs: tuple[str, ...] | None = None) -> Loaded:
+    """Load the programs of `r` (or only `programs` of them; `load_program` adds others later)
+    with new, empty maps of their own (no compile)."""
     made: list[int] = []
     try:
         maps = {}
@@ -149,19 +150,25 @@ def load_relocatable(r: Relocatable) -> Loaded:
             info = syscalls.MapInfo(name=name[:15].encode(), **spec)
             maps[name] = syscalls.map_create_like(info)
             made.append(maps[name])
-        programs, code = {}, {}
-        for prog, insns in r.code.items():
-            patched = bytearray(insns)
-            for off, name in r.refs[prog]:
-                patched[off + 4 : off + 8] = maps[name].to_bytes(4, "little", signed=True)
-            code[prog] = bytes(patched)
-            programs[prog] = syscalls.prog_load(prog, code[prog])
-            made.append(programs[prog])
+        loaded = Loaded({}, maps, None, {}, made)
+        for prog in r.code if programs is None else programs:
+            load_program(loaded, r, prog)
     except BaseException:
         for fd in made:
             os.close(fd)
         raise
-    return Loaded(programs, maps, None, code, made)
+    return loaded
+
+
+def load_program(loaded: Loaded, r: Relocatable, prog: str) -> int:
+    """Load program `prog` of `r` into `loaded` (made by `load_relocatable`), on its maps."""
+    patched = bytearray(r.code[prog])
+    for off, name in r.refs[prog]:
+        patched[off + 4 : off + 8] = loaded.maps[name].to_bytes(4, "little", signed=True)
+    loaded.code[prog] = bytes(patched)
+    loaded.programs[prog] = syscalls.prog_load(prog, loaded.code[prog])
+    loaded._fds.append(loaded.programs[prog])
+    return loaded.programs[prog]
 
 
 def instantiate(template: Loaded) -> Loaded:

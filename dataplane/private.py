@@ -17,6 +17,7 @@ copy's own statistics count it as dropped: a frame the session would have copied
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 
 from dataplane import abi, bpf, syscalls
@@ -53,39 +54,57 @@ def save_code(dp: SwitchDataplane, path: Path) -> None:
     bpf.relocatable(dp._owned).save(path)
 
 
-def private_copy(pin_dir: Path, code: Path) -> SwitchDataplane:
-    """A private instance of the dataplane pinned at `pin_dir`, loaded from `code` (saved by
-    `save_code` when it was loaded), with a snapshot of its live maps."""
+class PrivateCopy(SwitchDataplane):
+    """A SwitchDataplane of its own; its programs are loaded when first asked for (`program`),
+    each checked against the one pinned at the live dataplane."""
+
+    def __init__(self, loaded: bpf.Loaded, code: bpf.Relocatable, pin_dir: Path, source: Path) -> None:
+        super().__init__(loaded.programs, loaded.maps, loaded)
+        self._code, self._pins, self._source = code, pin_dir, source
+
+    def program(self, name: str) -> int:
+        if name not in self.programs:
+            assert self._owned is not None
+            if name not in self._code.code:
+                raise PrivateCopyError(f"{self._source}: no program {name}")
+            fd = bpf.load_program(self._owned, self._code, name)
+            live = syscalls.obj_get(self._pins / f"prog_{name}")
+            try:
+                if syscalls.prog_tag(live) != syscalls.prog_tag(fd):
+                    raise PrivateCopyError(
+                        f"{self._source}: program {name} is not the one attached to the ports"
+                    )
+            finally:
+                os.close(live)
+        return self.programs[name]
+
+
+def private_copy(pin_dir: Path, code: Path, programs: tuple[str, ...] | None = None) -> PrivateCopy:
+    """A private instance of the dataplane pinned at `pin_dir`, from the instructions in `code`
+    (saved by `save_code` when it was loaded), with a snapshot of its live maps. `programs`: those
+    to load now (default: every one the live dataplane has); others load when first asked for."""
+    try:
+        relocatable = bpf.Relocatable.read(code)
+    except FileNotFoundError:
+        raise PrivateCopyError(f"{code}: no record of the loaded instructions (rebuild the lab)") from None
     live = SwitchDataplane.open(pin_dir)
     try:
-        loaded = bpf.load_relocatable(bpf.Relocatable.read(code))
-    except FileNotFoundError:
-        live.close()
-        raise PrivateCopyError(f"{code}: no record of the loaded instructions (rebuild the lab)") from None
-    except BaseException:
-        live.close()
-        raise
-    copy = SwitchDataplane(loaded.programs, loaded.maps, loaded)
-    try:
-        _check_same_programs(live, copy, code)
-        for name in SNAPSHOT:
-            if name in live.maps:
-                _check_same_map(live.maps[name], copy.maps[name], name)
-                syscalls.map_copy(live.maps[name], copy.maps[name])
-        if "mirror_sessions" in copy.maps:
-            _disarm_mirrors(copy.maps["mirror_sessions"])
-    except BaseException:
-        copy.close()
-        raise
+        copy = PrivateCopy(bpf.load_relocatable(relocatable, ()), relocatable, pin_dir, code)
+        try:
+            for name in SNAPSHOT:
+                if name in live.maps:
+                    _check_same_map(live.maps[name], copy.maps[name], name)
+                    syscalls.map_copy(live.maps[name], copy.maps[name])
+            if "mirror_sessions" in copy.maps:
+                _disarm_mirrors(copy.maps["mirror_sessions"])
+            for name in live.programs if programs is None else programs:
+                copy.program(name)
+        except BaseException:
+            copy.close()
+            raise
     finally:
         live.close()
     return copy
-
-
-def _check_same_programs(live: SwitchDataplane, copy: SwitchDataplane, code: Path) -> None:
-    for name, fd in live.programs.items():
-        if name not in copy.programs or syscalls.prog_tag(fd) != syscalls.prog_tag(copy.programs[name]):
-            raise PrivateCopyError(f"{code}: program {name} is not the one attached to the ports")
 
 
 def _check_same_map(live: int, copy: int, name: str) -> None:

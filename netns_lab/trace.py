@@ -179,18 +179,21 @@ class Copies:
 
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
-        self._copies: dict[str, SwitchDataplane] = {}
+        self._copies: dict[str, private.PrivateCopy] = {}
         self.rules = [0, *(r.id for r in topo.firewall.rules)]
         self.sessions = {sid: name for name, sid in mirror.read_ids(state_dir(topo.lab)).items()}
 
-    def get(self, node: str) -> SwitchDataplane:
-        if node not in self._copies:
-            try:
-                self._copies[node] = private.private_copy(
-                    pin_dir(self.topo.lab) / node, code_file(self.topo.lab, node)
-                )
-            except private.PrivateCopyError as err:
-                raise TraceError(f"{node}: {err}") from None
+    def get(self, node: str, *programs: str) -> private.PrivateCopy:
+        """`node`'s copy, with `programs` loaded (the verifier's work is most of a trace's cost:
+        only the programs a stage runs are loaded)."""
+        try:
+            if node not in self._copies:
+                pins, code = pin_dir(self.topo.lab) / node, code_file(self.topo.lab, node)
+                self._copies[node] = private.private_copy(pins, code, ())
+            for program in programs:
+                self._copies[node].program(program)
+        except private.PrivateCopyError as err:
+            raise TraceError(f"{node}: {err}") from None
         return self._copies[node]
 
     def close(self) -> None:
@@ -210,8 +213,8 @@ def run_stage(copies: Copies, stage: Stage, frame: bytes) -> dict[str, Any]:
     ns = model.namespace(copies.topo.lab, stage.node)
     with Netlink(ns) as nl:
         ifindex = nl.index(stage.port)
-    dp = copies.get(stage.node)
     vm_port = stage.kind == "vm-port"
+    dp = copies.get(stage.node, stage.program, *(["ct_reap"] if vm_port else []))  # ct_reap: dp.firewall
     before = dp.counters(ifindex)
     hits = dp.firewall.rule_hits(copies.rules) if vm_port else {}
     copied = _mirror_totals(dp, list(copies.sessions)) if vm_port else {}
