@@ -22,23 +22,12 @@ from pathlib import Path
 
 from dataplane import abi, bpf, syscalls
 from dataplane.events import EventReader
-from dataplane.switch import SwitchDataplane
+from dataplane.switch import MAPS, SwitchDataplane
 
-# configuration and state the programs read: copied; everything else starts empty
-SNAPSHOT = (
-    "ports",
-    "vnics",
-    "vnic_addrs",
-    "fw_config",
-    "ipcache",
-    "policy",
-    "defaults",
-    "conntrack",
-    "ct_count",
-    "frags",
-    "mirror_ports",
-    "mirror_sessions",
-)
+# what the programs only add to start empty in a copy (the trace reads what its packet added);
+# everything else - configuration and state they read - is copied from the live maps
+STARTS_EMPTY = ("counters", "rule_hits", "fw_events", "events_lost", "mirror_stats")
+SNAPSHOT = tuple(name for name in MAPS if name not in STARTS_EMPTY)
 # ifindexes are allocated in 1..INT_MAX: as the kernel's int, this one is -1 and names no device
 NO_DEVICE = 0xFFFFFFFF
 
