@@ -16,12 +16,14 @@ the next hop is a router or firewall VM, its nftables verdict is evaluated on a 
 ruleset in a scratch namespace (netns_lab/tracerouter.py) and the trace goes on from the NIC it
 leaves by, hop after hop, to the destination.
 
-Outcome: `delivered` (every stage passed), or `dropped` at the first stage that drops it.
+Outcome: `delivered` (every stage passed), `dropped` at the first stage that drops it, or
+`not-followed` when a router translates the addresses (NAT: the next leg is another flow).
 """
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
@@ -112,12 +114,8 @@ def leg(topo: Topology, src: Vm, out: Nic, target: Target) -> list[Stage]:
     vlan = out.vlan
     stages = [Stage(src.host, model.vm_port(src.name, out.index), "port_from_vm", "vm-port", None)]
     what = f"{src.name}.{out.name} -> {target.name}"
-    if target.vm is not None and target.nic is not None and target.vm.host == src.host:
-        if target.nic.vswitch != out.vswitch:
-            raise TraceError(
-                f"{what}: {out.vswitch} and {target.nic.vswitch} of {src.host} are not connected"
-            )
-    else:
+    local = target.vm is not None and target.nic is not None and target.vm.host == src.host
+    if not (local and target.nic.vswitch == out.vswitch):  # else: out of the host and back
         p_src = _uplink(topo, src.host, out.vswitch, what)
         stages += [
             Stage(src.host, p_src.name, "vlan_to_port", "uplink", vlan),
@@ -152,10 +150,15 @@ class Probe:
     proto: str
     sport: int
     dport: int
+    ident: int  # IPv4 identification / IPv6 flow label: how the probe is known after a router
 
     def frame(self, src_mac: str, dst_mac: str, ttl: int) -> Ether:
         v6 = ip_address(self.dst).version == 6
-        l3 = IPv6(src=self.src, dst=self.dst, hlim=ttl) if v6 else IP(src=self.src, dst=self.dst, ttl=ttl)
+        l3 = (
+            IPv6(src=self.src, dst=self.dst, hlim=ttl, fl=self.ident)
+            if v6
+            else IP(src=self.src, dst=self.dst, ttl=ttl, id=self.ident)
+        )
         if self.proto == "tcp":
             l4: Any = TCP(sport=self.sport, dport=self.dport, flags="S")
         elif self.proto == "udp":
@@ -280,7 +283,7 @@ def trace(
     out, hop = next_hop(topo, vm, dst)
     if out.ip is None or out.ip.version != ip_address(dst).version:
         raise TraceError(f"--to: {src_vm}.{out.name} has no address of the family of {dst}")
-    probe = Probe(str(out.ip.ip), dst, proto, sport, dport)
+    probe = Probe(str(out.ip.ip), dst, proto, sport, dport, secrets.randbelow(0xFFFF) + 1)
     doc: dict[str, Any] = {
         "lab": topo.lab,
         "from": src_vm,
@@ -327,6 +330,12 @@ def _walk(
         stages.append({"hop": n, **routed})
         if routed["verdict"] != "pass":
             return "dropped", f"dropped by {router.name}'s nftables"
+        if "translated" in routed:  # a NAT: the next leg would be another flow
+            new = routed["translated"]
+            return (
+                "not-followed",
+                f"{router.name} translates it to {new['src']} -> {new['dst']} (not followed)",
+            )
         vm = router
     return "dropped", f"more than {MAX_HOPS} routed hops"
 

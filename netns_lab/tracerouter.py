@@ -139,19 +139,22 @@ def _arp_barrier(frame: Ether, into: Nic) -> bytes | None:
     )
 
 
-def _is_probe(raw: bytes, probe: Ether) -> bool:
+def _forwarded(raw: bytes, probe: Ether) -> tuple[str, str] | None:
+    """(src, dst) of `raw` if it is the probe as forwarded: known by its IPv4 identification or
+    IPv6 flow label, which a router leaves alone even when it translates addresses."""
     pkt = Ether(raw)
-    l3 = IPv6 if IPv6 in probe else IP
-    return (
-        l3 in pkt
-        and pkt[l3].src == probe[l3].src
-        and pkt[l3].dst == probe[l3].dst
-        and (bytes(pkt[l3].payload)[:4] == bytes(probe[l3].payload)[:4])
-    )
+    if IPv6 in probe:
+        same = IPv6 in pkt and pkt[IPv6].fl == probe[IPv6].fl and pkt[IPv6].nh == probe[IPv6].nh
+        return (pkt[IPv6].src, pkt[IPv6].dst) if same else None
+    same = IP in pkt and pkt[IP].id == probe[IP].id and pkt[IP].proto == probe[IP].proto
+    return (pkt[IP].src, pkt[IP].dst) if same else None
 
 
-def _send_and_watch(ns: str, router: Vm, into: Nic, frame: Ether) -> tuple[str | None, bool]:
-    """Send the probe into `into`; (the NIC it left by or None, whether the barrier came back)."""
+Left = tuple[str, tuple[str, str]] | None  # the NIC the probe left by, with its (src, dst) there
+
+
+def _send_and_watch(ns: str, router: Vm, into: Nic, frame: Ether) -> tuple[Left, bool]:
+    """Send the probe into `into`; (where it left, or None; whether the barrier came back)."""
     socks = {nic.name: _socket(ns, f"w{nic.index}") for nic in router.nics}
     barrier = _arp_barrier(frame, into)
     cpu = min(os.sched_getaffinity(0))
@@ -164,7 +167,8 @@ def _send_and_watch(ns: str, router: Vm, into: Nic, frame: Ether) -> tuple[str |
                 socks[into.name].send(barrier)
         finally:
             os.sched_setaffinity(0, saved)
-        left, barrier_back = None, barrier is None
+        left: Left = None
+        barrier_back = barrier is None
         deadline = time.monotonic() + BARRIER_TIMEOUT
         while not barrier_back and time.monotonic() < deadline:
             ready, _, _ = select.select(list(socks.values()), [], [], deadline - time.monotonic())
@@ -180,8 +184,8 @@ def _send_and_watch(ns: str, router: Vm, into: Nic, frame: Ether) -> tuple[str |
 
 
 def _drain(
-    sock: socket.socket, name: str, into: Nic, frame: Ether, left: str | None, barrier_back: bool
-) -> tuple[str | None, bool]:
+    sock: socket.socket, name: str, into: Nic, frame: Ether, left: Left, barrier_back: bool
+) -> tuple[Left, bool]:
     while True:
         try:
             raw, addr = sock.recvfrom(65535)
@@ -192,8 +196,8 @@ def _drain(
         pkt = Ether(raw)
         if name == into.name and ARP in pkt and pkt[ARP].op == 2:
             barrier_back = True
-        elif name != into.name and _is_probe(raw, frame):
-            left = name
+        elif name != into.name and (addresses := _forwarded(raw, frame)) is not None:
+            left = name, addresses
 
 
 def forward(
@@ -224,12 +228,15 @@ def forward(
         after = _counters(ns)
         texts = _rule_texts(ns)
     doc["matched"] = [texts.get(k, str(k)) for k, n in after.items() if n > before.get(k, 0)]
-    if left == out.name:
-        doc["verdict"] = "pass"
-    elif left is not None:
-        doc["reason"] = f"routed out of {left}, not {out.name} as the topology says"
+    l3 = IPv6 if IPv6 in probe else IP
+    if left is None:
+        doc["reason"] = "its nftables ruleset drops it"
+        if not barrier_back:
+            doc["reason"] = "not forwarded, and no answer to the ARP barrier either (an arp table?)"
+    elif left[0] != out.name:
+        doc["reason"] = f"routed out of {left[0]}, not {out.name} as the topology says"
     else:
-        doc["reason"] = (
-            "not forwarded by its nftables ruleset" if barrier_back else "not forwarded (no barrier)"
-        )
+        doc["verdict"] = "pass"
+        if left[1] != (probe[l3].src, probe[l3].dst):
+            doc["translated"] = {"src": left[1][0], "dst": left[1][1]}
     return doc

@@ -32,7 +32,7 @@ from netns_lab import fwlive, mirror
 from netns_lab.kernel import netns, nft
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.state import pin_dir, state_dir
-from tests.lab.conftest import Lab, lab_namespaces, nlab
+from tests.lab.conftest import Lab, lab_namespaces, nlab, reference_variant
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
 
@@ -279,3 +279,31 @@ def test_json_document_shape(reference_lab: Lab) -> None:
     assert [(s["rule"], s["events"][0]["rule"]) for s in doc["stages"]] == [(91, 91), (90, 90)]
     bad = nlab("trace", "nosuch", "--to", "10.20.0.11", "--lab", reference_lab.name)
     assert bad.returncode == 2 and "nosuch" in bad.stderr
+
+
+VM4_MASQUERADE = {
+    "      table inet vm4 {\n": (
+        "      table ip vm4nat {\n"
+        "        chain postrouting {\n"
+        "          type nat hook postrouting priority srcnat; policy accept;\n"
+        '          oifname "eth1" masquerade\n'
+        "        }\n"
+        "      }\n"
+        "      table inet vm4 {\n"
+    )
+}
+
+
+def test_a_translated_packet_is_not_followed(make_lab, tmp_path) -> None:
+    """vm4 masquerades what it sends into the app VLAN: the trace says so and stops, exit 3."""
+    lab = make_lab(reference_variant(tmp_path, "nist-vm4-nat.yaml", VM4_MASQUERADE))
+    proc = lab.up()
+    assert proc.returncode == 0, proc.stderr
+    code, doc = trace(lab, "web1", "--to", "10.30.0.21", "--dport", "8080")
+    assert (code, doc["outcome"], doc["delivered"]) == (3, "not-followed", False), doc["why"]
+    last = doc["stages"][-1]
+    assert (last["node"], last["verdict"], last["translated"]) == (
+        "vm4",
+        "pass",
+        {"src": "10.30.0.1", "dst": "10.30.0.21"},
+    )

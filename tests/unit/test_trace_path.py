@@ -60,8 +60,9 @@ def test_a_leg_on_one_vswitch_stays_in_the_host() -> None:
     ]
 
 
-def test_unconnected_vswitches_and_internal_only_vswitches_have_no_leg() -> None:
-    with pytest.raises(TraceError, match="not connected"):
+def test_internal_only_vswitches_have_no_leg_out() -> None:
+    """hv2's sandbox and prod share no uplink path (NIST 2.2); web1's vs2 has no uplink at all."""
+    with pytest.raises(TraceError, match="sandbox is internal-only"):
         leg(TOPO, TOPO.vm("sandbox1"), TOPO.vm("sandbox1").nics[0], _to("app1", 0))
-    with pytest.raises(TraceError, match="internal-only"):
+    with pytest.raises(TraceError, match="vs2 is internal-only"):
         leg(TOPO, TOPO.vm("web1"), TOPO.vm("web1").nics[0], _to("app1", 0))
