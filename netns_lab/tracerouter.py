@@ -82,7 +82,8 @@ def _neighbour(ns: str, nic: str, ip: str, mac: str) -> None:
     """A permanent neighbour entry, so the forwarded probe leaves at once instead of waiting on ARP."""
     with Netlink(ns) as nl:
         ipr = nl.iproute()
-        ipr.neigh("add", dst=ip, lladdr=mac, ifindex=nl.index(nic), state=NUD_PERMANENT)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        ipr.neigh("add", dst=ip, lladdr=mac, ifindex=nl.index(nic), state=NUD_PERMANENT, family=family)
 
 
 def _counters(ns: str) -> dict[tuple[str, str, str, int], int]:
