@@ -168,7 +168,7 @@ class Probe:
         return Ether(src=src_mac, dst=dst_mac) / l3 / l4
 
 
-def _tagged(frame: Ether, vlan: int | None) -> bytes:
+def tagged(frame: Ether, vlan: int | None) -> bytes:
     """At a trunk or inside a bridge the frame carries its VLAN tag (in the bytes: a test run
     cannot set skb->vlan_tci)."""
     if vlan is None:
@@ -308,7 +308,7 @@ def _walk(
         target = _target(topo, hop)
         frame = probe.frame(out.mac, target.mac, TTL - n)
         for stage in leg(topo, vm, out, target):
-            stages.append({"hop": n, **run_stage(copies, stage, _tagged(frame, stage.vlan))})
+            stages.append({"hop": n, **run_stage(copies, stage, tagged(frame, stage.vlan))})
             if stages[-1]["verdict"] == "drop":
                 why = stages[-1]["reason"] or "dropped"
                 return "dropped", f"dropped at {stage.node} {stage.port} ({why})"
@@ -338,6 +338,18 @@ def _walk(
             )
         vm = router
     return "dropped", f"more than {MAX_HOPS} routed hops"
+
+
+def first_drop(topo: Topology, src: Vm, out: Nic, target_ip: str, frame: Ether) -> dict[str, Any] | None:
+    """The first stage that drops `frame`, sent by `src` on `out` toward the NIC or network that
+    has `target_ip` (one leg, private copies: no mark), or None if every stage passes it."""
+    copies = Copies(topo)
+    with contextlib.closing(copies):
+        for stage in leg(topo, src, out, _target(topo, target_ip)):
+            doc = run_stage(copies, stage, tagged(frame, stage.vlan))
+            if doc["verdict"] == "drop":
+                return doc
+    return None
 
 
 def _not_forwarded(hop: int, vm: Vm, reason: str) -> dict[str, Any]:

@@ -435,6 +435,10 @@ def test_probe_is_not_confounded_by_the_firewall_and_a_broken_trunk_is_named(
         dp.configure(nl.index("hv3-eth1"), replace(port.vlans, allowed=port.vlans.allowed - {140}))
     code, doc = _vlans_probe(lab)
     assert (code, doc["compliant"]) == (3, False)
-    errors = {(f["trunk"], f["vlan"]) for f in doc["findings"] if f["severity"] == "error"}
-    assert (HV3_TRUNK, DESKTOP_LABEL) in errors, doc["findings"]
-    assert {vlan for _, vlan in errors} == {DESKTOP_LABEL}, "only the desktop VLAN was broken"
+    [error] = [f for f in doc["findings"] if f["severity"] == "error"]
+    assert (error["trunk"], error["vlan"]) == (HV3_TRUNK, DESKTOP_LABEL), doc["findings"]
+    assert "dropped at tor2 hv3-eth1" in error["reason"] and "vlan-not-allowed" in error["reason"]
+    lost = {p["trunk"]: p["broken_trunk"] for p in doc["probes"] if p["outcome"] == "lost"}
+    assert lost == {HV3_TRUNK: HV3_TRUNK, "hv2.eth1 <-> tor2.hv2-eth1": HV3_TRUNK}, (
+        "desk2's probe from hv2 crosses hv3's trunk too: the trace of it blames hv3's"
+    )
