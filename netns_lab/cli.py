@@ -264,7 +264,7 @@ def cmd_fw(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    """Exit 0 when the packet is delivered, EXIT_DROPPED when a stage drops it."""
+    """Exit 0 when the packet is delivered, EXIT_DROPPED when it is not (dropped, unreachable)."""
     lab = _resolve_lab(args.lab)
     assert lab is not None
     topo, _ = _running(lab)

@@ -16,7 +16,8 @@ the next hop is a router or firewall VM, its nftables verdict is evaluated on a 
 ruleset in a scratch namespace (netns_lab/tracerouter.py) and the trace goes on from the NIC it
 leaves by, hop after hop, to the destination.
 
-Outcome: `delivered` (every stage passed), `dropped` at the first stage that drops it, or
+Outcome: `delivered` (every stage passed), `dropped` at the first stage that drops it,
+`unreachable` when the path ends (no route, an internal-only vSwitch, an address nobody has), or
 `not-followed` when a router translates the addresses (NAT: the next leg is another flow).
 """
 
@@ -46,7 +47,11 @@ TTL = 64
 
 
 class TraceError(ValueError):
-    pass
+    """Bad input: no such VM, not an address, a port out of range (exit 2)."""
+
+
+class NoPath(TraceError):
+    """The packet has no way to go on (no route, no link out of the host): the trace's answer."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ def next_hop(topo: Topology, vm: Vm, dst: str) -> tuple[Nic, str]:
             return _nic_for(vm, route.via), str(route.via)
     if vm.gateway is not None:
         return _nic_for(vm, vm.gateway), str(vm.gateway)
-    raise TraceError(f"--to: {vm.name} has no route to {dst}")
+    raise NoPath(f"{vm.name} has no route to {dst}")
 
 
 def _nic_for(vm: Vm, gateway: Any) -> Nic:
@@ -99,13 +104,13 @@ def _target(topo: Topology, ip: str) -> Target:
             with Netlink(model.namespace(topo.lab, net.name)) as nl:
                 link = next(x for x in nl.links() if x.name == model.NETWORK_IFNAME)
             return Target(net.name, link.mac or "", network=net)
-    raise TraceError(f"--to: {ip} is not the address of a VM NIC or network of lab {topo.lab!r}")
+    raise NoPath(f"{ip} is not the address of a VM NIC or network of lab {topo.lab!r}")
 
 
 def _uplink(topo: Topology, host: str, vswitch: str, what: str) -> model.PNic:
     uplinks = topo.host(host).vswitch(vswitch).uplinks
     if not uplinks:
-        raise TraceError(f"{what}: {host}'s {vswitch} is internal-only: no path leaves the host")
+        raise NoPath(f"{what}: {host}'s {vswitch} is internal-only: no path leaves the host")
     return next(p for p in topo.host(host).pnics if p.name == uplinks[0])
 
 
@@ -130,7 +135,7 @@ def leg(topo: Topology, src: Vm, out: Nic, target: Target) -> list[Stage]:
             p_dst = _uplink(topo, target.vm.host, target.nic.vswitch, what)
             far_switch, far_port = p_dst.switch, model.switch_port(target.vm.host, p_dst.name)
         if far_switch != p_src.switch:
-            raise TraceError(f"{what}: {src.host}.{p_src.name} and {far_port} are on different switches")
+            raise NoPath(f"{what}: {src.host}.{p_src.name} and {far_port} are on different switches")
         stages.append(Stage(far_switch, far_port, "vlan_to_port", "switch-port", vlan))
         if target.network is not None:
             return stages
@@ -280,10 +285,6 @@ def trace(
     if proto in ("tcp", "udp") and not 0 < dport < 65536:
         raise TraceError(f"--dport: {dport} is not in 1..65535")
     vm = topo.vm(src_vm)
-    out, hop = next_hop(topo, vm, dst)
-    if out.ip is None or out.ip.version != ip_address(dst).version:
-        raise TraceError(f"--to: {src_vm}.{out.name} has no address of the family of {dst}")
-    probe = Probe(str(out.ip.ip), dst, proto, sport, dport, secrets.randbelow(0xFFFF) + 1)
     doc: dict[str, Any] = {
         "lab": topo.lab,
         "from": src_vm,
@@ -293,9 +294,16 @@ def trace(
         "dport": dport if proto != "icmp" else None,
         "stages": [],
     }
-    copies = Copies(topo)
-    with contextlib.closing(copies):
-        outcome, why = _walk(topo, copies, probe, vm, out, hop, doc["stages"])
+    try:
+        out, hop = next_hop(topo, vm, dst)
+        if out.ip is None or out.ip.version != ip_address(dst).version:
+            raise TraceError(f"--to: {src_vm}.{out.name} has no address of the family of {dst}")
+        probe = Probe(str(out.ip.ip), dst, proto, sport, dport, secrets.randbelow(0xFFFF) + 1)
+        copies = Copies(topo)
+        with contextlib.closing(copies):
+            outcome, why = _walk(topo, copies, probe, vm, out, hop, doc["stages"])
+    except NoPath as err:
+        outcome, why = "unreachable", str(err)
     doc.update(outcome=outcome, delivered=outcome == "delivered", why=why)
     return doc
 
@@ -323,7 +331,7 @@ def _walk(
             return "dropped", f"{router.name} does not forward"
         try:
             out, hop = next_hop(topo, router, probe.dst)
-        except TraceError:
+        except NoPath:
             stages.append(_not_forwarded(n, router, f"it has no route to {probe.dst}"))
             return "dropped", f"{router.name} has no route to {probe.dst}"
         routed = tracerouter.forward(topo, router, target.nic, out, bytes(frame), _target(topo, hop).mac, hop)

@@ -279,6 +279,9 @@ def test_json_document_shape(reference_lab: Lab) -> None:
     assert [(s["rule"], s["events"][0]["rule"]) for s in doc["stages"]] == [(91, 91), (90, 90)]
     bad = nlab("trace", "nosuch", "--to", "10.20.0.11", "--lab", reference_lab.name)
     assert bad.returncode == 2 and "nosuch" in bad.stderr
+    code, doc = trace(reference_lab, "sandbox1", "--to", "10.30.0.21")  # NIST 2.2: no path out
+    assert (code, doc["outcome"], doc["stages"]) == (3, "unreachable", [])
+    assert "sandbox is internal-only" in doc["why"]
 
 
 VM4_MASQUERADE = {

@@ -66,3 +66,19 @@ def test_internal_only_vswitches_have_no_leg_out() -> None:
         leg(TOPO, TOPO.vm("sandbox1"), TOPO.vm("sandbox1").nics[0], _to("app1", 0))
     with pytest.raises(TraceError, match="vs2 is internal-only"):
         leg(TOPO, TOPO.vm("web1"), TOPO.vm("web1").nics[0], _to("app1", 0))
+
+
+def test_no_route_is_the_answer_unreachable_not_bad_input() -> None:
+    doc = trace("db1", "10.20.0.11")
+    assert (doc["outcome"], doc["delivered"], doc["stages"]) == ("unreachable", False, [])
+    assert doc["why"] == "db1 has no route to 10.20.0.11"
+    with pytest.raises(TraceError, match="no VM 'nosuch'"):
+        trace("nosuch", "10.20.0.11")
+    with pytest.raises(TraceError, match="not an IP address"):
+        trace("db1", "db2")
+
+
+def trace(vm: str, dst: str) -> dict:
+    from netns_lab import trace as tracing
+
+    return tracing.trace(TOPO, vm, dst, "tcp", 80)
