@@ -106,7 +106,7 @@ _COUNTER = re.compile(r"counter packets \d+ bytes \d+ ?")
 
 def _rule_texts(ns: str) -> dict[tuple[str, str, str, int], str]:
     """Each rule's text as `nft -a list ruleset` prints it, counter values left out."""
-    text = nft._nft(ns, ["-a", "list", "ruleset"])
+    text = nft.ruleset(ns, handles=True)
     found, family, table, chain = {}, "", "", ""
     for line in text.splitlines():
         words = line.split()
