@@ -40,7 +40,7 @@ from netns_lab.state import LabState
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 NUD_PERMANENT = 0x80
-BARRIER_TIMEOUT = 2.0  # only when the barrier itself is lost (an `arp` table that drops it)
+BARRIER_TIMEOUT = 2.0  # only when there is no barrier (IPv6 only) or it is lost (an `arp` table)
 
 
 def scratch_name(lab: str) -> str:
@@ -169,9 +169,11 @@ def _send_and_watch(ns: str, router: Vm, into: Nic, frame: Ether) -> tuple[Left,
         finally:
             os.sched_setaffinity(0, saved)
         left: Left = None
-        barrier_back = barrier is None
+        barrier_back = False
         deadline = time.monotonic() + BARRIER_TIMEOUT
-        while not barrier_back and time.monotonic() < deadline:
+        # with a barrier, until its answer; without one (no IPv4 address to ask for), until the
+        # probe shows up or the time is out
+        while not (barrier_back if barrier else left) and time.monotonic() < deadline:
             ready, _, _ = select.select(list(socks.values()), [], [], deadline - time.monotonic())
             for name, sock in socks.items():
                 if sock in ready:
@@ -233,7 +235,7 @@ def forward(
     if left is None:
         doc["reason"] = "its nftables ruleset drops it"
         if not barrier_back:
-            doc["reason"] = "not forwarded, and no answer to the ARP barrier either (an arp table?)"
+            doc["reason"] = f"not forwarded within {BARRIER_TIMEOUT:g} s (no ARP barrier answered sooner)"
     elif left[0] != out.name:
         doc["reason"] = f"routed out of {left[0]}, not {out.name} as the topology says"
     else:
