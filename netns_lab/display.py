@@ -305,7 +305,8 @@ def trace(doc: dict[str, Any]) -> None:
         where = f"{st['node']:<6} {st['port'] or '-':<14} {st['program']:<24} {vlan:<9}"
         out.print(f" {i:>2}. {where} [{colour}]{st['verdict']}[/]{why}{decided}")
         for m in st["mirrored"]:
-            out.print(f"       would be copied by mirror session {m['session']} (not sent)")
+            did = "would be copied" if m["copies"] else "would be sampled out"
+            out.print(f"       {did} by mirror session {m['session']} (not sent)")
         for rule in st.get("matched", []):
             out.print(f"       nftables: {rule}")
     colour = "green" if doc["delivered"] else "red"
