@@ -6,8 +6,10 @@ in Python is only needed while loading. Pins go under a directory the caller own
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -87,32 +89,93 @@ def _fd_at(code: bytes, off: int) -> int:
     return int.from_bytes(code[off + 4 : off + 8], "little", signed=True)
 
 
-def instantiate(template: Loaded) -> Loaded:
-    """Another copy of a loaded object, with maps of its own, without compiling again (a compile
-    takes seconds, this tens of milliseconds): every map is made anew like the template's, and
-    each program's instructions are loaded again with their map fds replaced."""
-    old_fds = set(template.maps.values())
-    for code in template.code.values():
-        old_fds |= {_fd_at(code, off) for off in _map_refs(code)}
+@dataclass(frozen=True)
+class Relocatable:
+    """A loaded object's programs as instructions whose map references are names, not fds: what
+    another process needs to load the same programs with maps of its own (`load_relocatable`)."""
+
+    code: dict[str, bytes]
+    refs: dict[str, list[tuple[int, str]]]  # program -> (byte offset of an LD_IMM64, map name)
+    maps: dict[str, dict[str, int]]  # map name -> type, key_size, value_size, max_entries, flags, extra
+
+    def save(self, path: Path) -> None:
+        doc = {
+            "code": {name: base64.b64encode(code).decode() for name, code in self.code.items()},
+            "refs": self.refs,
+            "maps": self.maps,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> Relocatable:
+        doc = json.loads(path.read_text())
+        return cls(
+            {name: base64.b64decode(code) for name, code in doc["code"].items()},
+            {name: [(off, ref) for off, ref in refs] for name, refs in doc["refs"].items()},
+            doc["maps"],
+        )
+
+
+def relocatable(loaded: Loaded) -> Relocatable:
+    names = {fd: name for name, fd in loaded.maps.items()}
+    infos: dict[str, dict[str, int]] = {}
+    refs: dict[str, list[tuple[int, str]]] = {}
+    for prog, code in loaded.code.items():
+        refs[prog] = []
+        for off in _map_refs(code):
+            fd = _fd_at(code, off)
+            info = syscalls.map_info(fd)
+            name = names.get(fd) or info.name.decode()
+            infos[name] = {f: getattr(info, f) for f in MAP_INFO_FIELDS}
+            refs[prog].append((off, name))
+    for name, fd in loaded.maps.items():
+        info = syscalls.map_info(fd)
+        infos.setdefault(name, {f: getattr(info, f) for f in MAP_INFO_FIELDS})
+    return Relocatable(dict(loaded.code), refs, infos)
+
+
+MAP_INFO_FIELDS = ("type", "key_size", "value_size", "max_entries", "map_flags", "map_extra")
+
+
+def load_relocatable(r: Relocatable, programs: tuple[str, ...] | None = None) -> Loaded:
+    """Load the programs of `r` (or only `programs` of them; `load_program` adds others later)
+    with new, empty maps of their own (no compile)."""
     made: list[int] = []
     try:
-        fresh = {}
-        for fd in sorted(old_fds):
-            fresh[fd] = syscalls.map_create_like(syscalls.map_info(fd))
-            made.append(fresh[fd])
-        programs = {}
-        for name, code in template.code.items():
-            patched = bytearray(code)
-            for off in _map_refs(code):
-                patched[off + 4 : off + 8] = fresh[_fd_at(code, off)].to_bytes(4, "little", signed=True)
-            programs[name] = syscalls.prog_load(name, bytes(patched))
-            made.append(programs[name])
+        maps = {}
+        for name, spec in r.maps.items():
+            info = syscalls.MapInfo(name=name[:15].encode(), **spec)
+            maps[name] = syscalls.map_create_like(info)
+            made.append(maps[name])
+        loaded = Loaded({}, maps, None, {}, made)
+        for prog in r.code if programs is None else programs:
+            load_program(loaded, r, prog)
     except BaseException:
         for fd in made:
             os.close(fd)
         raise
-    maps = {name: fresh[fd] for name, fd in template.maps.items()}
-    return Loaded(programs, maps, None, template.code, made)
+    return loaded
+
+
+def load_program(loaded: Loaded, r: Relocatable, prog: str) -> int:
+    """Load program `prog` of `r` into `loaded` (made by `load_relocatable`), on its maps."""
+    patched = bytearray(r.code[prog])
+    for off, name in r.refs[prog]:
+        patched[off + 4 : off + 8] = loaded.maps[name].to_bytes(4, "little", signed=True)
+    loaded.code[prog] = bytes(patched)
+    loaded.programs[prog] = syscalls.prog_load(prog, loaded.code[prog])
+    loaded._fds.append(loaded.programs[prog])
+    return loaded.programs[prog]
+
+
+def instantiate(template: Loaded) -> Loaded:
+    """Another copy of a loaded object, with maps of its own, without compiling again (a compile
+    takes seconds, this tens of milliseconds): every map is made anew like the template's, and
+    each program's instructions are loaded again with their map fds replaced."""
+    return load_relocatable(relocatable(template))
 
 
 def pin(loaded: Loaded, directory: Path) -> None:

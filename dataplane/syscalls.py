@@ -199,3 +199,91 @@ def prog_load(name: str, code: bytes) -> int:
         BPF_PROG_TYPE_SCHED_CLS, name[:15].encode(), b"GPL", buf, len(code) // INSN_SIZE, None
     )
     return _check(rc, f"load program {name}")
+
+
+# -- raw map access and program identity, for private copies of a loaded dataplane --
+class ProgInfo(ctypes.Structure):
+    """The leading fields of struct bpf_prog_info (the kernel fills as much as we pass)."""
+
+    _fields_ = (("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8))
+
+
+class BatchOpts(ctypes.Structure):
+    """struct bpf_map_batch_opts of libbpf 1.1."""
+
+    _fields_ = (("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64))
+
+
+for _fn in ("bpf_map_lookup_batch", "bpf_map_update_batch"):
+    getattr(_lib, _fn).restype = ctypes.c_int
+_lib.bpf_map_lookup_batch.argtypes = [
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint32),
+    ctypes.POINTER(BatchOpts),
+]
+_lib.bpf_map_update_batch.argtypes = [
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint32),
+    ctypes.POINTER(BatchOpts),
+]
+BATCH = 4096
+ENOTSUPP = 524  # the kernel's own "operation not supported" (no batch ops for this map type)
+
+
+def prog_tag(fd: int) -> bytes:
+    """The program's tag: a hash of its instructions with map references left out, so two loads
+    of the same instructions with different maps have the same tag."""
+    info, size = ProgInfo(), ctypes.c_uint32(ctypes.sizeof(ProgInfo))
+    rc = _lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
+    _check(rc, f"program info of fd {fd}")
+    return bytes(info.tag)
+
+
+def _copy_batched(src: int, dst: int, info: MapInfo) -> bool:
+    """Copy with BPF_MAP_LOOKUP_BATCH / UPDATE_BATCH; False when the map type has no batch ops."""
+    keys = ctypes.create_string_buffer(info.key_size * BATCH)
+    values = ctypes.create_string_buffer(info.value_size * BATCH)
+    token = ctypes.create_string_buffer(max(info.key_size, 8))
+    opts = BatchOpts(sz=ctypes.sizeof(BatchOpts))
+    first = True
+    while True:
+        count = ctypes.c_uint32(BATCH)
+        rc = _lib.bpf_map_lookup_batch(src, None if first else token, token, keys, values, count, opts)
+        err = -rc if rc < 0 else 0
+        if err in (errno.EINVAL, ENOTSUPP, errno.EOPNOTSUPP) and first:
+            return False
+        if err and err != errno.ENOENT:
+            _check(rc, f"batch lookup of {info.name.decode()}")
+        if count.value:
+            done = ctypes.c_uint32(count.value)
+            rc = _lib.bpf_map_update_batch(dst, keys, values, done, opts)
+            _check(rc, f"batch update of {info.name.decode()}")
+        if err == errno.ENOENT:
+            return True
+        first = False
+
+
+def map_copy(src: int, dst: int) -> None:
+    """Every entry of map `src` into map `dst` (same type and sizes; not per-CPU maps)."""
+    info = map_info(src)
+    if _copy_batched(src, dst, info):
+        return
+    key, next_key = ctypes.create_string_buffer(info.key_size), ctypes.create_string_buffer(info.key_size)
+    value = ctypes.create_string_buffer(info.value_size)
+    prev = None
+    while True:
+        rc = _lib.bpf_map_get_next_key(src, prev, next_key)
+        if rc < 0:
+            if -rc == errno.ENOENT or ctypes.get_errno() == errno.ENOENT:
+                return
+            _check(rc, f"iterate {info.name.decode()}")
+        ctypes.memmove(key, next_key, info.key_size)
+        if map_lookup(src, key, value):
+            map_update(dst, key, value)
+        prev = key

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataplane import fwpolicy, tc
+from dataplane import fwpolicy, private, tc
 from dataplane.bpf import LoadError
 from dataplane.firewall import Settings
 from dataplane.mirror import MIRROR_PORT
@@ -27,7 +27,7 @@ from netns_lab import firewall, mirror, model, ports, sweeper, teardown
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.model import Host, Network, Switch, Topology, Vm
-from netns_lab.state import LabState, pin_dir
+from netns_lab.state import LabState, code_file, pin_dir
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ class Builder:
             self._dataplanes[node] = self._loads.get(node)
         except LoadError as err:
             raise RuntimeError(f"{node}: {err}") from None
+        private.save_code(self._dataplanes[node], code_file(self.topo.lab, node))
         if any(h.name == node for h in self.topo.hosts):
             self._install_firewall(node)
             self._start_sweeper(node)

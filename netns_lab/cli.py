@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a failure of the system (rolled back); 2 bad input (topology file,
 argument, a refusal such as a lab that is already up); 3 a check ran and found a problem: the
-design non-compliant (`nlab vlans`), the lab not healthy (`nlab status`). With --json, stdout
+design non-compliant (`nlab vlans`), the lab not healthy (`nlab status`), a traced packet that
+does not arrive (`nlab trace`). With --json, stdout
 carries exactly one JSON document; progress and messages go to stderr.
 """
 
@@ -233,8 +234,8 @@ def cmd_vlans(args: argparse.Namespace) -> int:
     topo, running = _target(args.target)
     if args.probe and not running:
         raise UsageError("vlans --probe needs a lab that is up (name it, or `nlab up` first)")
-    findings = vlancheck.check(topo)
     probes = vlancheck.probe_vlans(topo) if args.probe else []
+    findings = vlancheck.check(topo) + vlancheck.probe_findings(probes)
     doc = {
         "lab": topo.lab,
         "recommendation": vlancheck.RECOMMENDATION,
@@ -254,8 +255,7 @@ def cmd_vlans(args: argparse.Namespace) -> int:
         "findings": [f.__dict__ for f in findings],
         "probes": [p.__dict__ for p in probes],
     }
-    bad_probe = any(p.outcome == "lost" and p.expected for p in probes)
-    doc["compliant"] = not any(f.severity == "error" for f in findings) and not bad_probe
+    doc["compliant"] = not any(f.severity == "error" for f in findings)
     if args.json:
         _emit_json(doc)
     else:
@@ -284,6 +284,7 @@ def cmd_fw(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    """Exit 0 when the packet is delivered, exit 3 when it is not (dropped, unreachable)."""
     lab = _resolve_lab(args.lab)
     assert lab is not None
     topo, _ = _running(lab)
@@ -297,7 +298,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         _emit_json(doc)
     else:
         display.trace(doc)
-    return 0 if doc["delivered"] or doc["routed"] else EXIT_NONCOMPLIANT
+    return 0 if doc["delivered"] else EXIT_NONCOMPLIANT
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -347,7 +348,9 @@ def _parser() -> argparse.ArgumentParser:
     cli_watch.register(sub)
     vl = add("vlans", cmd_vlans, "check VLAN trunks against switch ports (NIST VM-VN-R1)")
     vl.add_argument("target", nargs="?", help="a lab name or a topology file")
-    vl.add_argument("--probe", action="store_true", help="also ping every VLAN across every trunk (lab up)")
+    vl.add_argument(
+        "--probe", action="store_true", help="also probe every VLAN across every trunk (ARP; lab up)"
+    )
     return p
 
 

@@ -326,17 +326,19 @@ def _fw_rules(doc: dict[str, Any]) -> None:
 
 
 def trace(doc: dict[str, Any]) -> None:
-    out.print(
-        f"[bold]trace[/] {doc['from']} -> {doc['to']} {doc['proto']}/{doc['dport']} in lab {doc['lab']}"
-    )
+    what = doc["proto"] if doc["dport"] is None else f"{doc['proto']}/{doc['dport']}"
+    out.print(f"[bold]trace[/] {doc['from']} -> {doc['to']} {what} in lab {doc['lab']}")
     for i, st in enumerate(doc["stages"], 1):
         colour = "green" if st["verdict"] == "pass" else "red"
         why = f" ({st['reason']})" if st["reason"] else ""
-        rule = f" {encoding.rule_text(st['rule'])}" if st["rule"] is not None else ""
-        where = f"{st['node']:<6} {st['port']:<12} {st['program']:<15}"
-        out.print(f" {i}. {where} [{colour}]{st['verdict']}[/]{why}{rule}")
-    if doc["routed"]:
-        r = doc["routed"]
-        out.print(f" -> reaches {r['via']} ({r['role']}), which routes it: {r['note']}")
-    else:
-        out.print(" delivered" if doc["delivered"] else " [red]not delivered[/]")
+        decided = f" {encoding.rule_text(st['rule'])}" if st["rule"] is not None else ""
+        vlan = f"vlan {st['vlan']}" if st["vlan"] else ""
+        where = f"{st['node']:<6} {st['port'] or '-':<14} {st['program']:<24} {vlan:<9}"
+        out.print(f" {i:>2}. {where} [{colour}]{st['verdict']}[/]{why}{decided}")
+        for m in st["mirrored"]:
+            did = "would be copied" if m["copies"] else "would be sampled out"
+            out.print(f"       {did} by mirror session {m['session']} (not sent)")
+        for rule in st.get("matched", []):
+            out.print(f"       nftables: {rule}")
+    colour = "green" if doc["delivered"] else "red"
+    out.print(f" [{colour}]{doc['why']}[/]")

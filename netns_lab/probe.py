@@ -1,4 +1,4 @@
-"""Real traffic between lab nodes: TCP listeners and connect probes, pings.
+"""Real traffic between lab nodes: TCP listeners and connect probes, pings, ARP requests.
 
 Sockets are opened while the thread sits in the node's namespace (kernel/netns.inside), so
 they belong to that namespace for their whole life; no helper processes are left behind.
@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
+import select
 import selectors
 import socket
+import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
@@ -84,3 +88,42 @@ def ping(ns: str, dst: str, count: int = 1, timeout: float = 1.0) -> bool:
             check=False,
         )
     return proc.returncode == 0
+
+
+ETH_P_ARP = 0x0806
+ARP_REQUEST, ARP_REPLY = 1, 2
+
+
+def _arp(op: int, src_mac: bytes, src_ip: bytes, dst_mac: bytes, dst_ip: bytes) -> bytes:
+    eth_dst = b"\xff" * 6 if op == ARP_REQUEST else dst_mac
+    header = struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)  # Ethernet, IPv4, address lengths
+    body = header + src_mac + src_ip + (b"\0" * 6 if op == ARP_REQUEST else dst_mac) + dst_ip
+    return eth_dst + src_mac + struct.pack("!H", ETH_P_ARP) + body
+
+
+def arp(ns: str, ifname: str, src: str, dst: str, timeout: float = 1.0, tries: int = 2) -> bool:
+    """Does `dst` answer an ARP request sent from `ns`'s `ifname` with source address `src`?
+
+    ARP crosses a VLAN like any frame but is judged by no firewall (port security lets a VM's
+    own ARP through, NIC firewalls and nftables' inet tables never see it): an answer proves
+    the path carries the VLAN in both directions, whatever the policy allows."""
+    with netns.inside(ns):
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    with sock:
+        sock.bind((ifname, ETH_P_ARP))
+        mac = sock.getsockname()[4]
+        request = _arp(
+            ARP_REQUEST, mac, ipaddress.IPv4Address(src).packed, b"", ipaddress.IPv4Address(dst).packed
+        )
+        want = ipaddress.IPv4Address(dst).packed
+        for _ in range(tries):
+            sock.send(request)
+            deadline = time.monotonic() + timeout / tries
+            while (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select([sock], [], [], left)
+                if not ready:
+                    break
+                frame = sock.recv(128)
+                if len(frame) >= 42 and frame[20:22] == b"\x00\x02" and frame[28:32] == want:
+                    return True
+    return False

@@ -7,6 +7,7 @@ never anything found by pattern.
     /run/netns-lab/<lab>/lab.json        lab name, topology source, builder pid, phase
     /run/netns-lab/<lab>/topology.yaml   the topology text the lab was built from
     /run/netns-lab/<lab>/namespaces      journal: one namespace name per line, in creation order
+    /run/netns-lab/<lab>/code/<node>.json the instructions of a node's loaded dataplane (trace)
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def state_dir(lab: str) -> Path:
 
 def pin_dir(lab: str) -> Path:
     return PIN_ROOT / lab
+
+
+def code_file(lab: str, node: str) -> Path:
+    """The instructions a switching node's dataplane was loaded with, for private copies."""
+    return state_dir(lab) / "code" / f"{node}.json"
 
 
 def labs() -> list[str]:

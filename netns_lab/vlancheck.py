@@ -1,14 +1,20 @@
 """VM-VN-R1: every host uplink's VLAN profile must match the physical switch port it plugs into.
 
-`check` compares the two sides statically (from the topology); `probe` proves each VLAN across
-each trunk with real pings between the lab's own endpoints in that VLAN. `nlab vlans` shows
-both; the audit command of a later issue reuses them.
+`check` compares the two sides statically (from the topology); `probe_vlans` proves each VLAN
+across each trunk with a real ARP exchange between the lab's own endpoints in that VLAN, on each
+side of the trunk. ARP is what no firewall judges (port security passes a VM's own ARP, the NIC
+firewall and nftables never see it), so a probe measures the VLAN path and not the security
+policy: a VLAN whose VMs may not ping each other is still proven to cross. A probe that is lost
+where both sides carry the VLAN is a finding of its own (`probe_findings`), so a non-compliant
+verdict always names the trunk and the VLAN: a probe crosses two trunks, and the trace of its
+frame through private copies of the dataplanes (netns_lab/trace.py) says which port drops it.
+`nlab vlans` shows both.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Literal
 
@@ -130,7 +136,7 @@ class Endpoint:
     vswitch: str | None
     vlan: int | None
     ip: IPv4Interface | IPv6Interface
-    answers: bool = True  # False for firewall appliances: their policy may drop a ping
+    ifname: str  # the interface inside the node's namespace
 
 
 @dataclass(frozen=True)
@@ -141,17 +147,20 @@ class ProbeResult:
     src: str | None = None
     dst: str | None = None
     expected: bool = True  # both sides carry the VLAN, so it should be delivered
+    method: str | None = None  # arp (IPv4) or ping (IPv6 only endpoints)
+    dropped_at: str | None = None  # a lost probe: the port that drops it (a trace of its frame)
+    broken_trunk: str | None = None  # the trunk that port belongs to
 
 
 def endpoints(topo: Topology) -> list[Endpoint]:
     found = [
-        Endpoint(vm.name, vm.host, nic.vswitch, nic.vlan, nic.ip, vm.role not in ("firewall", "router"))
+        Endpoint(vm.name, vm.host, nic.vswitch, nic.vlan, nic.ip, nic.name)
         for vm in topo.vms
         for nic in vm.nics
         if nic.ip is not None
     ]
     found += [
-        Endpoint(h.name, h.name, k.vswitch, k.vlan, k.ip)
+        Endpoint(h.name, h.name, k.vswitch, k.vlan, k.ip, k.name)
         for h in topo.hosts
         for k in h.vmknics
         if k.ip is not None
@@ -159,13 +168,14 @@ def endpoints(topo: Topology) -> list[Endpoint]:
     for net in topo.networks:
         profile = topo.switch(net.switch).port_profile(model.network_port(net.name))
         if net.ip is not None and profile.kind != "trunk":
-            found.append(Endpoint(net.name, None, None, profile.access, net.ip))
+            found.append(Endpoint(net.name, None, None, profile.access, net.ip, model.NETWORK_IFNAME))
     return found
 
 
 def _pair(topo: Topology, t: Trunk, vid: int | None, eps: list[Endpoint]) -> tuple[Endpoint, Endpoint] | None:
     local = [e for e in eps if e.host == t.host and e.vswitch == t.vswitch and e.vlan == vid]
-    remote = [e for e in eps if e.host != t.host and e.vlan == vid and e.answers]
+    remote = [e for e in eps if e.host != t.host and e.vlan == vid]
+    local.sort(key=lambda e: e.ip.version)  # IPv4 first: ARP
     for a in local:
         for b in remote:
             if b.ip.network == a.ip.network and b.ip.ip != a.ip.ip:
@@ -180,19 +190,81 @@ def _probe_one(topo: Topology, t: Trunk, vid: int | None, eps: list[Endpoint], t
     if pair is None:
         return ProbeResult(t.name, label, "no-endpoints", expected=expected)
     a, b = pair
-    ok = probe.ping(model.namespace(topo.lab, a.node), str(b.ip.ip), count=2, timeout=timeout)
-    return ProbeResult(
+    ns = model.namespace(topo.lab, a.node)
+    if a.ip.version == 4:
+        method, ok = "arp", probe.arp(ns, a.ifname, str(a.ip.ip), str(b.ip.ip), timeout=timeout)
+    else:  # no ARP in IPv6; neighbour discovery is ICMPv6, which a NIC firewall may judge
+        method, ok = "ping", probe.ping(ns, str(b.ip.ip), count=2, timeout=timeout)
+    result = ProbeResult(
         t.name,
         label,
         "delivered" if ok else "lost",
         f"{a.node} {a.ip.ip}",
         f"{b.node} {b.ip.ip}",
         expected=expected,
+        method=method,
     )
+    if not ok and expected and method == "arp" and a.node in {vm.name for vm in topo.vms}:
+        return _located(topo, result, a, b)
+    return result
+
+
+def _located(topo: Topology, result: ProbeResult, a: Endpoint, b: Endpoint) -> ProbeResult:
+    """Where the lost probe's ARP request is dropped: its frame traced through the ports of the
+    path on private copies of the dataplanes (`nlab trace`'s machinery, no mark left). The probe
+    crosses two trunks; this says which one loses the VLAN."""
+    from scapy.layers.l2 import ARP, Ether  # scapy is slow to import: only for a lost probe
+
+    from netns_lab import trace
+
+    vm = topo.vm(a.node)
+    out = next(n for n in vm.nics if n.name == a.ifname)
+    request = Ether(src=out.mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
+        hwsrc=out.mac, psrc=str(a.ip.ip), pdst=str(b.ip.ip)
+    )
+    try:
+        drop = trace.first_drop(topo, vm, out, str(b.ip.ip), request)
+    except trace.TraceError:
+        return result
+    if drop is None:
+        return result
+    where = f"{drop['node']} {drop['port']} {drop['program']} ({drop['reason'] or 'drop'})"
+    owner = next(
+        (
+            t.name
+            for t in trunks(topo)
+            if (drop["kind"] == "uplink" and (t.host, t.pnic) == (drop["node"], drop["port"]))
+            or (drop["kind"] == "switch-port" and (t.switch, t.port) == (drop["node"], drop["port"]))
+        ),
+        None,
+    )
+    return replace(result, dropped_at=where, broken_trunk=owner)
+
+
+def probe_findings(results: list[ProbeResult]) -> list[Finding]:
+    """An error for each VLAN both sides of a trunk carry that a probe could not get across,
+    on the trunk that loses it where a trace of the probe found it (once per trunk and VLAN)."""
+    found: dict[tuple[str, str], Finding] = {}
+    for r in results:
+        if not (r.expected and r.outcome == "lost"):
+            continue
+        trunk = r.broken_trunk or r.trunk
+        where = f", dropped at {r.dropped_at}" if r.dropped_at else ""
+        found.setdefault(
+            (trunk, r.vlan),
+            Finding(
+                "error",
+                trunk,
+                r.vlan,
+                f"the live probe was lost: {r.src} got no {r.method} answer from {r.dst}{where}, "
+                "though both sides of the trunk are configured to carry the VLAN",
+            ),
+        )
+    return list(found.values())
 
 
 def probe_vlans(topo: Topology, timeout: float = 1.0) -> list[ProbeResult]:
-    """Ping across every trunk in every VLAN either side carries; lost means the VLAN does not cross.
+    """Probe across every trunk in every VLAN either side carries; lost means the VLAN does not cross.
 
     Probes run in parallel threads: each enters its source namespace on its own thread only."""
     eps = endpoints(topo)

@@ -25,5 +25,7 @@ def load(ns: str, ruleset: str) -> None:
     _nft(ns, ["-f", "-"], stdin=ruleset)
 
 
-def ruleset(ns: str, as_json: bool = False) -> str:
-    return _nft(ns, ["-j", "list", "ruleset"] if as_json else ["list", "ruleset"])
+def ruleset(ns: str, as_json: bool = False, handles: bool = False) -> str:
+    """The ruleset of `ns`; `handles`: each rule followed by `# handle N`."""
+    flags = (["-j"] if as_json else []) + (["-a"] if handles else [])
+    return _nft(ns, [*flags, "list", "ruleset"])

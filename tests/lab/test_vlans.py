@@ -27,13 +27,16 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dataplane.switch import SwitchDataplane
 from netns_lab import loader, ports, probe, vlancheck
+from netns_lab.kernel.netlink import Netlink
+from netns_lab.state import pin_dir
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REFERENCE, Lab, nlab, reference_variant, running
 
@@ -396,3 +399,46 @@ def test_trunk_missing_a_vlan_is_reported_and_really_loses_it(make_lab, no_deskt
     assert not lost, f"only desktop should be lost, but also: {lost}"
     delivered = {(r.trunk, r.vlan) for r in results if r.outcome == "delivered"}
     assert len(delivered) >= 10, f"too few VLANs delivered to prove the rest works: {sorted(delivered)}"
+
+
+# rules 90/91 (echo requests) become UDP rules: no VM may ping any more
+NO_ICMP_RULES = {
+    "direction: in, peer: any, proto: icmp": "direction: in, peer: any, proto: udp",
+    "direction: out, peer: any, proto: icmp": "direction: out, peer: any, proto: udp",
+}
+
+
+def _vlans_probe(lab: Lab) -> tuple[int, dict[str, Any]]:
+    proc = nlab("vlans", lab.name, "--probe", "--json")
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_probe_is_not_confounded_by_the_firewall_and_a_broken_trunk_is_named(
+    make_lab, tmp_path: Path
+) -> None:
+    """No VM may ping (no ICMP rule): the VLANs still provably cross every trunk. Then tor2's port
+    to hv3 loses the desktop VLAN live: NOT compliant, with the trunk and the VLAN named."""
+    lab = make_lab(reference_variant(tmp_path, "nist-no-icmp.yaml", NO_ICMP_RULES))
+    proc = lab.up()
+    assert proc.returncode == 0, proc.stderr
+    assert not probe.ping(lab.ns("app2"), "10.40.0.31", count=1), "ICMP should be refused by the NIC firewall"
+    assert probe.tcp(lab.ns("app2"), "10.40.0.31", 5432) in ("refused", "open"), "TCP crosses the same trunk"
+
+    code, doc = _vlans_probe(lab)
+    assert (code, doc["compliant"], doc["findings"]) == (0, True, [])
+    lost = [(p["trunk"], p["vlan"]) for p in doc["probes"] if p["outcome"] == "lost"]
+    assert not lost and {p["method"] for p in doc["probes"] if p["method"]} == {"arp"}
+
+    topo = loader.load_text(lab.topology.read_text(), str(lab.topology), lab=lab.name)
+    [port] = [p for p in ports.switch_ports(topo, "tor2") if p.name == "hv3-eth1"]
+    with Netlink(lab.ns("tor2")) as nl, SwitchDataplane.open(pin_dir(lab.name) / "tor2") as dp:
+        dp.configure(nl.index("hv3-eth1"), replace(port.vlans, allowed=port.vlans.allowed - {140}))
+    code, doc = _vlans_probe(lab)
+    assert (code, doc["compliant"]) == (3, False)
+    [error] = [f for f in doc["findings"] if f["severity"] == "error"]
+    assert (error["trunk"], error["vlan"]) == (HV3_TRUNK, DESKTOP_LABEL), doc["findings"]
+    assert "dropped at tor2 hv3-eth1" in error["reason"] and "vlan-not-allowed" in error["reason"]
+    lost = {p["trunk"]: p["broken_trunk"] for p in doc["probes"] if p["outcome"] == "lost"}
+    assert lost == {HV3_TRUNK: HV3_TRUNK, "hv2.eth1 <-> tor2.hv2-eth1": HV3_TRUNK}, (
+        "desk2's probe from hv2 crosses hv3's trunk too: the trace of it blames hv3's"
+    )
