@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from netns_lab import display, fwlive
+from netns_lab import display, eventhub, fanout, fwlive
 from netns_lab.model import Topology
 
 DEFAULTS = "deny in both directions for every NIC with a rule; allow for the others"
@@ -146,20 +146,43 @@ def cmd_group(args: argparse.Namespace, lab: str) -> dict[str, Any]:
 
 
 def cmd_events(args: argparse.Namespace, lab: str) -> None:
-    """Streams: one JSON object per line with --json, a readable line otherwise."""
+    """Streams: one JSON object per line with --json, a readable line otherwise. This reader's
+    losses go to stderr as they happen, and their total at the end."""
     deadline = time.monotonic() + args.timeout if args.timeout else None
     count = 0
-    with fwlive.opened(lab) as live:
-        for ev in live.events():
-            if ev and (not args.denied or ev["verdict"] == "deny"):
-                sys.stdout.write((json.dumps(ev) if args.json else display.fw_event_line(ev)) + "\n")
-                sys.stdout.flush()
-                count += 1
-            if (args.count and count >= args.count) or (deadline and time.monotonic() > deadline):
-                break
-        lost = live.events_lost()
-        if lost:
-            print(f"nlab fw events: {lost} events were lost (the reader lagged)", file=sys.stderr)
+    with eventhub.Subscription(lab, fanout.Filter(denied=args.denied)) as sub:
+        try:
+            while not (args.count and count >= args.count):
+                left = 0.2 if deadline is None else deadline - time.monotonic()
+                wait = max(0, min(200, int(left * 1000)))
+                for record in sub.read(wait):
+                    if args.count and count >= args.count:
+                        break
+                    count += _print_event(record, args.json)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            for record in sub.sync(2.0):  # losses up to now (not the events after the end)
+                if record["kind"] == "lost":
+                    _print_event(record, args.json)
+        except KeyboardInterrupt:
+            pass
+        except BrokenPipeError:  # `nlab fw events | head`: the reader left
+            sys.stderr.close()
+            return
+        if sub.lost:
+            print(f"nlab fw events: {sub.lost} events were lost since this reader started", file=sys.stderr)
+
+
+def _print_event(record: dict[str, Any], as_json: bool) -> int:
+    """Prints a verdict on stdout (1), a loss on stderr (0)."""
+    if record["kind"] == "lost":
+        what = f"{record['count']} events lost ({record['where']}), {record['total']} so far"
+        print(f"nlab fw events: {what}", file=sys.stderr)
+        return 0
+    ev = {k: v for k, v in record.items() if k != "kind"}
+    sys.stdout.write((json.dumps(ev) if as_json else display.fw_event_line(ev)) + "\n")
+    sys.stdout.flush()
+    return 1
 
 
 def register(sub: Any) -> None:

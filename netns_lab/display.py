@@ -238,6 +238,7 @@ def fw_event_line(ev: dict[str, Any]) -> str:
     return (
         f"{clock} {verdict} {ev['vm']:<10} {ev['direction']:<3} {ev['proto']:<6} "
         f"{ev['src'] or '-'}{ports}{ev['dst'] or '-'}{dport}  {ev['reason']} ({rule})"
+        + (f" x{ev['count']}" if ev.get("count", 1) > 1 else "")
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from dataplane import abi, fwpolicy
-from dataplane.events import EventReader, now_ns, wall_time
+from dataplane.events import wall_time
 from dataplane.firewall import Firewall
 from dataplane.switch import SwitchDataplane
 from netns_lab import firewall, loader, model
@@ -133,51 +133,6 @@ class LiveFirewall:
 
     def gc(self) -> int:
         return sum(h.fw.gc() for h in self.hosts)
-
-    def events(self, poll_ms: int = 200) -> Iterator[dict[str, Any]]:
-        """Follow the verdict events of every host, decoded; runs until the caller stops."""
-        with self.follow() as follower:
-            while True:
-                yield from follower.read(poll_ms)
-                yield {}  # a heartbeat, so callers can stop on time without an event
-
-    def follow(self) -> EventFollower:
-        """The verdict events of every host from now on, for a caller with its own poll loop."""
-        return EventFollower(self)
-
-
-class EventFollower:
-    """Decoded verdict events of every host; `fileno()` is readable when some are waiting."""
-
-    def __init__(self, live: LiveFirewall) -> None:
-        self.port_owner = {(h.host, idx): name for h in live.hosts for name, idx in h.ifindexes.items()}
-        self.started = now_ns()  # the ring buffer may still hold events from before we came
-        self.reader = EventReader()
-        try:
-            for h in live.hosts:
-                self.reader.add(h.dataplane.maps["fw_events"], h.host)
-        except BaseException:
-            self.reader.close()
-            raise
-
-    def fileno(self) -> int:
-        return self.reader.fileno()
-
-    def read(self, timeout_ms: int = 0) -> list[dict[str, Any]]:
-        return [
-            decode(ev, self.port_owner.get((host, ev.ifindex), f"{host}:{ev.ifindex}"))
-            for host, ev in self.reader.poll(timeout_ms)
-            if ev.time_ns >= self.started
-        ]
-
-    def close(self) -> None:
-        self.reader.close()
-
-    def __enter__(self) -> EventFollower:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _vm_of_port(port: str) -> str:
