@@ -135,19 +135,21 @@ class Aggregator:
         self.window, self.capacity = window, capacity
         self._open: OrderedDict[tuple[Any, ...], _Window] = OrderedDict()  # oldest window first
 
-    def add(self, ev: Record, time_ns: int, now: float) -> tuple[Record, int] | None:
-        """The record to send now (with its time), or None when it joins an open window."""
+    def add(self, ev: Record, time_ns: int, now: float) -> list[tuple[Record, int]]:
+        """The records to send now (with their times): those of the windows closed by `now`, then
+        this event's own unless it joins an open window."""
+        found = self.expired(now)
         if ev["verdict"] != "deny":
-            return {**ev, "count": 1}, time_ns
+            return [*found, ({**ev, "count": 1}, time_ns)]
         key = tuple(ev[f] for f in FLOW_FIELDS)
         w = self._open.get(key)
-        if w is not None and now - w.opened < self.window:
+        if w is not None:
             w.count += 1
             w.last = (ev, time_ns)
-            return None
+            return found
         if len(self._open) < self.capacity:
             self._open[key] = _Window(now)
-        return {**ev, "count": 1}, time_ns
+        return [*found, ({**ev, "count": 1}, time_ns)]
 
     def expired(self, now: float) -> list[tuple[Record, int]]:
         """The records of the windows that closed by `now` (those that aggregated something)."""
@@ -181,9 +183,8 @@ class Fanout:
 
     def event(self, ev: Record, time_ns: int, now: float) -> None:
         """A decoded verdict event (the fields of `nlab fw events --json`) as it came."""
-        found = self.aggregator.add(ev, time_ns, now)
-        if found is not None:
-            self._fan(*found)
+        for record, at in self.aggregator.add(ev, time_ns, now):
+            self._fan(record, at)
 
     def tick(self, now: float) -> None:
         for record, time_ns in self.aggregator.expired(now):

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ DB1, APP1_DB, APP2_DB, APP2_APP, WEB1 = "10.40.0.31", "10.40.0.21", "10.40.0.22"
 PG, PINGS = 5432, 5
 DENY_APP2 = fa.rule(65, "db", "in", "vm:app2", "tcp", PG, action="deny", priority=50)
 VERDICT_FIELDS = {"kind", "time", "vm", "port", "direction", "verdict", "reason", "rule", "proto"} | {
-    "src", "dst", "sport", "dport",
+    "src", "dst", "sport", "dport", "count",
 }  # fmt: skip
 ECHO_LEN = 98  # Ethernet + IPv4 + ICMP + ping's 56 bytes: the counted pings; warm-up pings are longer
 
@@ -296,7 +297,7 @@ def _mirror_module() -> Any:
 def test_mirror_session_web1_to_analyzer_end_to_end(reference_lab: Lab, tmp_path: Path) -> None:
     """N pings from web1, session web1 -> analyzer both ways: 2N mirror lines, a pcap of 2N."""
     lab, pcap, mirror = reference_lab, tmp_path / "session.pcap", _mirror_module()
-    existing = [t for t in mirror.taps(lab.name) if "web1" in t.sources and t.namespace == lab.ns("analyzer")]
+    existing = [t for t in mirror.taps(lab.name) if "web1" in t.sources and t.ifname.startswith("analyzer-")]
     session, added = (existing[0].session, False) if existing else ("wtest", True)
     if added:
         args = ("mirror", "--lab", lab.name, "add", session, "--source", "web1", "--direction", "both")
@@ -326,6 +327,71 @@ def test_mirror_session_web1_to_analyzer_end_to_end(reference_lab: Lab, tmp_path
     finally:
         if added:
             _nlab("mirror", "--lab", lab.name, "del", session)
+
+
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed")
+def test_sessions_sharing_an_analyzer_each_show_only_their_own_copies(
+    reference_lab: Lab, tmp_path: Path
+) -> None:
+    """web1-ids (web1, both ways) and web2-out (web2, out) copy to the same analyzer port.
+
+    web1 pings web2 3 times, web2 pings web1 twice: web2-out copies what web2 sent (3 replies,
+    2 requests, all `out`); web1-ids what web1 sent and got (5 `out`, 5 `in`). Each watch with
+    --mirror shows exactly its session's copies with their direction, and its pcap holds them."""
+    lab = reference_lab
+    pcaps = {name: tmp_path / f"{name}.pcap" for name in ("web1-ids", "web2-out")}
+    _nlab(
+        "mirror",
+        "--lab",
+        lab.name,
+        "add",
+        "web2-out",
+        "--source",
+        "web2",
+        "--direction",
+        "out",
+        "--dest",
+        "analyzer",
+    )
+    try:
+        watches = {
+            name: Streaming(
+                ["--lab", lab.name, "--mirror", name, "--json", "--pcap", str(pcap), "--duration", "40"]
+            )
+            for name, pcap in pcaps.items()
+        }
+        try:
+            for w in watches.values():
+
+                def warm(records: list[dict[str, Any]]) -> bool:
+                    ping(lab.ns("web1"), "10.20.0.12", 1, size=120)
+                    return any(r["kind"] == "mirror" for r in records)
+
+                w.wait_for(warm, 15)
+            start = {name: len(w.records()) for name, w in watches.items()}
+            ping(lab.ns("web1"), "10.20.0.12", 3)
+            ping(lab.ns("web2"), WEB1, 2)
+            for name, want in (("web1-ids", 10), ("web2-out", 5)):
+                watches[name].wait_for(lambda rs, n=name, k=want: len(_echoes(rs[start[n] :])) >= k, 8)
+            time.sleep(0.3)  # a copy of the other session would show here (there must be none)
+        finally:
+            stopped = {name: w.stop() for name, w in watches.items()}
+    finally:
+        _nlab("mirror", "--lab", lab.name, "del", "web2-out")
+    assert all(
+        rc == 0 and "lost: 0 firewall events, 0 mirrored copies" in err for rc, err in stopped.values()
+    )
+    seen = {name: _echoes(w.records()[start[name] :]) for name, w in watches.items()}
+    assert {(r["session"], r["direction"], r["src"]) for r in seen["web2-out"]} == {
+        ("web2-out", "out", "10.20.0.12")
+    }
+    assert sorted(r["info"].split()[0] for r in seen["web2-out"]) == ["echo-reply"] * 3 + ["echo-request"] * 2
+    by_direction = Counter((r["session"], r["direction"]) for r in seen["web1-ids"])
+    assert by_direction == {("web1-ids", "out"): 5, ("web1-ids", "in"): 5}
+    for name, w in watches.items():
+        assert {r["session"] for r in w.records()} == {name}, "another session's copy was shown"
+        assert tshark_count(pcaps[name]) == len(w.records()), "the pcap holds exactly the lines"
+        assert tshark_count(pcaps[name], f"icmp && frame.len == {ECHO_LEN}") == len(seen[name])
 
 
 def _echoes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
