@@ -213,6 +213,7 @@ class Builder:
         in the first host's namespace, so teardown ends it with the lab's other processes."""
         proc = eventhub.start(self.topo.lab, self.ns(self.topo.hosts[0].name))
         self._undo.callback(eventhub.stop, proc)
+        eventhub.wait_ready(self.topo.lab, proc)
 
     def _install_firewall(self, host: str) -> None:
         """Settings and the host's compiled policy, before any vNIC port exists: a vNIC's first

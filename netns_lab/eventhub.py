@@ -63,6 +63,20 @@ def start(lab: str, namespace: str) -> subprocess.Popen[bytes]:
 stop = sweeper.stop
 
 
+def wait_ready(lab: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until the hub started as `proc` serves (it is then inside its namespace, so teardown finds
+    it); RuntimeError naming its log if it ends or does not answer."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(socket_path(lab)))
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                time.sleep(0.02)
+    raise RuntimeError(f"the event hub did not start (see {state_dir(lab) / LOG})")
+
+
 class HubGone(OSError):
     """The hub is not there or ended while we were subscribed."""
 
