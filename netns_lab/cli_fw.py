@@ -149,21 +149,18 @@ def cmd_events(args: argparse.Namespace, lab: str) -> None:
     """Streams: one JSON object per line with --json, a readable line otherwise. This reader's
     losses go to stderr as they happen, and their total at the end."""
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    count = 0
+    left = args.count or None
     with eventhub.Subscription(lab, fanout.Filter(denied=args.denied)) as sub:
         try:
-            while not (args.count and count >= args.count):
-                left = 0.2 if deadline is None else deadline - time.monotonic()
-                wait = max(0, min(200, int(left * 1000)))
-                for record in sub.read(wait):
-                    if args.count and count >= args.count:
-                        break
-                    count += _print_event(record, args.json)
+            while left is None or left > 0:
+                wait = (
+                    200 if deadline is None else max(0, min(200, int((deadline - time.monotonic()) * 1000)))
+                )
+                shown = _print_events(sub.read(wait), args.json, left)
+                left = None if left is None else left - shown
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-            for record in sub.sync(2.0):  # losses up to now (not the events after the end)
-                if record["kind"] == "lost":
-                    _print_event(record, args.json)
+            _print_events(sub.sync(2.0), args.json, 0)  # losses up to now, not the events after the end
         except KeyboardInterrupt:
             pass
         except BrokenPipeError:  # `nlab fw events | head`: the reader left
@@ -173,16 +170,20 @@ def cmd_events(args: argparse.Namespace, lab: str) -> None:
             print(f"nlab fw events: {sub.lost} events were lost since this reader started", file=sys.stderr)
 
 
-def _print_event(record: dict[str, Any], as_json: bool) -> int:
-    """Prints a verdict on stdout (1), a loss on stderr (0)."""
-    if record["kind"] == "lost":
-        what = f"{record['count']} events lost ({record['where']}), {record['total']} so far"
-        print(f"nlab fw events: {what}", file=sys.stderr)
-        return 0
-    ev = {k: v for k, v in record.items() if k != "kind"}
-    sys.stdout.write((json.dumps(ev) if as_json else display.fw_event_line(ev)) + "\n")
-    sys.stdout.flush()
-    return 1
+def _print_events(records: list[dict[str, Any]], as_json: bool, most: int | None) -> int:
+    """Verdicts (at most `most`) on stdout in one write, losses on stderr; how many verdicts."""
+    lines = []
+    for record in records:
+        if record["kind"] == "lost":
+            what = f"{record['count']} events lost ({record['where']}), {record['total']} so far"
+            print(f"nlab fw events: {what}", file=sys.stderr)
+        elif most is None or len(lines) < most:
+            ev = {k: v for k, v in record.items() if k != "kind"}
+            lines.append((json.dumps(ev) if as_json else display.fw_event_line(ev)) + "\n")
+    if lines:
+        sys.stdout.write("".join(lines))
+        sys.stdout.flush()
+    return len(lines)
 
 
 def register(sub: Any) -> None:

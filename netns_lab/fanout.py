@@ -26,7 +26,7 @@ from typing import Any
 
 AGGREGATE_WINDOW_S = 1.0
 MAX_WINDOWS = 16384  # flows aggregated at once; beyond it denials go out one by one
-DEFAULT_QUEUE = 4096  # records that may wait for one subscriber
+DEFAULT_QUEUE = 32768  # records that may wait for one subscriber (its queue holds references)
 MAX_QUEUE = 1 << 20
 FLOW_FIELDS = ("port", "direction", "reason", "rule", "proto", "src", "dst", "sport", "dport")
 

@@ -9,6 +9,7 @@ on each host; the state copy is rewritten only when every host took it.
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -139,15 +140,18 @@ def _vm_of_port(port: str) -> str:
     return port.rsplit("-", 1)[0] if "-" in port else port
 
 
+_REASONS = {r.value: "new-flow" if r == abi.Reason.PASS else r.label for r in abi.Reason}
+_OUT, _ALLOW = int(abi.FwDirection.OUT), int(abi.Verdict.ALLOW)  # plain ints: read per event
+
+
 def decode(ev: abi.FwEvent, port: str) -> dict[str, Any]:
-    reason = abi.Reason(ev.reason) if ev.reason in abi.Reason._value2member_map_ else None
     doc = {
         "time": round(wall_time(ev.time_ns), 6),
         "vm": _vm_of_port(port),
         "port": port,
-        "direction": "out" if ev.direction == abi.FwDirection.OUT else "in",
-        "verdict": "allow" if ev.verdict == abi.Verdict.ALLOW else "deny",
-        "reason": "new-flow" if reason == abi.Reason.PASS else (reason.label if reason else str(ev.reason)),
+        "direction": "out" if ev.direction == _OUT else "in",
+        "verdict": "allow" if ev.verdict == _ALLOW else "deny",
+        "reason": _REASONS.get(ev.reason, str(ev.reason)),
         "rule": ev.rule or None,
         "proto": PROTO_NAMES.get(ev.proto, str(ev.proto)),
         "src": None,
@@ -155,12 +159,14 @@ def decode(ev: abi.FwEvent, port: str) -> dict[str, Any]:
         "sport": ev.sport,
         "dport": ev.dport,
     }
-    if ev.family in (4, 6):
-        size = 4 if ev.family == 4 else 16
-        doc["src"] = str(ip_address(bytes(ev.saddr[:size])))
-        doc["dst"] = str(ip_address(bytes(ev.daddr[:size])))
+    if ev.family == 4:  # bytes() of the whole array: slicing a ctypes array builds a list of ints
+        doc["src"] = socket.inet_ntop(socket.AF_INET, bytes(ev.saddr)[:4])
+        doc["dst"] = socket.inet_ntop(socket.AF_INET, bytes(ev.daddr)[:4])
+    elif ev.family == 6:
+        doc["src"] = str(ip_address(bytes(ev.saddr)))
+        doc["dst"] = str(ip_address(bytes(ev.daddr)))
     else:  # refused before its IP header was read: a forged MAC, or ARP
-        doc.update(proto="arp" if reason == abi.Reason.SPOOF_ARP else "ethernet", sport=None, dport=None)
+        doc.update(proto="arp" if ev.reason == abi.Reason.SPOOF_ARP else "ethernet", sport=None, dport=None)
     return doc
 
 

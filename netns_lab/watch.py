@@ -198,7 +198,9 @@ class Watch:
         flt: Filter,
         pcap: PcapWriter | None = None,
         rcvbuf: int | None = DEFAULT_RCVBUF,
+        queue: int | None = None,
     ) -> None:
+        """`rcvbuf`: the capture sockets' buffer; `queue`: this watch's queue at the event hub."""
         self.live, self.flt, self.pcap = live, flt, pcap
         self.stats = Stats()
         self._stack = contextlib.ExitStack()
@@ -207,7 +209,9 @@ class Watch:
         self._firewall_lost: list[dict[str, Any]] = []  # the hub's loss records, shown by losses()
         try:
             self.follower = (
-                self._stack.enter_context(eventhub.Subscription(live.lab, fanout.Filter(flt.vms, flt.denied)))
+                self._stack.enter_context(
+                    eventhub.Subscription(live.lab, fanout.Filter(flt.vms, flt.denied), queue)
+                )
                 if flt.wants_verdicts
                 else None
             )

@@ -14,6 +14,7 @@ app1 denials in a window are the ones the test sends.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -22,10 +23,10 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from netns_lab import eventhub, fanout
-from netns_lab.kernel import netlink
+from netns_lab.kernel import netlink, netns
 from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
-from tests.lab.conftest import Lab
+from tests.lab.conftest import Lab, cmdline
 from tests.lab.test_watch import DB1, Streaming
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
@@ -134,3 +135,29 @@ def test_a_slow_subscriber_reports_exactly_what_it_lost_and_nobody_else_loses(la
     )
     assert rc == 0 and "lost: 0 firewall events" in watch_err, watch_err
     assert "lost" not in err and "Traceback" not in err, err
+
+
+def test_kernel_losses_reach_every_subscriber_present_exactly(lab: Lab) -> None:
+    """The hub paused (SIGSTOP) while 6000 denials come: the ring buffer (~3600 records) overflows.
+    Both subscribers hear of every lost event: what each got plus what it was told it lost is
+    exactly what was sent."""
+    n, first = 6000, FIRST_PORT + 5000
+    flt = fanout.Filter(frozenset({"app1"}), denied=True)
+    (hub,) = [p for p in netns.pids_in({netns.inode(lab.ns("hv1"))}) if "netns_lab.eventhub" in cmdline(p)]
+    with eventhub.Subscription(lab.name, flt) as a, eventhub.Subscription(lab.name, flt) as b:
+        os.kill(hub, signal.SIGSTOP)
+        try:
+            send(lab, syns(lab, n, first))
+        finally:
+            os.kill(hub, signal.SIGCONT)
+        got = {name: s.sync(30) for name, s in (("a", a), ("b", b))}
+        lost = {"a": a.lost, "b": b.lost}
+    for name, records in got.items():
+        received = ours(records, first, n)
+        assert len(set(received)) == len(received) and lost[name] > 0, name
+        assert len(received) + lost[name] == n, (name, len(received), lost[name])
+        assert {(r["source"], r["where"]) for r in records if r["kind"] == "lost"} == {
+            ("firewall", "ring buffer")
+        }
+        assert [r for r in records if r["kind"] == "verdict" and r["dport"] != 22] == []
+    assert lost["a"] == lost["b"] and ours(got["a"], first, n) == ours(got["b"], first, n)

@@ -252,16 +252,17 @@ def test_firewall_event_losses_are_reported_never_silent(reference_lab: Lab) -> 
         frames.append(bytes(syn))
     with (
         fwlive.opened(lab.name) as live,
-        watch.Watch(live, [], watch.Filter(frozenset({"app1"}), denied=True)) as w,
+        watch.Watch(live, [], watch.Filter(frozenset({"app1"}), denied=True), queue=1000) as w,
     ):
-        for i in range(0, len(frames), 500):  # before the first read: the ring buffer overflows
+        for i in range(0, len(frames), 500):  # before the first read: its queue at the hub overflows
             va.inject(lab.ns("app1"), "eth1", frames[i : i + 500])
             time.sleep(0.01)  # pauses keep the veth backlog (1000) from dropping frames before TC
         records = list(w.stream(duration=3))
         lost_total = w.stats.events_lost
     lost = [r for r in records if r["kind"] == "lost"]
     denied = [r for r in records if r["kind"] == "verdict" and r["dport"] == 22 and r["sport"] >= 20000]
-    assert lost and {r["source"] for r in lost} == {"firewall"} and lost_total > 0, lost
+    assert lost and {(r["source"], r["where"]) for r in lost} == {("firewall", "subscriber queue")}, lost
+    assert lost_total > 0 and sum(r["count"] for r in lost) == lost_total
     assert len(denied) + lost_total >= 6000, (len(denied), lost_total)
 
 
