@@ -395,6 +395,31 @@ def test_sessions_sharing_an_analyzer_each_show_only_their_own_copies(
         assert tshark_count(pcaps[name], f"icmp && frame.len == {ECHO_LEN}") == len(seen[name])
 
 
+def test_encapsulated_copies_are_named_by_their_trailer(reference_lab: Lab) -> None:
+    """app1-wire copies app1 to the IDS on the physical network `monitor`, encapsulated across
+    tor2: the watch there shows each echo once, named and directed by the copy's trailer."""
+    lab = reference_lab
+    w = Streaming(["--lab", lab.name, "--mirror", "app1-wire", "--json", "--duration", "40"])
+    try:
+
+        def warm(records: list[dict[str, Any]]) -> bool:
+            ping(lab.ns("app1"), APP2_APP, 1, size=120)
+            return any(r["kind"] == "mirror" for r in records)
+
+        w.wait_for(warm, 15)
+        start = len(w.records())
+        ping(lab.ns("app1"), APP2_APP, PINGS)
+        w.wait_for(lambda rs: len(_echoes(rs[start:])) >= 2 * PINGS, 8)
+    finally:
+        rc, err = w.stop()
+    echoes = _echoes(w.records()[start:])
+    assert rc == 0 and "lost: 0 firewall events, 0 mirrored copies" in err, err
+    assert Counter((r["session"], r["direction"], r["info"].split()[0]) for r in echoes) == {
+        ("app1-wire", "out", "echo-request"): PINGS,
+        ("app1-wire", "in", "echo-reply"): PINGS,
+    }
+
+
 def _echoes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         r
