@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from netns_lab import display, eventhub, fanout, fwlive
+from netns_lab import display, fanout, fwlive, subscription
 from netns_lab.model import Topology
 
 DEFAULTS = "deny in both directions for every NIC with a rule; allow for the others"
@@ -150,7 +150,7 @@ def cmd_events(args: argparse.Namespace, lab: str) -> None:
     losses go to stderr as they happen, and their total at the end."""
     deadline = time.monotonic() + args.timeout if args.timeout else None
     left = args.count or None
-    with eventhub.Subscription(lab, fanout.Filter(denied=args.denied)) as sub:
+    with subscription.Subscription(lab, fanout.Filter(denied=args.denied)) as sub:
         try:
             while left is None or left > 0:
                 wait = (

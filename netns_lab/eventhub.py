@@ -6,7 +6,7 @@ first hypervisor's namespace (so `nlab down` ends it with the lab's other proces
 crash) and ending by itself once the lab's pins are gone. It decodes every event, aggregates
 repeated denials and fans them out (`netns_lab.fanout`) to any number of subscribers connected to
 its unix socket, each with its own filter, queue and loss count. `nlab fw events` and `nlab watch`
-are subscribers (`Subscription`).
+are subscribers (`netns_lab.subscription`).
 
     python -m netns_lab.eventhub --lab nist --netns nist-hv1     (log: /run/netns-lab/nist/eventhub.log)
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from netns_lab import fanout, model, sweeper
-from netns_lab.state import LabState, pin_dir, state_dir
+from netns_lab.state import pin_dir, state_dir
 
 log = logging.getLogger("netns_lab.eventhub")
 
@@ -190,7 +190,7 @@ class Hub:
             try:
                 self._request(conn, json.loads(line))
             except (ValueError, TypeError, AttributeError) as err:
-                conn.outbuf += _line({"kind": "error", "message": str(err)})
+                conn.outbuf += encode({"kind": "error", "message": str(err)})
                 self._send(fd, poller)
                 self._close(fd, poller)
                 return
@@ -215,7 +215,7 @@ class Hub:
         self.drain()  # what came before belongs to the subscribers already there
         self.check_losses()
         conn.sub = self.fanout.join(conn.sock.fileno(), flt, limit, now_ns())
-        conn.outbuf += _line({"kind": "subscribed", "window_s": fanout.AGGREGATE_WINDOW_S})
+        conn.outbuf += encode({"kind": "subscribed", "window_s": fanout.AGGREGATE_WINDOW_S})
 
     def _backlog(self, fd: int) -> bool:
         conn = self.conns[fd]
@@ -226,7 +226,7 @@ class Hub:
         if conn is None:
             return
         if not conn.outbuf and conn.sub is not None and conn.sub.queue:
-            conn.outbuf = b"".join(_line(r) for r in conn.sub.take(BATCH))
+            conn.outbuf = b"".join(encode(r) for r in conn.sub.take(BATCH))
         if not conn.outbuf:
             return
         try:
@@ -248,7 +248,7 @@ class Hub:
         conn.sock.close()
 
 
-def _line(record: dict[str, Any]) -> bytes:
+def encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record).encode() + b"\n"
 
 
@@ -279,125 +279,6 @@ def main(argv: list[str] | None = None) -> int:
             log.error("stopped: %s", err)
             return 1
     return 0
-
-
-# -- subscribers -------------------------------------------------------------------------------
-class Subscription:
-    """One subscriber of a lab's hub: `read()` its records, `sync()` for everything up to now.
-
-    `lost` is this subscriber's losses since it subscribed (the sum of its `lost` records)."""
-
-    def __init__(self, lab: str, flt: fanout.Filter, queue: int | None = None, timeout: float = 10.0) -> None:
-        self.lab, self.lost, self._buf, self._token = lab, 0, b"", 0
-        self.sock = _connect(lab, timeout)
-        try:
-            hello: dict[str, Any] = {"subscribe": flt.doc()}
-            if queue is not None:
-                hello["queue"] = queue
-            self.sock.sendall(_line(hello))
-            first = self._wait(lambda r: r["kind"] in ("subscribed", "error"), timeout)
-            if first[-1]["kind"] == "error":
-                raise ValueError(first[-1]["message"])
-            self.sock.setblocking(False)
-        except BaseException:
-            self.sock.close()
-            raise
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def read(self, timeout_ms: int = 0) -> list[dict[str, Any]]:
-        """The records that arrived (verdicts and losses), waiting up to `timeout_ms` for one."""
-        if timeout_ms and not self._buf:
-            select.select([self.sock], [], [], timeout_ms / 1000)
-        while True:
-            try:
-                data = self.sock.recv(1 << 16)
-            except BlockingIOError:
-                break
-            if not data:
-                raise HubGone(0, f"the event hub of lab {self.lab!r} ended (see {state_dir(self.lab) / LOG})")
-            self._buf += data
-        return self._records()
-
-    def sync(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Every record the hub has for us up to now: what the kernel had queued, and our losses."""
-        self._token += 1
-        token = self._token
-        self.sock.setblocking(True)
-        try:
-            self.sock.sendall(_line({"sync": token}))
-            found = self._wait(lambda r: r["kind"] == "sync" and r["token"] == token, timeout)
-        finally:
-            self.sock.setblocking(False)
-        return [r for r in found if r["kind"] != "sync"]
-
-    def _wait(self, done: Any, timeout: float) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while not (found and done(found[-1])):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise HubGone(0, f"the event hub of lab {self.lab!r} did not answer in {timeout:.0f} s")
-            self.sock.settimeout(remaining)
-            try:
-                data = self.sock.recv(1 << 16)
-            except TimeoutError:
-                continue
-            if not data:
-                raise HubGone(0, f"the event hub of lab {self.lab!r} ended (see {state_dir(self.lab) / LOG})")
-            self._buf += data
-            for record in self._records():
-                found.append(record)
-                if done(record):
-                    break
-        return found
-
-    def _records(self) -> list[dict[str, Any]]:
-        *lines, self._buf = self._buf.split(b"\n")
-        records = [json.loads(line) for line in lines if line]
-        self.lost += sum(r["count"] for r in records if r["kind"] == "lost")
-        return records
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _connect(lab: str, timeout: float) -> socket.socket:
-    """A connection to the lab's hub, starting one if none answers (it crashed, or was never
-    started: a lab built before hubs existed)."""
-    deadline, started = time.monotonic() + timeout, False
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(socket_path(lab)))
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-        state = LabState.read(lab)
-        if state is None:
-            raise HubGone(0, f"lab {lab!r} is not up")
-        if not started:
-            topo_hosts = _first_host(state)
-            start(lab, model.namespace(lab, topo_hosts))
-            started = True
-        if time.monotonic() > deadline:
-            raise HubGone(0, f"the event hub of lab {lab!r} did not start (see {state_dir(lab) / LOG})")
-        time.sleep(0.05)
-
-
-def _first_host(state: LabState) -> str:
-    from netns_lab import loader
-
-    text = state.topology_text() or ""
-    topo = loader.load_text(text, state.source or "topology.yaml", lab=state.lab)
-    return topo.hosts[0].name
 
 
 if __name__ == "__main__":

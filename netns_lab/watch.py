@@ -1,7 +1,7 @@
 """`nlab watch`: firewall verdicts and mirrored packets of a running lab, merged into one stream.
 
 Sources: the verdict events of every host's NIC firewall, as a subscriber of the lab's event hub
-(`eventhub.Subscription`, the same records as `nlab fw events`), and, for each mirror session,
+(`subscription.Subscription`, the same records as `nlab fw events`), and, for each mirror session,
 the copies that reach its destination (`capture.Capture`). Records come out as plain dicts, the
 JSON schema of `nlab watch --json`:
 
@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from netns_lab import eventhub, fanout, pktdecode
+from netns_lab import eventhub, fanout, pktdecode, subscription
 from netns_lab.capture import DEFAULT_RCVBUF, Capture, Frame, PcapWriter
 from netns_lab.fanout import lost_record
 from netns_lab.fwlive import LiveFirewall
@@ -210,7 +210,7 @@ class Watch:
         try:
             self.follower = (
                 self._stack.enter_context(
-                    eventhub.Subscription(live.lab, fanout.Filter(flt.vms, flt.denied), queue)
+                    subscription.Subscription(live.lab, fanout.Filter(flt.vms, flt.denied), queue)
                 )
                 if flt.wants_verdicts
                 else None

@@ -22,7 +22,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from netns_lab import eventhub, fanout
+from netns_lab import fanout, subscription
 from netns_lab.kernel import netlink, netns
 from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
@@ -110,7 +110,7 @@ def test_a_slow_subscriber_reports_exactly_what_it_lost_and_nobody_else_loses(la
     events = fa.Follower(lab.name, 60)
     try:
         warm(lab, watch, events)
-        with eventhub.Subscription(
+        with subscription.Subscription(
             lab.name, fanout.Filter(frozenset({"app1"}), denied=True), queue=8
         ) as slow:
             send(lab, syns(lab, n, first))  # the slow one reads nothing meanwhile
@@ -144,7 +144,7 @@ def test_kernel_losses_reach_every_subscriber_present_exactly(lab: Lab) -> None:
     n, first = 6000, FIRST_PORT + 5000
     flt = fanout.Filter(frozenset({"app1"}), denied=True)
     (hub,) = [p for p in netns.pids_in({netns.inode(lab.ns("hv1"))}) if "netns_lab.eventhub" in cmdline(p)]
-    with eventhub.Subscription(lab.name, flt) as a, eventhub.Subscription(lab.name, flt) as b:
+    with subscription.Subscription(lab.name, flt) as a, subscription.Subscription(lab.name, flt) as b:
         os.kill(hub, signal.SIGSTOP)
         try:
             send(lab, syns(lab, n, first))
