@@ -11,7 +11,7 @@ are subscribers (`netns_lab.subscription`).
     python -m netns_lab.eventhub --lab nist --netns nist-hv1     (log: /run/netns-lab/nist/eventhub.log)
 
 Protocol on /run/netns-lab/<lab>/events.sock, one JSON object per line each way:
-  -> {"subscribe": {"vms": [...], "denied": false}, "queue": 4096}
+  -> {"subscribe": {"vms": [...], "denied": false}, "queue": 32768}      (queue: optional)
   <- {"kind": "subscribed", "window_s": 1.0}, then verdict and lost records as they come
   -> {"sync": N}   <- every record the kernel had queued before it, its losses, {"kind": "sync", "token": N}
 A subscriber that cannot connect (no hub: it crashed) starts a new one; a lock file keeps it one.
@@ -153,7 +153,7 @@ class Hub:
 
         with Netlink(model.namespace(self.lab, host)) as nl:
             self.ports.update({(host, link.index): link.name for link in nl.links()})
-        return self.ports.get((host, ifindex), f"{host}:{ifindex}")
+        return self.ports.setdefault((host, ifindex), f"{host}:{ifindex}")  # gone: look no more
 
     def check_losses(self) -> None:
         lost = self.live.events_lost()
@@ -201,7 +201,7 @@ class Hub:
         elif "sync" in msg and conn.sub is not None:
             self.drain()
             self.check_losses()
-            conn.sub.report_drops()
+            conn.sub.report_drops(now=True)
             conn.sub.queue.append({"kind": "sync", "token": msg["sync"]})
         else:
             raise ValueError(f"unexpected request {sorted(msg)}")

@@ -99,9 +99,10 @@ class Subscriber:
         self.queued += 1
         self.delivered += 1
 
-    def report_drops(self) -> None:
-        """A `lost` record for the drops not yet reported, once the queue has room for events."""
-        if self._unreported and self.queued < self.limit:
+    def report_drops(self, now: bool = False) -> None:
+        """A `lost` record for the drops not yet reported, once the queue has room for events
+        (`now`: at once, for a subscriber that asked for everything up to now)."""
+        if self._unreported and (now or self.queued < self.limit):
             self.queue.append(lost_record("firewall", "subscriber queue", self._unreported, self.lost))
             self._unreported = 0
 

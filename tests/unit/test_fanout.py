@@ -83,6 +83,16 @@ def test_a_loss_is_reported_once_room_is_made_even_without_a_new_event() -> None
     assert lost(drain(sub)) == 3 and sub.lost == 3
 
 
+def test_a_subscriber_asking_for_everything_hears_of_its_drops_even_with_a_full_queue() -> None:
+    hub = fanout.Fanout()
+    sub = hub.join(1, fanout.Filter(), limit=2)
+    for i in range(5):
+        hub.event(deny(10000 + i), 5, now=0.0)
+    sub.report_drops(now=True)  # what a sync does
+    records = list(sub.queue)
+    assert len(verdicts(records)) == 2 and lost(records) == 3 and records[-1]["kind"] == "lost"
+
+
 def test_kernel_losses_reach_the_subscribers_present_whatever_their_filter() -> None:
     hub = fanout.Fanout()
     early = hub.join(1, fanout.Filter(frozenset({"web1"})))
