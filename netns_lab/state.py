@@ -7,6 +7,7 @@ never anything found by pattern.
     /run/netns-lab/<lab>/lab.json        lab name, topology source, builder pid, phase
     /run/netns-lab/<lab>/topology.yaml   the topology text the lab was built from
     /run/netns-lab/<lab>/namespaces      journal: one namespace name per line, in creation order
+    /run/netns-lab/<lab>/events.sock     the event hub's socket (eventhub.py), with its .lock and .log
 """
 
 from __future__ import annotations
