@@ -1,5 +1,5 @@
 """The firewall of a running lab: change its policy on every host at once (VM-FW-R3), read its
-counters, connections and verdict events.
+counters and connections, decode its verdict events (read by the lab's event hub, eventhub.py).
 
 A change is made to the lab's topology (the copy in its state directory), validated exactly like
 a topology file, compiled per host and installed beside the live policy with a generation flip
