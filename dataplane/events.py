@@ -1,7 +1,9 @@
 """Verdict events of the NIC firewall, read from the `fw_events` ring buffers (libbpf, ctypes).
 
 One reader can follow the ring buffers of several hypervisors at once (`add`); each record is
-copied out as an `abi.FwEvent` together with the tag of the buffer it came from.
+copied out as an `abi.FwEvent` together with the tag of the buffer it came from. A ring buffer has
+one consumer position: two readers of one buffer each get a part, so a lab has exactly one (its
+event hub, which serves everyone else).
 """
 
 from __future__ import annotations

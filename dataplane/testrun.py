@@ -67,6 +67,7 @@ class Result:
     data: bytes
     cb: tuple[int, ...]
     ns_per_run: int
+    mark: int = 0  # skb->mark as the program left it
 
     @property
     def passed(self) -> bool:
@@ -100,4 +101,6 @@ def run(
         repeat=repeat,
     )
     syscalls.prog_test_run(prog_fd, opts)
-    return Result(opts.retval, data_out.raw[: opts.data_size_out], tuple(ctx_out.cb), opts.duration)
+    return Result(
+        opts.retval, data_out.raw[: opts.data_size_out], tuple(ctx_out.cb), opts.duration, ctx_out.mark
+    )

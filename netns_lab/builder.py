@@ -23,7 +23,7 @@ from dataplane.bpf import LoadError
 from dataplane.firewall import Settings
 from dataplane.mirror import MIRROR_PORT
 from dataplane.switch import PortError, SwitchDataplane
-from netns_lab import firewall, mirror, model, ports, sweeper, teardown
+from netns_lab import eventhub, firewall, mirror, model, ports, sweeper, teardown
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.model import Host, Network, Switch, Topology, Vm
@@ -156,6 +156,8 @@ class Builder:
             for vm in (vm for vm in t.vms if vm.host == host.name):
                 yield Step(f"vm {vm.name}", lambda v=vm: self._vm(v))
             yield Step(f"mirrors {host.name}", lambda h=host: self._mirrors(h))
+        if self.dataplane and t.hosts:
+            yield Step("event hub", self._event_hub)
 
     # -- helpers -------------------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -206,6 +208,13 @@ class Builder:
             self.ns(host), pin_dir(self.topo.lab) / host, self.topo.firewall.sweep_interval, log_file
         )
         self._undo.callback(sweeper.stop, proc)
+
+    def _event_hub(self) -> None:
+        """The one reader of every host's verdict events (see eventhub.py), once all are loaded;
+        in the first host's namespace, so teardown ends it with the lab's other processes."""
+        proc = eventhub.start(self.topo.lab, self.ns(self.topo.hosts[0].name))
+        self._undo.callback(eventhub.stop, proc)
+        eventhub.wait_ready(self.topo.lab, proc)
 
     def _install_firewall(self, host: str) -> None:
         """Settings and the host's compiled policy, before any vNIC port exists: a vNIC's first

@@ -1,4 +1,4 @@
-"""Packet capture inside a lab namespace (AF_PACKET) and a classic pcap writer; pure stdlib.
+"""Packet capture inside a lab namespace (AF_PACKET) and a classic pcap writer.
 
 The socket is made while this thread sits in the namespace (`netns.inside`), then the thread
 returns to its own namespace: the socket keeps belonging to the one it was made in. It is made
@@ -12,6 +12,11 @@ frames the kernel dropped because the socket buffer was full; it resets on each 
 drops are summed here. Frames the namespace sends itself (PACKET_OUTGOING) are skipped: a tap
 is receive-only, what it sends is not a copy (PACKET_IGNORE_OUTGOING keeps them out of the
 buffer, so drops count copies only).
+
+A capture on a mirror destination's vSwitch port (`marked`) sees copies as the host sends them
+to the VM, after the port's TC egress program, which leaves each copy's skb->mark in place
+(session and direction, see ebpf/include/abi.h); SO_RCVMARK hands the mark over with each frame,
+and only marked frames are kept: exactly the copies, each with the session that made it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from dataplane import abi
 from netns_lab.kernel import netns
 
 log = logging.getLogger(__name__)
@@ -35,6 +41,8 @@ PACKET_OUTGOING = 4
 PACKET_IGNORE_OUTGOING = 23
 SO_TIMESTAMPNS = 35  # also SCM_TIMESTAMPNS; Python's socket module does not export it
 SO_RCVBUFFORCE = 33
+SO_MARK, SO_RCVMARK = 36, 75  # SO_MARK is also the control message's type
+MARK = struct.Struct("=I")
 TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID = 0x10, 0x40
 AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 TIMESPEC = struct.Struct("=qq")
@@ -58,11 +66,15 @@ class Frame:
     data: bytes  # as on the wire: the stripped VLAN tag is back in place
     wire_len: int  # original length (data may be shorter if the frame was truncated)
     vlan: int | None  # the tag the kernel had stripped, if any
+    mark: int = 0  # skb->mark (a marked capture only)
 
 
-def packet_socket(namespace: str, ifname: str, rcvbuf: int | None, outgoing: bool) -> socket.socket:
+def packet_socket(
+    namespace: str, ifname: str, rcvbuf: int | None, outgoing: bool, marks: bool = False
+) -> socket.socket:
     """A non-blocking, promiscuous AF_PACKET socket on `ifname` of `namespace`, with PACKET_AUXDATA
-    (the stripped VLAN tag) and kernel receive times; `outgoing`: also what the namespace sends."""
+    (the stripped VLAN tag) and kernel receive times; `outgoing`: also what the namespace sends;
+    `marks`: each frame's skb->mark too."""
     with netns.inside(namespace):
         ifindex = socket.if_nametoindex(ifname)  # ifindexes are per namespace
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -75,6 +87,8 @@ def packet_socket(namespace: str, ifname: str, rcvbuf: int | None, outgoing: boo
             # skips those queued before this took effect
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if marks:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVMARK, 1)
         sock.bind((ifname, ETH_P_ALL))
         mreq = struct.pack("=iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")  # struct packet_mreq
         sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -86,12 +100,15 @@ def packet_socket(namespace: str, ifname: str, rcvbuf: int | None, outgoing: boo
 
 
 class Capture:
-    """One receive-only raw socket on `ifname` inside namespace `namespace`."""
+    """One receive-only raw socket on `ifname` inside namespace `namespace`; `marked`: a mirror
+    destination's vSwitch port, where only the marked copies sent to the VM are kept."""
 
-    def __init__(self, namespace: str, ifname: str, rcvbuf: int | None = DEFAULT_RCVBUF) -> None:
-        self.namespace, self.ifname = namespace, ifname
+    def __init__(
+        self, namespace: str, ifname: str, rcvbuf: int | None = DEFAULT_RCVBUF, marked: bool = False
+    ) -> None:
+        self.namespace, self.ifname, self.marked = namespace, ifname, marked
         self.received = self.dropped = 0
-        self.sock = packet_socket(namespace, ifname, rcvbuf, outgoing=False)
+        self.sock = packet_socket(namespace, ifname, rcvbuf, outgoing=marked, marks=marked)
         log.info("capturing on %s in %s", ifname, namespace)
 
     def fileno(self) -> int:
@@ -100,7 +117,7 @@ class Capture:
     def read(self, limit: int = 256) -> list[Frame]:
         """Up to `limit` frames waiting in the socket (never blocks)."""
         frames: list[Frame] = []
-        space = socket.CMSG_SPACE(AUXDATA.size) + socket.CMSG_SPACE(TIMESPEC.size)
+        space = sum(socket.CMSG_SPACE(s.size) for s in (AUXDATA, TIMESPEC, MARK))
         while len(frames) < limit:
             try:
                 data, ancdata, _flags, addr = self.sock.recvmsg(SNAPLEN, space)
@@ -114,9 +131,12 @@ class Capture:
                         f"interface went away ({err.strerror})",
                     ) from None
                 raise
-            if addr[2] == PACKET_OUTGOING:
+            if (addr[2] == PACKET_OUTGOING) != self.marked:
                 continue
-            frames.append(_frame(data, ancdata))
+            frame = _frame(data, ancdata)
+            if self.marked and frame.mark & abi.MIRROR_MARK_MASK != abi.MIRROR_MARK:
+                continue
+            frames.append(frame)
         self.received += len(frames)
         return frames
 
@@ -131,7 +151,7 @@ class Capture:
 
 
 def _frame(data: bytes, ancdata: list[tuple[int, int, bytes]]) -> Frame:
-    time_ns, vlan, wire_len = 0, None, len(data)
+    time_ns, vlan, wire_len, mark = 0, None, len(data), 0
     for level, kind, blob in ancdata:
         if level == SOL_PACKET and kind == PACKET_AUXDATA and len(blob) >= AUXDATA.size:
             status, tp_len, _snap, _mac, _net, tci, tpid = AUXDATA.unpack_from(blob)
@@ -144,7 +164,9 @@ def _frame(data: bytes, ancdata: list[tuple[int, int, bytes]]) -> Frame:
         elif level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(blob) >= TIMESPEC.size:
             sec, nsec = TIMESPEC.unpack_from(blob)
             time_ns = sec * 1_000_000_000 + nsec
-    return Frame(time_ns, data, max(wire_len, len(data)), vlan)
+        elif level == socket.SOL_SOCKET and kind == SO_MARK and len(blob) >= MARK.size:
+            mark = MARK.unpack_from(blob)[0]
+    return Frame(time_ns, data, max(wire_len, len(data)), vlan, mark)
 
 
 class PcapWriter:

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from netns_lab import display, encoding, fwlive
+from netns_lab import display, encoding, fanout, fwlive, subscription
 from netns_lab.clibase import at_flags, first_key
 from netns_lab.errors import TopologyError, unknown
 from netns_lab.model import Topology
@@ -179,20 +179,44 @@ def _member_arg(rest: str) -> str | None:
 
 
 def cmd_events(args: argparse.Namespace, lab: str) -> None:
-    """Streams: one JSON object per line with --json, a readable line otherwise."""
+    """Streams: one JSON object per line with --json, a readable line otherwise. This reader's
+    losses go to stderr as they happen, and their total at the end."""
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    count = 0
-    with fwlive.opened(lab) as live:
-        for ev in live.events():
-            if ev and (not args.denied or ev["verdict"] == "deny"):
-                sys.stdout.write((json.dumps(ev) if args.json else display.fw_event_line(ev)) + "\n")
-                sys.stdout.flush()
-                count += 1
-            if (args.count and count >= args.count) or (deadline and time.monotonic() > deadline):
-                break
-        lost = live.events_lost()
-        if lost:
-            print(f"nlab fw events: {lost} events were lost (the reader lagged)", file=sys.stderr)
+    left = args.count or None
+    with subscription.Subscription(lab, fanout.Filter(denied=args.denied)) as sub:
+        try:
+            while left is None or left > 0:
+                wait = (
+                    200 if deadline is None else max(0, min(200, int((deadline - time.monotonic()) * 1000)))
+                )
+                shown = _print_events(sub.read(wait), args.json, left)
+                left = None if left is None else left - shown
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            _print_events(sub.sync(2.0), args.json, 0)  # losses up to now, not the events after the end
+        except KeyboardInterrupt:
+            pass
+        except BrokenPipeError:  # `nlab fw events | head`: the reader left
+            sys.stderr.close()
+            return
+        if sub.lost:
+            print(f"nlab fw events: {sub.lost} events were lost since this reader started", file=sys.stderr)
+
+
+def _print_events(records: list[dict[str, Any]], as_json: bool, most: int | None) -> int:
+    """Verdicts (at most `most`) on stdout in one write, losses on stderr; how many verdicts."""
+    lines = []
+    for record in records:
+        if record["kind"] == "lost":
+            what = f"{record['count']} events lost ({record['where']}), {record['total']} so far"
+            print(f"nlab fw events: {what}", file=sys.stderr)
+        elif most is None or len(lines) < most:
+            ev = {k: v for k, v in record.items() if k != "kind"}
+            lines.append((json.dumps(ev) if as_json else display.fw_event_line(ev)) + "\n")
+    if lines:
+        sys.stdout.write("".join(lines))
+        sys.stdout.flush()
+    return len(lines)
 
 
 def register(sub: Any) -> None:

@@ -25,8 +25,9 @@ what is shown:
   --denied           only denials among the verdicts; copies only if a session is named with --mirror
   --mirror NAME      only that session's copies; no verdicts unless VMs are named too
 losses (firewall events the kernel could not queue, copies the capture socket dropped) are always
-shown, as they happen and in the summary on stderr at the end. Stop with Ctrl-C, --count or
---duration. One reader per lab at a time: two readers of the same ring buffers share its events.
+shown, as they happen and in the summary on stderr at the end: what THIS watch missed since it
+started. Stop with Ctrl-C, --count or --duration. Any number of watches and `nlab fw events` may
+run at once: each is a subscriber of the lab's event hub with its own filter and losses.
 """
 
 COLOURS = {"deny": "31", "allow": "32", "mirror": "36", "lost": "1;33"}
@@ -97,7 +98,7 @@ def _follow(w: watch.Watch, show: Printer, count: int | None, duration: float | 
                 show(record)
         except KeyboardInterrupt:
             pass
-        for record in w.losses():  # what moved since the last look, also after Ctrl-C
+        for record in w.finish(verdicts=False):  # losses since the last look, also after Ctrl-C
             show(record)
     except BrokenPipeError:  # `nlab watch | head`: the reader left
         sys.stderr.close()

@@ -247,6 +247,7 @@ def fw_event_line(ev: dict[str, Any]) -> str:
     return (
         f"{clock} {verdict} {ev['nic']:<11} {ev['direction']:<3} {ev['proto']:<6} "
         f"{encoding.flow_text(ev)}  {ev['reason']} ({encoding.rule_text(ev['rule'])})"
+        + (f" x{ev['count']}" if ev.get("count", 1) > 1 else "")
     )
 
 

@@ -1,5 +1,5 @@
 """The firewall of a running lab: change its policy on every host at once (VM-FW-R3), read its
-counters, connections and verdict events.
+counters and connections, decode its verdict events (read by the lab's event hub, eventhub.py).
 
 A change is made to the lab's topology (the copy in its state directory), validated exactly like
 a topology file, compiled per host and installed beside the live policy with a generation flip
@@ -9,6 +9,7 @@ on each host; the state copy is rewritten only when every host took it.
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from dataplane import abi, fwpolicy
-from dataplane.events import EventReader, now_ns, wall_time
+from dataplane.events import wall_time
 from dataplane.firewall import Firewall
 from dataplane.switch import SwitchDataplane
 from netns_lab import encoding, firewall, loader, model
@@ -137,51 +138,6 @@ class LiveFirewall:
     def gc(self) -> int:
         return sum(h.fw.gc() for h in self.hosts)
 
-    def events(self, poll_ms: int = 200) -> Iterator[dict[str, Any]]:
-        """Follow the verdict events of every host, decoded; runs until the caller stops."""
-        with self.follow() as follower:
-            while True:
-                yield from follower.read(poll_ms)
-                yield {}  # a heartbeat, so callers can stop on time without an event
-
-    def follow(self) -> EventFollower:
-        """The verdict events of every host from now on, for a caller with its own poll loop."""
-        return EventFollower(self)
-
-
-class EventFollower:
-    """Decoded verdict events of every host; `fileno()` is readable when some are waiting."""
-
-    def __init__(self, live: LiveFirewall) -> None:
-        self.port_owner = {(h.host, idx): name for h in live.hosts for name, idx in h.ifindexes.items()}
-        self.started = now_ns()  # the ring buffer may still hold events from before we came
-        self.reader = EventReader()
-        try:
-            for h in live.hosts:
-                self.reader.add(h.dataplane.maps["fw_events"], h.host)
-        except BaseException:
-            self.reader.close()
-            raise
-
-    def fileno(self) -> int:
-        return self.reader.fileno()
-
-    def read(self, timeout_ms: int = 0) -> list[dict[str, Any]]:
-        return [
-            decode(ev, self.port_owner.get((host, ev.ifindex), f"{host}:{ev.ifindex}"))
-            for host, ev in self.reader.poll(timeout_ms)
-            if ev.time_ns >= self.started
-        ]
-
-    def close(self) -> None:
-        self.reader.close()
-
-    def __enter__(self) -> EventFollower:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def decode(ev: abi.FwEvent, port: str) -> dict[str, Any]:
     """An event as `nlab fw events --json` prints it (see netns_lab.encoding)."""
@@ -203,10 +159,12 @@ def decode(ev: abi.FwEvent, port: str) -> dict[str, Any]:
         # an ICMP query's identifier is in both port fields
         **encoding.flow_fields(proto, ev.sport, ev.dport, icmp_type=ev.icmp_type, icmp_id=ev.sport),
     }
-    if ev.family in (4, 6):
-        size = 4 if ev.family == 4 else 16
-        doc["src"] = str(ip_address(bytes(ev.saddr[:size])))
-        doc["dst"] = str(ip_address(bytes(ev.daddr[:size])))
+    if ev.family == 4:  # bytes() of the whole array: slicing a ctypes array builds a list of ints
+        doc["src"] = socket.inet_ntop(socket.AF_INET, bytes(ev.saddr)[:4])
+        doc["dst"] = socket.inet_ntop(socket.AF_INET, bytes(ev.daddr)[:4])
+    elif ev.family == 6:
+        doc["src"] = str(ip_address(bytes(ev.saddr)))
+        doc["dst"] = str(ip_address(bytes(ev.daddr)))
     else:  # refused before its IP header was read: a forged MAC, or ARP
         proto = "arp" if reason == abi.Reason.SPOOF_ARP else "ethernet"
         doc.update(proto=proto, **encoding.flow_fields(proto, None, None))

@@ -44,6 +44,7 @@ class Tap:
     ifname: str  # the interface inside it, e.g. "eth0"
     sources: tuple[str, ...]  # VM names mirrored by the session
     encapsulated: bool  # True when copies arrive in the mirror encapsulation (physical analyzer)
+    marked: bool = False  # the destination's vSwitch port: each copy's mark names its session
 
 
 @dataclass(frozen=True)
@@ -402,10 +403,10 @@ def taps(lab: str, session: str | None = None) -> list[Tap]:
     result = []
     for s in found:
         if s.dest_vm is not None:
-            vm = topo.vm(s.dest_vm)
-            index = int(str(s.dest_port).rsplit("-", 1)[1])
-            nic = next(n for n in vm.nics if n.index == index)
-            result.append(Tap(s.name, model.namespace(lab, vm.name), nic.name, s.source_vms, False))
+            # on the host side of the destination's port, where the copies still carry their mark
+            # (in the VM they do not, and sessions sharing the analyzer could not be told apart)
+            ns = model.namespace(lab, topo.vm(s.dest_vm).host)
+            result.append(Tap(s.name, ns, str(s.dest_port), s.source_vms, False, marked=True))
             continue
         uplink = str(s.decl.uplink) if s.decl is not None else ""
         if "." in uplink:  # copies leave through a pNIC: capture them there, still tagged

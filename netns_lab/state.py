@@ -8,6 +8,7 @@ never anything found by pattern.
     /run/netns-lab/<lab>/topology.yaml   the topology text the lab was built from
     /run/netns-lab/<lab>/namespaces      journal: one namespace name per line, in creation order
     /run/netns-lab/<lab>/code/<node>.json the instructions of a node's loaded dataplane (trace)
+    /run/netns-lab/<lab>/events.sock     the event hub's socket (eventhub.py), with its .lock and .log
 """
 
 from __future__ import annotations

@@ -1,22 +1,26 @@
 """`nlab watch`: firewall verdicts and mirrored packets of a running lab, merged into one stream.
 
-Sources: the verdict events of every host's NIC firewall (`fwlive.EventFollower`, the same
-decoded events as `nlab fw events`) and, for each mirror session, the copies that reach its
-destination interface (`capture.Capture`). Records come out as plain dicts, the JSON schema of
-`nlab watch --json`:
+Sources: the verdict events of every host's NIC firewall, as a subscriber of the lab's event hub
+(`subscription.Subscription`, the same records as `nlab fw events`), and, for each mirror session,
+the copies that reach its destination (`capture.Capture`). Records come out as plain dicts, the
+JSON schema of `nlab watch --json`:
 
 - `{"kind": "verdict", <exactly the fields of nlab fw events --json>}`
 - `{"kind": "mirror", "time", "session", "direction", "summary", "proto", "src", "dst", "sport",
   "dport", "icmp_type", "icmp_id", "len", "vlan", "info"}` (`direction` seen from the mirrored
   VM; fields encoded as netns_lab.encoding says)
 - `{"kind": "lost", "time", "source": "firewall"|"capture", "where", "count", "total"}` whenever
-  a loss counter moves: events the kernel could not queue, copies the socket had to drop.
+  this watch missed something: events the kernel could not queue while it was subscribed or
+  that its hub queue had to drop, copies its socket had to drop.
 
-One thread, one `poll()` over the ring buffers' epoll fd and the capture sockets. Threads (one
-per source feeding a queue) would buy nothing here: every source is a non-blocking fd, what
-arrived in one tick is put in time order before it is printed (the pcap is written at the same
-moment, so it holds exactly the mirror lines), Ctrl-C lands in one place, shutdown is immediate,
-and the GIL would serialise the decoding anyway.
+A copy says which session made it: the skb->mark a capture on the analyzer's vSwitch port reads,
+or the trailer of an encapsulated copy; the session's id is looked up in the lab's mirror ids.
+
+One thread, one `poll()` over the hub connection and the capture sockets. Threads (one per source
+feeding a queue) would buy nothing here: every source is a non-blocking fd, what arrived in one
+tick is put in time order before it is printed (the pcap is written at the same moment, so it
+holds exactly the mirror lines), Ctrl-C lands in one place, shutdown is immediate, and the GIL
+would serialise the decoding anyway.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ import logging
 import select
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from netns_lab import encoding, pktdecode
+from netns_lab import encoding, eventhub, fanout, pktdecode, subscription
 from netns_lab.capture import DEFAULT_RCVBUF, Capture, Frame, PcapWriter
+from netns_lab.fanout import lost_record
 from netns_lab.fwlive import LiveFirewall
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,7 @@ class TapLike(Protocol):
     ifname: str
     sources: tuple[str, ...]
     encapsulated: bool
+    marked: bool
 
 
 class MirrorUnavailable(Exception):
@@ -122,34 +128,36 @@ def mirror_record(session: str, frame: Frame, d: pktdecode.Decoded, way: str) ->
     }
 
 
-def lost_record(source: str, where: str, count: int, total: int) -> dict[str, Any]:
-    return {
-        "kind": "lost",
-        "time": round(time.time(), 6),
-        "source": source,
-        "where": where,
-        "count": count,
-        "total": total,
-    }
+DIRECTIONS = {1: "out", 2: "in"}  # NLAB_MIRROR_DIR_* in a copy's mark and trailer
+SessionName = Callable[[int], "str | None"]
 
 
 def mirrored(
-    taps: list[TapLike], macs: dict[str, frozenset[str]], frame: Frame, decapsulate: Any = None
+    taps: list[TapLike],
+    macs: dict[str, frozenset[str]],
+    frame: Frame,
+    decapsulate: Any = None,
+    name_of: SessionName | None = None,
 ) -> tuple[dict[str, Any], Frame] | None:
     """The record of a frame that reached a destination shared by `taps`, and the frame to keep
-    (the inner one for an encapsulated tap); None if it is not a mirror copy."""
-    tap, way = taps[0], None
-    if tap.encapsulated and decapsulate is not None:
+    (the inner one for an encapsulated tap); None if it is not a mirror copy, or the copy of a
+    session that is not watched here."""
+    sid, way = None, None
+    if frame.mark:
+        sid, way = frame.mark & 0xFF, DIRECTIONS.get(frame.mark >> 8 & 3)
+    elif taps[0].encapsulated and decapsulate is not None:
         inner = decapsulate(frame.data)
         if inner is None:
             return None  # not a mirror copy (the analyzer's network carries other traffic too)
-        _sid, way, data = inner
+        sid, way, data = inner
         frame = Frame(frame.time_ns, data, len(data), None)
     d = pktdecode.decode(frame.data)
-    for candidate in taps:  # several sessions may share a destination: the one whose VM it concerns
-        if d.src_mac in macs[candidate.session] or d.dst_mac in macs[candidate.session]:
-            tap = candidate
-            break
+    if sid is not None and name_of is not None:  # the copy says whose it is
+        tap = next((t for t in taps if t.session == name_of(sid)), None)
+        if tap is None:
+            return None
+    else:  # a capture without marks: the session whose VM the frame concerns
+        tap = next((t for t in taps if d.src_mac in macs[t.session] or d.dst_mac in macs[t.session]), taps[0])
     return mirror_record(tap.session, frame, d, way or direction(d, macs[tap.session])), frame
 
 
@@ -190,19 +198,28 @@ class Watch:
         flt: Filter,
         pcap: PcapWriter | None = None,
         rcvbuf: int | None = DEFAULT_RCVBUF,
+        queue: int | None = None,
     ) -> None:
+        """`rcvbuf`: the capture sockets' buffer; `queue`: this watch's queue at the event hub."""
         self.live, self.flt, self.pcap = live, flt, pcap
         self.stats = Stats()
         self._stack = contextlib.ExitStack()
         self._decapsulate: Any = None
+        self._names: dict[int, str] = {}
+        self._firewall_lost: list[dict[str, Any]] = []  # the hub's loss records, shown by losses()
         try:
-            self.follower = self._stack.enter_context(live.follow()) if flt.wants_verdicts else None
+            self.follower = (
+                self._stack.enter_context(
+                    subscription.Subscription(live.lab, fanout.Filter(flt.vms, flt.denied), queue)
+                )
+                if flt.wants_verdicts
+                else None
+            )
             chosen = [t for t in taps if flt.keep_tap(t)] if flt.wants_mirrors else []
             self.destinations = self._open(chosen, rcvbuf)
         except BaseException:
             self._stack.close()
             raise
-        self._lost_base = live.events_lost()  # losses before we came are not ours to report
 
     def _open(self, taps: list[TapLike], rcvbuf: int | None) -> list[Destination]:
         macs_of = {v.name: frozenset(n.mac.lower() for n in v.nics) for v in self.live.topo.vms}
@@ -211,7 +228,7 @@ class Watch:
             grouped.setdefault((tap.namespace, tap.ifname), []).append(tap)
         found = []
         for (namespace, ifname), group in grouped.items():
-            capture = Capture(namespace, ifname, rcvbuf)
+            capture = Capture(namespace, ifname, rcvbuf, marked=any(t.marked for t in group))
             self._stack.callback(capture.close)
             macs = {t.session: frozenset().union(*(macs_of.get(s, ()) for s in t.sources)) for t in group}
             found.append(Destination(capture, group, macs))
@@ -220,6 +237,15 @@ class Watch:
 
             self._decapsulate = mirror.decapsulate
         return found
+
+    def session_name(self, sid: int) -> str | None:
+        """The session of a mirror id (read again for a session added since the watch began)."""
+        if sid not in self._names:
+            from netns_lab import mirror
+
+            if self.live.state is not None:
+                self._names = {i: name for name, i in mirror.read_ids(self.live.state.dir).items()}
+        return self._names.get(sid)
 
     def close(self) -> None:
         self._stack.close()
@@ -253,14 +279,15 @@ class Watch:
                 self.stats.counts[record["verdict"] if record["kind"] == "verdict" else "mirror"] += 1
                 emitted += 1
                 if count is not None and emitted >= count:
-                    yield from self.losses()
+                    yield from self.finish(verdicts=False)
                     return
             now = time.monotonic()
-            if now >= next_check or (deadline is not None and now >= deadline):
+            if deadline is not None and now >= deadline:
+                yield from self.finish()
+                return
+            if now >= next_check:
                 yield from self.losses()
                 next_check = now + LOSS_CHECK_S
-            if deadline is not None and now >= deadline:
-                return
 
     def _drain(
         self, ready: set[int], by_fd: dict[int, Destination]
@@ -269,23 +296,40 @@ class Watch:
         written to the pcap only when emitted: the pcap holds exactly the mirror lines)."""
         found: list[tuple[dict[str, Any], Frame | None]] = []
         if self.follower is not None:
-            for ev in self.follower.read(0):  # cheap when empty: polled each tick, not only when ready
-                if self.flt.keep_verdict(ev):
-                    found.append(({"kind": "verdict", **ev}, None))
+            self._take(self.follower.read(0), found)  # cheap when empty: read each tick
         for fd in ready & by_fd.keys():
             dest = by_fd[fd]
             for frame in dest.capture.read():
-                copy = mirrored(dest.taps, dest.macs, frame, self._decapsulate)
+                copy = mirrored(dest.taps, dest.macs, frame, self._decapsulate, self.session_name)
                 if copy is not None:
                     found.append(copy)
         return sorted(found, key=lambda pair: pair[0]["time"])
 
+    def _take(self, records: list[dict[str, Any]], found: list[tuple[dict[str, Any], Frame | None]]) -> None:
+        for record in records:
+            if record["kind"] == "lost":
+                self._firewall_lost.append(record)
+            elif self.flt.keep_verdict(record):
+                found.append((record, None))
+
+    def finish(self, verdicts: bool = True) -> Iterator[dict[str, Any]]:
+        """The verdicts the hub still had for us (`verdicts`: at the end of a duration, they came
+        within it), then every loss up to now, the hub's included."""
+        if self.follower is not None:
+            found: list[tuple[dict[str, Any], Frame | None]] = []
+            with contextlib.suppress(eventhub.HubGone):
+                self._take(self.follower.sync(2.0), found)
+            for record, _ in found if verdicts else ():
+                self.stats.counts[record["verdict"]] += 1
+                yield record
+        yield from self.losses()
+
     def losses(self) -> Iterator[dict[str, Any]]:
-        """A `lost` record for each counter that moved since the last look."""
-        lost = self.live.events_lost() - self._lost_base if self.follower is not None else 0
-        if lost > self.stats.events_lost:
-            yield lost_record("firewall", "ring buffer", lost - self.stats.events_lost, lost)
-            self.stats.events_lost = lost
+        """A `lost` record for each loss since the last look: the hub's, then the captures'."""
+        for record in self._firewall_lost:
+            self.stats.events_lost += record["count"]
+            yield record
+        self._firewall_lost = []
         for dest in self.destinations:
             drops = dest.capture.drops()
             if drops > dest.reported_drops:

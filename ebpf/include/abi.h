@@ -270,8 +270,9 @@ struct nlab_fw_event {
 #define NLAB_MIRROR_DIR_IN  2
 
 /* A copy carries skb->mark = NLAB_MIRROR_MARK | direction << 8 | session id from the tap to the destination
- * port's egress program, which lets it pass (and clears the mark). A mark never crosses a
- * namespace (veth scrubs it), so a VM cannot forge one. */
+ * port's egress program, which lets it pass and leaves the mark for a capture on that port to
+ * read (`nlab watch` attributes each copy by it). A mark never crosses a namespace (veth scrubs
+ * it), so a VM cannot forge one nor see one. */
 #define NLAB_MIRROR_MARK      0x4e4d0000
 #define NLAB_MIRROR_MARK_MASK 0xffff0000
 /* What the entry program's mirror step returns for a copy: deliver, skip every check. */

@@ -35,10 +35,10 @@ static __always_inline int mirror_enter(struct __sk_buff *skb, int dir)
     __u8 flags = mp ? mp->flags : 0;
 
     skb->cb[NLAB_CB_MIRROR] = mp ? mp->taps : 0;
-    if (dir == NLAB_DIR_EGRESS && (skb->mark & NLAB_MIRROR_MARK_MASK) == NLAB_MIRROR_MARK) {
-        skb->mark = 0;
+    /* the mark stays: a capture on this port (it sees the frame after TC egress) reads the
+     * session and direction from it; crossing the veth into the VM's namespace scrubs it */
+    if (dir == NLAB_DIR_EGRESS && (skb->mark & NLAB_MIRROR_MARK_MASK) == NLAB_MIRROR_MARK)
         return NLAB_MIRROR_DELIVER;
-    }
     if (flags & NLAB_MIRROR_PORT_ANALYZER)
         return dir == NLAB_DIR_INGRESS ? -NLAB_DROP_ANALYZER_TX : -NLAB_DROP_ANALYZER_RX;
     return 0;

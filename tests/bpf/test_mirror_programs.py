@@ -146,7 +146,9 @@ def test_a_copy_passes_a_port_that_would_drop_the_frame(
     dataplane.unconfigure(PORT)  # an unconfigured port fails closed...
     snap = counters.snapshot()
     assert run(dataplane, "port_to_vm").dropped
-    assert run(dataplane, "port_to_vm", mark=abi.MIRROR_MARK | SID).passed  # ...but a copy is delivered
+    copy = run(dataplane, "port_to_vm", mark=abi.MIRROR_MARK | abi.MIRROR_DIR_IN << 8 | SID)
+    assert copy.passed  # ...but a copy is delivered, its mark left for a capture on the port
+    assert copy.mark == abi.MIRROR_MARK | abi.MIRROR_DIR_IN << 8 | SID
     assert counters.delta(snap) == {
         (OUT, Reason.NO_PORT): (1, len(FRAME)),
         (OUT, Reason.PASS): (1, len(FRAME)),

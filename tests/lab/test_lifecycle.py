@@ -192,15 +192,39 @@ def test_down_stops_processes_left_in_the_lab(make_lab) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and sleeper.pid not in _lab_processes(lab):
             time.sleep(0.05)
-        # the lab's own: one connection sweeper per hypervisor (netns_lab/sweeper.py)
-        sweepers = [pid for pid in _lab_processes(lab) if pid != sleeper.pid]
+        # the lab's own: one connection sweeper per hypervisor (netns_lab/sweeper.py) and the
+        # event hub (netns_lab/eventhub.py)
+        own = [pid for pid in _lab_processes(lab) if pid != sleeper.pid]
         assert sleeper.pid in _lab_processes(lab)
-        assert len(sweepers) == 3 and all("netns_lab.sweeper" in cmdline(pid) for pid in sweepers)
+        kinds = sorted(cmdline(pid).split(" -m ")[1].split()[0] for pid in own)
+        assert kinds == ["netns_lab.eventhub", *["netns_lab.sweeper"] * 3], [cmdline(pid) for pid in own]
         down = json.loads(nlab("down", lab.name, "--json").stdout)
-        assert sorted(down["processes"]) == sorted([sleeper.pid, *sweepers])
+        assert sorted(down["processes"]) == sorted([sleeper.pid, *own])
         assert sleeper.wait(10) != 0
     finally:
         sleeper.kill()
+
+
+def test_a_crashed_event_hub_is_restarted_by_its_next_reader_and_ended_by_down(make_lab) -> None:
+    lab = make_lab()
+    assert lab.up().returncode == 0
+    (hub,) = _hubs(lab)
+    os.kill(hub, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _hubs(lab):
+        time.sleep(0.05)
+    assert _hubs(lab) == [], "the hub did not die"
+    events = nlab("fw", "--lab", lab.name, "events", "--timeout", "0.5")
+    assert events.returncode == 0 and "Traceback" not in events.stderr, events.stderr
+    (again,) = _hubs(lab)  # started by that reader, in the lab's namespace: the lab owns it
+    assert again != hub
+    down = json.loads(nlab("down", lab.name, "--json").stdout)
+    assert again in down["processes"]
+    assert leftovers(lab.name, lab.inodes) == {}
+
+
+def _hubs(lab) -> list[int]:
+    return [pid for pid in _lab_processes(lab) if "netns_lab.eventhub" in cmdline(pid)]
 
 
 def _lab_processes(lab) -> list[int]:

@@ -377,10 +377,14 @@ def test_analyzer_on_the_physical_network_gets_encapsulated_copies(lab: Lab) -> 
 
 def test_taps_say_where_each_session_can_be_captured(lab: Lab) -> None:
     taps = {t.session: t for t in mirror.taps(lab.name)}
-    assert taps["web1-ids"] == mirror.Tap("web1-ids", lab.ns("analyzer"), "eth0", ("web1",), False)
-    assert taps["web1-remote"] == mirror.Tap("web1-remote", lab.ns("ids2"), "eth0", ("web1",), False)
+    # an analyzer VM's copies on the host side of its port, where each still carries its mark
+    assert taps["web1-ids"] == mirror.Tap("web1-ids", lab.ns("hv1"), "analyzer-0", ("web1",), False, True)
+    assert taps["web1-remote"] == mirror.Tap("web1-remote", lab.ns("hv2"), "ids2-0", ("web1",), False, True)
     assert taps["app1-wire"] == mirror.Tap("app1-wire", lab.ns("monitor"), "eth0", ("app1",), True)
-    assert taps["promiscuous:sniff.eth0"].namespace == lab.ns("sniff")
+    assert (taps["promiscuous:sniff.eth0"].namespace, taps["promiscuous:sniff.eth0"].ifname) == (
+        lab.ns("hv1"),
+        "sniff-0",
+    )
     assert mirror.taps(lab.name, "web1-ids") == [taps["web1-ids"]]
     with pytest.raises(KeyError):
         mirror.taps(lab.name, "nope")

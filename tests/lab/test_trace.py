@@ -28,7 +28,7 @@ from scapy.layers.l2 import Ether
 
 from dataplane.mirror import Mirrors
 from dataplane.switch import SwitchDataplane
-from netns_lab import fwlive, mirror
+from netns_lab import fanout, mirror, subscription
 from netns_lab.kernel import netns, nft
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.state import pin_dir, state_dir
@@ -148,15 +148,14 @@ def test_a_trace_leaves_no_mark_anywhere(reference_lab: Lab) -> None:
     lab = reference_lab
     _quiet(lab)
     with (
-        fwlive.opened(lab.name) as live,
-        live.follow() as events,
+        subscription.Subscription(lab.name, fanout.Filter()) as events,
         capture(lab.ns("analyzer"), "eth0") as analyzer,
         capture(lab.ns("monitor"), "eth0") as ids,
     ):
         before = dataplane_marks(lab)
         code, doc = trace(lab, "web1", "--to", "10.30.0.21", "--dport", "8080")
         after = dataplane_marks(lab)
-        traced_events = events.read(0)
+        traced_events = events.sync()
         traced_copies = [drain(analyzer), drain(ids)]
 
         # the positive control: one real segment of the same flow shows up everywhere
@@ -164,7 +163,7 @@ def test_a_trace_leaves_no_mark_anywhere(reference_lab: Lab) -> None:
         seen: list[list[bytes]] = [[], []]
         wait_for_copy([analyzer, ids], seen, sport)
         control = dataplane_marks(lab)
-        control_events = events.read(200)
+        control_events = events.sync()
 
     assert code == 0 and doc["delivered"], doc
     for key in before:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ DB1, APP1_DB, APP2_DB, APP2_APP, WEB1 = "10.40.0.31", "10.40.0.21", "10.40.0.22"
 PG, PINGS = 5432, 5
 DENY_APP2 = fa.rule(65, "db", "in", "vm:app2", "tcp", PG, action="deny", priority=50)
 VERDICT_FIELDS = {"kind", "time", "vm", "nic", "port", "direction", "verdict", "reason", "rule", "proto"} | {
-    "src", "dst", "sport", "dport", "icmp_type", "icmp_id",
+    "src", "dst", "sport", "dport", "icmp_type", "icmp_id", "count",
 }  # fmt: skip
 ECHO_LEN = 98  # Ethernet + IPv4 + ICMP + ping's 56 bytes: the counted pings; warm-up pings are longer
 
@@ -248,16 +249,17 @@ def test_firewall_event_losses_are_reported_never_silent(reference_lab: Lab) -> 
         frames.append(bytes(syn))
     with (
         fwlive.opened(lab.name) as live,
-        watch.Watch(live, [], watch.Filter(frozenset({"app1"}), denied=True)) as w,
+        watch.Watch(live, [], watch.Filter(frozenset({"app1"}), denied=True), queue=1000) as w,
     ):
-        for i in range(0, len(frames), 500):  # before the first read: the ring buffer overflows
+        for i in range(0, len(frames), 500):  # before the first read: its queue at the hub overflows
             va.inject(lab.ns("app1"), "eth1", frames[i : i + 500])
             time.sleep(0.01)  # pauses keep the veth backlog (1000) from dropping frames before TC
         records = list(w.stream(duration=3))
         lost_total = w.stats.events_lost
     lost = [r for r in records if r["kind"] == "lost"]
     denied = [r for r in records if r["kind"] == "verdict" and r["dport"] == 22 and r["sport"] >= 20000]
-    assert lost and {r["source"] for r in lost} == {"firewall"} and lost_total > 0, lost
+    assert lost and {(r["source"], r["where"]) for r in lost} == {("firewall", "subscriber queue")}, lost
+    assert lost_total > 0 and sum(r["count"] for r in lost) == lost_total
     assert len(denied) + lost_total >= 6000, (len(denied), lost_total)
 
 
@@ -293,7 +295,7 @@ def _mirror_module() -> Any:
 def test_mirror_session_web1_to_analyzer_end_to_end(reference_lab: Lab, tmp_path: Path) -> None:
     """N pings from web1, session web1 -> analyzer both ways: 2N mirror lines, a pcap of 2N."""
     lab, pcap, mirror = reference_lab, tmp_path / "session.pcap", _mirror_module()
-    existing = [t for t in mirror.taps(lab.name) if "web1" in t.sources and t.namespace == lab.ns("analyzer")]
+    existing = [t for t in mirror.taps(lab.name) if "web1" in t.sources and t.ifname.startswith("analyzer-")]
     session, added = (existing[0].session, False) if existing else ("wtest", True)
     if added:
         args = ("mirror", "--lab", lab.name, "add", session, "--source", "web1", "--direction", "both")
@@ -325,6 +327,96 @@ def test_mirror_session_web1_to_analyzer_end_to_end(reference_lab: Lab, tmp_path
             _nlab("mirror", "--lab", lab.name, "del", session)
 
 
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed")
+def test_sessions_sharing_an_analyzer_each_show_only_their_own_copies(
+    reference_lab: Lab, tmp_path: Path
+) -> None:
+    """web1-ids (web1, both ways) and web2-out (web2, out) copy to the same analyzer port.
+
+    web1 pings web2 3 times, web2 pings web1 twice: web2-out copies what web2 sent (3 replies,
+    2 requests, all `out`); web1-ids what web1 sent and got (5 `out`, 5 `in`). Each watch with
+    --mirror shows exactly its session's copies with their direction, and its pcap holds them."""
+    lab = reference_lab
+    pcaps = {name: tmp_path / f"{name}.pcap" for name in ("web1-ids", "web2-out")}
+    _nlab(
+        "mirror",
+        "--lab",
+        lab.name,
+        "add",
+        "web2-out",
+        "--source",
+        "web2",
+        "--direction",
+        "out",
+        "--dest",
+        "analyzer",
+    )
+    try:
+        watches = {
+            name: Streaming(
+                ["--lab", lab.name, "--mirror", name, "--json", "--pcap", str(pcap), "--duration", "40"]
+            )
+            for name, pcap in pcaps.items()
+        }
+        try:
+            for w in watches.values():
+
+                def warm(records: list[dict[str, Any]]) -> bool:
+                    ping(lab.ns("web1"), "10.20.0.12", 1, size=120)
+                    return any(r["kind"] == "mirror" for r in records)
+
+                w.wait_for(warm, 15)
+            start = {name: len(w.records()) for name, w in watches.items()}
+            ping(lab.ns("web1"), "10.20.0.12", 3)
+            ping(lab.ns("web2"), WEB1, 2)
+            for name, want in (("web1-ids", 10), ("web2-out", 5)):
+                watches[name].wait_for(lambda rs, n=name, k=want: len(_echoes(rs[start[n] :])) >= k, 8)
+            time.sleep(0.3)  # a copy of the other session would show here (there must be none)
+        finally:
+            stopped = {name: w.stop() for name, w in watches.items()}
+    finally:
+        _nlab("mirror", "--lab", lab.name, "del", "web2-out")
+    assert all(
+        rc == 0 and "lost: 0 firewall events, 0 mirrored copies" in err for rc, err in stopped.values()
+    )
+    seen = {name: _echoes(w.records()[start[name] :]) for name, w in watches.items()}
+    assert {(r["session"], r["direction"], r["src"]) for r in seen["web2-out"]} == {
+        ("web2-out", "out", "10.20.0.12")
+    }
+    assert sorted(r["info"].split()[0] for r in seen["web2-out"]) == ["echo-reply"] * 3 + ["echo-request"] * 2
+    by_direction = Counter((r["session"], r["direction"]) for r in seen["web1-ids"])
+    assert by_direction == {("web1-ids", "out"): 5, ("web1-ids", "in"): 5}
+    for name, w in watches.items():
+        assert {r["session"] for r in w.records()} == {name}, "another session's copy was shown"
+        assert tshark_count(pcaps[name]) == len(w.records()), "the pcap holds exactly the lines"
+        assert tshark_count(pcaps[name], f"icmp && frame.len == {ECHO_LEN}") == len(seen[name])
+
+
+def test_encapsulated_copies_are_named_by_their_trailer(reference_lab: Lab) -> None:
+    """app1-wire copies app1 to the IDS on the physical network `monitor`, encapsulated across
+    tor2: the watch there shows each echo once, named and directed by the copy's trailer."""
+    lab = reference_lab
+    w = Streaming(["--lab", lab.name, "--mirror", "app1-wire", "--json", "--duration", "40"])
+    try:
+
+        def warm(records: list[dict[str, Any]]) -> bool:
+            ping(lab.ns("app1"), APP2_APP, 1, size=120)
+            return any(r["kind"] == "mirror" for r in records)
+
+        w.wait_for(warm, 15)
+        start = len(w.records())
+        ping(lab.ns("app1"), APP2_APP, PINGS)
+        w.wait_for(lambda rs: len(_echoes(rs[start:])) >= 2 * PINGS, 8)
+    finally:
+        rc, err = w.stop()
+    echoes = _echoes(w.records()[start:])
+    assert rc == 0 and "lost: 0 firewall events, 0 mirrored copies" in err, err
+    assert Counter((r["session"], r["direction"], r["info"].split()[0]) for r in echoes) == {
+        ("app1-wire", "out", "echo-request"): PINGS,
+        ("app1-wire", "in", "echo-reply"): PINGS,
+    }
+
+
 def _echoes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         r
@@ -348,5 +440,10 @@ def test_count_stops_after_exactly_n_lines(reference_lab: Lab) -> None:
         fa.tcp_probes(lab.name, [("app1", DB1, 7777)], timeout=0.2)
     rc, err = w.stop()
     records = w.records()
-    assert rc == 0 and len(records) == 3 and {r["vm"] for r in records} == {"app1"}, (rc, err, records)
+    mine = all(  # app1's verdicts, or copies of its own chatter (app1-wire mirrors app1.eth0)
+        (r["kind"] == "verdict" and r["vm"] == "app1")
+        or (r["kind"] == "mirror" and r["session"] == "app1-wire")
+        for r in records
+    )
+    assert rc == 0 and len(records) == 3 and mine, (rc, err, records)
     assert "3 lines in" in err, err
