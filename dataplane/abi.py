@@ -52,6 +52,9 @@ class Reason(enum.IntEnum):
     UNSUPPORTED = 25
     ANALYZER_TX = 26
     ANALYZER_RX = 27
+    IPV6_CHAIN = 28
+    SPOOF_ND = 29
+    FRAG_REORDERED = 31
 
     @property
     def label(self) -> str:
@@ -72,8 +75,8 @@ REASON_TEXT = {
     Reason.SPOOF_MAC: "source MAC is not the vNIC's (forged transmit)",
     Reason.SPOOF_IP: "source address is not one of the vNIC's",
     Reason.SPOOF_ARP: "ARP for an address that is not the vNIC's",
-    Reason.DHCP_SERVER: "DHCP server reply from a VM",
-    Reason.ROUTER_ADVERT: "IPv6 router advertisement or redirect from a VM",
+    Reason.DHCP_SERVER: "DHCP or DHCPv6 server message from a VM that is no DHCP server",
+    Reason.ROUTER_ADVERT: "IPv6 router advertisement, or an ICMP/ICMPv6 redirect from a VM that does not forward",
     Reason.POLICY: "denied by the firewall policy",
     Reason.CT_INVALID: "no connection and not a valid start (lone ACK/FIN/RST, odd flags)",
     Reason.CT_FULL: "connection table full: new flow refused",
@@ -87,6 +90,9 @@ REASON_TEXT = {
     Reason.UNSUPPORTED: "protocol the firewall does not pass (not IP or ARP)",
     Reason.ANALYZER_TX: "sent by a receive-only analyzer port",
     Reason.ANALYZER_RX: "towards an analyzer port but not a mirror copy",
+    Reason.IPV6_CHAIN: "IPv6 extension-header chain too long, out of order, cut or not walkable",
+    Reason.SPOOF_ND: "neighbour discovery for an address or MAC that is not the vNIC's",
+    Reason.FRAG_REORDERED: "first fragment after later ones (its datagram was lost to reordering)",
 }
 
 
@@ -109,6 +115,9 @@ class CtState(enum.IntEnum):
 VNIC_F_PORTSEC = 0x1
 VNIC_F_FIREWALL = 0x2
 VNIC_F_ANY_SOURCE = 0x4
+VNIC_F_DHCP_SERVER = 0x8
+FRAG_PENDING = 2  # Frag.verdict: later fragments came first
+IPV6_MAX_EXT = 8  # extension headers the parser walks; a longer chain is refused (ipv6-chain)
 
 
 class Direction(enum.IntEnum):

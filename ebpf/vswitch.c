@@ -177,13 +177,17 @@ static __always_inline int vnic_admit(struct fw_ctx *c, const struct nlab_vnic *
     return VNIC_CONTINUE;
 }
 
-/* Attacks from or at a VM are reported like firewall denials (rule 0); other refusals
- * (malformed frames, protocols that are not IP) are only counted. */
+/* Refusals before the firewall that are attacks from or at a VM: reported like firewall denials
+ * (rule 0). The others (malformed frames, protocols that are not IP) are only counted. */
+#define VNIC_REPORTED ((1u << NLAB_DROP_SPOOF_MAC) | (1u << NLAB_DROP_SPOOF_IP) | (1u << NLAB_DROP_SPOOF_ARP) | \
+                       (1u << NLAB_DROP_DHCP_SERVER) | (1u << NLAB_DROP_ROUTER_ADVERT) |                     \
+                       (1u << NLAB_DROP_FRAG_TINY) | (1u << NLAB_DROP_IPV6_CHAIN) | (1u << NLAB_DROP_SPOOF_ND))
+
 static __always_inline int vnic_refuse(struct fw_ctx *c, int rc)
 {
     __u32 reason = -rc;
 
-    if ((reason >= NLAB_DROP_SPOOF_MAC && reason <= NLAB_DROP_ROUTER_ADVERT) || reason == NLAB_DROP_FRAG_TINY) {
+    if (reason < 32 && ((1u << reason) & VNIC_REPORTED)) {
         c->now = bpf_ktime_get_coarse_ns();
         fw_event(c, NLAB_VERDICT_DENY, reason);
     }
@@ -299,7 +303,7 @@ int ct_reap(struct __sk_buff *skb)
     struct nlab_ct_entry *e = conntrack.lookup(&req.key);
     if (!cfg || !e)
         return 0;
-    if (!req.force && (__s64)(bpf_ktime_get_coarse_ns() - e->last_seen) <= (__s64)ct_timeout(cfg, req.key.proto, e->state))
+    if (!req.force && (__s64)(bpf_ktime_get_coarse_ns() - e->last_seen) <= (__s64)ct_timeout(cfg, &req.key, e->state))
         return 0;
     __u8 origin = e->origin;  /* read before the delete: the element is recycled after it */
     if (conntrack.delete(&req.key) != 0)

@@ -41,6 +41,11 @@
 /* port mirroring (NIST 5) */
 #define NLAB_DROP_ANALYZER_TX      26  /* a frame sent by a receive-only analyzer port */
 #define NLAB_DROP_ANALYZER_RX      27  /* a frame towards an analyzer port that is not a mirror copy */
+/* IPv6 parsing and port security of neighbour discovery */
+#define NLAB_DROP_IPV6_CHAIN       28  /* extension-header chain too long, out of order, cut or unwalkable */
+#define NLAB_DROP_SPOOF_ND         29  /* neighbour solicitation/advertisement for an address or MAC not the port's */
+/* firewall: fragments */
+#define NLAB_DROP_FRAG_REORDERED   31  /* first fragment after later ones of its datagram (dropped as orphans) */
 #define NLAB_NR_REASONS            32
 
 /* Direction, seen from the switch: into it from the port's device, or out of it to the device. */
@@ -88,6 +93,15 @@ struct nlab_counter {
 #define NLAB_IPCACHE_SIZE 65536     /* address-to-identity LPM entries, both generations */
 #endif
 
+/* The longest extension-header chain the parser walks. RFC 8200 (4.1) orders a packet's headers
+ * hop-by-hop, destination options, routing, fragment, AH, ESP, destination options: seven at
+ * most, each once (destination options twice), and the walk ends at ESP: six walked. A longer
+ * chain is no real traffic: it is refused
+ * (NLAB_DROP_IPV6_CHAIN) on every guarded vNIC, never classified by the header where the walk stopped. */
+#ifndef NLAB_IPV6_MAX_EXT
+#define NLAB_IPV6_MAX_EXT 8
+#endif
+
 /* Firewall directions, seen from the VM: out of the VM, into the VM. */
 #define NLAB_FW_OUT 0
 #define NLAB_FW_IN  1
@@ -99,7 +113,8 @@ struct nlab_counter {
 /* vNIC flags. */
 #define NLAB_VNIC_F_PORTSEC  0x1  /* a VM sends only with its MAC and addresses */
 #define NLAB_VNIC_F_FIREWALL 0x2  /* the stateful policy applies (endpoint id set) */
-#define NLAB_VNIC_F_ANY_SOURCE 0x4  /* a forwarding appliance: MAC and ARP checked, IP source not */
+#define NLAB_VNIC_F_ANY_SOURCE 0x4  /* a forwarding appliance: MAC, ARP and ND checked, IP source not */
+#define NLAB_VNIC_F_DHCP_SERVER 0x8  /* the VM may send DHCP and DHCPv6 server messages */
 
 /* Connection states. */
 #define NLAB_CT_NEW         1  /* opened by the first packet (TCP: SYN seen) */
@@ -155,16 +170,20 @@ struct nlab_frag_key {
     __u8  daddr[16];
     __u32 id;
     __u16 endpoint;
-    __u8  proto;
+    __u8  proto;    /* IPv4 only (RFC 791); IPv6 keys a datagram by addresses and id alone (RFC 8200) */
     __u8  family;
 };
 
 struct nlab_frag {
     __u64 last_seen;
     __u32 end;      /* highest byte offset seen so far (end of the last fragment) */
-    __u8  verdict;  /* the first fragment's: NLAB_VERDICT_* */
+    __u8  verdict;  /* the first fragment's: NLAB_VERDICT_*, or NLAB_FRAG_PENDING */
     __u8  _pad[3];
 };
+
+/* A later fragment came before its first (reordered, or the first is lost): the datagram cannot be
+ * completed once that fragment is dropped, so its first fragment is refused too when it comes. */
+#define NLAB_FRAG_PENDING 2
 
 /* Runtime settings (array of one). `generation`: the active policy generation; its low bit
  * selects which of the two policy copies (keys carry the bit) packets use. */

@@ -35,7 +35,7 @@ static __always_inline void ct_key_of(const struct flow *f, __u16 endpoint, int 
         k->sport = f->sport;
         k->dport = f->dport;
     }
-    if (f->proto == NLAB_IPPROTO_ICMP || f->proto == NLAB_IPPROTO_ICMPV6) {
+    if (is_icmp(f->family, f->proto)) {
         /* an ICMP flow is (identifier, request type) either way: a reply names the request it
          * answers, so an echo and a timestamp exchange between two hosts are two flows */
         k->sport = f->sport;
@@ -51,13 +51,15 @@ static __always_inline void ct_key_of(const struct flow *f, __u16 endpoint, int 
  * pings would pass as a "reply", past the policy of its own direction. */
 static __always_inline int ct_role_fits(const struct flow *f, int reply)
 {
-    if (f->proto != NLAB_IPPROTO_ICMP && f->proto != NLAB_IPPROTO_ICMPV6)
+    if (!is_icmp(f->family, f->proto))
         return 1;
     return reply == (icmp_request_of(f) != f->icmp_type);
 }
 
-static __always_inline __u64 ct_timeout(const struct nlab_fw_config *cfg, __u8 proto, __u8 state)
+static __always_inline __u64 ct_timeout(const struct nlab_fw_config *cfg, const struct nlab_ct_key *k, __u8 state)
 {
+    __u8 proto = k->proto;
+
     if (proto == NLAB_IPPROTO_TCP) {
         if (state == NLAB_CT_ESTABLISHED)
             return cfg->timeout_tcp;
@@ -66,7 +68,7 @@ static __always_inline __u64 ct_timeout(const struct nlab_fw_config *cfg, __u8 p
     }
     if (proto == NLAB_IPPROTO_UDP)
         return cfg->timeout_udp;
-    if (proto == NLAB_IPPROTO_ICMP || proto == NLAB_IPPROTO_ICMPV6)
+    if (is_icmp(k->family, proto))
         return cfg->timeout_icmp;
     return cfg->timeout_udp;
 }
@@ -99,7 +101,7 @@ static __always_inline struct nlab_ct_entry *ct_find(const struct fw_ctx *c, con
         if (!e || !ct_role_fits(f, r))
             continue;
         /* signed: another CPU may have refreshed last_seen after `now` was read */
-        if ((__s64)(c->now - e->last_seen) > (__s64)ct_timeout(c->cfg, f->proto, e->state)) {
+        if ((__s64)(c->now - e->last_seen) > (__s64)ct_timeout(c->cfg, key, e->state)) {
             ct_delete(key, e->origin);
             return NULL;
         }
@@ -115,7 +117,7 @@ static __always_inline struct nlab_ct_entry *ct_find(const struct fw_ctx *c, con
  * of their own direction (a tunnel out through an inbound ICMP rule). */
 static __always_inline int ct_may_open(const struct flow *f)
 {
-    if (f->proto == NLAB_IPPROTO_ICMP || f->proto == NLAB_IPPROTO_ICMPV6)
+    if (is_icmp(f->family, f->proto))
         return icmp_request_of(f) == f->icmp_type;
     if (f->proto != NLAB_IPPROTO_TCP)
         return 1;

@@ -79,45 +79,78 @@ static __always_inline int fw_policy(struct fw_ctx *c, __u8 dir, __u8 family, __
 }
 
 /* Non-first fragments follow their first fragment's verdict; orphans, overlaps (including
- * RFC 1858's offset-8 TCP rewrite) and duplicate first fragments are dropped. */
-static __always_inline int fw_fragment(struct fw_ctx *c, int verdict)
+ * RFC 1858's offset-8 TCP rewrite) and duplicate first fragments are dropped. A datagram is
+ * keyed as its receiver reassembles it: IPv4 by addresses, protocol and id (RFC 791), IPv6 by
+ * addresses and id (RFC 8200), as a later fragment cannot name the upper layer.
+ *
+ * Reordering: a later fragment before its first is dropped (its policy is not known yet, and
+ * there is nowhere to hold it), which loses the datagram; it leaves a PENDING mark, so that the
+ * first fragment, when it comes, is refused as FRAG_REORDERED (see firewall) instead of
+ * filling the receiver's reassembly queue with a datagram that cannot complete. */
+/* A fragment's datagram: its key and its reassembly entry (NULL if none or expired). Looked up
+ * once per fragment (the program's stack has no room for a second key). */
+struct frag_ref {
+    struct nlab_frag_key key;
+    struct nlab_frag *fr;
+};
+
+static __always_inline void frag_find(const struct fw_ctx *c, struct frag_ref *r)
+{
+    const struct flow *f = c->f;
+
+    r->key.id = f->frag_id;
+    r->key.endpoint = c->endpoint;
+    r->key.family = f->family;
+    r->key.proto = f->family == 4 ? f->proto : 0;
+    __builtin_memcpy(r->key.saddr, f->saddr, 16);
+    __builtin_memcpy(r->key.daddr, f->daddr, 16);
+    r->fr = map_frag(&r->key);
+    if (r->fr && (__s64)(c->now - r->fr->last_seen) > (__s64)c->cfg->timeout_frag)
+        r->fr = NULL;
+}
+
+static __always_inline int fw_fragment(struct fw_ctx *c, struct frag_ref *r, int verdict)
 {
     struct flow *f = c->f;
-    struct nlab_frag_key key = {.id = f->frag_id, .endpoint = c->endpoint, .proto = f->proto, .family = f->family};
+    struct nlab_frag *fr = r->fr;
+    struct nlab_frag fresh = {.last_seen = c->now, .end = f->frag_off + f->frag_len, .verdict = verdict};
 
-    __builtin_memcpy(key.saddr, f->saddr, 16);
-    __builtin_memcpy(key.daddr, f->daddr, 16);
-    struct nlab_frag *fr = map_frag(&key);
-    __u32 end = f->frag_off + f->payload;
     if (f->frag == NLAB_FRAG_FIRST) {
-        struct nlab_frag fresh = {.last_seen = c->now, .end = end, .verdict = verdict};
-        if (fr && (__s64)(c->now - fr->last_seen) < (__s64)c->cfg->timeout_frag)  /* reported once: */
+        if (fr)  /* reported once: a denied first fragment already was */
             return verdict == NLAB_VERDICT_ALLOW ? fw_drop(c, NLAB_DROP_FRAG_DUP) : -NLAB_DROP_FRAG_DUP;
-        map_frag_update(&key, &fresh);
+        map_frag_update(&r->key, &fresh);
         return 0;
     }
-    if (!fr || (__s64)(c->now - fr->last_seen) > (__s64)c->cfg->timeout_frag)
+    if (!fr) {
+        fresh.end = 0;
+        fresh.verdict = NLAB_FRAG_PENDING;
+        map_frag_update(&r->key, &fresh);
+        return fw_drop(c, NLAB_DROP_FRAG_ORPHAN);
+    }
+    if (fr->verdict == NLAB_FRAG_PENDING)
         return fw_drop(c, NLAB_DROP_FRAG_ORPHAN);
     if (f->frag_off < fr->end || (f->proto == NLAB_IPPROTO_TCP && f->frag_off == 8))
         return fw_drop(c, NLAB_DROP_FRAG_OVERLAP);
     int rc = fr->verdict == NLAB_VERDICT_ALLOW ? 0 : fw_drop(c, NLAB_DROP_POLICY);  /* no rule kept: no hit */
     if (f->frag_more) {
-        fr->end = end;
+        fr->end = fresh.end;
         fr->last_seen = c->now;
     } else {
         /* the datagram is complete and its id free again: a busy sender reuses ids within
          * seconds, and a first fragment of the next datagram is no duplicate */
-        map_frag_delete(&key);
+        map_frag_delete(&r->key);
     }
     return rc;
 }
 
 static __always_inline int icmp_is_error(const struct flow *f)
 {
-    if (f->proto == NLAB_IPPROTO_ICMP)
+    if (!is_icmp(f->family, f->proto))
+        return 0;
+    if (f->family == 4)
         return f->icmp_type == 3 || f->icmp_type == 4 || f->icmp_type == 5 || f->icmp_type == 11 ||
                f->icmp_type == 12;
-    return f->proto == NLAB_IPPROTO_ICMPV6 && f->icmp_type >= 1 && f->icmp_type <= 4;
+    return f->icmp_type >= 1 && f->icmp_type <= 4;
 }
 
 /* IPv6 neighbour discovery and MLD are the link layer of IPv6 (as ARP is of IPv4): passed like
@@ -127,7 +160,7 @@ static __always_inline int icmp_is_link(const struct flow *f)
 {
     __u8 t = f->icmp_type;
 
-    return f->family == 6 && f->proto == NLAB_IPPROTO_ICMPV6 && ((t >= 130 && t <= 136) || t == 143);
+    return is_icmp(6, f->proto) && f->family == 6 && ((t >= 130 && t <= 136) || t == 143);
 }
 
 /* An ICMP error passes only if the packet it quotes belongs to a tracked flow of this vNIC. */
@@ -146,20 +179,19 @@ static __always_inline int fw_icmp_error(struct fw_ctx *c)
         __builtin_memcpy(inner.daddr, &ip.daddr, 4);
         off += (ip.ver_ihl & 0xf) * 4;
     } else {
-        struct nlab_ipv6hdr ip;
-        if (bpf_skb_load_bytes(c->skb, off, &ip, sizeof(ip)) < 0)
+        /* the addresses straight into `inner` (saddr and daddr are adjacent there, as in the
+         * header): no copy of the header on the program's nearly full stack */
+        if (bpf_skb_load_bytes(c->skb, off + 6, &inner.proto, 1) < 0 ||
+            bpf_skb_load_bytes(c->skb, off + 8, inner.saddr, 32) < 0)
             return fw_drop(c, NLAB_DROP_ICMP_UNRELATED);
-        inner.proto = ip.nexthdr;
-        __builtin_memcpy(inner.saddr, &ip.saddr, 16);
-        __builtin_memcpy(inner.daddr, &ip.daddr, 16);
-        off += sizeof(ip);
+        off += sizeof(struct nlab_ipv6hdr);
     }
     __u16 ports[2] = {};
     if (bpf_skb_load_bytes(c->skb, off, ports, sizeof(ports)) < 0)
         return fw_drop(c, NLAB_DROP_ICMP_UNRELATED);
     inner.sport = ports[0];
     inner.dport = ports[1];
-    if (inner.proto == NLAB_IPPROTO_ICMP || inner.proto == NLAB_IPPROTO_ICMPV6) {
+    if (is_icmp(inner.family, inner.proto)) {
         __u16 id[3] = {};
         if (bpf_skb_load_bytes(c->skb, off, id, sizeof(id)) < 0)
             return fw_drop(c, NLAB_DROP_ICMP_UNRELATED);
@@ -180,8 +212,7 @@ static __always_inline int fw_tracked(struct fw_ctx *c, struct nlab_ct_key *key,
     if (e->generation != c->cfg->generation) {
         const __u8 *peer = e->origin == NLAB_FW_OUT ? key->daddr : key->saddr;
         /* an ICMP flow was opened by a request: ask about the request this packet belongs to */
-        __u16 port = key->proto == NLAB_IPPROTO_ICMP || key->proto == NLAB_IPPROTO_ICMPV6
-                     ? bpf_htons(icmp_request_of(c->f)) : key->dport;
+        __u16 port = is_icmp(key->family, key->proto) ? bpf_htons(icmp_request_of(c->f)) : key->dport;
         if (fw_policy(c, e->origin, key->family, key->proto, peer, port) != NLAB_VERDICT_ALLOW) {
             ct_delete(key, e->origin);
             return fw_deny(c);
@@ -200,7 +231,7 @@ static __always_inline int fw_new_flow(struct fw_ctx *c, struct nlab_ct_key *key
     if (!ct_may_open(f))
         return fw_drop(c, NLAB_DROP_CT_INVALID);
     const __u8 *peer = c->dir == NLAB_FW_OUT ? f->daddr : f->saddr;
-    int verdict = fw_policy(c, c->dir, f->family, f->proto, peer, policy_port(f->proto, f->dport, f->icmp_type));
+    int verdict = fw_policy(c, c->dir, f->family, f->proto, peer, policy_port(f->family, f->proto, f->dport, f->icmp_type));
     if (verdict != NLAB_VERDICT_ALLOW)
         return fw_deny(c);
     ct_key_of(f, c->endpoint, 0, key);
@@ -216,8 +247,16 @@ static __always_inline int firewall(struct fw_ctx *c)
 {
     struct flow *f = c->f;
 
-    if (f->frag == NLAB_FRAG_LATER)
-        return fw_fragment(c, 0);
+    struct frag_ref frag = {};
+
+    if (f->frag != NLAB_FRAG_NONE) {
+        frag_find(c, &frag);
+        if (f->frag == NLAB_FRAG_LATER)
+            return fw_fragment(c, &frag, 0);
+        /* later fragments came first and were dropped: the datagram is lost, open no flow */
+        if (frag.fr && frag.fr->verdict == NLAB_FRAG_PENDING)
+            return fw_drop(c, NLAB_DROP_FRAG_REORDERED);
+    }
     if (icmp_is_link(f))
         return 0;
     int rc;
@@ -230,7 +269,7 @@ static __always_inline int firewall(struct fw_ctx *c)
         rc = e ? fw_tracked(c, &key, e, reply) : fw_new_flow(c, &key);
     }
     if (f->frag == NLAB_FRAG_FIRST) {
-        int frc = fw_fragment(c, rc < 0 ? NLAB_VERDICT_DENY : NLAB_VERDICT_ALLOW);
+        int frc = fw_fragment(c, &frag, rc < 0 ? NLAB_VERDICT_DENY : NLAB_VERDICT_ALLOW);
         if (rc == 0 && frc < 0)
             return frc;
     }

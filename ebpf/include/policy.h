@@ -10,21 +10,21 @@
 #include "abi.h"
 #include "flow.h"
 
-/* Protocols the policy names; every other IP protocol is "other" (0): only rules for any
- * protocol apply to it, with port 0. */
-static __always_inline __u8 policy_proto(__u8 proto)
+/* Protocols the policy names, ICMP only in its own IP version (is_icmp); every other IP protocol
+ * is "other" (0): only rules for any protocol apply to it, with port 0. */
+static __always_inline __u8 policy_proto(__u8 family, __u8 proto)
 {
-    if (proto == NLAB_IPPROTO_TCP || proto == NLAB_IPPROTO_UDP || proto == NLAB_IPPROTO_ICMP || proto == NLAB_IPPROTO_ICMPV6)
+    if (proto == NLAB_IPPROTO_TCP || proto == NLAB_IPPROTO_UDP || is_icmp(family, proto))
         return proto;
     return 0;
 }
 
 /* The "port" the policy matches: the destination port, the ICMP type, or 0. */
-static __always_inline __u16 policy_port(__u8 proto, __u16 dport_be, __u8 icmp_type)
+static __always_inline __u16 policy_port(__u8 family, __u8 proto, __u16 dport_be, __u8 icmp_type)
 {
     if (proto == NLAB_IPPROTO_TCP || proto == NLAB_IPPROTO_UDP)
         return dport_be;
-    if (proto == NLAB_IPPROTO_ICMP || proto == NLAB_IPPROTO_ICMPV6)
+    if (is_icmp(family, proto))
         return bpf_htons(icmp_type);
     return 0;
 }
@@ -57,7 +57,7 @@ static __always_inline int policy_verdict(const struct policy_query *q, __u32 *r
         .prefixlen = NLAB_POLICY_FIXED_BITS + 16,
         .gen = gen,
         .direction = q->direction,
-        .proto = policy_proto(q->proto),
+        .proto = policy_proto(q->family, q->proto),
         .endpoint = bpf_htons(q->endpoint),
         .identity = bpf_htonl(identity_of(gen, q->family, q->peer)),
         .port = q->port_be,

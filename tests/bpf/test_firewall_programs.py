@@ -446,7 +446,7 @@ CASES = [
         drop(OUT, IPv6(src="fe80::99", dst="ff02::1:ff00:2") / ICMPv6ND_NS(tgt="fe80::2"), R.SPOOF_IP),
     ),
     C("ip6-own-link-local", ok(OUT, IPv6(src=VM_LL, dst="ff02::1:ff00:2") / ICMPv6ND_NS(tgt="fe80::2"))),
-    C("ip6-unspecified-dad", ok(OUT, IPv6(src="::", dst="ff02::1:ff00:1") / ICMPv6ND_NS(tgt=VM_LL))),
+    C("ip6-unspecified-dad", ok(OUT, IPv6(src="::", dst="ff02::1:ff00:a01") / ICMPv6ND_NS(tgt=VM_LL))),
     C("ip6-link-local-meets-policy", deny(OUT, tcp(VM_LL, "fe80::2", 40000, 22))),
     C("arp-request", ok(OUT, arp())),
     C("arp-foreign-sender-ip", drop(OUT, arp(psrc="10.0.10.9"), R.SPOOF_ARP)),
