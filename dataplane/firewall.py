@@ -82,8 +82,12 @@ class Firewall:
         any_source: bool,
         firewall: bool,
         addresses: Iterable[IPv4Address | IPv6Address],
+        *,
+        dhcp_server: bool = False,
     ) -> None:
-        """Addresses first, flags last: a vNIC never checks against a half-written address list."""
+        """Addresses first, flags last: a vNIC never checks against a half-written address list.
+        `dhcp_server`: the VM may send DHCP and DHCPv6 server messages (port security refuses them
+        from every other VM)."""
         addresses = list(addresses)
         for ip in addresses:
             key = abi.AddrKey(ifindex=ifindex, family=ip.version)
@@ -100,6 +104,7 @@ class Firewall:
             (abi.VNIC_F_PORTSEC if port_security else 0)
             | (abi.VNIC_F_ANY_SOURCE if any_source else 0)
             | (abi.VNIC_F_FIREWALL if firewall else 0)
+            | (abi.VNIC_F_DHCP_SERVER if dhcp_server else 0)
         )
         syscalls.map_update(self.maps["vnics"], ctypes.c_uint32(ifindex), vnic)
 
