@@ -76,7 +76,7 @@ REASON_TEXT = {
     Reason.SPOOF_IP: "source address is not one of the vNIC's",
     Reason.SPOOF_ARP: "ARP for an address that is not the vNIC's",
     Reason.DHCP_SERVER: "DHCP or DHCPv6 server message from a VM that is no DHCP server",
-    Reason.ROUTER_ADVERT: "IPv6 router advertisement, or an ICMP/ICMPv6 redirect from a VM that does not forward",
+    Reason.ROUTER_ADVERT: "IPv6 router advertisement, or a redirect from a VM that does not forward",
     Reason.POLICY: "denied by the firewall policy",
     Reason.CT_INVALID: "no connection and not a valid start (lone ACK/FIN/RST, odd flags)",
     Reason.CT_FULL: "connection table full: new flow refused",

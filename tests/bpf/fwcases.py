@@ -132,9 +132,8 @@ def refuse(d: str, pkt: Packet, reason: Reason, rule: int = 0) -> Step:
 
 
 # refusals before the firewall that are attacks: reported as deny events of rule 0 (vswitch.c)
-REPORTED = frozenset(
-    {R.SPOOF_MAC, R.SPOOF_IP, R.SPOOF_ARP, R.DHCP_SERVER, R.ROUTER_ADVERT, R.FRAG_TINY, R.IPV6_CHAIN, R.SPOOF_ND}
-)
+REPORTED = frozenset({R.SPOOF_MAC, R.SPOOF_IP, R.SPOOF_ARP, R.DHCP_SERVER, R.ROUTER_ADVERT, R.SPOOF_ND})
+REPORTED |= {R.FRAG_TINY, R.IPV6_CHAIN}
 
 
 def drop(d: str, pkt: Packet, reason: Reason) -> Step:

@@ -151,7 +151,7 @@ CASES = [
             R.ROUTER_ADVERT,
         ),
         vnic="portsec-only",
-    ),  # noqa: E501
+    ),
     C("chain-at-the-bound", new(OUT, dst_opts(syn_out(SERVER6, 80), abi.IPV6_MAX_EXT), 27)),
     C("chain-short-with-ah", new(OUT, ah_chain(syn_out(SERVER6, 80), before=2), 27)),
     C("chain-of-every-kind", new(OUT, chain(syn_out(SERVER6, 80), "hbh", "dst", "rt", "dst"), 27)),
@@ -168,7 +168,7 @@ CASES = [
             R.IPV6_CHAIN,
         ),
         vnic="portsec-only",
-    ),  # noqa: E501
+    ),
     C("chain-hop-by-hop-not-first", drop(OUT, chain(syn_out(SERVER6, 80), "dst", "hbh"), R.IPV6_CHAIN)),
     C(
         "chain-two-fragment-headers",
@@ -180,11 +180,11 @@ CASES = [
             / Raw(UDP_DATA[:40]),
             R.IPV6_CHAIN,
         ),
-    ),  # noqa: E501
+    ),
     C(
         "chain-header-past-payload",
         drop(OUT, IPv6(src=VM6, dst=SERVER6, nh=60) / Raw(bytes([6, 4]) + b"\0" * 14), R.IPV6_CHAIN),
-    ),  # noqa: E501
+    ),
     C(
         "chain-unwalked-shim6",
         drop(
@@ -192,7 +192,7 @@ CASES = [
             IPv6(src=VM6, dst=SERVER6, nh=140) / Raw(bytes([6, 0]) + b"\0" * 6) / TCP(dport=80),
             R.IPV6_CHAIN,
         ),
-    ),  # noqa: E501
+    ),
     C(
         "chain-first-fragment-cut",
         drop(
@@ -202,7 +202,7 @@ CASES = [
             / Raw(bytes([17, 8]) + b"\0" * 14),
             R.IPV6_CHAIN,
         ),
-    ),  # noqa: E501
+    ),
     C("chain-esp-is-the-upper-layer", deny(OUT, IPv6(src=VM6, dst=SERVER6, nh=50) / Raw(b"\0" * 24))),
     # ---- ICMP only in its own IP version ----
     C(
@@ -212,7 +212,7 @@ CASES = [
     C(
         "icmpv6-rule-skips-v4-protocol-58",
         deny(IN, IP(src="198.51.100.1", dst=VM4, proto=58) / ICMPv6EchoRequest(id=5)),
-    ),  # noqa: E501
+    ),
     C("icmp-rule-v4-twin", new(IN, IP(src="198.51.100.1", dst=VM4) / ICMP(type=8, id=5), 19)),
     C("icmpv6-rule-v6-twin", new(IN, IPv6(src="2001:db8:99::1", dst=VM6) / ICMPv6EchoRequest(id=5), 29)),
     # ---- redirects ----
@@ -224,17 +224,17 @@ CASES = [
             R.ROUTER_ADVERT,
         ),
         vnic="portsec-only",
-    ),  # noqa: E501
+    ),
     C(
         "icmp4-redirect-from-forwarder",
         ok(OUT, IP(src=VM4, dst=SERVER) / ICMP(type=5, code=1, gw="10.0.10.66") / Raw(b"\0" * 28)),
         vnic="forwarder-portsec-only",
-    ),  # noqa: E501
+    ),
     C(
         "icmp6-redirect-from-forwarder",
         ok(OUT, nd_from(VM_LL, "fe80::2", ICMPv6ND_Redirect(tgt="fe80::3", dst="2001:db8::1"))),
         vnic="forwarder-portsec-only",
-    ),  # noqa: E501
+    ),
     C("ra-from-forwarder", drop(OUT, RA, R.ROUTER_ADVERT), vnic="forwarder-portsec-only"),
     # ---- neighbour discovery inspected like ARP ----
     C(
@@ -246,7 +246,7 @@ CASES = [
             ),
             R.SPOOF_ND,
         ),
-    ),  # noqa: E501
+    ),
     C(
         "na-own-target",
         ok(
@@ -255,7 +255,7 @@ CASES = [
                 VM_LL, "ff02::1", ICMPv6ND_NA(tgt=VM6, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=VM_MAC)
             ),
         ),
-    ),  # noqa: E501
+    ),
     C("na-own-link-local", ok(OUT, nd_from(VM_LL, "fe80::2", ICMPv6ND_NA(tgt=VM_LL, R=0, S=1, O=1)))),
     C(
         "na-foreign-mac",
@@ -264,12 +264,12 @@ CASES = [
             nd_from(VM_LL, "ff02::1", ICMPv6ND_NA(tgt=VM6) / ICMPv6NDOptDstLLAddr(lladdr=OTHER_MAC)),
             R.SPOOF_ND,
         ),
-    ),  # noqa: E501
+    ),
     C(
         "na-from-forwarder-foreign",
         drop(OUT, nd_from(VM_LL, "ff02::1", ICMPv6ND_NA(tgt=WEB6)), R.SPOOF_ND),
         vnic="forwarder-portsec-only",
-    ),  # noqa: E501
+    ),
     C("na-unspecified-source", drop(OUT, nd_from("::", "ff02::1", ICMPv6ND_NA(tgt=VM6)), R.SPOOF_IP)),
     C(
         "ns-foreign-mac",
@@ -280,7 +280,7 @@ CASES = [
             ),
             R.SPOOF_ND,
         ),
-    ),  # noqa: E501
+    ),
     C(
         "ns-own-mac",
         ok(
@@ -289,7 +289,7 @@ CASES = [
                 VM_LL, "ff02::1:ff00:2", ICMPv6ND_NS(tgt="fe80::2") / ICMPv6NDOptSrcLLAddr(lladdr=VM_MAC)
             ),
         ),
-    ),  # noqa: E501
+    ),
     C(
         "ns-zero-length-option",
         drop(
@@ -297,7 +297,7 @@ CASES = [
             nd_from(VM_LL, "ff02::1:ff00:2", ICMPv6ND_NS(tgt="fe80::2") / Raw(bytes([1, 0]) + b"\0" * 6)),
             R.SPOOF_ND,
         ),
-    ),  # noqa: E501
+    ),
     C("dad-own-address", ok(OUT, nd_from("::", VM_SOLICITED, ICMPv6ND_NS(tgt=VM6) / NONCE))),
     C("dad-link-local", ok(OUT, nd_from("::", LL_SOLICITED, ICMPv6ND_NS(tgt=VM_LL)))),
     C("dad-foreign-target", drop(OUT, nd_from("::", "ff02::1:ff00:2", ICMPv6ND_NS(tgt=WEB6)), R.SPOOF_ND)),
@@ -309,7 +309,7 @@ CASES = [
             nd_from("::", VM_SOLICITED, ICMPv6ND_NS(tgt=VM6) / ICMPv6NDOptSrcLLAddr(lladdr=VM_MAC)),
             R.SPOOF_ND,
         ),
-    ),  # noqa: E501
+    ),
     C("rs-own-mac", ok(OUT, nd_from(VM_LL, "ff02::2", ICMPv6ND_RS() / ICMPv6NDOptSrcLLAddr(lladdr=VM_MAC)))),
     C("rs-unspecified", ok(OUT, nd_from("::", "ff02::2", ICMPv6ND_RS()))),
     C(
@@ -317,7 +317,7 @@ CASES = [
         drop(
             OUT, nd_from(VM_LL, "ff02::2", ICMPv6ND_RS() / ICMPv6NDOptSrcLLAddr(lladdr=OTHER_MAC)), R.SPOOF_ND
         ),
-    ),  # noqa: E501
+    ),
     C(
         "ns-fragmented",
         drop(
@@ -327,7 +327,7 @@ CASES = [
             / Raw(raw(ICMPv6ND_NS(tgt="fe80::2"))),
             R.SPOOF_ND,
         ),
-    ),  # noqa: E501
+    ),
     # ---- DHCP server messages, whatever the ports; client and unrelated traffic passes ----
     C("dhcp4-offer-from-67", drop(OUT, bootp(2), R.DHCP_SERVER)),
     C("dhcp4-offer-other-source-port", drop(OUT, bootp(2, sport=6767), R.DHCP_SERVER)),
@@ -339,7 +339,7 @@ CASES = [
             IP(src=VM4, dst="255.255.255.255", proto=17, flags="MF") / UDP(sport=67, dport=68, len=300),
             R.DHCP_SERVER,
         ),
-    ),  # noqa: E501
+    ),
     C("dhcp4-discover", new(OUT, bootp(1, src="0.0.0.0", sport=68, dport=67), 23)),
     C("dhcp4-renew", new(OUT, bootp(1, dst=SERVER, sport=68, dport=67), 23)),
     C(
@@ -352,15 +352,15 @@ CASES = [
         drop(
             OUT, IPv6(src=VM_LL, dst="fe80::2") / UDP(sport=547, dport=546) / DHCP6_Advertise(), R.DHCP_SERVER
         ),
-    ),  # noqa: E501
+    ),
     C(
         "dhcp6-reply-other-source-port",
         drop(OUT, IPv6(src=VM_LL, dst="fe80::2") / UDP(sport=5555, dport=546) / DHCP6_Reply(), R.DHCP_SERVER),
-    ),  # noqa: E501
+    ),
     C(
         "dhcp6-relay-reply",
         drop(OUT, IPv6(src=VM6, dst=SERVER6) / UDP(sport=547, dport=547) / DHCP6_RelayReply(), R.DHCP_SERVER),
-    ),  # noqa: E501
+    ),
     C(
         "dhcp6-solicit",
         new(OUT, IPv6(src=VM_LL, dst="ff02::1:2") / UDP(sport=546, dport=547) / DHCP6_Solicit(), 23),
@@ -369,13 +369,13 @@ CASES = [
         "dhcp6-advertise-declared-server",
         new(OUT, IPv6(src=VM_LL, dst="fe80::2") / UDP(sport=547, dport=546) / DHCP6_Advertise(), 23),
         vnic="dhcp-server",
-    ),  # noqa: E501
+    ),
     # ---- unspecified sources only where a protocol needs them ----
     C("unspecified4-tcp", drop(OUT, IP(src="0.0.0.0", dst=SERVER) / TCP(dport=80, flags="S"), R.SPOOF_IP)),
     C(
         "unspecified4-dhcp-not-broadcast",
         drop(OUT, bootp(1, src="0.0.0.0", dst=SERVER, sport=68, dport=67), R.SPOOF_IP),
-    ),  # noqa: E501
+    ),
     C("unspecified6-udp", drop(OUT, IPv6(src="::", dst=SERVER6) / UDP(sport=1, dport=9000), R.SPOOF_IP)),
     C("unspecified6-echo", drop(OUT, IPv6(src="::", dst=SERVER6) / ICMPv6EchoRequest(), R.SPOOF_IP)),
     C("unspecified6-mldv2-report", ok(OUT, IPv6(src="::", dst="ff02::16", hlim=1) / ICMPv6MLReport2())),
@@ -383,7 +383,7 @@ CASES = [
         "unspecified-from-forwarder",
         drop(OUT, IP(src="0.0.0.0", dst=SERVER) / TCP(dport=80, flags="S"), R.SPOOF_IP),
         vnic="forwarder-portsec-only",
-    ),  # noqa: E501
+    ),
     # ---- fragments ----
     C(
         "frag-v6-first-keyed-like-later",
