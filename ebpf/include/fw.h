@@ -257,7 +257,9 @@ static __always_inline int firewall(struct fw_ctx *c)
         if (frag.fr && frag.fr->verdict == NLAB_FRAG_PENDING)
             return fw_drop(c, NLAB_DROP_FRAG_REORDERED);
     }
-    if (icmp_is_link(f))
+    /* a fragmented one is no neighbour discovery to its receiver (RFC 6980): it meets the policy,
+     * and its fragments are tracked like any other's */
+    if (f->frag == NLAB_FRAG_NONE && icmp_is_link(f))
         return 0;
     int rc;
     if (icmp_is_error(f)) {
