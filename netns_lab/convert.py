@@ -193,6 +193,7 @@ class Converter:
             port_security=raw.get("port_security", True),
             allowed_addresses=self.allowed(f"vms.{vm}.nics[{index}].allowed_addresses", raw),
             promiscuous=raw.get("promiscuous", False),
+            dhcp_server=raw.get("dhcp_server", False),
         )
 
     def allowed(self, path: str, nic: dict[str, Any]) -> tuple[IfAddr, ...]:

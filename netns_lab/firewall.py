@@ -23,6 +23,7 @@ class VnicSettings:
     port_security: bool
     any_source: bool  # a forwarding appliance: MAC and ARP checked, IP source not
     addresses: tuple[IPv4Address | IPv6Address, ...]
+    dhcp_server: bool = False  # may send DHCP and DHCPv6 server messages
 
 
 def endpoint_ids(topo: Topology) -> dict[tuple[str, int], int]:
@@ -53,7 +54,8 @@ def _nic_networks(nic: Nic) -> list:
 def vnic_settings(topo: Topology, vm: Vm, nic: Nic) -> VnicSettings:
     firewalled = (vm.name, nic.index) in topo.firewalled_nics()
     endpoint = endpoint_ids(topo)[(vm.name, nic.index)] if firewalled else 0
-    return VnicSettings(endpoint, nic.port_security, vm.forwards, _expand(nic) if nic.port_security else ())
+    addresses = _expand(nic) if nic.port_security else ()
+    return VnicSettings(endpoint, nic.port_security, vm.forwards, addresses, nic.dhcp_server)
 
 
 def _peer_addresses(topo: Topology, spec: PeerSpec) -> list[fwpolicy.Peer]:

@@ -94,7 +94,14 @@ class LiveFirewall:
                 v = firewall.vnic_settings(new, vm, nic)
                 ifindex = h.ifindexes[model.vm_port(vm.name, nic.index)]
                 h.fw.set_vnic(
-                    ifindex, nic.mac, v.endpoint, v.port_security, v.any_source, v.endpoint != 0, v.addresses
+                    ifindex,
+                    nic.mac,
+                    v.endpoint,
+                    v.port_security,
+                    v.any_source,
+                    v.endpoint != 0,
+                    v.addresses,
+                    dhcp_server=v.dhcp_server,
                 )
 
     # -- reading -----------------------------------------------------------------------------

@@ -160,6 +160,7 @@ class Nic:
     port_security: bool = True  # the VM sends only from its MAC and addresses
     allowed_addresses: tuple[IfAddr, ...] = ()  # more sources it may use (a VIP): /32, /128 or a prefix
     promiscuous: bool = False  # receives copies of its port group's frames (VM-TM-R2)
+    dhcp_server: bool = False  # may send DHCP/DHCPv6 server messages (port security refuses them otherwise)
 
     @property
     def name(self) -> str:

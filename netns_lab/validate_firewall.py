@@ -29,6 +29,10 @@ def check(found: Found, topo: Topology, interfaces: Iterable[Interface]) -> None
 
 def _allowed(found: Found, owner: str, nic: Nic, owners: list[tuple[str, IfAddr]]) -> None:
     path = f"{owner}.allowed_addresses"
+    if nic.dhcp_server and not nic.port_security:
+        found.add(
+            f"{owner}.dhcp_server", "dhcp_server needs port security (port_security is false: nothing is refused)"
+        )
     if nic.allowed_addresses and not nic.port_security:
         found.add(
             path, "allowed addresses need port security (port_security is false: any source is allowed)"
