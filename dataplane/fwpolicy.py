@@ -29,6 +29,7 @@ from dataplane.lpm import (
     ACTIONS,
     DIRECTIONS,
     KEY_PROTOS,
+    PROTO_OTHER,
     PROTOCOLS,
     Compiled,
     Diff,
@@ -36,6 +37,7 @@ from dataplane.lpm import (
     Verdict,
     diff,
     encode,
+    policy_proto,
     proto_number,
 )
 
@@ -253,6 +255,9 @@ def evaluate(
     ip, number = ip_address(peer_ip), proto_number(proto)
     if not 0 <= port <= 0xFFFF:
         raise ValueError(f"port {port} is not in 0..65535")
+    # a named protocol is one of the packet's IP version: ICMP of the other version is "other"
+    number = policy_proto(ip.version, number)
+    port = 0 if number == PROTO_OTHER else port
     groups = policy.groups_of(ip)
     for rule in policy.ranked_rules:
         applies = endpoint_id in rule.applies_to and rule.direction == direction

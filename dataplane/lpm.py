@@ -236,6 +236,16 @@ def proto_number(proto: int | str) -> int:
     return number
 
 
+def policy_proto(version: int, number: int) -> int:
+    """The protocol a packet is keyed under (policy.h policy_proto): TCP, UDP, and ICMP of the
+    packet's own IP version (1 in IPv4, 58 in IPv6); every other protocol, ICMP of the other
+    version included, is PROTO_OTHER, which only rules for any protocol match."""
+    own_icmp = PROTOCOLS["icmpv6" if version == 6 else "icmp"]
+    if number in (PROTOCOLS["tcp"], PROTOCOLS["udp"], own_icmp):
+        return number
+    return PROTO_OTHER
+
+
 @dataclass(frozen=True)
 class Verdict:
     action: str  # "allow" | "deny"
@@ -364,7 +374,7 @@ class Maps:
         number = proto_number(proto)
         if not 0 <= port <= 0xFFFF:
             raise ValueError(f"port {port} is not in 0..65535")
-        number = number if number in KEY_PROTOS else PROTO_OTHER
+        number = policy_proto(ip_address(ip).version, number)
         port = 0 if number == PROTO_OTHER else port
         dir_code = DIRECTIONS[direction]
         peer = self.identity(ip)

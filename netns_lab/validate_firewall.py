@@ -24,15 +24,15 @@ def check(found: Found, topo: Topology, interfaces: Iterable[Interface]) -> None
     owners = [(owner, iface) for _, owner, iface in interfaces]
     for vm in topo.vms:
         for nic in vm.nics:
-            _allowed(found, f"vms.{vm.name}.nics[{nic.index}]", nic, owners)
+            owner = f"vms.{vm.name}.nics[{nic.index}]"
+            if nic.dhcp_server and not nic.port_security:
+                why = "dhcp_server needs port security (port_security is false: nothing is refused)"
+                found.add(f"{owner}.dhcp_server", why)
+            _allowed(found, owner, nic, owners)
 
 
 def _allowed(found: Found, owner: str, nic: Nic, owners: list[tuple[str, IfAddr]]) -> None:
     path = f"{owner}.allowed_addresses"
-    if nic.dhcp_server and not nic.port_security:
-        found.add(
-            f"{owner}.dhcp_server", "dhcp_server needs port security (port_security is false: nothing is refused)"
-        )
     if nic.allowed_addresses and not nic.port_security:
         found.add(
             path, "allowed addresses need port security (port_security is false: any source is allowed)"

@@ -6,9 +6,10 @@ and random new flows, through BPF_PROG_TEST_RUN, must get exactly `fwpolicy.eval
 
 A new flow is a TCP SYN, a UDP datagram, an ICMP echo request or another ICMP message that is
 neither an error nor a reply, or another IP protocol, over IPv4 or IPv6, either way. ICMP numbers
-are sometimes crossed with the family (protocol 58 in IPv4, 1 in IPv6): the program must judge
-those by the protocol number too. Port security is off (the vNIC's own address does not matter)
-and the connection table is emptied before every packet, so each one is a new flow.
+are sometimes crossed with the family (protocol 58 in IPv4, 1 in IPv6): no ICMP to any receiver,
+so the program must judge those as another protocol (only rules for any protocol match them).
+Port security is off (the vNIC's own address does not matter) and the connection table is
+emptied before every packet, so each one is a new flow.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ VM = {4: "10.9.9.9", 6: "2001:db8:9::9"}
 # and IPv6 neighbour discovery / MLD (the link layer of IPv6, passed like ARP)
 NOT_NEW = {1: {0, 3, 4, 5, 11, 12, 14, 16, 18}, 58: {1, 2, 3, 4, 129}}
 LINK6 = {130, 131, 132, 133, 134, 135, 136, 143}
-IPV6_EXT = {0, 43, 44, 60}  # walked by the parser, never a protocol of their own
+IPV6_EXT = {0, 43, 44, 51, 60}  # walked by the parser (tests/bpf/pktref.py), never a protocol of their own
 OTHER_PROTOS = [4, 41, 47, 50, 51, 89, 103, 132, 255]
 
 

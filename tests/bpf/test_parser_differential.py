@@ -96,7 +96,8 @@ class Model:
             return Seen(reason, events)
         if key in self.frags:  # a duplicate first fragment
             if reason is Reason.PASS:
-                return Seen(Reason.FRAG_DUP, (*events, (0, Reason.FRAG_DUP, ALLOW_RULE, p.proto, p.sport, p.dport)))
+                dup = (0, Reason.FRAG_DUP, ALLOW_RULE, p.proto, p.sport, p.dport)
+                return Seen(Reason.FRAG_DUP, (*events, dup))
             return Seen(reason, events)
         self.frags[key] = (reason is Reason.PASS, p.frag_off + p.frag_len)
         return Seen(reason, events)
@@ -153,7 +154,8 @@ def _upper(rnd: random.Random, family: int) -> tuple[int, bytes]:
     data = bytes(rnd.randint(0, 24))
     if kind == "tcp":
         dport = rnd.choice((80, 80, 443, rnd.randint(1, 65535)))
-        return 6, struct.pack("!HHIIBBHHH", rnd.randint(1024, 65535), dport, 1, 0, 0x50, 0x02, 512, 0, 0) + data
+        syn = struct.pack("!HHIIBBHHH", rnd.randint(1024, 65535), dport, 1, 0, 0x50, 0x02, 512, 0, 0)
+        return 6, syn + data
     if kind == "udp":
         dport = rnd.choice((53, 53, 5353, rnd.randint(1, 65535)))
         return 17, struct.pack("!HHHH", rnd.randint(1024, 65535), dport, 8 + len(data), 0) + data
@@ -164,7 +166,9 @@ def _upper(rnd: random.Random, family: int) -> tuple[int, bytes]:
         types = (8, 128, 0, 129, 13, 9, 200, 3, 1, 135, 136, 143)
         return icmp_proto, struct.pack("!BBHHH", rnd.choice(types), 0, 0, rnd.randint(0, 65535), 1) + data
     if kind == "tunnel":  # IPv4 in IPv6 (4) or IPv6 in IPv4 (41)
-        return (4, bytes([0x45]) + bytes(19) + data) if family == 6 else (41, bytes([0x60]) + bytes(39) + data)
+        if family == 6:
+            return 4, bytes([0x45]) + bytes(19) + data
+        return 41, bytes([0x60]) + bytes(39) + data
     return {"esp": 50, "none": 59, "other": rnd.choice((47, 132, 200))}[kind], data
 
 
@@ -193,8 +197,9 @@ def _ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 1, frag: 
 
 
 def _eth(ip: bytes, v6: bool) -> bytes:
-    mac = bytes.fromhex
-    return mac(VM_MAC.replace(":", "")) + mac(GW_MAC.replace(":", "")) + (b"\x86\xdd" if v6 else b"\x08\x00") + ip
+    """To the VM (dst VM_MAC, src GW_MAC)."""
+    macs = bytes.fromhex(VM_MAC.replace(":", "") + GW_MAC.replace(":", ""))
+    return macs + (b"\x86\xdd" if v6 else b"\x08\x00") + ip
 
 
 def chained_v6(rnd: random.Random) -> bytes:
@@ -217,7 +222,8 @@ def fragmented(rnd: random.Random) -> list[bytes]:
     fragmentable, first_nh = upper, proto
     if v6 and rnd.random() < 0.5:
         fragmentable, first_nh = _ext(rnd, pktref.DSTOPTS, proto) + upper, pktref.DSTOPTS
-    cuts = sorted(rnd.sample(range(8, len(fragmentable), 8), k=min(rnd.randint(1, 3), (len(fragmentable) - 1) // 8)))
+    pieces = min(rnd.randint(1, 3), (len(fragmentable) - 1) // 8)
+    cuts = sorted(rnd.sample(range(8, len(fragmentable), 8), k=pieces))
     bounds = list(zip([0, *cuts], [*cuts, len(fragmentable)], strict=True))
     src = rnd.choice(PEERS6 if v6 else PEERS4)
     frames = []
