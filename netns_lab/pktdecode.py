@@ -47,6 +47,7 @@ ICMP6_TYPES = {
 # Extension headers whose length is (byte 1 + 1) * 8; AH counts in 4-byte units (byte 1 + 2) * 4.
 IPV6_EXT = {0, 43, 60, 135, 139, 140}
 IPV6_FRAGMENT, IPV6_AH, IPV6_ESP, IPV6_NONE = 44, 51, 50, 59
+IPV6_MAX_EXT = 8  # dataplane.abi.IPV6_MAX_EXT (this module stays stdlib-only)
 ECHO_TYPES = {1: (0, 8), 58: (128, 129)}  # echo reply and request: they carry an id and a sequence
 IP_PROTOS = {
     1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah", 58: "icmpv6", 132: "sctp",
@@ -163,7 +164,7 @@ def _ipv6(d: Decoded, frame: bytes, offset: int) -> None:
     d.src = socket.inet_ntop(socket.AF_INET6, frame[offset + 8 : offset + 24])
     d.dst = socket.inet_ntop(socket.AF_INET6, frame[offset + 24 : offset + 40])
     nxt, offset = frame[offset + 6], offset + 40
-    for _ in range(8):  # a bounded walk: a loop of headers must not hang the view
+    for _ in range(IPV6_MAX_EXT):  # the dataplane's bound: it refuses longer chains (ipv6-chain)
         if nxt in IPV6_EXT or nxt == IPV6_AH:
             if len(frame) < offset + 2:
                 d.info = "truncated"
@@ -183,6 +184,9 @@ def _ipv6(d: Decoded, frame: bytes, offset: int) -> None:
         else:
             break
     d.proto = IP_PROTOS.get(nxt, f"ip/{nxt}")
+    if nxt in IPV6_EXT or nxt in (IPV6_AH, IPV6_FRAGMENT):
+        d.info = f"extension-header chain longer than {IPV6_MAX_EXT}"
+        return
     if nxt not in (IPV6_NONE, IPV6_ESP):
         _transport(d, frame, offset, nxt)
 

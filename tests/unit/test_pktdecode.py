@@ -116,3 +116,22 @@ def test_a_loop_of_ipv6_extension_headers_ends() -> None:
     frame = bytes(ETH / IPv6(src="::1", dst="::2", nh=0)) + hop * 20
     d = decode(frame)
     assert d.proto in ("ip/0", "ipv6") and d.sport is None
+
+
+def test_a_chain_past_the_dataplanes_bound_is_named() -> None:
+    """The view walks as far as the dataplane does (dataplane.abi.IPV6_MAX_EXT) and says so past it."""
+    from dataplane.abi import IPV6_MAX_EXT
+    from netns_lab.pktdecode import IPV6_MAX_EXT as VIEW_MAX
+
+    assert VIEW_MAX == IPV6_MAX_EXT
+
+    def chain(n: int) -> bytes:
+        head = V6
+        for _ in range(n):
+            head = head / IPv6ExtHdrDestOpt()
+        return bytes(ETH / head / UDP(sport=9, dport=10))
+
+    at = decode(chain(IPV6_MAX_EXT))
+    assert (at.proto, at.sport, at.dport) == ("udp", 9, 10)
+    past = decode(chain(IPV6_MAX_EXT + 1))
+    assert past.sport is None and past.info == f"extension-header chain longer than {IPV6_MAX_EXT}"
