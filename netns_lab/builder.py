@@ -241,16 +241,7 @@ class Builder:
             return False
         vm, nic = owner
         v = firewall.vnic_settings(self.topo, vm, nic)
-        self._dataplanes[node].firewall.set_vnic(
-            ifindex,
-            nic.mac,
-            v.endpoint,
-            v.port_security,
-            v.any_source,
-            v.endpoint != 0,
-            v.addresses,
-            dhcp_server=v.dhcp_server,
-        )
+        firewall.install_vnic(self._dataplanes[node].firewall, ifindex, nic, v)
         if vm.role == "analyzer":  # receive-only from its first frame on
             self._dataplanes[node].mirrors.set_port(ifindex, (), analyzer=True)
         return True

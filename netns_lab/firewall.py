@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_network
+from typing import TYPE_CHECKING
 
 from dataplane import fwpolicy
 from netns_lab.model import FwRule, Nic, PeerSpec, Topology, Vm
+
+if TYPE_CHECKING:
+    from dataplane.firewall import Firewall
 
 MAX_EXPANDED = 256  # addresses an allowed prefix may stand for in the exact-match address map
 
@@ -24,6 +28,20 @@ class VnicSettings:
     any_source: bool  # a forwarding appliance: MAC and ARP checked, IP source not
     addresses: tuple[IPv4Address | IPv6Address, ...]
     dhcp_server: bool = False  # may send DHCP and DHCPv6 server messages
+
+
+def install_vnic(fw: Firewall, ifindex: int, nic: Nic, v: VnicSettings) -> None:
+    """Tell a host's firewall about the VM port `ifindex`: its MAC, endpoint, checks and sources."""
+    fw.set_vnic(
+        ifindex,
+        nic.mac,
+        v.endpoint,
+        v.port_security,
+        v.any_source,
+        v.endpoint != 0,
+        v.addresses,
+        dhcp_server=v.dhcp_server,
+    )
 
 
 def endpoint_ids(topo: Topology) -> dict[tuple[str, int], int]:

@@ -93,16 +93,7 @@ class LiveFirewall:
             for nic in vm.nics:
                 v = firewall.vnic_settings(new, vm, nic)
                 ifindex = h.ifindexes[model.vm_port(vm.name, nic.index)]
-                h.fw.set_vnic(
-                    ifindex,
-                    nic.mac,
-                    v.endpoint,
-                    v.port_security,
-                    v.any_source,
-                    v.endpoint != 0,
-                    v.addresses,
-                    dhcp_server=v.dhcp_server,
-                )
+                firewall.install_vnic(h.fw, ifindex, nic, v)
 
     # -- reading -----------------------------------------------------------------------------
     def rule_hits(self) -> dict[int, tuple[int, int]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+from scapy.layers.dhcp import BOOTP
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6ND_Redirect, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
@@ -458,7 +459,10 @@ CASES = [
         "arp-to-vm-not-checked",
         ok(IN, Ether(src=GW_MAC, dst=VM_MAC) / ARP(op=2, hwsrc=GW_MAC, psrc=WEB4, pdst=VM4)),
     ),
-    C("dhcp-server-reply", drop(OUT, udp(VM4, "255.255.255.255", 67, 68), R.DHCP_SERVER)),
+    C(
+        "dhcp-server-reply",  # more in test_portsec_programs.py: judged by message, not port
+        drop(OUT, IP(src=VM4, dst="255.255.255.255") / UDP(sport=67, dport=68) / BOOTP(op=2), R.DHCP_SERVER),
+    ),
     C("dhcp-client-discover", new(OUT, udp("0.0.0.0", "255.255.255.255", 68, 67), 23)),
     C("ra-from-vm", drop(OUT, IPv6(src=VM_LL, dst="ff02::1") / ICMPv6ND_RA(), R.ROUTER_ADVERT)),
     C(
