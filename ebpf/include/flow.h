@@ -170,6 +170,9 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
     __u32 off = ETH_HLEN + sizeof(struct nlab_ipv6hdr);
     __u32 frag_start = 0;  /* offset just past the fragment header; 0: none seen */
 
+    /* headers read through the helper, not read_bytes: a direct read at an offset computed in a
+     * loop splits every verifier state in two, and the program no longer verifies (E2BIG); a
+     * chain is rare enough for the helper's few ns */
 #pragma clang loop unroll(disable)
     for (int i = 0; i <= NLAB_IPV6_MAX_EXT; i++) {
         if (next == NLAB_IPPROTO_FRAGMENT) {

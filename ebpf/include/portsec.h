@@ -207,7 +207,7 @@ static __always_inline int portsec_icmp(struct __sk_buff *skb, const struct nlab
     return 0;
 }
 
-/* Checks by upper-layer protocol, of a packet from the VM whose source is its own. */
+/* Port security of an IP packet from the VM: its source, then what its upper layer says. */
 static __always_inline int portsec_ip(struct __sk_buff *skb, const struct nlab_vnic *vnic, const struct flow *f)
 {
     int unspec = addr_unspecified(f->saddr, f->family);  /* forwarders too: no router forwards from it */
