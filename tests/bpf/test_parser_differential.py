@@ -8,7 +8,9 @@ The program does not expose what it parsed, so the policy makes its verdict show
 for one port or type of each protocol (tcp 80: rule 41, udp 53: 42, icmp echo: 43, icmpv6 echo:
 44) and an allow rule for anything else (50). Every classified packet then leaves one event
 naming the deciding rule with the protocol and ports the policy saw; refused ones leave their
-reason (ipv6-chain, frag-tiny, l3-malformed, ...). Generated: random extension-header chains of
+reason (ipv6-chain, frag-tiny, l3-malformed, ...). Both ways: from the VM (port_from_vm, port
+security on: router advertisements and redirects refused on their real upper layer; the same rules
+with ids + 100) and to it (port_to_vm). Generated: random extension-header chains of
 every length up to and past the bound, fragments of IPv4 and IPv6 datagrams in every order,
 tunnels (IPv6 in IPv4, IPv4 in IPv6), ICMP in the wrong IP version, VLAN tags, truncations.
 On failure the seed is printed; NLAB_DIFF_SEED=N replays it, NLAB_DIFF_FRAMES=N sizes the run.
@@ -43,20 +45,19 @@ DENY = {(6, None, 80): 41, (17, None, 53): 42, (1, 4, 8): 43, (58, 6, 128): 44}
 ALLOW_RULE = 50
 
 
-def _rule(rid: int, proto: str, ports: tuple[int, int] | None, action: str, priority: int) -> Rule:
-    return Rule(rid, {1}, IN, AnyPeer(), proto, ports, action, priority)  # type: ignore[arg-type]
+OUT_RULES = 100  # the same rules for packets from the VM: ids + 100
 
 
-POLICY = Policy(
-    (Endpoint(1, (VM4, VM6), {"app"}),),
-    (
-        _rule(41, "tcp", (80, 80), "deny", 0),
-        _rule(42, "udp", (53, 53), "deny", 0),
-        _rule(43, "icmp", (8, 8), "deny", 0),
-        _rule(44, "icmpv6", (128, 128), "deny", 0),
-        _rule(ALLOW_RULE, "any", None, "allow", 9),
-    ),
-)
+def _rules(direction: str) -> tuple[Rule, ...]:
+    base = OUT_RULES if direction == OUT else 0
+    kinds = [(41, "tcp", (80, 80)), (42, "udp", (53, 53)), (43, "icmp", (8, 8)), (44, "icmpv6", (128, 128))]
+    rules = [
+        Rule(base + rid, {1}, direction, AnyPeer(), proto, ports, "deny", 0) for rid, proto, ports in kinds
+    ]
+    return (*rules, Rule(base + ALLOW_RULE, {1}, direction, AnyPeer(), "any", None, "allow", 9))
+
+
+POLICY = Policy((Endpoint(1, (VM4, VM6), {"app"}),), (*_rules(IN), *_rules(OUT)))
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,11 @@ class Model:
 
     frags: dict[tuple, object] = field(default_factory=dict)
 
-    def expect(self, frame: bytes) -> Seen:
+    def expect(self, frame: bytes, direction: str) -> Seen:
         p = pktref.parse(frame)
+        base = OUT_RULES if direction == OUT else 0
+        if p.refused is None and direction == OUT and p.frag != pktref.LATER and _router_role(p):
+            return Seen(Reason.ROUTER_ADVERT, ((0, Reason.ROUTER_ADVERT, 0, p.proto, p.sport, p.dport),))
         if p.refused is not None:
             ev = (0, p.refused, 0, 0, 0, 0) if p.refused in REPORTED else None
             if ev and p.refused is Reason.FRAG_TINY:
@@ -91,12 +95,12 @@ class Model:
             return self._later(p, key)
         if p.frag == pktref.FIRST and self.frags.get(key) == "pending":
             return Seen(Reason.FRAG_REORDERED, ((0, Reason.FRAG_REORDERED, 0, p.proto, p.sport, p.dport),))
-        reason, events = self._flow(p)
+        reason, events = self._flow(p, base)
         if p.frag != pktref.FIRST:
             return Seen(reason, events)
         if key in self.frags:  # a duplicate first fragment
             if reason is Reason.PASS:
-                dup = (0, Reason.FRAG_DUP, ALLOW_RULE, p.proto, p.sport, p.dport)
+                dup = (0, Reason.FRAG_DUP, base + ALLOW_RULE, p.proto, p.sport, p.dport)
                 return Seen(Reason.FRAG_DUP, (*events, dup))
             return Seen(reason, events)
         self.frags[key] = (reason is Reason.PASS, p.frag_off + p.frag_len)
@@ -123,7 +127,7 @@ class Model:
         return Seen(Reason.PASS, ()) if allowed else drop(Reason.POLICY)
 
     @staticmethod
-    def _flow(p: pktref.Parsed) -> tuple[Reason, tuple]:
+    def _flow(p: pktref.Parsed, base: int) -> tuple[Reason, tuple]:
         icmp = pktref.is_icmp(p.family, p.proto)
         t = p.icmp_type
         if icmp and p.family == 6 and t in ND_LINK and p.frag == pktref.NONE:
@@ -135,8 +139,15 @@ class Model:
         port = t if icmp else p.dport if p.proto in (6, 17) else None
         rule = DENY.get((p.proto, p.family if icmp else None, port))
         if rule is not None:
-            return Reason.POLICY, ((0, Reason.POLICY, rule, p.proto, p.sport, p.dport),)
-        return Reason.PASS, ((1, Reason.PASS, ALLOW_RULE, p.proto, p.sport, p.dport),)
+            return Reason.POLICY, ((0, Reason.POLICY, base + rule, p.proto, p.sport, p.dport),)
+        return Reason.PASS, ((1, Reason.PASS, base + ALLOW_RULE, p.proto, p.sport, p.dport),)
+
+
+def _router_role(p: pktref.Parsed) -> bool:
+    """Port security: an RA, or a redirect from a VM that does not forward (the VM here does not)."""
+    if not pktref.is_icmp(p.family, p.proto):
+        return False
+    return p.icmp_type in ((134, 137) if p.family == 6 else (5,))
 
 
 # -- the generator -------------------------------------------------------------------------------
@@ -148,8 +159,9 @@ def _ext(rnd: random.Random, kind: int, nxt: int) -> bytes:
     return bytes([nxt, n]) + bytes([1, (n + 1) * 8 - 4]) + bytes((n + 1) * 8 - 4)  # a PadN option
 
 
-def _upper(rnd: random.Random, family: int) -> tuple[int, bytes]:
-    """An upper-layer protocol and its bytes: TCP SYN, UDP, ICMP of either version, tunnels, ..."""
+def _upper(rnd: random.Random, family: int, direction: str) -> tuple[int, bytes]:
+    """An upper-layer protocol and its bytes: TCP SYN, UDP, ICMP of either version, tunnels, ...
+    From the VM, none that port security reads further (ND, DHCP): test_portsec_programs.py."""
     kind = rnd.choice(("tcp", "udp", "icmp", "icmp", "cross", "tunnel", "esp", "none", "other"))
     data = bytes(rnd.randint(0, 24))
     if kind == "tcp":
@@ -158,12 +170,13 @@ def _upper(rnd: random.Random, family: int) -> tuple[int, bytes]:
         return 6, syn + data
     if kind == "udp":
         dport = rnd.choice((53, 53, 5353, rnd.randint(1, 65535)))
+        dport = 9 if direction == OUT and dport in (67, 68, 546, 547) else dport
         return 17, struct.pack("!HHHH", rnd.randint(1024, 65535), dport, 8 + len(data), 0) + data
     icmp_proto = 58 if family == 6 else 1
     if kind == "cross":  # ICMP of the other IP version
         icmp_proto = 1 if family == 6 else 58
     if kind in ("icmp", "cross"):
-        types = (8, 128, 0, 129, 13, 9, 200, 3, 1, 135, 136, 143)
+        types = (8, 128, 0, 129, 13, 9, 200, 3, 1, 5, 134, 137, 143) + ((135, 136) if direction == IN else ())
         return icmp_proto, struct.pack("!BBHHH", rnd.choice(types), 0, 0, rnd.randint(0, 65535), 1) + data
     if kind == "tunnel":  # IPv4 in IPv6 (4) or IPv6 in IPv4 (41)
         if family == 6:
@@ -196,27 +209,33 @@ def _ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 1, frag: 
     return head + IPv4Address(src).packed + IPv4Address(dst).packed + payload
 
 
-def _eth(ip: bytes, v6: bool) -> bytes:
-    """To the VM (dst VM_MAC, src GW_MAC)."""
-    macs = bytes.fromhex(VM_MAC.replace(":", "") + GW_MAC.replace(":", ""))
+def _eth(ip: bytes, v6: bool, direction: str) -> bytes:
+    pair = (GW_MAC, VM_MAC) if direction == OUT else (VM_MAC, GW_MAC)  # (dst, src)
+    macs = bytes.fromhex("".join(pair).replace(":", ""))
     return macs + (b"\x86\xdd" if v6 else b"\x08\x00") + ip
 
 
-def chained_v6(rnd: random.Random) -> bytes:
+def _ends(rnd: random.Random, v6: bool, direction: str) -> tuple[str, str]:
+    peer, vm = rnd.choice(PEERS6 if v6 else PEERS4), VM6 if v6 else VM4
+    return (vm, peer) if direction == OUT else (peer, vm)
+
+
+def chained_v6(rnd: random.Random, direction: str) -> bytes:
     kinds = _chain(rnd)
-    proto, upper = _upper(rnd, 6)
+    proto, upper = _upper(rnd, 6, direction)
     body = upper
     for i in reversed(range(len(kinds))):
         nxt = kinds[i + 1] if i + 1 < len(kinds) else proto
         body = _ext(rnd, kinds[i], nxt) + body
-    return _eth(_ipv6(rnd.choice(PEERS6), VM6, kinds[0] if kinds else proto, body), True)
+    src, dst = _ends(rnd, True, direction)
+    return _eth(_ipv6(src, dst, kinds[0] if kinds else proto, body), True, direction)
 
 
-def fragmented(rnd: random.Random) -> list[bytes]:
+def fragmented(rnd: random.Random, direction: str) -> list[bytes]:
     """The fragments of one datagram (IPv4 or IPv6, the v6 one with headers on both sides of its
     fragment header), in a random order, sometimes one twice."""
     v6 = rnd.random() < 0.5
-    proto, upper = _upper(rnd, 6 if v6 else 4)
+    proto, upper = _upper(rnd, 6 if v6 else 4, direction)
     upper += bytes(rnd.randint(8, 48))
     ident = rnd.randint(0, 0xFFFFFFFF if v6 else 0xFFFF)
     fragmentable, first_nh = upper, proto
@@ -225,7 +244,7 @@ def fragmented(rnd: random.Random) -> list[bytes]:
     pieces = min(rnd.randint(1, 3), (len(fragmentable) - 1) // 8)
     cuts = sorted(rnd.sample(range(8, len(fragmentable), 8), k=pieces))
     bounds = list(zip([0, *cuts], [*cuts, len(fragmentable)], strict=True))
-    src = rnd.choice(PEERS6 if v6 else PEERS4)
+    src, dst = _ends(rnd, v6, direction)
     frames = []
     for lo, hi in bounds:
         more = hi < len(fragmentable)
@@ -233,10 +252,10 @@ def fragmented(rnd: random.Random) -> list[bytes]:
             fh = struct.pack("!BBHI", first_nh, 0, lo | int(more), ident)
             unfrag = _ext(rnd, pktref.HOPOPTS, pktref.FRAGMENT) if rnd.random() < 0.3 else b""
             nh = pktref.HOPOPTS if unfrag else pktref.FRAGMENT
-            frames.append(_eth(_ipv6(src, VM6, nh, unfrag + fh + fragmentable[lo:hi]), True))
+            frames.append(_eth(_ipv6(src, dst, nh, unfrag + fh + fragmentable[lo:hi]), True, direction))
         else:
             flags = (lo // 8) | (0x2000 if more else 0)
-            frames.append(_eth(_ipv4(src, VM4, proto, fragmentable[lo:hi], ident, flags), False))
+            frames.append(_eth(_ipv4(src, dst, proto, fragmentable[lo:hi], ident, flags), False, direction))
     rnd.shuffle(frames)
     if rnd.random() < 0.2:
         frames.insert(rnd.randrange(len(frames) + 1), rnd.choice(frames))
@@ -261,20 +280,21 @@ def truncated(rnd: random.Random, frame: bytes) -> bytes:
 
 def generate(rnd: random.Random) -> list[tuple[str, bytes]]:
     """One scenario: one or more (direction, frame)."""
-    pick = rnd.random()
+    pick, direction = rnd.random(), rnd.choice((IN, OUT))
     if pick < 0.45:
-        frame = chained_v6(rnd)
+        frame = chained_v6(rnd, direction)
     elif pick < 0.7:
-        return [(IN, f) for f in fragmented(rnd)]
+        return [(direction, f) for f in fragmented(rnd, direction)]
     else:
-        proto, upper = _upper(rnd, 4)
-        frame = _eth(_ipv4(rnd.choice(PEERS4), VM4, proto, upper), False)
+        proto, upper = _upper(rnd, 4, direction)
+        src, dst = _ends(rnd, False, direction)
+        frame = _eth(_ipv4(src, dst, proto, upper), False, direction)
     if rnd.random() < 0.15:
         frame = truncated(rnd, frame)
     if rnd.random() < 0.05:  # a tag of its own
         tagged = frame[:12] + b"\x81\x00\x00\x0a" + frame[12:]
-        return [(rnd.choice((IN, OUT)), tagged)]
-    return [(IN, frame)]
+        return [(direction, tagged)]
+    return [(direction, frame)]
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -291,7 +311,8 @@ def observe(harness: Harness, direction: str, frame: bytes) -> Seen:
     assert len(sent.counted) == 1 and next(iter(sent.counted))[0] == COUNTED[direction], sent.counted
     events = []
     for ev in sent.events:
-        assert ev.direction == FwDirection.IN and address(ev.family, ev.daddr) in (VM4, VM6, "::")
+        vm = address(ev.family, ev.daddr if direction == IN else ev.saddr)
+        assert ev.direction == FwDirection[direction.upper()] and vm in (VM4, VM6, "::")
         events.append((ev.verdict, ev.reason, ev.rule, ev.proto, ev.sport, ev.dport))
     if any(ev[0] == Verdict.ALLOW for ev in events):
         forget(harness.dp, 1)  # a new flow each time: no connection state between frames
@@ -303,7 +324,7 @@ def observe(harness: Harness, direction: str, frame: bytes) -> Seen:
 def expected(model: Model, direction: str, frame: bytes) -> Seen:
     if frame[12:14] == b"\x81\x00":  # from the VM: refused; to it: a second tag under the port's
         return Seen(Reason.TAGGED_ON_ACCESS if direction == OUT else Reason.QINQ, ())
-    return model.expect(frame)
+    return model.expect(frame, direction)
 
 
 def test_parser_agrees_with_the_reference(harness: Harness) -> None:
@@ -320,4 +341,10 @@ def test_parser_agrees_with_the_reference(harness: Harness) -> None:
                 f"{frame.hex()}:\n  program   {got}\n  reference {want}"
             )
     # the generator reaches every class it is meant to
-    assert {Reason.PASS, Reason.POLICY, Reason.IPV6_CHAIN, Reason.FRAG_ORPHAN, Reason.L3_MALFORMED} <= reasons
+    assert {
+        Reason.PASS,
+        Reason.POLICY,
+        Reason.IPV6_CHAIN,
+        Reason.FRAG_ORPHAN,
+        Reason.ROUTER_ADVERT,
+    } <= reasons
