@@ -210,11 +210,13 @@ static __always_inline int portsec_icmp(struct __sk_buff *skb, const struct nlab
 /* Port security of an IP packet from the VM: its source, then what its upper layer says. */
 static __always_inline int portsec_ip(struct __sk_buff *skb, const struct nlab_vnic *vnic, const struct flow *f)
 {
-    int unspec = addr_unspecified(f->saddr, f->family);  /* forwarders too: no router forwards from it */
-    if ((unspec && !unspecified_allowed(f)) ||
-        (!unspec && !(vnic->flags & NLAB_VNIC_F_ANY_SOURCE) && !addr_primary(vnic, f) &&
-         !addr_allowed(skb_ifindex(skb), f->family, f->saddr) && !(f->family == 6 && link_local_of(f->saddr, vnic->mac))))
-        return -NLAB_DROP_SPOOF_IP;
+    if (!addr_primary(vnic, f)) {  /* the common case first: the vNIC's own address */
+        int unspec = addr_unspecified(f->saddr, f->family);  /* forwarders too: no router forwards from it */
+        if ((unspec && !unspecified_allowed(f)) ||
+            (!unspec && !(vnic->flags & NLAB_VNIC_F_ANY_SOURCE) && !addr_allowed(skb_ifindex(skb), f->family, f->saddr) &&
+             !(f->family == 6 && link_local_of(f->saddr, vnic->mac))))
+            return -NLAB_DROP_SPOOF_IP;
+    }
     if (f->frag == NLAB_FRAG_LATER)
         return 0;
     if (f->proto == NLAB_IPPROTO_UDP)
