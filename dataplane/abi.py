@@ -18,6 +18,7 @@ IPCACHE_SIZE = 65536
 POLICY_FIXED_BITS = 80
 IPCACHE_FIXED_BITS = 16
 NR_DIRS = 2
+CT_SHARES = MAX_ENDPOINTS * 2  # quota counts: index endpoint * 2 + origin (FwDirection)
 CB_VLAN = 0
 CB_MIRROR = 1
 NO_VLAN = 0xFFFF
@@ -52,6 +53,7 @@ class Reason(enum.IntEnum):
     UNSUPPORTED = 25
     ANALYZER_TX = 26
     ANALYZER_RX = 27
+    DST_MAC = 30
 
     @property
     def label(self) -> str:
@@ -87,6 +89,7 @@ REASON_TEXT = {
     Reason.UNSUPPORTED: "protocol the firewall does not pass (not IP or ARP)",
     Reason.ANALYZER_TX: "sent by a receive-only analyzer port",
     Reason.ANALYZER_RX: "towards an analyzer port but not a mirror copy",
+    Reason.DST_MAC: "unicast frame for another MAC (flooded)",
 }
 
 
@@ -221,6 +224,8 @@ class FwConfig(ctypes.Structure):
         ("timeout_icmp", ctypes.c_uint64),
         ("timeout_frag", ctypes.c_uint64),
         ("timeout_tcp_close", ctypes.c_uint64),
+        ("ct_quota_in", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     )
 
 

@@ -35,13 +35,14 @@ NS = 1_000_000_000
 
 @dataclass(frozen=True)
 class Settings:
-    ct_quota: int = 4096
+    ct_quota: int = 4096  # entries of flows one VM opened
     tcp_timeout: int = 3600  # seconds
     tcp_open_timeout: int = 60
     udp_timeout: int = 60
     icmp_timeout: int = 30
     frag_timeout: int = 10
     tcp_close_timeout: int = 10  # after a FIN or RST (Linux conntrack's CLOSE is 10 s too)
+    ct_quota_in: int | None = None  # entries of flows opened towards one VM; None: ct_quota
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class Firewall:
     def set_settings(self, s: Settings) -> None:
         cfg = self.config()
         cfg.ct_quota = s.ct_quota
+        cfg.ct_quota_in = s.ct_quota if s.ct_quota_in is None else s.ct_quota_in
         cfg.timeout_tcp, cfg.timeout_tcp_open = s.tcp_timeout * NS, s.tcp_open_timeout * NS
         cfg.timeout_udp, cfg.timeout_icmp, cfg.timeout_frag = (
             s.udp_timeout * NS,
@@ -188,6 +190,15 @@ class Firewall:
                 rule=entry.rule,
                 age_s=max(0.0, (now - entry.last_seen) / NS),
             )
+
+    def quota_counts(self, endpoint: int) -> tuple[int, int]:
+        """The entries endpoint `endpoint` holds against its quotas: (opened by it, opened to it)."""
+        counts = []
+        for origin in abi.FwDirection:
+            count = ctypes.c_uint32()
+            syscalls.map_lookup(self.maps["ct_count"], ctypes.c_uint32(endpoint * 2 + origin), count)
+            counts.append(count.value)
+        return counts[0], counts[1]
 
     def gc(self) -> int:
         """Delete expired connection entries (the program deletes those it meets); returns how many.

@@ -41,6 +41,8 @@
 /* port mirroring (NIST 5) */
 #define NLAB_DROP_ANALYZER_TX      26  /* a frame sent by a receive-only analyzer port */
 #define NLAB_DROP_ANALYZER_RX      27  /* a frame towards an analyzer port that is not a mirror copy */
+/* port security, towards the VM */
+#define NLAB_DROP_DST_MAC          30  /* unicast frame for another MAC (flooded) towards a guarded vNIC */
 #define NLAB_NR_REASONS            32
 
 /* Direction, seen from the switch: into it from the port's device, or out of it to the device. */
@@ -170,14 +172,19 @@ struct nlab_frag {
  * selects which of the two policy copies (keys carry the bit) packets use. */
 struct nlab_fw_config {
     __u32 generation;
-    __u32 ct_quota;         /* connection entries one endpoint may hold */
+    __u32 ct_quota;         /* connection entries of flows one endpoint opened (origin OUT) */
     __u64 timeout_tcp;      /* ns: established TCP */
     __u64 timeout_tcp_open; /* ns: TCP being opened or closed */
     __u64 timeout_udp;
     __u64 timeout_icmp;
     __u64 timeout_frag;
     __u64 timeout_tcp_close; /* ns: TCP after a FIN or RST */
+    __u32 ct_quota_in;      /* connection entries of flows opened towards one endpoint (origin IN) */
+    __u32 _pad;
 };
+
+/* The quota count of an endpoint's entries of one origin: index endpoint * 2 + origin. */
+#define NLAB_CT_SHARES (NLAB_MAX_ENDPOINTS * 2)
 
 /* Policy lookup: LPM over (gen, endpoint, direction, proto, identity) exact and a prefix of
  * the port; a longest match gives the winning rule for that port interval. */

@@ -71,20 +71,26 @@ static __always_inline __u64 ct_timeout(const struct nlab_fw_config *cfg, __u8 p
     return cfg->timeout_udp;
 }
 
-static __always_inline void ct_release(__u16 endpoint)
+/* Every entry counts against one share of its endpoint: that of its origin. */
+static __always_inline __u32 ct_share(__u16 endpoint, __u8 origin)
 {
-    __u32 idx = endpoint;
+    return (__u32)endpoint * 2 + (origin & 1);
+}
+
+static __always_inline void ct_release(__u16 endpoint, __u8 origin)
+{
+    __u32 idx = ct_share(endpoint, origin);
     __u32 *count = map_ct_count(&idx);
 
     if (count && *count > 0)
         __sync_fetch_and_add(count, -1);
 }
 
-/* Only flows a VM opens count against its quota (see ct_create). */
+/* Only the deleter of an entry gives its share back: a racing delete of the same key fails. */
 static __always_inline void ct_delete(struct nlab_ct_key *k, __u8 origin)
 {
-    if (map_ct_delete(k) == 0 && origin == NLAB_FW_OUT)
-        ct_release(k->endpoint);
+    if (map_ct_delete(k) == 0)
+        ct_release(k->endpoint, origin);
 }
 
 /* The live entry of flow `f` (the packet's, or the one an ICMP error quotes), or NULL; *reply
@@ -140,25 +146,36 @@ static __always_inline void ct_update(const struct fw_ctx *c, struct nlab_ct_ent
     }
 }
 
-/* Insert a new flow; a negative reason if not. The quota bounds the flows a VM opens: counting
- * inbound flows too would let any client use up a server's share. Inbound flows are bounded by
- * the table size (and by their sender's own quota on its host). */
+/* Insert a new flow; a negative reason if not. Every entry counts against one of two shares of
+ * its endpoint: flows the VM opened (quota) or flows opened towards it (inbound quota). Counting
+ * both against one share would let any client use up a server's share, its own outbound flows
+ * included; counting only outbound ones let any peer fill the host's table through a VM.
+ * The share is taken before the insert and given back if the insert fails. Taken by adding first
+ * and reading after (the fetching atomics need -mcpu=v3, which bcc does not pass to its backend):
+ * of CPUs racing for the last slot, none reads a count within the quota unless all others added
+ * after its read, so the quota is never exceeded; at worst all of them give back and refuse
+ * (fail closed). The count equals the number of entries whenever no insert is under way. */
 static __always_inline int ct_create(const struct fw_ctx *c, struct nlab_ct_key *key)
 {
-    __u32 idx = key->endpoint;
+    __u32 idx = ct_share(key->endpoint, c->dir);
     __u32 *count = map_ct_count(&idx);
+    __u32 quota = c->dir == NLAB_FW_OUT ? c->cfg->ct_quota : c->cfg->ct_quota_in;
     struct nlab_ct_entry e = {
         .last_seen = c->now, .rule = c->rule, .generation = c->cfg->generation,
         .state = NLAB_CT_NEW, .origin = c->dir,
     };
-    int counted = c->dir == NLAB_FW_OUT;
 
-    if (counted && (!count || *count >= c->cfg->ct_quota))
+    if (!count)
         return -NLAB_DROP_CT_QUOTA;
-    if (map_ct_insert(key, &e) < 0)  /* BPF_NOEXIST */
+    __sync_fetch_and_add(count, 1);
+    if (*(volatile __u32 *)count > quota) {
+        __sync_fetch_and_add(count, -1);
+        return -NLAB_DROP_CT_QUOTA;
+    }
+    if (map_ct_insert(key, &e) < 0) {  /* BPF_NOEXIST */
+        __sync_fetch_and_add(count, -1);
         return -NLAB_DROP_CT_FULL;  /* E2BIG (full) or a racing twin: fail closed either way */
-    if (counted && count)
-        __sync_fetch_and_add(count, 1);
+    }
     return 0;
 }
 
