@@ -230,6 +230,7 @@ class Builder:
                 s.icmp_timeout,
                 s.frag_timeout,
                 s.tcp_close_timeout,
+                ct_quota_in=s.ct_quota_in,
             )
         )
         fw.install(fwpolicy.compile(firewall.host_policy(self.topo, host)))
