@@ -174,38 +174,35 @@ def routes(lab: Lab, *routes: tuple[str, str]) -> Iterator[None]:
             vf.undo(ns, "ip", family, "route", "flush", "cache")
 
 
-def test_icmpv6_redirect_changes_no_route(lab: Lab, n: dict[str, va.Nic]) -> None:
-    """mallory, the victim's next hop for 2001:db8:d::/64, redirects it to client: refused.
-    rtr, next hop for 2001:db8:e::/64, sends the same redirect: the victim follows it."""
-    ns, mallory, rtr = lab.ns("victim"), vf.ll(n["mallory"]), vf.ll(n["rtr"])
-    with routes(lab, ("2001:db8:d::/64", mallory), ("2001:db8:e::/64", rtr)):
-        attack = vf.redirect6(n["mallory"], n["victim"], "2001:db8:d::7", n["client"])
+REDIRECTS = {  # builder, a VM's address in the family, (mallory's prefix, dest), (rtr's prefix, dest)
+    "icmpv6": (
+        vf.redirect6,
+        vf.ll,
+        ("2001:db8:d::/64", "2001:db8:d::7"),
+        ("2001:db8:e::/64", "2001:db8:e::7"),
+    ),
+    "ipv4": (vf.redirect4, vf.ip4, ("198.51.100.0/24", "198.51.100.7"), ("203.0.113.0/24", "203.0.113.7")),
+}
+
+
+@pytest.mark.parametrize("family", REDIRECTS)
+def test_redirect_changes_no_route(lab: Lab, n: dict[str, va.Nic], family: str) -> None:
+    """mallory, the victim's next hop for one prefix (no forwarder), redirects it to client:
+    refused. rtr, next hop for another, sends the same redirect: the victim follows it."""
+    build, address, (attacked, dest), (twin_prefix, twin_dest) = REDIRECTS[family]
+    ns, mallory, client = lab.ns("victim"), address(n["mallory"]), address(n["client"])
+    # IPv4 follows a redirect only to a resolved gateway (IPv6 takes the target's MAC from it)
+    assert probe.ping(ns, f"{client}%eth0" if family == "icmpv6" else client), "victim -> client ping"
+    with routes(lab, (attacked, mallory), (twin_prefix, address(n["rtr"]))):
+        attack = build(n["mallory"], n["victim"], dest, n["client"])
         with victim_tap(lab) as tap:
             send(lab, "mallory", attack)
             arrived = barrier(lab, n, tap)
-        kept = vf.gateway(ns, "2001:db8:d::7")
-        send(lab, "rtr", vf.redirect6(n["rtr"], n["victim"], "2001:db8:e::7", n["client"]))
-        followed = vf.until(lambda: vf.gateway(ns, "2001:db8:e::7"), lambda gw: gw == vf.ll(n["client"]))
+        kept = vf.gateway(ns, dest)
+        send(lab, "rtr", build(n["rtr"], n["victim"], twin_dest, n["client"]))
+        followed = vf.until(lambda: vf.gateway(ns, twin_dest), lambda gw: gw == client)
     assert attack not in arrived, "mallory's redirect reached the victim"
-    assert kept == mallory, f"the victim's next hop for 2001:db8:d::7 is {kept}, not mallory's {mallory}"
-    assert followed == vf.ll(n["client"]), f"the victim ignored rtr's redirect too: via {followed}"
-
-
-def test_ipv4_icmp_redirect_changes_no_route(lab: Lab, n: dict[str, va.Nic]) -> None:
-    """The same in IPv4: mallory (no forwarder) is the victim's gateway for 198.51.100.0/24 and
-    redirects it to client; rtr, gateway for 203.0.113.0/24, does the same and is followed."""
-    ns, client = lab.ns("victim"), vf.ip4(n["client"])
-    assert probe.ping(ns, client), "victim -> client ping failed: a redirect needs client resolved"
-    with routes(lab, ("198.51.100.0/24", vf.ip4(n["mallory"])), ("203.0.113.0/24", vf.ip4(n["rtr"]))):
-        attack = vf.redirect4(n["mallory"], n["victim"], "198.51.100.7", n["client"])
-        with victim_tap(lab) as tap:
-            send(lab, "mallory", attack)
-            arrived = barrier(lab, n, tap)
-        kept = vf.gateway(ns, "198.51.100.7")
-        send(lab, "rtr", vf.redirect4(n["rtr"], n["victim"], "203.0.113.7", n["client"]))
-        followed = vf.until(lambda: vf.gateway(ns, "203.0.113.7"), lambda gw: gw == client)
-    assert attack not in arrived, "mallory's IPv4 redirect reached the victim"
-    assert kept == vf.ip4(n["mallory"]), f"the victim's gateway for 198.51.100.7 became {kept}"
+    assert kept == mallory, f"the victim's next hop for {dest} is {kept}, not mallory's {mallory}"
     assert followed == client, f"the victim ignored rtr's redirect too: via {followed}"
 
 
