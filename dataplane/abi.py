@@ -19,6 +19,7 @@ POLICY_FIXED_BITS = 80
 IPCACHE_FIXED_BITS = 16
 NR_DIRS = 2
 CT_SHARES = MAX_ENDPOINTS * 2  # quota counts: index endpoint * 2 + origin (FwDirection)
+PEER_BUCKETS = 256  # peer-quota counts: index endpoint * PEER_BUCKETS + bucket of the peer
 CB_VLAN = 0
 CB_MIRROR = 1
 NO_VLAN = 0xFFFF
@@ -225,7 +226,7 @@ class FwConfig(ctypes.Structure):
         ("timeout_frag", ctypes.c_uint64),
         ("timeout_tcp_close", ctypes.c_uint64),
         ("ct_quota_in", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("ct_quota_peer", ctypes.c_uint32),
     )
 
 

@@ -44,6 +44,8 @@ BPF_HASH(conntrack, struct nlab_ct_key, struct nlab_ct_entry, NLAB_CT_SIZE);
 /* Live connection entries per endpoint and origin (index endpoint * 2 + origin), for the two
  * quotas of a VM: flows it opened, flows opened towards it. */
 BPF_ARRAY(ct_count, u32, NLAB_CT_SHARES);
+/* Live entries of flows opened towards an endpoint, by peer bucket (see ct_peer_bucket). */
+BPF_ARRAY(ct_peer_count, u32, NLAB_MAX_ENDPOINTS * NLAB_PEER_BUCKETS);
 /* First-fragment verdicts; LRU: stale reassembly state may be evicted, a fragment then orphaned. */
 BPF_TABLE("lru_hash", struct nlab_frag_key, struct nlab_frag, frags, 4096);
 /* Packets and bytes decided by each rule (0: the defaults). */
@@ -59,6 +61,7 @@ static __always_inline u32 *map_ipcache(struct nlab_ipcache_key *k) { return ipc
 static __always_inline struct nlab_policy_value *map_policy(struct nlab_policy_key *k) { return policy.lookup(k); }
 static __always_inline u8 *map_defaults(__u32 *idx) { return defaults.lookup(idx); }
 static __always_inline u32 *map_ct_count(__u32 *idx) { return ct_count.lookup(idx); }
+static __always_inline u32 *map_ct_peer_count(__u32 *idx) { return ct_peer_count.lookup(idx); }
 static __always_inline struct nlab_ct_entry *map_ct(struct nlab_ct_key *k) { return conntrack.lookup(k); }
 static __always_inline int map_ct_delete(struct nlab_ct_key *k) { return conntrack.delete(k); }
 static __always_inline int map_ct_insert(struct nlab_ct_key *k, struct nlab_ct_entry *e)
@@ -333,7 +336,7 @@ int ct_reap(struct __sk_buff *skb)
     __u8 origin = e->origin;  /* read before the delete: the element is recycled after it */
     if (conntrack.delete(&req.key) != 0)
         return 0;  /* the datapath deleted it first, and released its share */
-    ct_release(req.key.endpoint, origin);
+    ct_release(&req.key, origin);
     return 1;
 }
 

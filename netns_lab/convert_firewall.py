@@ -23,6 +23,7 @@ RULES = "firewall.rules"  # the key of a broken rule in ``Broken`` is (RULES, it
 CONNECTIONS = {  # YAML key -> FirewallSettings field
     "quota": "ct_quota",
     "inbound_quota": "ct_quota_in",
+    "peer_quota": "ct_quota_peer",
     "tcp_timeout": "tcp_timeout",
     "tcp_open_timeout": "tcp_open_timeout",
     "tcp_close_timeout": "tcp_close_timeout",
@@ -114,8 +115,8 @@ class FirewallConverter:
         limits = {
             field: int(value) for key, field in CONNECTIONS.items() if _whole(value := connections.get(key))
         }
-        if "ct_quota" in limits:  # the inbound share is the outbound one unless it is given
-            limits.setdefault("ct_quota_in", limits["ct_quota"])
+        if "ct_quota" in limits:  # a peer may hold what a VM may open, unless it is given
+            limits.setdefault("ct_quota_peer", limits["ct_quota"])
         return FirewallSettings(rules=self.rules(raw.get("rules")), **limits)
 
     def rules(self, raw: Any) -> tuple[FwRule, ...]:

@@ -180,11 +180,16 @@ struct nlab_fw_config {
     __u64 timeout_frag;
     __u64 timeout_tcp_close; /* ns: TCP after a FIN or RST */
     __u32 ct_quota_in;      /* connection entries of flows opened towards one endpoint (origin IN) */
-    __u32 _pad;
+    __u32 ct_quota_peer;    /* of those, entries of flows opened by the peers of one bucket */
 };
 
 /* The quota count of an endpoint's entries of one origin: index endpoint * 2 + origin. */
 #define NLAB_CT_SHARES (NLAB_MAX_ENDPOINTS * 2)
+/* Peers of an endpoint are counted in buckets by a hash of their address (peers sharing a bucket
+ * share its bound): index endpoint * NLAB_PEER_BUCKETS + bucket. A power of two. */
+#ifndef NLAB_PEER_BUCKETS
+#define NLAB_PEER_BUCKETS 256
+#endif
 
 /* Policy lookup: LPM over (gen, endpoint, direction, proto, identity) exact and a prefix of
  * the port; a longest match gives the winning rule for that port interval. */

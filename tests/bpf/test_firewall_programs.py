@@ -67,7 +67,6 @@ from tests.bpf.fwtools import (
     Vnic,
     age,
     check_event,
-    ct_count,
     echo,
     harness_on,
     icmp_error,
@@ -363,16 +362,26 @@ CASES = [
         entries=2,
         quota=2,
     ),
-    # ---- the inbound quota: flows opened towards the VM have a share of their own (2 here) ----
+    # ---- flows opened towards the VM: a share per peer (the quota, 2 here) and one in all ----
     C(
-        "quota-inbound-third-flow-refused",
+        "quota-peer-third-flow-refused",
         new(IN, tcp_in(WEB4, 50000, 8080), 10),
         new(IN, tcp_in(WEB4, 50001, 8080), 10),
         refuse(IN, tcp_in(WEB4, 50002, 8080), R.CT_QUOTA, rule=10),
         ok(OUT, tcp(VM4, WEB4, 8080, 50000, "SA")),  # the tracked ones go on
-        new(OUT, udp_out(SERVER, 1001), 23),  # the VM's own share is untouched
-        entries=3,
+        new(IN, tcp_in(DB4, 50000, 5555), 18),  # another peer still gets in
+        new(OUT, udp_out(SERVER, 1001), 23),  # and the VM's own share is untouched
+        entries=4,
         quota=2,
+    ),
+    C(
+        "quota-inbound-all-peers",
+        new(IN, tcp_in(WEB4, 50000, 8080), 10),
+        new(IN, tcp_in(DB4, 50000, 5555), 18),
+        refuse(IN, tcp_in("192.168.0.5", 50000, 22), R.CT_QUOTA, rule=11),
+        new(OUT, udp_out(SERVER, 1001), 23),
+        entries=3,
+        quota_in=2,
     ),
     C(
         "quota-outbound-full-inbound-still-open",
@@ -617,7 +626,8 @@ def harness(dataplane: SwitchDataplane) -> Iterator[Harness]:
 
 def start(harness: Harness, case: Case) -> Vnic:
     vnic = VNICS.get(case.vnic, Vnic())
-    harness.start(POLICY, vnic, Settings(ct_quota=case.quota), vlan=None if case.port == "plain" else VLAN)
+    settings = Settings(ct_quota=case.quota, ct_quota_in=case.quota_in)
+    harness.start(POLICY, vnic, settings, vlan=None if case.port == "plain" else VLAN)
     if case.vnic == "no-port":
         harness.dp.unconfigure(PORT)
     return vnic
@@ -655,9 +665,9 @@ def test_case(harness: Harness, case: Case) -> None:
     connections = harness.connections()
     if case.entries is not None:
         assert len(connections) == case.entries, connections
-        for origin in (OUT, IN):  # each entry counts against the share of its origin
-            opened = sum(1 for c in connections if c.origin == origin)
-            assert ct_count(harness.dp, vnic.endpoint, origin) == opened, f"{origin} quota count out of step"
+        opened = {origin: sum(1 for c in connections if c.origin == origin) for origin in (OUT, IN)}
+        counts = harness.fw.quota_counts(vnic.endpoint)  # each entry counts against its origin's share
+        assert counts == (opened[OUT], opened[IN], opened[IN]), f"quota counts {counts} for entries {opened}"
     if case.states:
         assert sorted(c.state for c in connections) == sorted(case.states)
 

@@ -41,7 +41,7 @@ from tests.lab.conftest import Lab, running
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
 
 TOPOLOGY = Path(__file__).with_name("victims.yaml")
-QUOTA = 4  # victims.yaml: connections {quota: 4}, the inbound quota follows it
+QUOTA = 4  # victims.yaml: connections {quota: 4}; the peer quota follows it
 VMS = ("mallory", "victim", "client", "server", "bystand", "rtr")
 ROGUE, GOOD = "2001:db8:bad:", "2001:db8:600d:"  # prefixes the attacker's and rtr's RAs offer
 LONG_CHAIN, SHORT_CHAIN = 6, 2  # destination-options headers: past the parser's bound, within it
@@ -357,17 +357,23 @@ def connections(lab: str, sport: int | None = None) -> list[dict]:
 
 # -- the connection quota of a server ------------------------------------------------------------
 def test_unlimited_client_fills_only_the_servers_inbound_share(lab: Lab, n: dict[str, va.Nic]) -> None:
-    """client (no rules, no quota of its own) opens 8 connections to server (quota 4 each way):
-    4 are tracked and open, 4 are refused as ct-quota towards server; server's table holds its 4
-    inbound entries and nothing more, and server still opens a flow of its own."""
+    """client (no rules, no quota of its own) opens 8 connections to server (quota 4, so peer
+    quota 4): 4 are tracked and open, 4 are refused as ct-quota towards server; server's table
+    holds those 4 inbound entries and nothing more, another peer (mallory) still opens a flow to
+    server, and server one of its own."""
     name, server, client = lab.name, vf.ip4(n["server"]), vf.ip4(n["client"])
     forget_connections(name)  # earlier tests' flows would hold part of the share
     before = fa.status_doc(name)
-    with fa.serving(lab.ns("server"), server, 8000), probe.listening(lab.ns("client"), [(client, 9000)]):
+    with (
+        fa.serving(lab.ns("server"), server, 8000),
+        probe.listening(lab.ns("server"), [(server, 8001)]),
+        probe.listening(lab.ns("client"), [(client, 9000)]),
+    ):
         with ThreadPoolExecutor(8) as ex:
             tries = list(ex.map(lambda _: attempt(lab.ns("client"), server, 8000), range(8)))
         try:
             held = [c["origin"] for c in connections(name) if c["vnic"] == "server.eth0"]
+            other = probe.tcp(lab.ns("mallory"), server, 8001)
             own = probe.tcp(lab.ns("server"), client, 9000)
         finally:
             for sock in tries:
@@ -377,6 +383,7 @@ def test_unlimited_client_fills_only_the_servers_inbound_share(lab: Lab, n: dict
     assert sum(s is not None for s in tries) == QUOTA, f"{sum(s is not None for s in tries)} of 8 opened"
     assert held == ["in"] * QUOTA, f"server.eth0 holds {held}: at most {QUOTA} flows opened towards it"
     assert refused.get("ct-quota", 0) >= QUOTA, f"drops towards server: {refused}"
+    assert other == "open", f"another peer's flow to server was refused: {other}"
     assert own == "open", f"server's own flow (its outbound share) was refused: {own}"
 
 
