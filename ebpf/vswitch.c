@@ -42,7 +42,7 @@ BPF_ARRAY(defaults, u8, NLAB_MAX_ENDPOINTS * 4);
 /* Connection table: a plain hash so that a full table refuses new flows instead of evicting. */
 BPF_HASH(conntrack, struct nlab_ct_key, struct nlab_ct_entry, NLAB_CT_SIZE);
 /* Live connection entries per endpoint and origin (index endpoint * 2 + origin), for the two
- * quotas of a VM: flows it opened, flows opened towards it. */
+ * quotas of a vNIC: flows its VM opened, flows opened towards it. */
 BPF_ARRAY(ct_count, u32, NLAB_CT_SHARES);
 /* Live entries of flows opened towards an endpoint, by peer bucket (see ct_peer_bucket). */
 BPF_ARRAY(ct_peer_count, u32, NLAB_MAX_ENDPOINTS * NLAB_PEER_BUCKETS);
@@ -254,10 +254,9 @@ static __always_inline int from_vm(struct __sk_buff *skb)
  * VM may own other MACs (VRRP, a bridge inside it) and gets floods like any bridge port. */
 static __always_inline int vnic_dst_check(struct __sk_buff *skb, const struct nlab_vnic *vnic)
 {
-    struct ethhdr *eth = eth_header(skb);  /* reloaded: classify may have popped a tag */
-
     if (!vnic || !(vnic->flags & NLAB_VNIC_F_PORTSEC))
         return 0;
+    struct ethhdr *eth = eth_header(skb);  /* reloaded: classify may have popped a tag */
     if (!eth)
         return -NLAB_DROP_MALFORMED;
     /* two word compares instead of six byte compares: this runs on every frame to the VM */

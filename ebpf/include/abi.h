@@ -42,7 +42,7 @@
 #define NLAB_DROP_ANALYZER_TX      26  /* a frame sent by a receive-only analyzer port */
 #define NLAB_DROP_ANALYZER_RX      27  /* a frame towards an analyzer port that is not a mirror copy */
 /* port security, towards the VM */
-#define NLAB_DROP_DST_MAC          30  /* unicast frame for another MAC (flooded) towards a guarded vNIC */
+#define NLAB_DROP_DST_MAC          30  /* unicast frame for another MAC (flooded) towards a port-secured vNIC */
 #define NLAB_NR_REASONS            32
 
 /* Direction, seen from the switch: into it from the port's device, or out of it to the device. */
