@@ -1,16 +1,18 @@
 """Per-packet cost of the VM-port programs now against a base revision, in the same run.
 
-    ACK out ──BPF_PROG_TEST_RUN──> port_from_vm (base) | port_from_vm (now) | nlab_empty
-    ACK in  ──BPF_PROG_TEST_RUN──> port_to_vm   (base) | port_to_vm   (now) | nlab_empty
+    ACK out ──BPF_PROG_TEST_RUN──> port_from_vm (base | now | twin) | nlab_empty
+    ACK in  ──BPF_PROG_TEST_RUN──> port_to_vm   (base | now | twin) | nlab_empty
 
 The common case: an untagged IPv4 TCP segment of an established flow, on a plain VM port (untagged
 only, edge guard) whose vNIC has port security and the firewall on, ten rules. The base is
-`git show $NLAB_COST_BASE:ebpf/` (default `main`) compiled into a temporary directory, loaded
-beside the working tree's programs with the same user-space settings (a struct the base lacks a
-field of is written whole; the base reads its own prefix of it). Each round runs the floor, the
-base and now in turn, REPEAT warm iterations each (the kernel's mean per iteration); the medians
-of ROUNDS rounds and of each round's now/base ratio are reported, never asserted, and written to
-.benchmarks/vm-port-cost.json. Skipped when the base's ebpf/ is the working tree's.
+`git show $NLAB_COST_BASE:ebpf/` (default `main`) compiled into a temporary directory and loaded
+beside the working tree's programs, which are loaded twice ("twin", the same programs again,
+measures the method's own noise), all with the same user-space settings (a struct the base lacks
+a field of is written whole; the base reads its own prefix of it; maps it lacks are left out).
+Each round runs the floor and the three in turn, REPEAT warm iterations each (the kernel's mean
+per iteration); the medians of ROUNDS rounds, and of each round's now/base and twin/now ratios,
+are reported, never asserted, and written to .benchmarks/vm-port-cost.json. Skipped when the
+base's ebpf/ is the working tree's.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def _same_as_worktree(base: str) -> bool:
     return diff.returncode == 0
 
 
-def _load(ebpf_dir: Path | None, monkeypatch: pytest.MonkeyPatch) -> SwitchDataplane:
+def _load(
+    ebpf_dir: Path | None, monkeypatch: pytest.MonkeyPatch, like: SwitchDataplane | None = None
+) -> SwitchDataplane:
     from dataplane import bpf, fwpolicy, switch
     from dataplane.firewall import Settings
     from dataplane.switch import PortVlans, SwitchDataplane
@@ -71,7 +75,7 @@ def _load(ebpf_dir: Path | None, monkeypatch: pytest.MonkeyPatch) -> SwitchDatap
             source = (ebpf_dir / switch.SOURCE).read_text()  # the maps the base does not have yet
             declared = tuple(name for name in switch.MAPS if re.search(rf"[(\s]{name}\s*,", source))
             m.setattr(switch, "MAPS", declared)
-        dp = SwitchDataplane.load()
+        dp = SwitchDataplane.load(like=like)
     dp.firewall.set_settings(Settings())
     dp.configure(PORT, PortVlans(untagged=True, guard=True))
     dp.firewall.set_vnic(
@@ -102,6 +106,7 @@ def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Switc
     try:
         loaded["base"] = _load(tree / "ebpf", monkeypatch)
         loaded["now"] = _load(None, monkeypatch)
+        loaded["twin"] = _load(None, monkeypatch, like=loaded["now"])
         yield loaded
     finally:
         for dp in loaded.values():
@@ -110,21 +115,27 @@ def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Switc
 
 
 def _median_ns(planes: dict[str, SwitchDataplane], program: str, frame: bytes) -> dict[str, float]:
-    """Median ns of each (floor, base, now), and the median of each round's now/base ratio: the
-    two runs of a round are side by side, so drift of this shared machine cancels out of it."""
+    """Median ns of each plane and of the floor, and the median of each round's now/base and
+    twin/now ratios: the runs of a round are side by side, so drift of this shared machine
+    cancels out of them. twin/now (the same programs twice) is the method's own noise."""
     from dataplane import testrun
 
-    samples: dict[str, list[int]] = {"floor": [], "base": [], "now": []}
+    names = ("base", "now", "twin")
+    samples: dict[str, list[int]] = {name: [] for name in ("floor", *names)}
     floor = planes["now"].programs["nlab_empty"]
     for i in range(ROUNDS):
-        order = ["base", "now"] if i % 2 == 0 else ["now", "base"]  # neither always runs first
+        order = names[i % 3 :] + names[: i % 3]  # none always runs first
         samples["floor"].append(testrun.run(floor, frame, ifindex=PORT, repeat=REPEAT).ns_per_run)
         for name in order:
             result = testrun.run(planes[name].programs[program], frame, ifindex=PORT, repeat=REPEAT)
             assert result.passed, f"{name} {program}: dropped ({result.retval})"
             samples[name].append(result.ns_per_run)
-    ratios = [now / base for now, base in zip(samples["now"], samples["base"], strict=True)]
-    return {**{name: statistics.median(s) for name, s in samples.items()}, "ratio": statistics.median(ratios)}
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
+
+    medians = {name: statistics.median(s) for name, s in samples.items()}
+    return {**medians, "ratio": ratio("now", "base"), "noise": ratio("twin", "now")}
 
 
 def test_established_tcp_cost_against_base(planes: dict[str, SwitchDataplane], capsys: Any) -> None:
@@ -143,6 +154,7 @@ def test_established_tcp_cost_against_base(planes: dict[str, SwitchDataplane], c
                 "program": program,
                 **{f"{k}_ns": round(ns[k], 1) for k in ("floor", "base", "now")},
                 "now_over_base": round(ns["ratio"], 3),
+                "twin_over_now": round(ns["noise"], 3),
                 "extra_now_over_extra_base": round((ns["now"] - ns["floor"]) / (ns["base"] - ns["floor"]), 3),
             }
         )
@@ -161,5 +173,6 @@ def test_established_tcp_cost_against_base(planes: dict[str, SwitchDataplane], c
         for r in rows:
             print(
                 f"\n{r['program']}: base {r['base_ns']} ns, now {r['now_ns']} ns, floor {r['floor_ns']} ns:"
-                f" now/base {r['now_over_base']}x (above the floor {r['extra_now_over_extra_base']}x)"
+                f" now/base {r['now_over_base']}x (above the floor {r['extra_now_over_extra_base']}x);"
+                f" the same programs twice: {r['twin_over_now']}x"
             )
