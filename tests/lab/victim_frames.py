@@ -32,7 +32,7 @@ from scapy.packet import Packet, Raw, raw
 
 from netns_lab.kernel import netns
 from tests.lab import fw_attacks as fa
-from tests.lab.vlan_attacks import BROADCAST, Nic, Tap
+from tests.lab.vlan_attacks import BROADCAST, Nic
 
 ALL_NODES_MAC = "33:33:00:00:00:01"
 T = TypeVar("T")
@@ -133,16 +133,6 @@ def until(read: Callable[[], T], done: Callable[[T], bool], seconds: float = 5.0
     while not done(value := read()) and time.monotonic() < deadline:
         time.sleep(0.05)
     return value
-
-
-def frames_until(tap: Tap, mark: bytes, seconds: float = 3.0) -> list[bytes]:
-    """Every frame the tap caught, read until one carries `mark` (the barrier) or `seconds` pass."""
-    got: list[bytes] = []
-    deadline = time.monotonic() + seconds
-    while not any(mark in f for f in got) and time.monotonic() < deadline:
-        got += [f.data for f in tap.frames()]
-        time.sleep(0.02)
-    return got
 
 
 # -- kernel state --------------------------------------------------------------------------------
