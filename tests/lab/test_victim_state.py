@@ -337,7 +337,7 @@ def test_flooded_syn_leaves_no_state_event_or_hit_on_bystanders(lab: Lab, n: dic
     assert flooded_conns == [], f"connection entries of the flooded SYN: {flooded_conns}"
     assert flooded_hits == hits, f"rule hits moved for the flooded SYN: {hits} -> {flooded_hits}"
     assert [e for e in control if e["sport"] == 41000] == [], "an event reported the flooded SYN"
-    assert [c["vnic"] for c in control_conns] == ["server.eth0"], f"the SYN to server's MAC: {control_conns}"
+    assert [c["nic"] for c in control_conns] == ["server.eth0"], f"the SYN to server's MAC: {control_conns}"
     assert control_hits[10][0] == hits[10][0] + 1, f"rule 10 hits: {hits[10]} -> {control_hits[10]}"
     assert [(e["verdict"], e["rule"]) for e in control if e["sport"] == 41001] == [("allow", 10)]
 
@@ -369,7 +369,7 @@ def test_unlimited_client_fills_only_the_servers_inbound_share(lab: Lab, n: dict
         with ThreadPoolExecutor(8) as ex:
             tries = list(ex.map(lambda _: attempt(lab.ns("client"), server, 8000), range(8)))
         try:
-            held = [c["origin"] for c in connections(name) if c["vnic"] == "server.eth0"]
+            held = [c["origin"] for c in connections(name) if c["nic"] == "server.eth0"]
             other = probe.tcp(lab.ns("mallory"), server, 8001)
             own = probe.tcp(lab.ns("server"), client, 9000)
         finally:
