@@ -18,6 +18,8 @@ IPCACHE_SIZE = 65536
 POLICY_FIXED_BITS = 80
 IPCACHE_FIXED_BITS = 16
 NR_DIRS = 2
+CT_SHARES = MAX_ENDPOINTS * 2  # quota counts: index endpoint * 2 + origin (FwDirection)
+PEER_BUCKETS = 256  # peer-quota counts: index endpoint * PEER_BUCKETS + bucket of the peer
 CB_VLAN = 0
 CB_MIRROR = 1
 NO_VLAN = 0xFFFF
@@ -54,6 +56,7 @@ class Reason(enum.IntEnum):
     ANALYZER_RX = 27
     IPV6_CHAIN = 28
     SPOOF_ND = 29
+    DST_MAC = 30
     FRAG_REORDERED = 31
 
     @property
@@ -92,6 +95,7 @@ REASON_TEXT = {
     Reason.ANALYZER_RX: "towards an analyzer port but not a mirror copy",
     Reason.IPV6_CHAIN: "IPv6 extension-header chain too long, out of order, cut or not walkable",
     Reason.SPOOF_ND: "neighbour discovery for an address or MAC that is not the vNIC's",
+    Reason.DST_MAC: "unicast frame for another MAC (flooded)",
     Reason.FRAG_REORDERED: "first fragment after later ones (its datagram was lost to reordering)",
 }
 
@@ -230,6 +234,8 @@ class FwConfig(ctypes.Structure):
         ("timeout_icmp", ctypes.c_uint64),
         ("timeout_frag", ctypes.c_uint64),
         ("timeout_tcp_close", ctypes.c_uint64),
+        ("ct_quota_in", ctypes.c_uint32),
+        ("ct_quota_peer", ctypes.c_uint32),
     )
 
 

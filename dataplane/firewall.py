@@ -25,6 +25,7 @@ FIREWALL_MAPS = (
     "defaults",
     "conntrack",
     "ct_count",
+    "ct_peer_count",
     "frags",
     "rule_hits",
     "fw_events",
@@ -35,13 +36,15 @@ NS = 1_000_000_000
 
 @dataclass(frozen=True)
 class Settings:
-    ct_quota: int = 4096
+    ct_quota: int = 4096  # entries of flows one VM opened
     tcp_timeout: int = 3600  # seconds
     tcp_open_timeout: int = 60
     udp_timeout: int = 60
     icmp_timeout: int = 30
     frag_timeout: int = 10
     tcp_close_timeout: int = 10  # after a FIN or RST (Linux conntrack's CLOSE is 10 s too)
+    ct_quota_in: int = 4096  # entries of flows opened towards one VM
+    ct_quota_peer: int | None = None  # of those, entries of flows opened by one peer bucket; None: ct_quota
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class Firewall:
     def set_settings(self, s: Settings) -> None:
         cfg = self.config()
         cfg.ct_quota = s.ct_quota
+        cfg.ct_quota_in = s.ct_quota_in
+        cfg.ct_quota_peer = s.ct_quota if s.ct_quota_peer is None else s.ct_quota_peer
         cfg.timeout_tcp, cfg.timeout_tcp_open = s.tcp_timeout * NS, s.tcp_open_timeout * NS
         cfg.timeout_udp, cfg.timeout_icmp, cfg.timeout_frag = (
             s.udp_timeout * NS,
@@ -193,6 +198,18 @@ class Firewall:
                 rule=entry.rule,
                 age_s=max(0.0, (now - entry.last_seen) / NS),
             )
+
+    def quota_counts(self, endpoint: int) -> tuple[int, int, int]:
+        """The entries endpoint `endpoint` holds against its quotas: opened by it, opened to it,
+        and the latter once more as counted in its peer buckets."""
+        counts = []
+        shares = [("ct_count", endpoint * 2 + origin) for origin in abi.FwDirection]
+        shares += [("ct_peer_count", endpoint * abi.PEER_BUCKETS + b) for b in range(abi.PEER_BUCKETS)]
+        for name, index in shares:
+            count = ctypes.c_uint32()
+            syscalls.map_lookup(self.maps[name], ctypes.c_uint32(index), count)
+            counts.append(count.value)
+        return counts[0], counts[1], sum(counts[2:])
 
     def gc(self) -> int:
         """Delete expired connection entries (the program deletes those it meets); returns how many.

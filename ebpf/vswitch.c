@@ -41,8 +41,11 @@ BPF_LPM_TRIE(policy, struct nlab_policy_key, struct nlab_policy_value, NLAB_POLI
 BPF_ARRAY(defaults, u8, NLAB_MAX_ENDPOINTS * 4);
 /* Connection table: a plain hash so that a full table refuses new flows instead of evicting. */
 BPF_HASH(conntrack, struct nlab_ct_key, struct nlab_ct_entry, NLAB_CT_SIZE);
-/* Live connection entries per endpoint, for the per-VM quota. */
-BPF_ARRAY(ct_count, u32, NLAB_MAX_ENDPOINTS);
+/* Live connection entries per endpoint and origin (index endpoint * 2 + origin), for the two
+ * quotas of a vNIC: flows its VM opened, flows opened towards it. */
+BPF_ARRAY(ct_count, u32, NLAB_CT_SHARES);
+/* Live entries of flows opened towards an endpoint, by peer bucket (see ct_peer_bucket). */
+BPF_ARRAY(ct_peer_count, u32, NLAB_MAX_ENDPOINTS * NLAB_PEER_BUCKETS);
 /* First-fragment verdicts; LRU: stale reassembly state may be evicted, a fragment then orphaned. */
 BPF_TABLE("lru_hash", struct nlab_frag_key, struct nlab_frag, frags, 4096);
 /* Packets and bytes decided by each rule (0: the defaults). */
@@ -58,6 +61,7 @@ static __always_inline u32 *map_ipcache(struct nlab_ipcache_key *k) { return ipc
 static __always_inline struct nlab_policy_value *map_policy(struct nlab_policy_key *k) { return policy.lookup(k); }
 static __always_inline u8 *map_defaults(__u32 *idx) { return defaults.lookup(idx); }
 static __always_inline u32 *map_ct_count(__u32 *idx) { return ct_count.lookup(idx); }
+static __always_inline u32 *map_ct_peer_count(__u32 *idx) { return ct_peer_count.lookup(idx); }
 static __always_inline struct nlab_ct_entry *map_ct(struct nlab_ct_key *k) { return conntrack.lookup(k); }
 static __always_inline int map_ct_delete(struct nlab_ct_key *k) { return conntrack.delete(k); }
 static __always_inline int map_ct_insert(struct nlab_ct_key *k, struct nlab_ct_entry *e)
@@ -194,11 +198,9 @@ static __always_inline int vnic_refuse(struct fw_ctx *c, int rc)
     return rc;
 }
 
-/* Port security and firewall of a vNIC in direction `dir`; 0 when it passes. */
-static __always_inline int vnic_firewall(struct __sk_buff *skb, __u8 dir)
+/* Port security and firewall of vNIC `vnic` (NULL: none) in direction `dir`; 0 when it passes. */
+static __always_inline int vnic_firewall(struct __sk_buff *skb, const struct nlab_vnic *vnic, __u8 dir)
 {
-    const struct nlab_vnic *vnic = vnic_of(skb);
-
     if (!vnic)
         return 0;
     struct flow f = {};
@@ -237,7 +239,7 @@ static __always_inline int from_vm(struct __sk_buff *skb)
     if ((port->flags & NLAB_PORT_F_GUARD) && is_control_frame(eth))
         return -NLAB_DROP_CONTROL_FRAME;
     mirror_tap(skb, NLAB_TAP_OUT_BEFORE);
-    int rc = vnic_firewall(skb, NLAB_FW_OUT);
+    int rc = vnic_firewall(skb, vnic_of(skb), NLAB_FW_OUT);
     if (rc < 0)
         return rc;
     mirror_tap(skb, NLAB_TAP_OUT_AFTER);
@@ -249,15 +251,44 @@ static __always_inline int from_vm(struct __sk_buff *skb)
     return trunk_check(skb, port, eth, vlan, NLAB_DIR_INGRESS);
 }
 
-/* To a VM: the VLAN check and untagging first, then the firewall on the untagged frame. */
+/* A unicast frame for another MAC reaches a VM port only because the bridge floods it (its
+ * destination is unknown or aged out). A vNIC with port security owns exactly one MAC, the only
+ * one it may send with, so such a frame is never its own: refused before the taps and the
+ * firewall, it leaves no copy, state, event or rule hit on a bystander. Without port security a
+ * VM may own other MACs (VRRP, a bridge inside it) and gets floods like any bridge port. */
+static __always_inline int vnic_dst_check(struct __sk_buff *skb, const struct nlab_vnic *vnic)
+{
+    if (!vnic || !(vnic->flags & NLAB_VNIC_F_PORTSEC))
+        return 0;
+    struct ethhdr *eth = eth_header(skb);  /* reloaded: classify may have popped a tag */
+    if (!eth)
+        return -NLAB_DROP_MALFORMED;
+    /* two word compares instead of six byte compares: this runs on every frame to the VM */
+    __u32 d4, m4;
+    __u16 d2, m2;
+    __builtin_memcpy(&d4, eth->h_dest, 4);
+    __builtin_memcpy(&d2, eth->h_dest + 4, 2);
+    __builtin_memcpy(&m4, vnic->mac, 4);
+    __builtin_memcpy(&m2, vnic->mac + 4, 2);
+    if (!(eth->h_dest[0] & 1) && ((d4 ^ m4) | (__u32)(d2 ^ m2)))
+        return -NLAB_DROP_DST_MAC;
+    return 0;
+}
+
+/* To a VM: the VLAN check and untagging first, then port security and the firewall on the
+ * untagged frame. */
 static __always_inline int to_vm(struct __sk_buff *skb)
 {
     int vlan = classify(skb, NLAB_DIR_EGRESS);
 
     if (vlan < 0)
         return vlan;
+    const struct nlab_vnic *vnic = vnic_of(skb);
+    int rc = vnic_dst_check(skb, vnic);
+    if (rc < 0)
+        return rc;
     mirror_tap(skb, NLAB_TAP_IN_BEFORE);
-    int rc = vnic_firewall(skb, NLAB_FW_IN);
+    rc = vnic_firewall(skb, vnic, NLAB_FW_IN);
     if (rc < 0)
         return rc;
     mirror_tap(skb, NLAB_TAP_IN_AFTER);
@@ -308,8 +339,7 @@ int ct_reap(struct __sk_buff *skb)
     __u8 origin = e->origin;  /* read before the delete: the element is recycled after it */
     if (conntrack.delete(&req.key) != 0)
         return 0;  /* the datapath deleted it first, and released its share */
-    if (origin == NLAB_FW_OUT)
-        ct_release(req.key.endpoint);
+    ct_release(&req.key, origin);
     return 1;
 }
 

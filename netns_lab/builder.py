@@ -230,6 +230,8 @@ class Builder:
                 s.icmp_timeout,
                 s.frag_timeout,
                 s.tcp_close_timeout,
+                ct_quota_in=s.ct_quota_in,
+                ct_quota_peer=s.ct_quota_peer,
             )
         )
         fw.install(fwpolicy.compile(firewall.host_policy(self.topo, host)))

@@ -22,6 +22,8 @@ Broken = set[tuple[str, str]]
 RULES = "firewall.rules"  # the key of a broken rule in ``Broken`` is (RULES, its index)
 CONNECTIONS = {  # YAML key -> FirewallSettings field
     "quota": "ct_quota",
+    "inbound_quota": "ct_quota_in",
+    "peer_quota": "ct_quota_peer",
     "tcp_timeout": "tcp_timeout",
     "tcp_open_timeout": "tcp_open_timeout",
     "tcp_close_timeout": "tcp_close_timeout",
@@ -113,6 +115,8 @@ class FirewallConverter:
         limits = {
             field: int(value) for key, field in CONNECTIONS.items() if _whole(value := connections.get(key))
         }
+        if "ct_quota" in limits:  # a peer may hold what a VM may open, unless it is given
+            limits.setdefault("ct_quota_peer", limits["ct_quota"])
         return FirewallSettings(rules=self.rules(raw.get("rules")), **limits)
 
     def rules(self, raw: Any) -> tuple[FwRule, ...]:

@@ -30,10 +30,11 @@ ICMP_PROTOS = ("icmp", "icmpv6")
 _VM_PORT = re.compile(r"(?P<vm>[a-z][a-z0-9]*)-(?P<index>[0-9]+)")
 
 # Reasons that are routine filtering when the frame goes towards the peer (the switch floods a
-# broadcast to every port and the port keeps what its peer must not see). Any reason in the
-# other direction, and every other reason, is something a sender should not have sent.
+# broadcast, or a unicast frame for a MAC it has not learned, to every port and the port keeps
+# what its peer must not see). Any reason in the other direction, and every other reason, is
+# something a sender should not have sent.
 _EXPECTED_TOWARDS_PEER = frozenset(
-    {Reason.VLAN_MISMATCH, Reason.VLAN_NOT_ALLOWED, Reason.UNTAGGED, Reason.ANALYZER_RX}
+    {Reason.VLAN_MISMATCH, Reason.VLAN_NOT_ALLOWED, Reason.UNTAGGED, Reason.ANALYZER_RX, Reason.DST_MAC}
 )
 
 

@@ -233,7 +233,7 @@ class FirewallSettings:
     """The rules and the connection tracking of every NIC firewall; timeouts in seconds."""
 
     rules: tuple[FwRule, ...] = ()
-    ct_quota: int = 4096  # connections one VM may hold in the table
+    ct_quota: int = 4096  # connection entries of flows one VM opened
     tcp_timeout: int = 3600
     tcp_open_timeout: int = 60  # a TCP connection not established yet
     udp_timeout: int = 60
@@ -241,6 +241,8 @@ class FirewallSettings:
     frag_timeout: int = 10
     tcp_close_timeout: int = 10  # after a FIN or RST
     sweep_interval: int = 10  # between two sweeps of a host's connection table (netns_lab/sweeper.py)
+    ct_quota_in: int = 4096  # connection entries of flows opened towards one VM
+    ct_quota_peer: int = 4096  # of those, entries of flows one peer opened (YAML default: ct_quota)
 
 
 @dataclass(frozen=True)

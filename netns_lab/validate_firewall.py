@@ -6,12 +6,18 @@ a VMkernel NIC, a network), and a prefix contains none of those, since port secu
 let the VM spoof it. Each is listed once, and only on a NIC with port security (without it,
 every source is allowed). Security groups and rules are checked while they are built, in
 :mod:`netns_lab.convert_firewall`.
+
+The connection quotas are checked against each host's connection table: every firewalled NIC of
+a host must be able to hold its whole share (quota + inbound_quota) at once, so that no VM, nor
+any peer of it, can leave another VM without room for new flows.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
+from dataplane.abi import CT_SIZE
 from netns_lab.errors import Found
 from netns_lab.model import IfAddr, Nic, Topology
 
@@ -29,6 +35,20 @@ def check(found: Found, topo: Topology, interfaces: Iterable[Interface]) -> None
                 why = "dhcp_server needs port security (port_security is false: nothing is refused)"
                 found.add(f"{owner}.dhcp_server", why)
             _allowed(found, owner, nic, owners)
+    _shares(found, topo)
+
+
+def _shares(found: Found, topo: Topology) -> None:
+    share = topo.firewall.ct_quota + topo.firewall.ct_quota_in
+    hosts = Counter(topo.vm(vm).host for vm, _ in topo.firewalled_nics())
+    for host, nics in sorted(hosts.items()):
+        if nics * share > CT_SIZE:
+            found.add(
+                "firewall.connections",
+                f"the {nics} firewalled NICs of host {host} may hold quota + inbound_quota = {share}"
+                f" connection entries each, {nics * share} in all: more than its table of {CT_SIZE}"
+                f" (one VM could leave another without room); lower them to {CT_SIZE // nics} together",
+            )
 
 
 def _allowed(found: Found, owner: str, nic: Nic, owners: list[tuple[str, IfAddr]]) -> None:

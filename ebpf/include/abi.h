@@ -44,6 +44,8 @@
 /* IPv6 parsing and port security of neighbour discovery */
 #define NLAB_DROP_IPV6_CHAIN       28  /* extension-header chain too long, out of order, cut or unwalkable */
 #define NLAB_DROP_SPOOF_ND         29  /* neighbour solicitation/advertisement for an address or MAC not the port's */
+/* port security, towards the VM */
+#define NLAB_DROP_DST_MAC          30  /* unicast frame for another MAC (flooded) towards a port-secured vNIC */
 /* firewall: fragments */
 #define NLAB_DROP_FRAG_REORDERED   31  /* first fragment after later ones of its datagram (dropped as orphans) */
 #define NLAB_NR_REASONS            32
@@ -189,14 +191,24 @@ struct nlab_frag {
  * selects which of the two policy copies (keys carry the bit) packets use. */
 struct nlab_fw_config {
     __u32 generation;
-    __u32 ct_quota;         /* connection entries one endpoint may hold */
+    __u32 ct_quota;         /* connection entries of flows one endpoint opened (origin OUT) */
     __u64 timeout_tcp;      /* ns: established TCP */
     __u64 timeout_tcp_open; /* ns: TCP being opened or closed */
     __u64 timeout_udp;
     __u64 timeout_icmp;
     __u64 timeout_frag;
     __u64 timeout_tcp_close; /* ns: TCP after a FIN or RST */
+    __u32 ct_quota_in;      /* connection entries of flows opened towards one endpoint (origin IN) */
+    __u32 ct_quota_peer;    /* of those, entries of flows opened by the peers of one bucket */
 };
+
+/* The quota count of an endpoint's entries of one origin: index endpoint * 2 + origin. */
+#define NLAB_CT_SHARES (NLAB_MAX_ENDPOINTS * 2)
+/* Peers of an endpoint are counted in buckets by a hash of their address (peers sharing a bucket
+ * share its bound): index endpoint * NLAB_PEER_BUCKETS + bucket. A power of two. */
+#ifndef NLAB_PEER_BUCKETS
+#define NLAB_PEER_BUCKETS 256
+#endif
 
 /* Policy lookup: LPM over (gen, endpoint, direction, proto, identity) exact and a prefix of
  * the port; a longest match gives the winning rule for that port interval. */

@@ -73,20 +73,64 @@ static __always_inline __u64 ct_timeout(const struct nlab_fw_config *cfg, const 
     return cfg->timeout_udp;
 }
 
-static __always_inline void ct_release(__u16 endpoint)
+/* Every entry counts against one share of its endpoint: that of its origin. */
+static __always_inline __u32 ct_share(__u16 endpoint, __u8 origin)
 {
-    __u32 idx = endpoint;
-    __u32 *count = map_ct_count(&idx);
+    return (__u32)endpoint * 2 + (origin & 1);
+}
 
+/* The peer bucket of a flow opened towards the VM (its peer is the key's source): MurmurHash3's
+ * finalizer of the address's words, so that neighbouring addresses land apart. A fixed hash:
+ * which peers share a bucket depends on their addresses only, the same in every run. */
+static __always_inline __u32 ct_peer_bucket(const struct nlab_ct_key *k)
+{
+    __u32 w[4];
+
+    __builtin_memcpy(w, k->saddr, 16);
+    __u32 h = w[0] ^ w[1] ^ w[2] ^ w[3];
+    h ^= h >> 16;
+    h *= 0x85ebca6b;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35;
+    h ^= h >> 16;
+    return (__u32)k->endpoint * NLAB_PEER_BUCKETS + (h & (NLAB_PEER_BUCKETS - 1));
+}
+
+/* Take one slot of `*count` if it stays within `limit`. Added first and read after (the fetching
+ * atomics need -mcpu=v3, which bcc does not pass to its backend): of CPUs racing for the last
+ * slot, none reads a count within the limit unless all the others added after its read, so the
+ * limit is never exceeded; at worst all of them give back and refuse (fail closed). */
+static __always_inline int ct_take(__u32 *count, __u32 limit)
+{
+    __sync_fetch_and_add(count, 1);
+    if (*(volatile __u32 *)count <= limit)
+        return 1;
+    __sync_fetch_and_add(count, -1);
+    return 0;
+}
+
+static __always_inline void ct_give(__u32 *count)
+{
     if (count && *count > 0)
         __sync_fetch_and_add(count, -1);
 }
 
-/* Only flows a VM opens count against its quota (see ct_create). */
+static __always_inline void ct_release(const struct nlab_ct_key *k, __u8 origin)
+{
+    __u32 idx = ct_share(k->endpoint, origin);
+
+    ct_give(map_ct_count(&idx));
+    if (origin == NLAB_FW_IN) {
+        idx = ct_peer_bucket(k);
+        ct_give(map_ct_peer_count(&idx));
+    }
+}
+
+/* Only the deleter of an entry gives its shares back: a racing delete of the same key fails. */
 static __always_inline void ct_delete(struct nlab_ct_key *k, __u8 origin)
 {
-    if (map_ct_delete(k) == 0 && origin == NLAB_FW_OUT)
-        ct_release(k->endpoint);
+    if (map_ct_delete(k) == 0)
+        ct_release(k, origin);
 }
 
 /* The live entry of flow `f` (the packet's, or the one an ICMP error quotes), or NULL; *reply
@@ -142,25 +186,40 @@ static __always_inline void ct_update(const struct fw_ctx *c, struct nlab_ct_ent
     }
 }
 
-/* Insert a new flow; a negative reason if not. The quota bounds the flows a VM opens: counting
- * inbound flows too would let any client use up a server's share. Inbound flows are bounded by
- * the table size (and by their sender's own quota on its host). */
+/* Insert a new flow; a negative reason if not. Every entry counts against one of two shares of
+ * its endpoint: flows the VM opened (quota) or flows opened towards it (inbound quota), and an
+ * inbound one also against its peer's bucket (peer quota), so that one client cannot use up a
+ * server's inbound share. Counting both directions against one share would let any client use up
+ * a server's whole share, its own outbound flows included; counting only outbound ones let any
+ * peer fill the host's table through a VM. Every share is taken before the insert and given back
+ * if anything after it fails: counts equal the entries whenever no insert is under way. */
 static __always_inline int ct_create(const struct fw_ctx *c, struct nlab_ct_key *key)
 {
-    __u32 idx = key->endpoint;
+    __u32 idx = ct_share(key->endpoint, c->dir);
     __u32 *count = map_ct_count(&idx);
+    __u32 *peer = NULL;
     struct nlab_ct_entry e = {
         .last_seen = c->now, .rule = c->rule, .generation = c->cfg->generation,
         .state = NLAB_CT_NEW, .origin = c->dir,
     };
-    int counted = c->dir == NLAB_FW_OUT;
 
-    if (counted && (!count || *count >= c->cfg->ct_quota))
+    if (!count)
         return -NLAB_DROP_CT_QUOTA;
-    if (map_ct_insert(key, &e) < 0)  /* BPF_NOEXIST */
+    if (c->dir == NLAB_FW_IN) {
+        __u32 bucket = ct_peer_bucket(key);
+        peer = map_ct_peer_count(&bucket);
+        if (!peer || !ct_take(peer, c->cfg->ct_quota_peer))
+            return -NLAB_DROP_CT_QUOTA;
+    }
+    if (!ct_take(count, c->dir == NLAB_FW_OUT ? c->cfg->ct_quota : c->cfg->ct_quota_in)) {
+        ct_give(peer);
+        return -NLAB_DROP_CT_QUOTA;
+    }
+    if (map_ct_insert(key, &e) < 0) {  /* BPF_NOEXIST */
+        ct_give(count);
+        ct_give(peer);
         return -NLAB_DROP_CT_FULL;  /* E2BIG (full) or a racing twin: fail closed either way */
-    if (counted && count)
-        __sync_fetch_and_add(count, 1);
+    }
     return 0;
 }
 

@@ -105,7 +105,8 @@ class Case:
     id: str
     steps: tuple[Step | Age, ...]
     vnic: str = "fw"
-    quota: int = 4096
+    quota: int = 4096  # and the peer quota
+    quota_in: int = 4096
     port: str = "access"  # the VM port: access port of VLAN 10, or "plain" (untagged only)
     entries: int | None = None  # connection entries when the case ends
     states: tuple[str, ...] = field(default=())  # and their states, sorted

@@ -181,7 +181,6 @@ def reset(dp: SwitchDataplane) -> None:
     """Forget every connection, fragment, quota count, policy row, ipcache entry, default and vNIC
     address, and the vNIC of the port under test. The generation number only grows."""
     maps = dp.maps
-    _clear_hash(maps["conntrack"], abi.CtKey, abi.CtEntry)
     _clear_hash(maps["frags"], abi.FragKey, abi.Frag)
     _clear_hash(maps["policy"], lpm.PolicyKey, lpm.PolicyValue)
     _clear_hash(maps["ipcache"], lpm.IpcacheKey, lpm.IpcacheValue)
@@ -194,22 +193,27 @@ def reset(dp: SwitchDataplane) -> None:
 
 
 def clear_connections(dp: SwitchDataplane) -> None:
-    """Empty the connection table and the quota counts that go with it."""
-    _clear_hash(dp.maps["conntrack"], abi.CtKey, abi.CtEntry)
-    for endpoint in range(MAX_TEST_ENDPOINT):
-        syscalls.map_update(dp.maps["ct_count"], ctypes.c_uint32(endpoint), ctypes.c_uint32(0))
+    """Empty the connection table, each entry through ct_reap so that its quota shares (peer
+    buckets included) are given back, then zero the shares of the test endpoints."""
+    for key, _ in list(syscalls.map_items(dp.maps["conntrack"], abi.CtKey, abi.CtEntry)):
+        dp.firewall.forget(key)
+    for share in range(2 * MAX_TEST_ENDPOINT):
+        syscalls.map_update(dp.maps["ct_count"], ctypes.c_uint32(share), ctypes.c_uint32(0))
 
 
 def forget(dp: SwitchDataplane, endpoint: int) -> None:
-    """Empty the connection table, one endpoint's quota count with it (cheaper than
+    """Empty the connection table, one endpoint's quota counts with it (cheaper than
     clear_connections when only that endpoint made connections)."""
-    _clear_hash(dp.maps["conntrack"], abi.CtKey, abi.CtEntry)
-    syscalls.map_update(dp.maps["ct_count"], ctypes.c_uint32(endpoint), ctypes.c_uint32(0))
+    for key, _ in list(syscalls.map_items(dp.maps["conntrack"], abi.CtKey, abi.CtEntry)):
+        dp.firewall.forget(key)
+    for origin in abi.FwDirection:
+        syscalls.map_update(dp.maps["ct_count"], ctypes.c_uint32(endpoint * 2 + origin), ctypes.c_uint32(0))
 
 
-def ct_count(dp: SwitchDataplane, endpoint: int = ENDPOINT) -> int:
+def ct_count(dp: SwitchDataplane, endpoint: int = ENDPOINT, origin: str = OUT) -> int:
+    """The entries `endpoint` holds against its quota of flows opened `origin` (out: by the VM)."""
     count = ctypes.c_uint32()
-    syscalls.map_lookup(dp.maps["ct_count"], ctypes.c_uint32(endpoint), count)
+    syscalls.map_lookup(dp.maps["ct_count"], ctypes.c_uint32(endpoint * 2 + FW_DIRECTION[origin]), count)
     return count.value
 
 

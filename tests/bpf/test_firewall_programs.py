@@ -68,7 +68,6 @@ from tests.bpf.fwtools import (
     Vnic,
     age,
     check_event,
-    ct_count,
     echo,
     harness_on,
     icmp_error,
@@ -83,6 +82,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from dataplane.switch import SwitchDataplane
+
+OTHER_MAC = "02:00:00:00:0a:77"  # another VM's, unknown to the bridge: frames to it are flooded
 
 CASES = [
     # ---- rule kinds, new flows, one packet each ----
@@ -362,6 +363,100 @@ CASES = [
         entries=2,
         quota=2,
     ),
+    # ---- flows opened towards the VM: a share per peer (the quota, 2 here) and one in all ----
+    C(
+        "quota-peer-third-flow-refused",
+        new(IN, tcp_in(WEB4, 50000, 8080), 10),
+        new(IN, tcp_in(WEB4, 50001, 8080), 10),
+        refuse(IN, tcp_in(WEB4, 50002, 8080), R.CT_QUOTA, rule=10),
+        ok(OUT, tcp(VM4, WEB4, 8080, 50000, "SA")),  # the tracked ones go on
+        new(IN, tcp_in(DB4, 50000, 5555), 18),  # another peer still gets in
+        new(OUT, udp_out(SERVER, 1001), 23),  # and the VM's own share is untouched
+        entries=4,
+        quota=2,
+    ),
+    C(
+        "quota-inbound-all-peers",
+        new(IN, tcp_in(WEB4, 50000, 8080), 10),
+        new(IN, tcp_in(DB4, 50000, 5555), 18),
+        refuse(IN, tcp_in("192.168.0.5", 50000, 22), R.CT_QUOTA, rule=11),
+        new(OUT, udp_out(SERVER, 1001), 23),
+        entries=3,
+        quota_in=2,
+    ),
+    C(
+        "quota-outbound-full-inbound-still-open",
+        new(OUT, udp_out(SERVER, 1001), 23),
+        new(OUT, udp_out(SERVER, 1002), 23),
+        refuse(OUT, udp_out(SERVER, 1003), R.CT_QUOTA, rule=23),
+        new(IN, tcp_in(WEB4, 50000, 8080), 10),
+        entries=3,
+        quota=2,
+    ),
+    C(
+        "quota-inbound-freed-by-expiry",
+        new(IN, udp_in("203.0.113.9", 5353, 53), 13),
+        new(IN, udp_in("203.0.113.9", 5354, 53), 13),
+        Age(61),
+        new(IN, udp_in("203.0.113.9", 5353, 53), 13),  # meets its expired entry: deleted, share freed
+        entries=2,
+        quota=2,
+    ),
+    # ---- a unicast frame for another MAC (flooded by the bridge) towards the VM ----
+    C(
+        "in-flooded-syn-for-another-mac",
+        drop(IN, Ether(src=GW_MAC, dst=OTHER_MAC) / tcp_in(WEB4, 50000, 8080), R.DST_MAC),
+        new(IN, tcp_in(WEB4, 50000, 8080), 10),  # the same SYN for the VM's own MAC opens the flow
+        entries=1,
+    ),
+    C(
+        "in-flooded-reply-of-a-tracked-flow",
+        new(OUT, syn_out(SERVER, 80), 22),
+        drop(IN, Ether(src=GW_MAC, dst=OTHER_MAC) / tcp_in(SERVER, 80, 40000, "SA"), R.DST_MAC),
+        ok(IN, tcp_in(SERVER, 80, 40000, "SA")),
+        entries=1,
+        states=("established",),
+    ),
+    C(
+        "in-flooded-denied-flow-no-event",
+        drop(IN, Ether(src=GW_MAC, dst=OTHER_MAC) / tcp_in("203.0.113.9", 50000, 3306), R.DST_MAC),
+        deny(IN, tcp_in("203.0.113.9", 50000, 3306)),
+        entries=0,
+    ),
+    C(
+        "in-flooded-port-security-only",
+        drop(IN, Ether(src=GW_MAC, dst=OTHER_MAC) / udp_in(SERVER, 53, 33000), R.DST_MAC),
+        ok(IN, udp_in(SERVER, 53, 33000)),
+        vnic="portsec-only",
+    ),
+    C(
+        "in-flooded-v6",
+        drop(IN, Ether(src=GW_MAC, dst=OTHER_MAC) / echo("2001:db8:99::1", VM6), R.DST_MAC),
+        new(IN, echo("2001:db8:99::1", VM6), 29),
+        entries=1,
+    ),
+    C(
+        "in-broadcast-meets-the-firewall",
+        new(IN, Ether(src=GW_MAC, dst="ff:ff:ff:ff:ff:ff") / udp_in("203.0.113.9", 5353, 53), 13),
+        entries=1,
+    ),
+    C(
+        "in-multicast-meets-the-firewall",
+        deny(IN, Ether(src=GW_MAC, dst="01:00:5e:00:00:fb") / udp("203.0.113.9", "224.0.0.251", 5353, 5353)),
+        entries=0,
+    ),
+    # a NIC without port security may own other MACs (VRRP, a bridge inside the VM)
+    C(
+        "in-other-mac-without-port-security",
+        new(IN, Ether(src=GW_MAC, dst=OTHER_MAC) / tcp_in(WEB4, 50000, 8080), 10),
+        vnic="fw-only",
+        entries=1,
+    ),
+    C(
+        "in-other-mac-plain-vnic",
+        ok(IN, Ether(src=GW_MAC, dst=OTHER_MAC) / tcp_in(WEB4, 50000, 8080)),
+        vnic="plain",
+    ),
     # ---- fragments ----
     C(
         "frag-allowed-first-then-rest",
@@ -535,7 +630,8 @@ def harness(dataplane: SwitchDataplane) -> Iterator[Harness]:
 
 def start(harness: Harness, case: Case) -> Vnic:
     vnic = VNICS.get(case.vnic, Vnic())
-    harness.start(POLICY, vnic, Settings(ct_quota=case.quota), vlan=None if case.port == "plain" else VLAN)
+    settings = Settings(ct_quota=case.quota, ct_quota_in=case.quota_in)
+    harness.start(POLICY, vnic, settings, vlan=None if case.port == "plain" else VLAN)
     if case.vnic == "no-port":
         harness.dp.unconfigure(PORT)
     return vnic
@@ -573,8 +669,9 @@ def test_case(harness: Harness, case: Case) -> None:
     connections = harness.connections()
     if case.entries is not None:
         assert len(connections) == case.entries, connections
-        opened = sum(1 for c in connections if c.origin == "out")  # only flows the VM opens count
-        assert ct_count(harness.dp, vnic.endpoint) == opened, "quota count out of step with the table"
+        opened = {origin: sum(1 for c in connections if c.origin == origin) for origin in (OUT, IN)}
+        counts = harness.fw.quota_counts(vnic.endpoint)  # each entry counts against its origin's share
+        assert counts == (opened[OUT], opened[IN], opened[IN]), f"quota counts {counts} for entries {opened}"
     if case.states:
         assert sorted(c.state for c in connections) == sorted(case.states)
 
@@ -583,8 +680,9 @@ def test_table_covers_the_firewall() -> None:
     steps = [s for case in CASES for s in case.steps if isinstance(s, Step)]
     reasons = {s.reason for s in steps}
     unreachable = {R.CT_FULL}  # 65536 entries: see test_quota_* instead
-    # reasons 26.. are the mirror's (tests/bpf/test_mirror_programs.py)
-    firewall_reasons = {r for r in Reason if R.SPOOF_MAC <= r <= R.UNSUPPORTED} | {R.PASS, R.NO_PORT}
+    # reasons 26, 27 are the mirror's (tests/bpf/test_mirror_programs.py)
+    firewall_reasons = {r for r in Reason if R.SPOOF_MAC <= r <= R.UNSUPPORTED}
+    firewall_reasons |= {R.PASS, R.NO_PORT, R.DST_MAC}
     assert firewall_reasons - unreachable <= reasons
     assert {s.direction for s in steps} == {IN, OUT}
     assert {case.vnic for case in CASES} == {*VNICS, "no-port"}

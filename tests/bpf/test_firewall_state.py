@@ -115,6 +115,28 @@ def test_gc_removes_expired_entries_only(harness: Harness) -> None:
     assert ct_count(harness.dp) == 1, "gc must give the quota share back"
 
 
+def test_gc_and_forget_give_inbound_shares_back(harness: Harness) -> None:
+    """ct_reap releases the shares of the entry's origin: an inbound flow's entry, expired or
+    forgotten, frees the inbound share and its peer's, and leaves the outbound one alone."""
+    policy = Policy((APP1,), (rule(3, IN, AnyPeer(), "udp", (53, 53)), rule(8, OUT, SERVERS, "udp")))
+    harness.start(policy)
+    assert harness.send(IN, udp("192.0.2.9", VM4, 5353, 53)).result.passed
+    assert harness.send(IN, udp("192.0.2.9", VM4, 5354, 53)).result.passed
+    assert harness.send(OUT, udp(VM4, SERVER, 33000, 53)).result.passed
+    assert harness.fw.quota_counts(ENDPOINT) == (1, 2, 2)
+    sport = int.from_bytes((5354).to_bytes(2, "big"), "little")  # the key holds network order
+    table = syscalls.map_items(harness.dp.maps["conntrack"], abi.CtKey, abi.CtEntry)
+    [key] = [k for k, _ in table if k.sport == sport]
+    assert harness.fw.forget(key)
+    assert harness.fw.quota_counts(ENDPOINT) == (1, 1, 1)
+
+    age(harness.dp, 61)
+
+    assert harness.fw.gc() == 2
+    assert harness.connections() == []
+    assert harness.fw.quota_counts(ENDPOINT) == (0, 0, 0)
+
+
 def test_rule_hits_count_packets_and_bytes(harness: Harness) -> None:
     harness.start(Policy((APP1,), (rule(7, OUT, SERVERS, "tcp", (80, 80)),)))
     before = harness.fw.rule_hits([0, 7])
@@ -162,7 +184,7 @@ def test_update_cuts_flows_the_new_policy_denies(harness: Harness) -> None:
     handshake(harness, 80)
     handshake(harness, 443)
     assert harness.send(IN, udp("192.0.2.9", VM4, 5353, 53)).result.passed
-    assert ct_count(harness.dp) == 2  # the inbound flow takes no share of the VM's quota
+    assert (ct_count(harness.dp, origin=OUT), ct_count(harness.dp, origin=IN)) == (2, 1)  # a share each
 
     tls2 = rule(5, OUT, SERVERS, "tcp", (443, 443))  # the same flows, under another rule id
     generation = harness.install(Policy((APP1,), (tls2, dns)))

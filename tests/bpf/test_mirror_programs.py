@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
 import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import raw
 
 from dataplane import abi, testrun
 from dataplane.abi import Direction, Reason
@@ -179,3 +183,32 @@ def test_mirror_port_encapsulates_without_a_vm_mac_outside(mirrored: SwitchDatap
     assert len(out) == len(FRAME) + 26
     assert decapsulate(out) == (SID, direction, FRAME)
     assert decapsulate(FRAME) is None
+
+
+def test_flooded_frame_is_not_copied_and_copies_still_reach_a_guarded_port(
+    mirrored: SwitchDataplane, counters: Counters
+) -> None:
+    """A frame for another MAC is refused at a port-secured VM port before its taps (it is not
+    that VM's traffic: no copy), while a mirror copy of such a frame, marked, is delivered."""
+    own, other = "02:00:00:00:0b:01", "02:00:00:00:0b:02"
+    mirrored.firewall.set_vnic(PORT, own, 0, True, False, False, [ip_address("10.0.11.1")])
+    mirrored.mirrors.set_session(SID, Session(dest=NOWHERE, taps=abi.TAP_IN_BEFORE | abi.TAP_IN_AFTER))
+    mirrored.mirrors.set_port(PORT, [(SID, abi.TAP_IN_BEFORE | abi.TAP_IN_AFTER)])
+    try:
+        frames = {
+            mac: raw(Ether(src="02:00:00:00:0b:fe", dst=mac) / IP(src="10.0.11.9", dst="10.0.11.1") / UDP())
+            for mac in (own, other)
+        }
+        cases = (
+            (frames[other], 0, False, 0, Reason.DST_MAC),
+            (frames[own], 0, True, 2, Reason.PASS),  # the positive control: both taps copy it
+            (frames[other], abi.MIRROR_MARK | abi.MIRROR_DIR_IN << 8 | SID, True, 0, Reason.PASS),
+        )
+        for frame, mark, passes, copies, reason in cases:
+            before, snap = stats(mirrored), counters.snapshot()
+            result = run(mirrored, "port_to_vm", frame, mark=mark)
+            assert result.passed is passes, (frame[:6].hex(), hex(mark))
+            assert counters.delta(snap) == {(OUT, reason): (1, len(frame))}
+            assert stats(mirrored).dropped - before.dropped == copies
+    finally:
+        mirrored.firewall.set_vnic(PORT, own, 0, False, False, False, [])

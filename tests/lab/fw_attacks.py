@@ -446,10 +446,11 @@ def _check_ports(ns: str, vm_ports: set[str], watch: AttachWatch) -> None:
 
 # -- events --------------------------------------------------------------------------------------
 class Follower:
-    """`nlab fw events --json --denied` in the background, its lines collected as they come."""
+    """`nlab fw events --json [--denied]` in the background, its lines collected as they come."""
 
-    def __init__(self, lab: str, seconds: float) -> None:
-        cmd = ["fw", "--lab", lab, "events", "--json", "--denied", "--timeout", str(seconds)]
+    def __init__(self, lab: str, seconds: float, denied: bool = True) -> None:
+        only = ["--denied"] if denied else []
+        cmd = ["fw", "--lab", lab, "events", "--json", *only, "--timeout", str(seconds)]
         pipe = subprocess.PIPE
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "netns_lab", *cmd], stdout=pipe, stderr=pipe, text=True, cwd=REPO

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw, raw
 
@@ -249,6 +249,28 @@ def test_promiscuous_nic_sees_its_port_group_once_and_nothing_else_does(lab: Lab
     assert len(got[lab.ns("sniff")]) == 2 * N, "each request and reply once"
     assert got[lab.ns("nosy")] == [], "another port group's promiscuous NIC saw web traffic"
     assert got[lab.ns("vm4")] == [], "a plain member of the port group saw unicast of others"
+
+
+def test_promiscuous_nic_sees_a_flooded_frame_of_its_group_once(lab: Lab) -> None:
+    """A frame from web2 to a MAC no port has is flooded to every port of the web VLAN. The
+    port-secured members refuse it at their ports (dst-mac); the promiscuous NIC gets it once,
+    as the copy its session takes where the frame leaves web2, not a second time by the flood.
+    The barrier, web2's echo request to the subnet's broadcast address, reaches all of them and
+    starts no traffic of theirs (Linux ignores broadcast echoes; an ARP request would make web1
+    answer and later probe, frames the next tests' session counters would count)."""
+    doc = lab.status()
+    web2 = va.nic(doc, "web2")
+    mark = b"nlab-flooded-" + secrets.token_hex(6).encode()
+    ip = IP(src=WEB2, dst=WEB1) / ICMP(id=0x4E4C, seq=1) / Raw(mark)  # an echo web2's rules let out
+    flooded = raw(Ether(src=web2.mac, dst="02:00:00:de:ad:02") / ip)
+    barrier = IP(src=WEB2, dst="10.20.0.255") / ICMP(id=0x4E4C, seq=2) / Raw(b"barrier")
+    broadcast = raw(Ether(src=web2.mac, dst=va.BROADCAST) / barrier)
+    where = [(lab.ns(vm), "eth0") for vm in ("sniff", "vm4", "web1")]
+    with va.taps(where) as t:
+        va.inject(lab.ns("web2"), "eth0", [flooded, broadcast])
+        got = {ns: [f.data for f in tap.until(lambda f: f.data == broadcast)] for (ns, _), tap in t.items()}
+    seen = {ns.split("-", 1)[1]: sum(mark in f for f in frames) for ns, frames in got.items()}
+    assert seen == {"sniff": 1, "vm4": 0, "web1": 0}, f"copies of the flooded frame seen: {seen}"
 
 
 def test_analyzer_port_is_receive_only(lab: Lab) -> None:

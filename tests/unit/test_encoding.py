@@ -54,7 +54,14 @@ def test_icmp_has_its_own_fields_and_no_ports() -> None:
 
 
 def test_flooded_frames_towards_a_port_are_expected_everything_else_is_a_violation() -> None:
-    for reason in (Reason.VLAN_MISMATCH, Reason.VLAN_NOT_ALLOWED, Reason.UNTAGGED, Reason.ANALYZER_RX):
+    flooded = (
+        Reason.VLAN_MISMATCH,
+        Reason.VLAN_NOT_ALLOWED,
+        Reason.UNTAGGED,
+        Reason.ANALYZER_RX,
+        Reason.DST_MAC,
+    )
+    for reason in flooded:
         assert encoding.drop_class(reason, "in") == "expected"
         assert encoding.drop_class(reason, "out") == "violation"  # the peer sent what it must not
     for reason in (Reason.POLICY, Reason.SPOOF_MAC, Reason.QINQ, Reason.CT_INVALID, Reason.ANALYZER_TX):

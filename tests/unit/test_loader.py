@@ -341,8 +341,17 @@ def test_rules_are_parsed() -> None:
 
 def test_connection_settings() -> None:
     assert load(FIREWALL).firewall == FirewallSettings(
-        load(FIREWALL).firewall.rules, 2048, 7200, 30, 120, 20, 5, tcp_close_timeout=5
+        load(FIREWALL).firewall.rules,
+        *(2048, 7200, 30, 120, 20, 5),
+        tcp_close_timeout=5,
+        ct_quota_in=1024,
+        ct_quota_peer=512,
     )
+    quota = "firewall:\n  connections: {quota: 4}\n" + MINIMAL  # a peer's bound follows the quota
+    assert load_text(quota, "lab.yaml").firewall == FirewallSettings(ct_quota=4, ct_quota_peer=4)
+    every = "firewall:\n  connections: {quota: 4, inbound_quota: 64, peer_quota: 8}\n" + MINIMAL
+    want = FirewallSettings(ct_quota=4, ct_quota_in=64, ct_quota_peer=8)
+    assert load_text(every, "lab.yaml").firewall == want
     partial = "firewall:\n  connections: {udp_timeout: 90}\n" + MINIMAL
     assert load_text(partial, "lab.yaml").firewall == FirewallSettings(udp_timeout=90)
     for empty in ("firewall:\n", "firewall: {}\n", "firewall: {rules: []}\n"):

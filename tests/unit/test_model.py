@@ -218,7 +218,8 @@ def test_nic_addresses_and_firewall_defaults() -> None:
     topo = Topology(lab="a", source="f")
     assert (topo.security_groups, topo.firewall) == ((), model.FirewallSettings())
     settings = topo.firewall
-    assert (settings.ct_quota, settings.tcp_timeout, settings.tcp_open_timeout) == (4096, 3600, 60)
+    assert (settings.ct_quota, settings.ct_quota_in, settings.ct_quota_peer) == (4096, 4096, 4096)
+    assert (settings.tcp_timeout, settings.tcp_open_timeout) == (3600, 60)
     assert (settings.udp_timeout, settings.icmp_timeout, settings.frag_timeout) == (60, 30, 10)
 
 
