@@ -8,8 +8,8 @@ import sys
 import time
 from typing import Any
 
-from netns_lab import display, encoding, fanout, fwlive, subscription
-from netns_lab.clibase import at_flags, first_key
+from netns_lab import display, encoding, fanout, fwlive, state, subscription
+from netns_lab.clibase import UsageError, at_flags, first_key
 from netns_lab.errors import TopologyError, unknown
 from netns_lab.model import Topology
 
@@ -181,6 +181,8 @@ def _member_arg(rest: str) -> str | None:
 def cmd_events(args: argparse.Namespace, lab: str) -> None:
     """Streams: one JSON object per line with --json, a readable line otherwise. This reader's
     losses go to stderr as they happen, and their total at the end."""
+    if state.LabState.read(lab) is None:  # not the hub's "did not start": nothing to start it in
+        raise UsageError(f"lab {lab!r} is not up (labs up: {', '.join(state.labs()) or 'none'})")
     deadline = time.monotonic() + args.timeout if args.timeout else None
     left = args.count or None
     with subscription.Subscription(lab, fanout.Filter(denied=args.denied)) as sub:

@@ -15,11 +15,32 @@ import pytest
 from netns_lab import fanout
 
 DENY = {
-    "time": 1.0, "vm": "app1", "port": "app1-1", "direction": "out", "verdict": "deny",
-    "reason": "policy", "rule": None, "proto": "tcp", "src": "10.40.0.21", "dst": "10.40.0.31",
-    "sport": 40000, "dport": 22,
-}  # fmt: skip
-ALLOW = {**DENY, "vm": "db1", "port": "db1-0", "verdict": "allow", "reason": "new-flow", "rule": 30}
+    "time": 1.0,
+    "vm": "app1",
+    "nic": "app1.eth1",
+    "port": "app1-1",
+    "direction": "out",
+    "verdict": "deny",
+    "reason": "policy",
+    "rule": "default",
+    "proto": "tcp",
+    "src": "10.40.0.21",
+    "dst": "10.40.0.31",
+    "sport": 40000,
+    "dport": 22,
+    "icmp_type": None,
+    "icmp_id": None,
+}  # fmt: skip (as fwlive.decode makes it)
+ALLOW = {
+    **DENY,
+    "vm": "db1",
+    "nic": "db1.eth0",
+    "port": "db1-0",
+    "verdict": "allow",
+    "reason": "new-flow",
+    "rule": 30,
+}
+PING = {**DENY, "proto": "icmp", "sport": None, "dport": None, "icmp_type": 8}
 
 
 def deny(sport: int, **other: Any) -> dict[str, Any]:
@@ -165,3 +186,14 @@ def test_bad_subscriptions_are_refused_naming_the_field(doc: dict[str, Any], mes
     assert fanout.Filter.from_doc(fanout.Filter(frozenset({"a"}), True).doc()) == fanout.Filter(
         frozenset({"a"}), True
     )
+
+
+def test_denied_pings_of_two_identifiers_are_two_flows() -> None:
+    """An ICMP query's identifier is in `icmp_id` (its ports are null): it must key the window."""
+    hub = fanout.Fanout()
+    sub = hub.join(1, fanout.Filter())
+    for ident in (7, 8, 7):
+        hub.event({**PING, "icmp_id": ident}, 5, now=0.0)
+    hub.tick(now=3.0)
+    got = verdicts(drain(sub))
+    assert sorted((r["icmp_id"], r["count"]) for r in got) == [(7, 1), (7, 1), (8, 1)]
