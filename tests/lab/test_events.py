@@ -188,4 +188,6 @@ def test_fw_events_count_stops_after_n_readable_lines(lab: Lab) -> None:
     out, err = proc.communicate(timeout=10)
     lines = out.splitlines()
     assert proc.returncode == 0 and len(lines) == 2 and err == "", (proc.returncode, out, err)
-    assert all(" DENY  app1 " in x and "10.40.0.21:" in x and "policy (default)" in x for x in lines), lines
+    assert all(
+        " DENY  app1.eth1 " in x and "10.40.0.21:" in x and "policy (default policy)" in x for x in lines
+    ), lines

@@ -233,8 +233,9 @@ def _lab_processes(lab) -> list[int]:
 
 def test_status_of_a_lab_that_is_not_up() -> None:
     proc = nlab("status", "nosuchlab", "--json")
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert "lab 'nosuchlab' is not up" in proc.stderr
+    assert proc.returncode == 2 and "lab 'nosuchlab' is not up" in proc.stderr
+    error = json.loads(proc.stdout)["error"]  # --json: one error document on stdout
+    assert error["code"] == 2 and error["message"].startswith("lab 'nosuchlab' is not up")
 
 
 def _open_fds() -> set[str]:

@@ -145,7 +145,12 @@ def test_status_prints_every_node_and_port(reference_lab: Lab) -> None:
     proc = nlab("status", reference_lab.name, check=True)
     lines = [line.strip() for line in proc.stdout.splitlines()]
     assert lines[0] == f"lab {reference_lab.name} ({REFERENCE}): healthy"
-    for title in ("infrastructure", "VMs", "switch ports", "mirror sessions"):
+    for title in (
+        "infrastructure",
+        "VMs",
+        "switch ports (out: sent by the peer, in: towards it)",
+        "mirror sessions",
+    ):
         assert title in lines, title
     rows = table_rows(proc.stdout)
     topo = loader.load(REFERENCE, lab=reference_lab.name)
@@ -264,7 +269,9 @@ def test_fw_counters_connections_gc_and_events_from_the_cli(reference_lab: Lab, 
     assert events.returncode == 0, err
     [line] = out.splitlines()
     assert re.fullmatch(
-        r"\d\d:\d\d:\d\d DENY  app1 +out tcp +10\.30\.0\.21:\d+ -> 10\.20\.0\.11:22  policy \(default\)", line
+        r"\d\d:\d\d:\d\d DENY  app1\.eth0 +out tcp +10\.30\.0\.21:\d+ -> 10\.20\.0\.11:22"
+        r"  policy \(default policy\)",
+        line,
     ), line
     after = json.loads(nlab("fw", "--lab", lab, "counters", "--json", check=True).stdout)
     assert after["rules"]["0"]["packets"] > before["rules"].get("0", {"packets": 0})["packets"]

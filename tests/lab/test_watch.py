@@ -265,12 +265,12 @@ def test_firewall_event_losses_are_reported_never_silent(reference_lab: Lab) -> 
 
 # -- bad input -----------------------------------------------------------------------------------
 def test_bad_input_on_a_running_lab_exits_2_and_leaves_nothing(reference_lab: Lab, tmp_path: Path) -> None:
-    lab, pcap = reference_lab, tmp_path / "never.pcap"
+    lab, pcap, nowhere = reference_lab, tmp_path / "never.pcap", tmp_path / "no" / "dir.pcap"
     tap = Tap("web1-in", lab.ns("web1"), "eth0", ("web1",), False)
     cases = {
         "vm": (["nosuch"], None, "nlab watch: vm: no VM nosuch in lab"),
         "session": (["--mirror", "nosuch", "--pcap", str(pcap)], [tap], "nlab watch: mirror: no mirror"),
-        "pcap": (["--pcap", str(tmp_path / "no" / "dir.pcap")], [tap], "nlab watch: pcap: cannot write"),
+        "pcap": (["--pcap", str(nowhere)], [tap], f"nlab watch: --pcap {nowhere}: cannot write"),
     }  # fmt: skip
     for what, (args, taps, message) in cases.items():
         w = Streaming(["--lab", lab.name, "--duration", "5", *args], taps)
