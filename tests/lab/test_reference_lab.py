@@ -21,6 +21,7 @@ import pytest
 from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS
 from netns_lab import loader, ports, probe, status
 from netns_lab.kernel import netns
+from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REFERENCE, REPO, Lab, nlab
 
 LISTENERS = {
@@ -32,6 +33,8 @@ LISTENERS = {
     "internal": [("10.30.0.10", 80), ("10.30.0.10", 22)],
     "sandbox1": [("10.30.0.50", 8080)],
 }
+
+SANDBOX_BRIDGE_MAC = "02:00:5e:00:53:01"  # the source of the barrier hv2's sandbox bridge sends
 
 # (from, to address, port, expected outcome, why)
 DMZ_TRUTH_TABLE = [
@@ -204,11 +207,29 @@ def _denied(lab: Lab, fw: str) -> int:
 
 
 def test_unconnected_vswitches_cannot_reach_each_other(reference_lab: Lab, listeners: None) -> None:
-    """hv2's sandbox vSwitch has no uplink: same subnet as app1, yet no frame gets across."""
-    sandbox, app1 = reference_lab.ns("sandbox1"), reference_lab.ns("app1")
-    assert probe.tcp(sandbox, "10.30.0.21", 8080, timeout=1.0) in ("timeout", "unreachable")
-    assert probe.tcp(app1, "10.30.0.50", 8080, timeout=1.0) in ("timeout", "unreachable")
-    assert not probe.ping(sandbox, "10.30.0.21")
+    """hv2's sandbox vSwitch has no uplink: same subnet as app1, yet no frame gets across.
+
+    Taps on both: each sees its own node's attempts leave, and reads up to a barrier that does
+    reach it (app2's from across tor2 for app1; one the sandbox bridge itself floods for sandbox1)."""
+    lab = reference_lab
+    doc = lab.status()
+    sandbox, app1 = va.nic(doc, "sandbox1"), va.nic(doc, "app1")
+    where = [(lab.ns("app1"), "eth0"), (lab.ns("sandbox1"), "eth0")]
+    with va.taps(where) as taps:
+        assert probe.tcp(lab.ns("sandbox1"), "10.30.0.21", 8080, timeout=1.0) in ("timeout", "unreachable")
+        assert probe.tcp(lab.ns("app1"), "10.30.0.50", 8080, timeout=1.0) in ("timeout", "unreachable")
+        assert not probe.ping(lab.ns("sandbox1"), "10.30.0.21")
+        app2 = va.nic(doc, "app2")
+        bridge = va.Barrier(lab.ns("hv2"), "sandbox", SANDBOX_BRIDGE_MAC, "10.30.0.249/24")
+        got = va.barriers(
+            taps, {where[0]: va.Barrier(lab.ns("app2"), "eth0", app2.mac, app2.ip or ""), where[1]: bridge}
+        )
+    at_app1, at_sandbox = got[where[0]], got[where[1]]
+    for frames, own, other in ((at_app1, app1, sandbox), (at_sandbox, sandbox, app1)):
+        left = [f for f in frames if f.outgoing and f.src == own.mac]
+        assert left, f"{own.node}'s tap saw none of its own attempts leave: the probes or the tap are broken"
+        crossed = [str(f) for f in frames if not f.outgoing and f.src == other.mac]
+        assert not crossed, f"{own.node} received {len(crossed)} frames of {other.node}: {crossed[:5]}"
 
 
 def test_exec_runs_inside_the_node(reference_lab: Lab) -> None:
