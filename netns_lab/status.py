@@ -1,8 +1,8 @@
 """The status document of a lab: the model it was built from, checked against the kernel.
 
-Every `present`, `up`, `programs` and `pins` field is read from the kernel (namespaces, links,
-TC filters, bpffs), never copied from the model; `healthy` is true only when all of them are as
-the model says, and `problems` names each one that is not. Field names here are a contract
+Every `present`, `up`, `kernel_mac`, `programs` and `pins` field is read from the kernel
+(namespaces, links, TC filters, bpffs), never copied from the model; `healthy` is true only when
+all of them are as the model says, and `problems` names each one that is not. Field names here are a contract
 (DESIGN.md): other tools read `nlab status --json`.
 """
 

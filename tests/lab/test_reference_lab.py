@@ -77,6 +77,12 @@ def _kernel_links(ns: str) -> dict[str, bool]:
     return {link["ifname"]: "UP" in link["flags"] for link in json.loads(out)}
 
 
+def _kernel_macs(ns: str) -> dict[str, str]:
+    """Interface -> MAC address, as `ip` reads it."""
+    out = subprocess.run(["ip", "-n", ns, "-j", "link"], capture_output=True, text=True, check=True).stdout
+    return {link["ifname"]: link.get("address", "") for link in json.loads(out)}
+
+
 def _kernel_programs(ns: str, ifname: str, hook: str) -> list[str]:
     """Names of the BPF programs on a TC hook, as `tc` reads them."""
     out = subprocess.run(
@@ -90,7 +96,8 @@ def _kernel_programs(ns: str, ifname: str, hook: str) -> list[str]:
 
 def test_status_is_checked_against_the_kernel(reference_lab: Lab) -> None:
     """Every node, link, program and pin of the model, read back from the kernel by `ip`, `tc` and
-    bpffs, is what status reports: present, up, attached, pinned."""
+    bpffs, is what status reports: present, up, attached, pinned; every VM NIC with its MAC, and
+    each hypervisor's mirror port with its program."""
     topo = loader.load(REFERENCE, lab=reference_lab.name)
     doc = reference_lab.status()
     assert doc["lab"] == reference_lab.name
@@ -112,10 +119,19 @@ def test_status_is_checked_against_the_kernel(reference_lab: Lab) -> None:
         for item in (*host["pnics"], *host["vswitches"], *host["vmknics"]):
             assert links[item["name"]] is item["up"] is True, (host["name"], item["name"])
             seen += 1
+        mirror_port = host["mirror_port"]
+        ends = [(e["name"], e["present"], e["up"]) for e in mirror_port["ends"]]
+        assert ends == [("mirror0", True, True), ("mirror1", True, True)], host["name"]
+        assert links["mirror0"] is links["mirror1"] is True, host["name"]
+        on_hook = _kernel_programs(host["namespace"], "mirror1", "ingress")
+        assert on_hook == mirror_port["programs"]["ingress"] == ["mirror_port_rx"], host["name"]
+        seen += 1
     for vm, want in zip(doc["vms"], topo.vms, strict=True):
         assert [n["name"] for n in vm["nics"]] == [n.name for n in want.nics]
+        macs = _kernel_macs(vm["namespace"])
         for nic in vm["nics"]:
             assert kernel[vm["name"]][nic["name"]] is nic["up"] is True, (vm["name"], nic["name"])
+            assert macs[nic["name"]] == nic["kernel_mac"] == nic["mac"], (vm["name"], nic["name"])
             seen += 1
     for net in doc["networks"]:
         assert kernel[net["name"]]["eth0"] is net["up"] is True
