@@ -283,16 +283,20 @@ def _down(node: str, kind: str, items: list[dict[str, Any]]) -> list[str]:
     return [f"{node}: {kind} {i['name']} is down" for i in items if not i["up"]]
 
 
+def _link_problems(where: str, link: dict[str, Any]) -> list[str]:
+    """A link of the model that is missing or down in the kernel."""
+    if not link["present"]:
+        return [f"{where} is missing"]
+    return [] if link["up"] else [f"{where} is down"]
+
+
 def _port_problems(node: dict[str, Any]) -> list[str]:
     found = []
     for port in node.get("ports", []):
         where = f"{node['name']}: port {port['name']}"
-        if not port["present"]:
-            found.append(f"{where} is missing")
-            continue
-        if not port["up"]:
-            found.append(f"{where} is down")
-        found += _program_problems(where, port["role"], port["programs"])
+        found += _link_problems(where, port)
+        if port["present"]:
+            found += _program_problems(where, port["role"], port["programs"])
     if node["pins"]["missing"]:
         found.append(
             f"{node['name']}: not pinned in {node['pins']['dir']}: {', '.join(node['pins']['missing'])}"
@@ -312,8 +316,7 @@ def _program_problems(where: str, role: str, programs: dict[str, list[str]]) -> 
 def _mirror_port_problems(host: dict[str, Any]) -> list[str]:
     where = f"{host['name']}: mirror port"
     ends = host["mirror_port"]["ends"]
-    found = [f"{where} {e['name']} is missing" for e in ends if not e["present"]]
-    found += [f"{where} {e['name']} is down" for e in ends if e["present"] and not e["up"]]
+    found = [problem for end in ends for problem in _link_problems(f"{where} {end['name']}", end)]
     if ends[1]["present"]:
         found += _program_problems(f"{where} {ends[1]['name']}", "mirror", host["mirror_port"]["programs"])
     return found
@@ -323,12 +326,8 @@ def _nic_problems(vm: dict[str, Any]) -> list[str]:
     found = []
     for nic in vm["nics"]:
         where = f"{vm['name']}: NIC {nic['name']}"
-        if not nic["present"]:
-            found.append(f"{where} is missing")
-            continue
-        if not nic["up"]:
-            found.append(f"{where} is down")
-        if nic["kernel_mac"] != nic["mac"]:
+        found += _link_problems(where, nic)
+        if nic["present"] and nic["kernel_mac"] != nic["mac"]:
             found.append(f"{where} has MAC {nic['kernel_mac']}, not {nic['mac']}")
     return found
 
