@@ -228,24 +228,22 @@ def test_unconnected_vswitches_cannot_reach_each_other(reference_lab: Lab, liste
     Taps on both: each sees its own node's attempts leave, and reads up to a barrier that does
     reach it (app2's from across tor2 for app1; one the sandbox bridge itself floods for sandbox1)."""
     lab = reference_lab
-    doc = lab.status()
-    sandbox, app1 = va.nic(doc, "sandbox1"), va.nic(doc, "app1")
     where = [(lab.ns("app1"), "eth0"), (lab.ns("sandbox1"), "eth0")]
+    mac = {node: va.kernel_mac(lab.ns(node), "eth0") for node in ("app1", "sandbox1")}
     with va.taps(where) as taps:
         assert probe.tcp(lab.ns("sandbox1"), "10.30.0.21", 8080, timeout=1.0) in ("timeout", "unreachable")
         assert probe.tcp(lab.ns("app1"), "10.30.0.50", 8080, timeout=1.0) in ("timeout", "unreachable")
         assert not probe.ping(lab.ns("sandbox1"), "10.30.0.21")
-        app2 = va.nic(doc, "app2")
         bridge = va.Barrier(lab.ns("hv2"), "sandbox", SANDBOX_BRIDGE_MAC, "10.30.0.249/24")
         got = va.barriers(
-            taps, {where[0]: va.Barrier(lab.ns("app2"), "eth0", app2.mac, app2.ip or ""), where[1]: bridge}
+            taps, {where[0]: va.own_barrier(lab.ns("app2"), "eth0", "10.30.0.22"), where[1]: bridge}
         )
     at_app1, at_sandbox = got[where[0]], got[where[1]]
-    for frames, own, other in ((at_app1, app1, sandbox), (at_sandbox, sandbox, app1)):
-        left = [f for f in frames if f.outgoing and f.src == own.mac]
-        assert left, f"{own.node}'s tap saw none of its own attempts leave: the probes or the tap are broken"
-        crossed = [str(f) for f in frames if not f.outgoing and f.src == other.mac]
-        assert not crossed, f"{own.node} received {len(crossed)} frames of {other.node}: {crossed[:5]}"
+    for frames, own, other in ((at_app1, "app1", "sandbox1"), (at_sandbox, "sandbox1", "app1")):
+        left = [f for f in frames if f.outgoing and f.src == mac[own]]
+        assert left, f"{own}'s tap saw none of its own attempts leave: the probes or the tap are broken"
+        crossed = [str(f) for f in frames if not f.outgoing and f.src == mac[other]]
+        assert not crossed, f"{own} received {len(crossed)} frames of {other}: {crossed[:5]}"
 
 
 def test_exec_runs_inside_the_node(reference_lab: Lab) -> None:

@@ -42,6 +42,7 @@ from netns_lab.capture import (
     packet_socket,
 )
 from netns_lab.kernel import netns
+from netns_lab.kernel.netlink import Netlink
 from tests.lab.conftest import nlab
 
 ANCILLARY = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(AUXDATA.size)  # receive time, then auxdata
@@ -168,6 +169,19 @@ class Barrier:
         nobody = str(own.network[-6])  # .250 of a /24: no node of the labs has it
         ask = Ether(dst=BROADCAST, src=self.mac) / ARP(hwsrc=self.mac, psrc=str(own.ip), pdst=nobody)
         return raw(ask / Raw(token))  # the token rides in the trailer, after the ARP payload
+
+
+def kernel_mac(ns: str, iface: str) -> str:
+    """An interface's MAC as the kernel has it (cheaper than a status document)."""
+    with Netlink(ns) as nl:
+        mac = next(link.mac for link in nl.links() if link.name == iface)
+    assert mac, f"{ns} {iface} has no MAC"
+    return mac
+
+
+def own_barrier(ns: str, iface: str, ip: str) -> Barrier:
+    """A barrier from a NIC's own MAC and address."""
+    return Barrier(ns, iface, kernel_mac(ns, iface), ip)
 
 
 def barriers(
