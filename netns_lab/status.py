@@ -1,8 +1,8 @@
 """The status document of a lab: the model it was built from, checked against the kernel.
 
-Every `present`, `up`, `programs` and `pins` field is read from the kernel (namespaces, links,
-TC filters, bpffs), never copied from the model; `healthy` is true only when all of them are as
-the model says, and `problems` names each one that is not. Field names here are a contract
+Every `present`, `up`, `kernel_mac`, `programs` and `pins` field is read from the kernel
+(namespaces, links, TC filters, bpffs), never copied from the model; `healthy` is true only when
+all of them are as the model says, and `problems` names each one that is not. Field names here are a contract
 (DESIGN.md): other tools read `nlab status --json`.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from dataplane import tc
 from dataplane.abi import Direction, Reason
+from dataplane.mirror import MIRROR_PORT
 from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS, PortVlans, SwitchDataplane
 from dataplane.syscalls import BpfError
 from netns_lab import encoding, fwlive, mirror, model, ports
@@ -77,7 +78,10 @@ def _attached(ns: str, links: dict[str, Link], names: list[str]) -> dict[str, di
 
 
 def expected_programs(role: str) -> dict[str, list[str]]:
-    """The programs a switch port of this role carries on each hook (see SwitchDataplane.attach)."""
+    """The programs a port of this role carries on each hook (see SwitchDataplane.attach and
+    attach_mirror_port)."""
+    if role == "mirror":
+        return {"ingress": ["mirror_port_rx"], "egress": []}
     if role == "vm":
         return {"ingress": ["port_from_vm"], "egress": ["port_to_vm"]}
     return {"ingress": ["vlan_from_port"], "egress": ["vlan_to_port"]}
@@ -147,9 +151,22 @@ def dataplane_ports(topo: Topology, node: str, switch_ports: list[ports.SwitchPo
     return result
 
 
+def _mirror_port(ns: str, links: dict[str, Link]) -> dict[str, Any]:
+    """Both ends of the host's mirror port; copies to truncate enter at the far end's program."""
+    far = MIRROR_PORT[1]
+    return {
+        "ends": [
+            {"name": end, "present": end in links, "up": end in links and links[end].up}
+            for end in MIRROR_PORT
+        ],
+        "programs": _attached(ns, links, [far]).get(far, {"ingress": [], "egress": []}),
+    }
+
+
 def _host(topo: Topology, host: Host) -> dict[str, Any]:
     ns = model.namespace(topo.lab, host.name)
-    links = _links(ns)
+    kernel = _kernel_links(ns)
+    links = {name: link.up for name, link in kernel.items()}
     return {
         "name": host.name,
         "namespace": ns,
@@ -187,12 +204,13 @@ def _host(topo: Topology, host: Host) -> dict[str, Any]:
             }
             for k in host.vmknics
         ],
+        "mirror_port": _mirror_port(ns, kernel),
     }
 
 
 def _vm(topo: Topology, vm: Vm) -> dict[str, Any]:
     ns = model.namespace(topo.lab, vm.name)
-    links = _links(ns)
+    links = _kernel_links(ns)
     return {
         "name": vm.name,
         "host": vm.host,
@@ -208,7 +226,9 @@ def _vm(topo: Topology, vm: Vm) -> dict[str, Any]:
                 "port": model.vm_port(vm.name, nic.index),
                 "vlan": nic.vlan,
                 "vni": nic.vni,
-                "up": links.get(nic.name, False),
+                "present": nic.name in links,
+                "up": nic.name in links and links[nic.name].up,
+                "kernel_mac": links[nic.name].mac if nic.name in links else None,
             }
             for nic in vm.nics
         ],
@@ -263,23 +283,52 @@ def _down(node: str, kind: str, items: list[dict[str, Any]]) -> list[str]:
     return [f"{node}: {kind} {i['name']} is down" for i in items if not i["up"]]
 
 
+def _link_problems(where: str, link: dict[str, Any]) -> list[str]:
+    """A link of the model that is missing or down in the kernel."""
+    if not link["present"]:
+        return [f"{where} is missing"]
+    return [] if link["up"] else [f"{where} is down"]
+
+
 def _port_problems(node: dict[str, Any]) -> list[str]:
     found = []
     for port in node.get("ports", []):
         where = f"{node['name']}: port {port['name']}"
-        if not port["present"]:
-            found.append(f"{where} is missing")
-            continue
-        if not port["up"]:
-            found.append(f"{where} is down")
-        for hook, want in expected_programs(port["role"]).items():
-            if port["programs"][hook] != want:
-                have = ", ".join(port["programs"][hook]) or "none"
-                found.append(f"{where}: {hook} runs {have}, not {', '.join(want)}")
+        found += _link_problems(where, port)
+        if port["present"]:
+            found += _program_problems(where, port["role"], port["programs"])
     if node["pins"]["missing"]:
         found.append(
             f"{node['name']}: not pinned in {node['pins']['dir']}: {', '.join(node['pins']['missing'])}"
         )
+    return found
+
+
+def _program_problems(where: str, role: str, programs: dict[str, list[str]]) -> list[str]:
+    found = []
+    for hook, want in expected_programs(role).items():
+        if programs[hook] != want:
+            have = ", ".join(programs[hook]) or "none"
+            found.append(f"{where}: {hook} runs {have}, not {', '.join(want) or 'none'}")
+    return found
+
+
+def _mirror_port_problems(host: dict[str, Any]) -> list[str]:
+    where = f"{host['name']}: mirror port"
+    ends = host["mirror_port"]["ends"]
+    found = [problem for end in ends for problem in _link_problems(f"{where} {end['name']}", end)]
+    if ends[1]["present"]:
+        found += _program_problems(f"{where} {ends[1]['name']}", "mirror", host["mirror_port"]["programs"])
+    return found
+
+
+def _nic_problems(vm: dict[str, Any]) -> list[str]:
+    found = []
+    for nic in vm["nics"]:
+        where = f"{vm['name']}: NIC {nic['name']}"
+        found += _link_problems(where, nic)
+        if nic["present"] and nic["kernel_mac"] != nic["mac"]:
+            found.append(f"{where} has MAC {nic['kernel_mac']}, not {nic['mac']}")
     return found
 
 
@@ -296,12 +345,14 @@ def problems(doc: dict[str, Any]) -> list[str]:
         found += _down(node["name"], "vSwitch", node.get("vswitches", []))
         found += _down(node["name"], "VMkernel NIC", node.get("vmknics", []))
         found += _port_problems(node)
+        if "mirror_port" in node:
+            found += _mirror_port_problems(node)
     for net in doc["networks"]:
         if net["present"] and not net["up"]:
             found.append(f"{net['name']}: interface {model.NETWORK_IFNAME} is down")
     for vm in doc["vms"]:
         if vm["present"]:
-            found += _down(vm["name"], "NIC", vm["nics"])
+            found += _nic_problems(vm)
     return found
 
 

@@ -127,8 +127,10 @@ def _flag_attack(lab: Lab, nics: dict[str, va.Nic], port: str, direction: str, s
     with va.taps([(lab.ns("db1"), "eth0")]) as taps:
         va.inject(lab.ns("app1"), "eth1", frames.values())
         counted = fa.grown(lab.name, before, port, direction, {"ct-invalid": len(frames)})
-        va.settle()
-        reached = [str(f) for f in taps[lab.ns("db1"), "eth0"].frames() if f.data in frames.values()]
+        # the same NIC's ARP, after the attack and along its path, shows the tap sees what comes
+        sender = va.Barrier(lab.ns("app1"), "eth1", nics["app1"].mac, nics["app1"].ip or "")
+        got = va.barriers(taps, {(lab.ns("db1"), "eth0"): sender})[lab.ns("db1"), "eth0"]
+        reached = [str(f) for f in got if f.data in frames.values()]
     tracked = [c for c in fa.fw(lab.name, "connections")["connections"] if sport <= c["sport"] < sport + 5]
     return {"sent": list(frames), "counted": counted, "reached db1": reached, "tracked": tracked}
 

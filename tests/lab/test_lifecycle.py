@@ -144,9 +144,14 @@ def test_up_status_down_json_and_idempotent_down(make_lab) -> None:
     assert leftovers(lab.name, lab.inodes) == {}
 
 
+ROGUE_MAC = "02:00:5e:00:53:99"
+
+
 def test_a_lab_broken_on_purpose_is_unhealthy_with_each_reason(make_lab) -> None:
-    """A NIC set down, a port's programs detached, a pin removed, a VM's namespace deleted: status
-    names each, and exits 3 with and without --json; healthy again once the NIC is back up."""
+    """A NIC set down, a port's programs detached, a pin removed, a VM's namespace deleted, a VM's
+    second NIC deleted and another's MAC changed, a mirror port's program detached and its other
+    end set down: status names each, and exits 3 with and without --json; healthy again once the
+    NIC is back up."""
     lab = make_lab()
     assert lab.up().returncode == 0
     assert lab.status()["healthy"] is True
@@ -163,6 +168,13 @@ def test_a_lab_broken_on_purpose_is_unhealthy_with_each_reason(make_lab) -> None
     (pin_dir(lab.name) / "hv3" / "prog_port_to_vm").unlink()
     lab.inodes.add(netns.inode(lab.ns("db1")) or 0)
     subprocess.run(["ip", "netns", "del", lab.ns("db1")], check=True)
+    subprocess.run(["ip", "-n", lab.ns("app1"), "link", "del", "eth1"], check=True)
+    subprocess.run(["ip", "-n", lab.ns("app2"), "link", "set", "eth1", "address", ROGUE_MAC], check=True)
+    subprocess.run(["tc", "-n", lab.ns("hv1"), "qdisc", "del", "dev", "mirror1", "clsact"], check=True)
+    subprocess.run(["ip", "-n", lab.ns("hv3"), "link", "set", "mirror0", "down"], check=True)
+    app2_mac = next(
+        n["mac"] for vm in doc["vms"] if vm["name"] == "app2" for n in vm["nics"] if n["name"] == "eth1"
+    )
     proc = nlab("status", lab.name, "--json")
     assert proc.returncode == 3, proc.stderr
     doc = json.loads(proc.stdout)
@@ -170,10 +182,15 @@ def test_a_lab_broken_on_purpose_is_unhealthy_with_each_reason(make_lab) -> None
     want = [
         f"{lab.ns('db1')}: namespace is missing",
         "tor2: port hv3-eth1 is down",
+        "hv1: mirror port mirror1: ingress runs none, not mirror_port_rx",
         "hv2: port app1-0: ingress runs none, not port_from_vm",
         "hv2: port app1-0: egress runs none, not port_to_vm",
+        "hv2: port app1-1 is missing",  # the host end of app1's eth1 died with it
         "hv2: port db1-0 is missing",  # its veth died with db1's namespace
         f"hv3: not pinned in {pin_dir(lab.name) / 'hv3'}: prog_port_to_vm",
+        "hv3: mirror port mirror0 is down",
+        "app1: NIC eth1 is missing",
+        f"app2: NIC eth1 has MAC {ROGUE_MAC}, not {app2_mac}",
     ]
     assert doc["problems"] == want
     human = nlab("status", lab.name)

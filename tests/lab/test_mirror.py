@@ -139,6 +139,11 @@ def patterned(frames: list[va.Frame], pattern: str) -> list[va.Frame]:
     return [f for f in frames if bytes.fromhex(pattern) * 4 in f.data]
 
 
+def unpatterned(frames: list[va.Frame], pattern: str) -> list[va.Frame]:
+    """Frames other than those of the pings with `pattern` (a barrier's, left out of a count)."""
+    return [f for f in frames if bytes.fromhex(pattern) * 4 not in f.data]
+
+
 def until_patterned(tap: va.Tap, pattern: str, count: int) -> list[va.Frame]:
     """What `tap` received until `count` frames of the pings with `pattern` were among it (the barrier)."""
     seen: list[va.Frame] = []
@@ -182,9 +187,9 @@ def test_tap_before_sees_a_denied_packet_and_tap_after_does_not(lab: Lab) -> Non
     # web1's rules let no UDP out: its firewall denies this datagram
     with va.taps([(lab.ns("analyzer"), "eth0"), (lab.ns("web2"), "eth0")]) as t:
         udp(lab, "web1", WEB2, marker + b"-before")
-        va.settle()
-        assert len(carrying(received(t[lab.ns("analyzer"), "eth0"]), marker)) == 1
-        assert carrying(t[lab.ns("web2"), "eth0"].frames(), marker) == []
+        ping(lab, "web1", WEB2, count=1, pattern="5a5a0008")  # the barrier: its request reaches web2
+        assert len(carrying(until_patterned(t[lab.ns("analyzer"), "eth0"], "5a5a0008", 2), marker)) == 1
+        assert carrying(until_patterned(t[lab.ns("web2"), "eth0"], "5a5a0008", 1), marker) == []
         nlab("mirror", "--lab", lab.name, "del", "web1-ids", check=True)
         try:
             nlab(
@@ -192,12 +197,12 @@ def test_tap_before_sees_a_denied_packet_and_tap_after_does_not(lab: Lab) -> Non
                 "--direction", "out", "--dest", "analyzer", "--tap", "after", check=True,
             )  # fmt: skip
             udp(lab, "web1", WEB2, marker + b"-after")
-            ping(lab, "web1", WEB2)
-            va.settle()
-            copies = received(t[lab.ns("analyzer"), "eth0"])
+            ping(lab, "web1", WEB2, pattern="5a5a0009")
+            ping(lab, "web1", WEB2, count=1, pattern="5a5a000a")  # barrier: after the replies above
+            copies = until_patterned(t[lab.ns("analyzer"), "eth0"], "5a5a000a", 1)
             assert carrying(copies, marker) == []
-            requests = [d for d in echoes(copies, {WEB1, WEB2}) if d[34] == 8]
-            assert len(requests) == N and len(echoes(copies, {WEB1, WEB2})) == N, "direction out only"
+            shown = echoes(patterned(copies, "5a5a0009"), {WEB1, WEB2})
+            assert len([d for d in shown if d[34] == 8]) == N and len(shown) == N, "direction out only"
         finally:
             nlab("mirror", "--lab", lab.name, "del", "web1-after")
             nlab(
@@ -242,10 +247,14 @@ def _add_web1_ids(lab: Lab) -> None:
 
 def test_promiscuous_nic_sees_its_port_group_once_and_nothing_else_does(lab: Lab) -> None:
     where = [(lab.ns("sniff"), "eth0"), (lab.ns("nosy"), "eth0"), (lab.ns("vm4"), "eth0")]
+    # ARP barriers, each broadcast in the VLAN of the tap it is for: web2's (the pinging VM) for
+    # sniff and vm4 in the web VLAN, vm4's own app NIC's for nosy in the app VLAN
+    from_web2 = va.own_barrier(lab.ns("web2"), "eth0", WEB2)
+    senders = {where[0]: from_web2, where[2]: from_web2}
+    senders[where[1]] = va.own_barrier(lab.ns("vm4"), "eth1", "10.30.0.1")
     with va.taps(where) as t:
         ping(lab, "web2", WEB1)
-        va.settle()
-        got = {ns: echoes(tap.frames(), {WEB1, WEB2}) for (ns, _), tap in t.items()}
+        got = {ns: echoes(incoming(f), {WEB1, WEB2}) for (ns, _), f in va.barriers(t, senders).items()}
     assert len(got[lab.ns("sniff")]) == 2 * N, "each request and reply once"
     assert got[lab.ns("nosy")] == [], "another port group's promiscuous NIC saw web traffic"
     assert got[lab.ns("vm4")] == [], "a plain member of the port group saw unicast of others"
@@ -348,9 +357,9 @@ def _vm_macs(lab: Lab) -> dict[str, str]:
 def test_remote_analyzer_on_another_host_gets_byte_identical_copies(lab: Lab) -> None:
     with va.taps([(lab.ns("web1"), "eth0"), (lab.ns("ids2"), "eth0")]) as t:
         ping(lab, "web1", WEB2)
-        va.settle()
-        at_web1 = t[lab.ns("web1"), "eth0"].frames()
-        copies = received(t[lab.ns("ids2"), "eth0"])
+        ping(lab, "web1", WEB2, count=1, pattern="5a5a000c")  # the barrier: its copies come last
+        copies = unpatterned(until_patterned(t[lab.ns("ids2"), "eth0"], "5a5a000c", 2), "5a5a000c")
+        at_web1 = unpatterned(t[lab.ns("web1"), "eth0"].frames(), "5a5a000c")
     original = echoes(at_web1, {WEB1, WEB2})
     assert len(original) == 2 * N
     assert sorted(echoes(copies, {WEB1, WEB2})) == sorted(original)
@@ -424,9 +433,9 @@ def test_live_session_out_of_a_named_pnic(lab: Lab) -> None:
     try:
         with va.taps([(lab.ns("desk2"), "eth0"), (lab.ns("monitor"), "eth0")]) as t:
             ping(lab, "desk2", desk1)
-            va.settle()
-            at_desk2 = t[lab.ns("desk2"), "eth0"].frames()
-            wire = received(t[lab.ns("monitor"), "eth0"])
+            ping(lab, "desk2", desk1, count=1, pattern="5a5a000d")  # the barrier: its copies come last
+            wire = unpatterned(until_patterned(t[lab.ns("monitor"), "eth0"], "5a5a000d", 2), "5a5a000d")
+            at_desk2 = unpatterned(t[lab.ns("desk2"), "eth0"].frames(), "5a5a000d")
     finally:
         nlab("mirror", "--lab", lab.name, "del", "desk-wire", check=True)
     inner = [va.Frame(False, None, d[2]) for f in wire if (d := mirror.decapsulate(f.data))]
@@ -435,8 +444,11 @@ def test_live_session_out_of_a_named_pnic(lab: Lab) -> None:
     assert sorted(echoes(inner, {desk2, desk1})) == sorted(original)
     with va.taps([(lab.ns("monitor"), "eth0")]) as t:
         ping(lab, "desk2", desk1, count=2)
-        va.settle()
-        after = [d for f in received(t[lab.ns("monitor"), "eth0"]) if (d := mirror.decapsulate(f.data))]
+        # the barrier and positive control: app1-wire's copies take the same way to the monitor
+        ping(lab, "app1", "10.30.0.22", count=1, pattern="5a5a000e")
+        wire = until_patterned(t[lab.ns("monitor"), "eth0"], "5a5a000e", 2)
+        after = [d for f in wire if (d := mirror.decapsulate(f.data))]
+    assert len(patterned([va.Frame(False, None, d[2]) for d in after], "5a5a000e")) == 2
     assert echoes([va.Frame(False, None, d[2]) for d in after], {desk2, desk1}) == []
 
 

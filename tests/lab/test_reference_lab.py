@@ -21,6 +21,7 @@ import pytest
 from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS
 from netns_lab import loader, ports, probe, status
 from netns_lab.kernel import netns
+from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REFERENCE, REPO, Lab, nlab
 
 LISTENERS = {
@@ -32,6 +33,8 @@ LISTENERS = {
     "internal": [("10.30.0.10", 80), ("10.30.0.10", 22)],
     "sandbox1": [("10.30.0.50", 8080)],
 }
+
+SANDBOX_BRIDGE_MAC = "02:00:5e:00:53:01"  # the source of the barrier hv2's sandbox bridge sends
 
 # (from, to address, port, expected outcome, why)
 DMZ_TRUTH_TABLE = [
@@ -74,6 +77,12 @@ def _kernel_links(ns: str) -> dict[str, bool]:
     return {link["ifname"]: "UP" in link["flags"] for link in json.loads(out)}
 
 
+def _kernel_macs(ns: str) -> dict[str, str]:
+    """Interface -> MAC address, as `ip` reads it."""
+    out = subprocess.run(["ip", "-n", ns, "-j", "link"], capture_output=True, text=True, check=True).stdout
+    return {link["ifname"]: link.get("address", "") for link in json.loads(out)}
+
+
 def _kernel_programs(ns: str, ifname: str, hook: str) -> list[str]:
     """Names of the BPF programs on a TC hook, as `tc` reads them."""
     out = subprocess.run(
@@ -87,7 +96,8 @@ def _kernel_programs(ns: str, ifname: str, hook: str) -> list[str]:
 
 def test_status_is_checked_against_the_kernel(reference_lab: Lab) -> None:
     """Every node, link, program and pin of the model, read back from the kernel by `ip`, `tc` and
-    bpffs, is what status reports: present, up, attached, pinned."""
+    bpffs, is what status reports: present, up, attached, pinned; every VM NIC with its MAC, and
+    each hypervisor's mirror port with its program."""
     topo = loader.load(REFERENCE, lab=reference_lab.name)
     doc = reference_lab.status()
     assert doc["lab"] == reference_lab.name
@@ -109,10 +119,19 @@ def test_status_is_checked_against_the_kernel(reference_lab: Lab) -> None:
         for item in (*host["pnics"], *host["vswitches"], *host["vmknics"]):
             assert links[item["name"]] is item["up"] is True, (host["name"], item["name"])
             seen += 1
+        mirror_port = host["mirror_port"]
+        ends = [(e["name"], e["present"], e["up"]) for e in mirror_port["ends"]]
+        assert ends == [("mirror0", True, True), ("mirror1", True, True)], host["name"]
+        assert links["mirror0"] is links["mirror1"] is True, host["name"]
+        on_hook = _kernel_programs(host["namespace"], "mirror1", "ingress")
+        assert on_hook == mirror_port["programs"]["ingress"] == ["mirror_port_rx"], host["name"]
+        seen += 1
     for vm, want in zip(doc["vms"], topo.vms, strict=True):
         assert [n["name"] for n in vm["nics"]] == [n.name for n in want.nics]
+        macs = _kernel_macs(vm["namespace"])
         for nic in vm["nics"]:
             assert kernel[vm["name"]][nic["name"]] is nic["up"] is True, (vm["name"], nic["name"])
+            assert macs[nic["name"]] == nic["kernel_mac"] == nic["mac"], (vm["name"], nic["name"])
             seen += 1
     for net in doc["networks"]:
         assert kernel[net["name"]]["eth0"] is net["up"] is True
@@ -209,11 +228,27 @@ def _denied(lab: Lab, fw: str) -> int:
 
 
 def test_unconnected_vswitches_cannot_reach_each_other(reference_lab: Lab, listeners: None) -> None:
-    """hv2's sandbox vSwitch has no uplink: same subnet as app1, yet no frame gets across."""
-    sandbox, app1 = reference_lab.ns("sandbox1"), reference_lab.ns("app1")
-    assert probe.tcp(sandbox, "10.30.0.21", 8080, timeout=1.0) in ("timeout", "unreachable")
-    assert probe.tcp(app1, "10.30.0.50", 8080, timeout=1.0) in ("timeout", "unreachable")
-    assert not probe.ping(sandbox, "10.30.0.21")
+    """hv2's sandbox vSwitch has no uplink: same subnet as app1, yet no frame gets across.
+
+    Taps on both: each sees its own node's attempts leave, and reads up to a barrier that does
+    reach it (app2's from across tor2 for app1; one the sandbox bridge itself floods for sandbox1)."""
+    lab = reference_lab
+    where = [(lab.ns("app1"), "eth0"), (lab.ns("sandbox1"), "eth0")]
+    mac = {node: va.kernel_mac(lab.ns(node), "eth0") for node in ("app1", "sandbox1")}
+    with va.taps(where) as taps:
+        assert probe.tcp(lab.ns("sandbox1"), "10.30.0.21", 8080, timeout=1.0) in ("timeout", "unreachable")
+        assert probe.tcp(lab.ns("app1"), "10.30.0.50", 8080, timeout=1.0) in ("timeout", "unreachable")
+        assert not probe.ping(lab.ns("sandbox1"), "10.30.0.21")
+        bridge = va.Barrier(lab.ns("hv2"), "sandbox", SANDBOX_BRIDGE_MAC, "10.30.0.249/24")
+        got = va.barriers(
+            taps, {where[0]: va.own_barrier(lab.ns("app2"), "eth0", "10.30.0.22"), where[1]: bridge}
+        )
+    at_app1, at_sandbox = got[where[0]], got[where[1]]
+    for frames, own, other in ((at_app1, "app1", "sandbox1"), (at_sandbox, "sandbox1", "app1")):
+        left = [f for f in frames if f.outgoing and f.src == mac[own]]
+        assert left, f"{own}'s tap saw none of its own attempts leave: the probes or the tap are broken"
+        crossed = [str(f) for f in frames if not f.outgoing and f.src == mac[other]]
+        assert not crossed, f"{own} received {len(crossed)} frames of {other}: {crossed[:5]}"
 
 
 def test_exec_runs_inside_the_node(reference_lab: Lab) -> None:

@@ -36,6 +36,7 @@ import pytest
 from dataplane.switch import SwitchDataplane
 from netns_lab import loader, ports, probe, vlancheck
 from netns_lab.kernel.netlink import Netlink
+from netns_lab.model import PortProfile, Topology
 from netns_lab.state import pin_dir
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REFERENCE, Lab, nlab, reference_variant, running
@@ -90,6 +91,26 @@ def _pings(lab: Lab, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], bool
     with ThreadPoolExecutor(len(pairs)) as ex:
         futures = {pair: ex.submit(probe.ping, lab.ns(pair[0]), pair[1], 2, 1.0) for pair in pairs}
         return {pair: f.result() for pair, f in futures.items()}
+
+
+def _barrier(lab: Lab, doc: dict[str, Any], node: str, iface: str = "eth0") -> va.Barrier:
+    """A barrier from `node`'s `iface`, from its own MAC and address (see va.Barrier)."""
+    n = va.nic(doc, node, iface)
+    return va.Barrier(lab.ns(node), iface, n.mac, _ip(n))
+
+
+def _after_barriers(
+    lab: Lab,
+    doc: dict[str, Any],
+    taps: dict[tuple[str, str], va.Tap],
+    senders: dict[tuple[str, str], tuple[str, str]],
+) -> dict[str, list[va.Frame]]:
+    """What each tapped (node, iface) received up to the barrier of its sender (node, iface) in the
+    same VLAN, by "node.iface"."""
+    got = va.barriers(
+        taps, {(lab.ns(n), i): _barrier(lab, doc, *sender) for (n, i), sender in senders.items()}
+    )
+    return {f"{n}.{i}": got[lab.ns(n), i] for n, i in senders}
 
 
 def _arp_targets(frames: list[va.Frame], src_mac: str) -> set[str]:
@@ -150,10 +171,11 @@ def test_different_vlans_exchange_no_frame_not_even_broadcasts(
     lab = reference_lab
     nodes = ["desk1", "app2", "app1", "desk2"]
     mac = {n: va.nic(doc, n).mac for n in nodes}
+    partner = {"desk1": "desk2", "desk2": "desk1", "app2": "app1", "app1": "app2"}  # same VLAN, other host
     with va.taps((lab.ns(n), "eth0") for n in nodes) as taps:
         results = _pings(lab, list(ISOLATED))
-        va.settle()
-        seen = {n: taps[lab.ns(n), "eth0"].frames() for n in nodes}
+        got = _after_barriers(lab, doc, taps, {(n, "eth0"): (partner[n], "eth0") for n in nodes})
+        seen = {n: got[f"{n}.eth0"] for n in nodes}
     crossed = [f"{why} ({src} -> {dst})" for (src, dst), why in ISOLATED.items() if results[src, dst]]
     assert not crossed, "pings between VLANs got an answer: " + "; ".join(crossed)
     for sender, others in (("desk1", ["app2", "app1"]), ("app2", ["desk1", "desk2"])):
@@ -193,6 +215,16 @@ class AttackRun:
 
 
 VICTIM_NICS = [("app2", "eth0"), ("app2", "eth1"), ("app1", "eth0"), ("app1", "eth1"), ("desk2", "eth0")]
+# who sends each victim's barrier: a NIC of the victim's VLAN on the other host, so that it crosses
+# the trunks an attack frame would; desk2's comes from the attacker's own NIC, after its attacks
+VICTIM_BARRIERS = {
+    ("app2", "eth0"): ("app1", "eth0"),
+    ("app2", "eth1"): ("app1", "eth1"),
+    ("app1", "eth0"): ("app2", "eth0"),
+    ("app1", "eth1"): ("app2", "eth1"),
+    ("desk2", "eth0"): ("desk1", "eth0"),
+    TRUNK: ("desk1", "eth0"),
+}
 
 
 def _wait_for_drops(lab: Lab, node: str, port: str, before: dict[str, Any], want: dict[str, int]) -> dict:
@@ -226,9 +258,9 @@ def attack_run(reference_lab: Lab, doc: dict[str, Any]) -> AttackRun:
         legit = probe.ping(lab.ns("desk1"), "10.50.0.12", count=2)  # a desktop frame must cross the trunk
         run = AttackRun(attacks, before, {}, {}, [], legit)
         run.after = _wait_for_drops(lab, "hv3", "desk1-0", before, run.expected())
-        va.settle()
-        run.captured = {f"{n}.{i}": taps[lab.ns(n), i].frames() for n, i in VICTIM_NICS}
-        run.trunk = taps[lab.ns(TRUNK[0]), TRUNK[1]].frames()
+        got = _after_barriers(lab, doc, taps, VICTIM_BARRIERS)
+        run.captured = {f"{n}.{i}": got[f"{n}.{i}"] for n, i in VICTIM_NICS}
+        run.trunk = got[".".join(TRUNK)]
     return run
 
 
@@ -297,8 +329,7 @@ def test_promiscuous_vm_sees_no_other_vlan(reference_lab: Lab, doc: dict[str, An
     lab = reference_lab
     with va.taps([(lab.ns("desk1"), "eth0")]) as taps:
         results = _pings(lab, [*OTHER_VLAN_TRAFFIC, *BROADCASTS, OWN_BROADCAST])
-        va.settle()
-        frames = taps[lab.ns("desk1"), "eth0"].frames()
+        frames = _after_barriers(lab, doc, taps, {("desk1", "eth0"): ("desk2", "eth0")})["desk1.eth0"]
     failed = [pair for pair in OTHER_VLAN_TRAFFIC if not results[pair]]
     assert not failed, f"other VLANs' traffic did not run, so the test proves nothing: {failed} failed"
     foreign = _foreign(frames, va.nics(doc), DESKTOP)
@@ -317,8 +348,14 @@ def test_mac_flood_breaks_no_isolation(reference_lab: Lab, doc: dict[str, Any]) 
     lab = reference_lab
     flood = va.mac_flood(FLOOD, MARKER, seed=int.from_bytes(MARKER[-6:], "big"))
     sources = {f[6:12].hex(":") for f in flood}
-    nics = [("desk1", "eth0"), ("desk2", "eth0"), ("app2", "eth0"), ("app2", "eth1"), ("db1", "eth0")]
-    with va.taps((lab.ns(n), i) for n, i in nics) as taps:
+    barriers = {  # tapped NIC: the NIC of its VLAN on the other host that sends its barrier
+        ("desk1", "eth0"): ("desk2", "eth0"),
+        ("desk2", "eth0"): ("desk1", "eth0"),  # after the flood, from the flooding NIC
+        ("app2", "eth0"): ("app1", "eth0"),
+        ("app2", "eth1"): ("db1", "eth0"),
+        ("db1", "eth0"): ("app2", "eth1"),
+    }
+    with va.taps((lab.ns(n), i) for n, i in barriers) as taps:
         with ThreadPoolExecutor(1) as ex:
             sender = ex.submit(va.inject, lab.ns("desk1"), "eth0", flood)
             during = _pings(
@@ -326,8 +363,7 @@ def test_mac_flood_breaks_no_isolation(reference_lab: Lab, doc: dict[str, Any]) 
             )
             sent = sender.result()
         after = probe.ping(lab.ns("app2"), "10.40.0.31", count=2)
-        va.settle()
-        seen = {f"{n}.{i}": taps[lab.ns(n), i].frames() for n, i in nics}
+        seen = _after_barriers(lab, doc, taps, barriers)
     learned = len(_fdb_macs(lab, "hv3", "ops") & sources)
     assert sent == FLOOD and learned >= FLOOD // 2, (
         f"the flood did not happen: sent {sent}, hv3 learned {learned}"
@@ -359,12 +395,55 @@ def test_reference_topology_meets_vm_vn_r1() -> None:
     assert findings == [], f"VM-VN-R1 findings on the reference lab: {findings}"
 
 
+def _deliverable(topo: Topology) -> set[tuple[str, str]]:
+    """(trunk, VLAN) pairs the probe must deliver, worked out from the model alone: the switch port
+    carries the VLAN, a node with an address in it sits on the uplinked vSwitch, and a node on
+    another host or network has another address of the same subnet in it (to answer its ARP)."""
+    nodes = [(vm.host, nic.vswitch, nic.vlan, nic.ip) for vm in topo.vms for nic in vm.nics if nic.ip]
+    nodes += [(h.name, k.vswitch, k.vlan, k.ip) for h in topo.hosts for k in h.vmknics if k.ip]
+    for net in topo.networks:  # (host, vSwitch, VLAN or None for untagged, address)
+        profile = dict(topo.switch(net.switch).ports).get(net.name, PortProfile())
+        if net.ip and not profile.trunk:
+            nodes.append((None, None, profile.access, net.ip))
+    found = set()
+    for host in topo.hosts:
+        for vs in host.vswitches:
+            for pnic in (p for p in host.pnics if p.name in vs.uplinks):
+                port = f"{host.name}-{pnic.name}"
+                profile = dict(topo.switch(pnic.switch).ports).get(port, PortProfile())
+                carried = (
+                    {profile.access}
+                    if profile.access
+                    else {*profile.trunk, *([None] if profile.untagged else [])}
+                )
+                for h, v, vid, ip in nodes:
+                    if (
+                        h == host.name
+                        and v == vs.name
+                        and vid in carried
+                        and any(
+                            h2 != host.name and vid2 == vid and ip2.network == ip.network and ip2 != ip
+                            for h2, _, vid2, ip2 in nodes
+                        )
+                    ):
+                        label = "untagged" if vid is None else f"{topo.vlan_name(vid)} ({vid})"
+                        found.add((f"{host.name}.{pnic.name} <-> {pnic.switch}.{port}", label))
+    return found
+
+
 def test_every_carried_vlan_crosses_every_trunk(reference_lab: Lab) -> None:
-    results = vlancheck.probe_vlans(loader.load(REFERENCE, lab=reference_lab.name))
-    lost = _unexpectedly_lost(results, set())
-    assert not lost, f"VLANs both ends of a trunk carry were lost: {lost}"
-    odd = [r for r in results if r.outcome not in ("delivered", "no-endpoints")]
-    assert not odd, f"unexpected probe outcomes: {odd}"
+    """Exactly the (trunk, VLAN) pairs with endpoints on both sides are delivered, none lost."""
+    topo = loader.load(REFERENCE, lab=reference_lab.name)
+    want = _deliverable(topo)
+    assert ("hv3.eth1 <-> tor2.hv3-eth1", DESKTOP_LABEL) in want and len(want) >= 10, sorted(want)
+    results = vlancheck.probe_vlans(topo)
+    delivered = {(r.trunk, r.vlan) for r in results if r.outcome == "delivered"}
+    assert delivered == want, (
+        f"probed with endpoints and delivered: {sorted(delivered)}; missing {sorted(want - delivered)}, "
+        f"unexpected {sorted(delivered - want)}"
+    )
+    lost = [r for r in results if r.outcome == "lost"]
+    assert not lost, f"VLANs lost across a trunk: {lost}"
 
 
 HV3_TRUNK_LINE = "hv3-eth1: {trunk: [app, db, desktop, management, migration, logging, storage]}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import random
+import secrets
 import select
 import socket
 import struct
@@ -28,7 +29,7 @@ from scapy.contrib.cdp import CDPMsgDeviceID, CDPMsgPortID, CDPv2_HDR
 from scapy.contrib.dtp import DTP, DTPDomain, DTPNeighbor, DTPStatus, DTPType
 from scapy.contrib.lldp import LLDPDUChassisID, LLDPDUEndOfLLDPDU, LLDPDUPortID, LLDPDUTimeToLive
 from scapy.layers.inet import IP, UDP
-from scapy.layers.l2 import LLC, SNAP, STP, Dot1AD, Dot1Q, Dot3, Ether
+from scapy.layers.l2 import ARP, LLC, SNAP, STP, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.packet import Packet, Raw, raw
 
 from netns_lab.capture import (
@@ -41,6 +42,7 @@ from netns_lab.capture import (
     packet_socket,
 )
 from netns_lab.kernel import netns
+from netns_lab.kernel.netlink import Netlink
 from tests.lab.conftest import nlab
 
 ANCILLARY = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(AUXDATA.size)  # receive time, then auxdata
@@ -149,9 +151,51 @@ def taps(where: Iterable[tuple[str, str]]) -> Iterator[dict[tuple[str, str], Tap
         yield opened
 
 
-def settle(seconds: float = 0.3) -> None:
-    """Let frames in flight through veth backlogs reach the taps (softirq runs after send returns)."""
-    time.sleep(seconds)
+@dataclass(frozen=True)
+class Barrier:
+    """An ARP request `mac`/`ip` broadcasts in its own VLAN after the frames under test, awaited,
+    received, at a tap of another node of that VLAN (see `Tap.until`). ARP passes port security
+    and the firewall of a VM that sends from its own addresses, and nobody owns the address asked
+    for: a barrier leaves no drop and no reply. Its arrival is also the tap's positive control:
+    that capture, on that path, does see frames."""
+
+    ns: str
+    iface: str
+    mac: str
+    ip: str  # the sender's own address, with or without its prefix length
+
+    def frame(self, token: bytes) -> bytes:
+        own = ipaddress.ip_interface(self.ip if "/" in self.ip else f"{self.ip}/24")
+        nobody = str(own.network[-6])  # .250 of a /24: no node of the labs has it
+        ask = Ether(dst=BROADCAST, src=self.mac) / ARP(hwsrc=self.mac, psrc=str(own.ip), pdst=nobody)
+        return raw(ask / Raw(token))  # the token rides in the trailer, after the ARP payload
+
+
+def kernel_mac(ns: str, iface: str) -> str:
+    """An interface's MAC as the kernel has it (cheaper than a status document)."""
+    with Netlink(ns) as nl:
+        mac = next(link.mac for link in nl.links() if link.name == iface)
+    assert mac, f"{ns} {iface} has no MAC"
+    return mac
+
+
+def own_barrier(ns: str, iface: str, ip: str) -> Barrier:
+    """A barrier from a NIC's own MAC and address."""
+    return Barrier(ns, iface, kernel_mac(ns, iface), ip)
+
+
+def barriers(
+    taps: dict[tuple[str, str], Tap], senders: dict[tuple[str, str], Barrier]
+) -> dict[tuple[str, str], list[Frame]]:
+    """Each tap's sender sends its barrier, then each tap is read up to it: what each received."""
+    tokens = {}
+    for where, sender in senders.items():
+        tokens[where] = token = b"nlab-barrier-" + secrets.token_hex(8).encode()
+        inject(sender.ns, sender.iface, [sender.frame(token)])
+    return {
+        where: taps[where].until(lambda f, token=token: not f.outgoing and f.carries(token))
+        for where, token in tokens.items()
+    }
 
 
 # -- injection -----------------------------------------------------------------------------------
