@@ -309,7 +309,12 @@ def test_fw_counters_connections_gc_and_events_from_the_cli(reference_lab: Lab, 
         line,
     ), line
     after = json.loads(nlab("fw", "--lab", lab, "counters", "--json", check=True).stdout)
-    assert after["rules"]["0"]["packets"] > before["rules"].get("0", {"packets": 0})["packets"]
+    default = {"rule": "default", "packets": 0, "bytes": 0}  # the default policy's row comes last
+    assert after["rules"][-1]["rule"] == "default"
+    assert (
+        after["rules"][-1]["packets"]
+        > next((r for r in before["rules"] if r["rule"] == "default"), default)["packets"]
+    )
     assert probe.tcp(reference_lab.ns("app2"), "10.40.0.31", 5432, timeout=1.0) == "open"
     conns = json.loads(nlab("fw", "--lab", lab, "connections", "--gc", "--json", check=True).stdout)
     flows = [c for c in conns["connections"] if (c["dst"], c["dport"]) == ("10.40.0.31", 5432)]
