@@ -91,6 +91,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     from netns_lab.kernel import netns
 
+    command = _lab_from_command(args)
     lab = resolve_lab(chosen_lab(args))
     assert lab is not None
     topo, _ = running(lab)
@@ -98,13 +99,27 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise UsageError(
             f"node: no node {args.node!r} in lab {lab!r} (nodes: {', '.join(topo.node_names())})"
         )
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     command = command or _shell(lab, args.node)
     netns.enter(namespace(lab, args.node))
     try:
         os.execvp(command[0], command)
     except FileNotFoundError:
         raise UsageError(f"exec: command not found: {command[0]}") from None
+
+
+def _lab_from_command(args: argparse.Namespace) -> list[str]:
+    """The command to run, after ``--lab NAME`` / ``-l NAME`` given between NODE and ``--``
+    (argparse hands everything after NODE to the command) is moved to ``args.lab``."""
+    words = list(args.command)
+    while words and (words[0] in ("-l", "--lab") or words[0].startswith("--lab=")):
+        flag = words.pop(0)
+        if "=" in flag:
+            args.lab = flag.partition("=")[2]
+        elif not words:
+            raise UsageError(f"{flag}: expected a lab name")
+        else:
+            args.lab = words.pop(0)
+    return words[1:] if words[:1] == ["--"] else words
 
 
 def _shell(lab: str, node: str) -> list[str]:
