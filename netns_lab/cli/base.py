@@ -13,6 +13,7 @@ when it fails: ``{"error": {"code", "message", "problems": [{"file", "path", "re
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -250,3 +251,46 @@ def run(args: argparse.Namespace) -> tuple[int, BaseException | None]:
         if getattr(args, "json", False):  # the traceback follows on stderr, the document on stdout
             emit_json(error_document(EXIT_FAIL, f"{type(err).__name__}: {err}"))
         raise
+
+
+# -- verb groups ---------------------------------------------------------------------------------
+VerbFn = Callable[[argparse.Namespace, str], Any]  # (args, lab) -> document, or None if printed
+Render = Callable[[str, Any], None]  # (verb, document)
+
+
+def verb_group(
+    sub: Any, name: str, summary: str, description: str, gone: type[Exception], render: Render
+) -> Callable[[str, VerbFn, str], argparse.ArgumentParser]:
+    """The parser of a group of verbs on a running lab (``nlab fw show``), --lab taken before
+    the verb (an alias) or after it, --json on each verb; returns the function that adds a verb.
+    ``gone``: what the group's library raises when the lab went down meanwhile."""
+    group = sub.add_parser(name, help=summary, description=description)
+    group.set_defaults(fn=functools.partial(run_verb, gone=gone, render=render))
+    lab_option(group, alias=True)
+    verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(verb_name: str, fn: VerbFn, help_: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(verb_name, help=help_, description=help_)
+        p.set_defaults(verb_fn=fn)
+        json_option(p, "machine-readable output on stdout")
+        lab_option(p)
+        return p
+
+    return verb
+
+
+def run_verb(args: argparse.Namespace, gone: type[Exception], render: Render) -> int:
+    """Runs a verb on the chosen lab, which must be up; a ValueError (``field: reason``) is a
+    usage error; the verb's document is emitted (None: a stream, printed as it went)."""
+    lab = running_lab(args)
+    try:
+        doc = args.verb_fn(args, lab)
+    except gone:
+        raise not_up(lab) from None
+    except ValueError as err:
+        if isinstance(err, TopologyError):
+            raise
+        raise UsageError(str(err)) from None
+    if doc is not None:
+        emit(args, doc, functools.partial(render, args.verb))
+    return 0

@@ -13,16 +13,11 @@ from rich.table import Table
 
 from netns_lab import encoding, fanout, fwlive, subscription
 from netns_lab.cli.base import (
-    UsageError,
     at_flags,
-    emit,
     first_key,
-    json_option,
-    lab_option,
-    not_up,
     positive,
-    running_lab,
     stop_options,
+    verb_group,
 )
 from netns_lab.cli.render import out
 from netns_lab.errors import TopologyError, unknown
@@ -235,21 +230,6 @@ def _print_events(records: list[dict[str, Any]], as_json: bool, most: int | None
     return len(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    lab = running_lab(args)
-    try:
-        doc = args.verb_fn(args, lab)
-    except fwlive.NotRunning:
-        raise not_up(lab) from None
-    except ValueError as err:
-        if isinstance(err, TopologyError):
-            raise
-        raise UsageError(str(err)) from None
-    if doc is not None:  # a stream (events) printed as it went
-        emit(args, doc, lambda d: render(args.verb, d))
-    return 0
-
-
 # -- human output --------------------------------------------------------------------------------
 def event_line(ev: dict[str, Any]) -> str:
     verdict = "DENY " if ev["verdict"] == "deny" else "allow"
@@ -338,22 +318,8 @@ def _rules(doc: dict[str, Any]) -> None:
 
 # -- parser --------------------------------------------------------------------------------------
 def register(sub: Any, name: str, summary: str) -> None:
-    fw = sub.add_parser(
-        name,
-        help=summary,
-        description="the stateful eBPF NIC firewall: rules, groups, counters, events",
-    )
-    fw.set_defaults(fn=run)
-    lab_option(fw, alias=True)
-    verbs = fw.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    def verb(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
-        p = verbs.add_parser(name, help=help_, description=help_)
-        p.set_defaults(verb_fn=fn)
-        json_option(p, "machine-readable output on stdout")
-        lab_option(p)
-        return p
-
+    description = "the stateful eBPF NIC firewall: rules, groups, counters, events"
+    verb = verb_group(sub, name, summary, description, fwlive.NotRunning, render)
     verb("show", cmd_show, "rules (with hits) and groups, optionally of one VM").add_argument("vm", nargs="?")
     verb("counters", cmd_counters, "hits per rule, events lost, tracked connections")
     verb("connections", cmd_connections, "the connection tables of every host").add_argument(

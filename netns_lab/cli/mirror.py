@@ -7,14 +7,9 @@ from typing import Any
 
 from netns_lab import fwlive, mirror
 from netns_lab.cli.base import (
-    UsageError,
     at_flags,
-    emit,
     first_key,
-    json_option,
-    lab_option,
-    not_up,
-    running_lab,
+    verb_group,
 )
 from netns_lab.cli.render import line
 from netns_lab.errors import TopologyError
@@ -101,37 +96,9 @@ def render(verb: str, doc: dict[str, Any]) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> int:
-    lab = running_lab(args)
-    try:
-        doc = args.verb_fn(args, lab)
-    except fwlive.NotRunning:
-        raise not_up(lab) from None
-    except ValueError as err:
-        if isinstance(err, TopologyError):
-            raise
-        raise UsageError(str(err)) from None
-    emit(args, doc, lambda d: render(args.verb, d))
-    return 0
-
-
 def register(sub: Any, name: str, summary: str) -> None:
-    m = sub.add_parser(
-        name,
-        help=summary,
-        description="copies of VM ports' frames to analyzer VMs: add, delete, list with counters",
-    )
-    m.set_defaults(fn=run)
-    lab_option(m, alias=True)
-    verbs = m.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    def verb(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
-        p = verbs.add_parser(name, help=help_, description=help_)
-        p.set_defaults(verb_fn=fn)
-        json_option(p, "machine-readable output on stdout")
-        lab_option(p)
-        return p
-
+    description = "copies of VM ports' frames to analyzer VMs: add, delete, list with counters"
+    verb = verb_group(sub, name, summary, description, fwlive.NotRunning, render)
     verb("list", cmd_list, "sessions (promiscuous NICs included) with their counters")
     add = verb("add", cmd_add, "add a session on every host at once")
     add.add_argument("name")
