@@ -116,8 +116,9 @@ LAB_HELP = f"the lab (default: ${LAB_ENV}, else the only lab up)"
 
 def lab_option(parser: argparse.ArgumentParser, *, alias: bool = False) -> None:
     """``--lab NAME`` / ``-l NAME`` on a command's own parser, so that it is accepted anywhere
-    after the command words. ``alias``: a group's parser (``nlab fw --lab X show``), whose value
-    the verb's own option must not overwrite with its default, hence SUPPRESS below."""
+    after the command words. ``alias``: on a group's parser (``nlab fw --lab X show``), hidden
+    from help. The verb's own option has no default (SUPPRESS): argparse would otherwise
+    overwrite the group's value with it."""
     parser.add_argument(
         "-l",
         "--lab",
