@@ -1,4 +1,4 @@
-"""One encoding across commands (netns_lab.encoding) and the shared CLI machinery (netns_lab.clibase):
+"""One encoding across commands (netns_lab.encoding) and the shared CLI machinery (netns_lab.cli.base):
 rules, directions, NIC names, ICMP fields, drop classes, the JSON error document, flags."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dataplane.abi import Reason
-from netns_lab import clibase, encoding
+from netns_lab import encoding
+from netns_lab.cli import base as clibase
 from netns_lab.errors import Issue, TopologyError
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from netns_lab import capture, cli_watch, pktdecode, watch
+from netns_lab import capture, pktdecode, watch
+from netns_lab.cli import watch as cli_watch
 from netns_lab.mirror import Tap
 
 REPO = Path(__file__).resolve().parents[2]

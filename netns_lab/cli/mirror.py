@@ -1,14 +1,17 @@
-"""`nlab mirror ...`: port-mirroring sessions of a running lab (issue 5, NIST 5), on every host."""
+"""`nlab mirror ...`: port-mirroring sessions of a running lab (NIST 5), on every host."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
-from netns_lab import fwlive, mirror, state
-from netns_lab.clibase import at_flags, first_key
+from netns_lab import fwlive, mirror
+from netns_lab.cli.base import (
+    at_flags,
+    first_key,
+    verb_group,
+)
+from netns_lab.cli.render import line
 from netns_lab.errors import TopologyError
 
 SESSION_FLAGS = ("source", "dest", "direction", "tap", "snaplen", "sample", "vlan")
@@ -72,63 +75,30 @@ def cmd_del(args: argparse.Namespace, lab: str) -> dict[str, Any]:
         return {"lab": lab, "deleted": args.name}
 
 
-def _print(cmd: str, doc: dict[str, Any]) -> None:
-    if cmd != "list":
+def render(verb: str, doc: dict[str, Any]) -> None:
+    if verb != "list":
         what = "added" if "added" in doc else "deleted"
-        print(f"mirror session {doc[what]!r} {what} on every host of lab {doc['lab']}")
+        line(f"mirror session {doc[what]!r} {what} on every host of lab {doc['lab']}")
         return
     if not doc["sessions"]:
-        print(f"lab {doc['lab']}: no mirror sessions")
+        line(f"lab {doc['lab']}: no mirror sessions")
         return
     head = ("session", "sources", "dest", "dir", "tap", "packets", "bytes", "dropped")
-    print("{:<24} {:<20} {:<16} {:<5} {:<7} {:>9} {:>11} {:>8}".format(*head))
+    line("{:<24} {:<20} {:<16} {:<5} {:<7} {:>9} {:>11} {:>8}".format(*head))
     for s in doc["sessions"]:
         c = s["counters"]
         extra = "".join(
             f" {k}={v}" for k, v in (("snaplen", s["snaplen"]), ("sample", s["sample"])) if v not in (None, 1)
         )
-        print(
+        line(
             f"{s['name']:<24} {','.join(s['sources']):<20} {s['dest']:<16} {s['direction']:<5} {s['tap']:<7}"
             f" {c['packets']:>9} {c['bytes']:>11} {c['dropped']:>8}{extra}"
         )
 
 
-def run(args: argparse.Namespace) -> int:
-    from netns_lab.cli import UsageError, _resolve_lab  # the CLI's conventions; cli imports us
-
-    lab = _resolve_lab(args.lab)
-    assert lab is not None
-    try:
-        doc = args.mirror_fn(args, lab)
-    except fwlive.NotRunning:
-        raise UsageError(f"lab {lab!r} is not up (labs up: {', '.join(state.labs()) or 'none'})") from None
-    except ValueError as err:
-        if isinstance(err, TopologyError):
-            raise
-        raise UsageError(str(err)) from None
-    if args.json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    else:
-        _print(args.mirror_cmd, doc)
-    return 0
-
-
-def register(sub: Any) -> None:
-    m = sub.add_parser(
-        "mirror",
-        help="port-mirroring sessions of a running lab (NIST 5)",
-        description="copies of VM ports' frames to analyzer VMs: add, delete, list with counters",
-    )
-    m.set_defaults(fn=run)
-    m.add_argument("--lab", help="the lab (default: the only one up)")
-    verbs = m.add_subparsers(dest="mirror_cmd", required=True, metavar="VERB")
-
-    def verb(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
-        p = verbs.add_parser(name, help=help_, description=help_)
-        p.set_defaults(mirror_fn=fn)
-        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-        return p
-
+def register(sub: Any, name: str, summary: str) -> None:
+    description = "copies of VM ports' frames to analyzer VMs: add, delete, list with counters"
+    verb = verb_group(sub, name, summary, description, fwlive.NotRunning, render)
     verb("list", cmd_list, "sessions (promiscuous NICs included) with their counters")
     add = verb("add", cmd_add, "add a session on every host at once")
     add.add_argument("name")

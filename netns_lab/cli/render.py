@@ -1,11 +1,13 @@
-"""Human output of the CLI (rich): progress on stderr, tables and summaries on stdout."""
+"""Human output of the CLI, one way for every command: rich consoles (`out` for stdout, `err` for
+stderr) that each group renders its documents on, and the lab's own renderings (progress of
+`up`, summaries of `up`/`down`/`validate`, the tables of `status`). Lines of a stream (`watch`,
+`fw events`) are written as they come instead."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -13,8 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from netns_lab import encoding
-from netns_lab.builder import Progress as ProgressFn
+ProgressFn = Callable[[int, int, str], None]  # the builder's progress callback (done, total, label)
 
 # Piped output (less, a file, a CI log) gets full rows instead of ellipses at 80 columns.
 out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
@@ -66,6 +67,18 @@ def down_summary(d: dict[str, Any]) -> None:
         return
     extra = f", stopped {len(d['processes'])} processes" if d["processes"] else ""
     out.print(f"lab {d['lab']} is down: removed {len(d['namespaces'])} namespaces{extra}")
+
+
+def line(text: str) -> None:
+    """One line of plain text (no markup), never wrapped: lines that scripts may cut apart."""
+    out.print(escape(text), soft_wrap=True)
+
+
+def validated(path: str, d: dict[str, Any]) -> None:
+    line(
+        f"{path}: ok: lab {d['lab']}, {d['hosts']} hosts, {d['switches']} switches, "
+        f"{d['networks']} networks, {d['vms']} VMs"
+    )
 
 
 def _mark(ok: bool) -> str:
@@ -215,131 +228,3 @@ def _ports(doc: dict[str, Any]) -> None:
     )
     plural = "s" if violations != 1 else ""
     out.print(f"violations: {violations} packet{plural}" if violations else "violations: none")
-
-
-profile_text = encoding.profile_text  # callers from before it moved
-
-
-def vlans(doc: dict[str, Any]) -> None:
-    verdict = "[green]compliant[/]" if doc["compliant"] else "[red]NOT compliant[/]"
-    out.print(f"[bold]{doc['recommendation']}[/] lab {doc['lab']}: {verdict}")
-    trunks = Table("trunk", "host side", "switch side", title="trunks", title_justify="left")
-    for t in doc["trunks"]:
-        trunks.add_row(t["trunk"], t["host_side"], t["switch_side"])
-    out.print(trunks)
-    for f in doc["findings"]:
-        colour = "red" if f["severity"] == "error" else "yellow"
-        out.print(f"[{colour}]{f['severity']}[/] {f['trunk']}: VLAN {f['vlan']}: {f['reason']}")
-    if doc["probes"]:
-        probes = Table("trunk", "VLAN", "result", "from", "to", title="live probes", title_justify="left")
-        for p in doc["probes"]:
-            ok = p["outcome"] == "delivered" or (p["outcome"] == "lost" and not p["expected"])
-            mark = "green" if ok else ("yellow" if p["outcome"] == "no-endpoints" else "red")
-            probes.add_row(
-                p["trunk"], p["vlan"], f"[{mark}]{p['outcome']}[/]", p["src"] or "-", p["dst"] or "-"
-            )
-        out.print(probes)
-
-
-def fw_event_line(ev: dict[str, Any]) -> str:
-    verdict = "DENY " if ev["verdict"] == "deny" else "allow"
-    clock = time.strftime("%H:%M:%S", time.localtime(ev["time"]))
-    return (
-        f"{clock} {verdict} {ev['nic']:<11} {ev['direction']:<3} {ev['proto']:<6} "
-        f"{encoding.flow_text(ev)}  {ev['reason']} ({encoding.rule_text(ev['rule'])})"
-        + (f" x{ev['count']}" if ev.get("count", 1) > 1 else "")
-    )
-
-
-def fw(verb: str, doc: dict[str, Any]) -> None:
-    if verb == "show":
-        _fw_rules(doc)
-    elif verb == "connections":
-        table = Table("host", "nic", "proto", "flow", "state", "origin", "rule", "idle s")
-        for c in doc["connections"]:
-            table.add_row(
-                c["host"],
-                c["nic"],
-                c["proto"],
-                encoding.flow_text(c),
-                c["state"],
-                c["origin"],
-                encoding.rule_text(c["rule"]),
-                str(c["idle_s"]),
-            )
-        out.print(table)
-    elif verb == "counters":
-        table = Table(
-            "rule", "packets", "bytes", title=f"firewall counters of lab {doc['lab']}", title_justify="left"
-        )
-        for r in doc["rules"]:
-            table.add_row(encoding.rule_text(r["rule"]), str(r["packets"]), str(r["bytes"]))
-        out.print(table)
-        out.print(f"tracked connections: {doc['connections']}; events lost: {doc['events_lost']}")
-    elif verb == "add":
-        out.print(f"rule {doc['added']} added on every host of lab {doc['lab']} ({', '.join(doc['hosts'])})")
-    elif verb == "del":
-        out.print(
-            f"rule {doc['deleted']} deleted on every host of lab {doc['lab']} ({', '.join(doc['hosts'])})"
-        )
-    elif verb == "group":
-        if "add" in doc:
-            made = " (a new group)" if doc["created"] else ""
-            out.print(f"{doc['add']} added to group {doc['group']}{made} on every host of lab {doc['lab']}")
-        else:
-            out.print(f"{doc['del']} removed from group {doc['group']} on every host of lab {doc['lab']}")
-    else:
-        raise ValueError(f"no human output for fw {verb}")
-
-
-def _fw_rules(doc: dict[str, Any]) -> None:
-    table = Table(
-        "id",
-        "apply",
-        "dir",
-        "peer",
-        "proto",
-        "ports",
-        "action",
-        "prio",
-        "hits",
-        "description",
-        title=f"firewall rules of lab {doc['lab']}" + (f", VM {doc['vm']}" if doc["vm"] else ""),
-        title_justify="left",
-    )
-    for r in doc["rules"]:
-        table.add_row(
-            str(r["id"]),
-            ",".join(r["apply"]),
-            r["direction"],
-            ",".join(r["peer"]),
-            r["proto"],
-            ",".join(r["ports"]) or "all",
-            r["action"],
-            str(r["priority"]),
-            str(r["hits"]["packets"]),
-            r["description"],
-        )
-    out.print(table)
-    for name, members in doc["groups"].items():
-        out.print(f"group {name}: {', '.join(members) or '(empty)'}")
-    out.print(f"defaults: {doc['defaults']['policy']} ({doc['defaults']['hits']['packets']} packets)")
-
-
-def trace(doc: dict[str, Any]) -> None:
-    what = doc["proto"] if doc["dport"] is None else f"{doc['proto']}/{doc['dport']}"
-    out.print(f"[bold]trace[/] {doc['from']} -> {doc['to']} {what} in lab {doc['lab']}")
-    for i, st in enumerate(doc["stages"], 1):
-        colour = "green" if st["verdict"] == "pass" else "red"
-        why = f" ({st['reason']})" if st["reason"] else ""
-        decided = f" {encoding.rule_text(st['rule'])}" if st["rule"] is not None else ""
-        vlan = f"vlan {st['vlan']}" if st["vlan"] else ""
-        where = f"{st['node']:<6} {st['port'] or '-':<14} {st['program']:<24} {vlan:<9}"
-        out.print(f" {i:>2}. {where} [{colour}]{st['verdict']}[/]{why}{decided}")
-        for m in st["mirrored"]:
-            did = "would be copied" if m["copies"] else "would be sampled out"
-            out.print(f"       {did} by mirror session {m['session']} (not sent)")
-        for rule in st.get("matched", []):
-            out.print(f"       nftables: {rule}")
-    colour = "green" if doc["delivered"] else "red"
-    out.print(f" [{colour}]{doc['why']}[/]")

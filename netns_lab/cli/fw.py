@@ -1,4 +1,5 @@
-"""`nlab fw ...`: the NIC firewall of a running lab (issue 4), from one place for every host."""
+"""`nlab fw ...`: the NIC firewall of a running lab, from one place for every host: rules,
+security groups, counters, connections and the stream of verdict events."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ import sys
 import time
 from typing import Any
 
-from netns_lab import display, encoding, fanout, fwlive, state, subscription
-from netns_lab.clibase import UsageError, at_flags, first_key
+from rich.table import Table
+
+from netns_lab import encoding, fanout, fwlive, subscription
+from netns_lab.cli.base import (
+    at_flags,
+    first_key,
+    positive,
+    stop_options,
+    verb_group,
+)
+from netns_lab.cli.render import out
 from netns_lab.errors import TopologyError, unknown
 from netns_lab.model import Topology
 
@@ -181,10 +191,9 @@ def _member_arg(rest: str) -> str | None:
 def cmd_events(args: argparse.Namespace, lab: str) -> None:
     """Streams: one JSON object per line with --json, a readable line otherwise. This reader's
     losses go to stderr as they happen, and their total at the end."""
-    if state.LabState.read(lab) is None:  # not the hub's "did not start": nothing to start it in
-        raise UsageError(f"lab {lab!r} is not up (labs up: {', '.join(state.labs()) or 'none'})")
-    deadline = time.monotonic() + args.timeout if args.timeout else None
-    left = args.count or None
+    count, duration = positive(args, "count", int), positive(args, "duration", float)
+    deadline = time.monotonic() + duration if duration else None
+    left = count
     with subscription.Subscription(lab, fanout.Filter(denied=args.denied)) as sub:
         try:
             while left is None or left > 0:
@@ -214,28 +223,103 @@ def _print_events(records: list[dict[str, Any]], as_json: bool, most: int | None
             print(f"nlab fw events: {what}", file=sys.stderr)
         elif most is None or len(lines) < most:
             ev = {k: v for k, v in record.items() if k != "kind"}
-            lines.append((json.dumps(ev) if as_json else display.fw_event_line(ev)) + "\n")
+            lines.append((json.dumps(ev) if as_json else event_line(ev)) + "\n")
     if lines:
         sys.stdout.write("".join(lines))
         sys.stdout.flush()
     return len(lines)
 
 
-def register(sub: Any) -> None:
-    fw = sub.add_parser(
-        "fw",
-        help="the NIC firewall of a running lab (NIST 4.3)",
-        description="the stateful eBPF NIC firewall: rules, groups, counters, events",
+# -- human output --------------------------------------------------------------------------------
+def event_line(ev: dict[str, Any]) -> str:
+    verdict = "DENY " if ev["verdict"] == "deny" else "allow"
+    clock = time.strftime("%H:%M:%S", time.localtime(ev["time"]))
+    return (
+        f"{clock} {verdict} {ev['nic']:<11} {ev['direction']:<3} {ev['proto']:<6} "
+        f"{encoding.flow_text(ev)}  {ev['reason']} ({encoding.rule_text(ev['rule'])})"
+        + (f" x{ev['count']}" if ev.get("count", 1) > 1 else "")
     )
-    fw.add_argument("--lab", help="the lab (default: the only one up)")
-    verbs = fw.add_subparsers(dest="fw_cmd", required=True, metavar="VERB")
 
-    def verb(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
-        p = verbs.add_parser(name, help=help_, description=help_)
-        p.set_defaults(fw_fn=fn)
-        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-        return p
 
+def render(verb: str, doc: dict[str, Any]) -> None:
+    if verb == "show":
+        _rules(doc)
+    elif verb == "connections":
+        table = Table("host", "nic", "proto", "flow", "state", "origin", "rule", "idle s")
+        for c in doc["connections"]:
+            table.add_row(
+                c["host"],
+                c["nic"],
+                c["proto"],
+                encoding.flow_text(c),
+                c["state"],
+                c["origin"],
+                encoding.rule_text(c["rule"]),
+                str(c["idle_s"]),
+            )
+        out.print(table)
+    elif verb == "counters":
+        table = Table(
+            "rule", "packets", "bytes", title=f"firewall counters of lab {doc['lab']}", title_justify="left"
+        )
+        for r in doc["rules"]:
+            table.add_row(encoding.rule_text(r["rule"]), str(r["packets"]), str(r["bytes"]))
+        out.print(table)
+        out.print(f"tracked connections: {doc['connections']}; events lost: {doc['events_lost']}")
+    elif verb == "add":
+        out.print(f"rule {doc['added']} added on every host of lab {doc['lab']} ({', '.join(doc['hosts'])})")
+    elif verb == "del":
+        out.print(
+            f"rule {doc['deleted']} deleted on every host of lab {doc['lab']} ({', '.join(doc['hosts'])})"
+        )
+    elif verb == "group":
+        if "add" in doc:
+            made = " (a new group)" if doc["created"] else ""
+            out.print(f"{doc['add']} added to group {doc['group']}{made} on every host of lab {doc['lab']}")
+        else:
+            out.print(f"{doc['del']} removed from group {doc['group']} on every host of lab {doc['lab']}")
+    else:
+        raise ValueError(f"no human output for fw {verb}")
+
+
+def _rules(doc: dict[str, Any]) -> None:
+    table = Table(
+        "id",
+        "apply",
+        "dir",
+        "peer",
+        "proto",
+        "ports",
+        "action",
+        "prio",
+        "hits",
+        "description",
+        title=f"firewall rules of lab {doc['lab']}" + (f", VM {doc['vm']}" if doc["vm"] else ""),
+        title_justify="left",
+    )
+    for r in doc["rules"]:
+        table.add_row(
+            str(r["id"]),
+            ",".join(r["apply"]),
+            r["direction"],
+            ",".join(r["peer"]),
+            r["proto"],
+            ",".join(r["ports"]) or "all",
+            r["action"],
+            str(r["priority"]),
+            str(r["hits"]["packets"]),
+            r["description"],
+        )
+    out.print(table)
+    for name, members in doc["groups"].items():
+        out.print(f"group {name}: {', '.join(members) or '(empty)'}")
+    out.print(f"defaults: {doc['defaults']['policy']} ({doc['defaults']['hits']['packets']} packets)")
+
+
+# -- parser --------------------------------------------------------------------------------------
+def register(sub: Any, name: str, summary: str) -> None:
+    description = "the stateful eBPF NIC firewall: rules, groups, counters, events"
+    verb = verb_group(sub, name, summary, description, fwlive.NotRunning, render)
     verb("show", cmd_show, "rules (with hits) and groups, optionally of one VM").add_argument("vm", nargs="?")
     verb("counters", cmd_counters, "hits per rule, events lost, tracked connections")
     verb("connections", cmd_connections, "the connection tables of every host").add_argument(
@@ -259,5 +343,5 @@ def register(sub: Any) -> None:
     grp.add_argument("--create", action="store_true", help="add: make GROUP if it is not declared yet")
     ev = verb("events", cmd_events, "follow verdict events (denied packets, new allowed flows)")
     ev.add_argument("--denied", action="store_true", help="only denials")
-    ev.add_argument("--count", type=int, help="stop after N events")
-    ev.add_argument("--timeout", type=float, help="stop after S seconds")
+    ev.set_defaults(streams=True)
+    stop_options(ev, "events", timeout_alias=True)

@@ -1,4 +1,4 @@
-"""`nlab watch`: the live view of a lab's firewall verdicts and mirrored packets (issue 5, item 4).
+"""`nlab watch`: the live view of a lab's firewall verdicts and mirrored packets.
 
 Argument checks, opening the sources, and the terminal / JSON-lines output; the merging and
 filtering live in `netns_lab.watch`.
@@ -9,14 +9,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
 import time
 from typing import Any, TextIO
 
 from netns_lab import encoding, fwlive, watch
 from netns_lab.capture import PcapWriter
-from netns_lab.clibase import UsageError, open_output
+from netns_lab.cli.base import (
+    UsageError,
+    chosen_lab,
+    lab_option,
+    open_output,
+    positive,
+    resolve_lab,
+    stop_options,
+)
 
 EPILOG = """\
 what is shown:
@@ -34,47 +41,28 @@ COLOURS = {"deny": "31", "allow": "32", "mirror": "36", "lost": "1;33"}
 WIDTH_WHO, WIDTH_WHAT, WIDTH_ENDPOINTS = 10, 18, 40
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, name: str, summary: str) -> None:
     p = sub.add_parser(
-        "watch",
-        help="live firewall verdicts and mirrored packets (NIST 5)",
+        name,
+        help=summary,
         description="live view of firewall verdicts and mirrored packets, one decoded line each",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.set_defaults(fn=cmd_watch)
+    p.set_defaults(fn=cmd_watch, streams=True)
     p.add_argument("vms", nargs="*", metavar="VM", help="only these VMs")
     p.add_argument("--denied", action="store_true", help="only denials (see below)")
     p.add_argument("--mirror", metavar="NAME", help="only this mirror session's copies (see below)")
     p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     p.add_argument("--pcap", metavar="FILE", help="also write the mirrored packets to FILE (pcap)")
-    p.add_argument("--lab", help="the lab (default: the only one up)")
-    p.add_argument("--count", metavar="N", help="stop after N lines")
-    p.add_argument("--duration", metavar="S", help="stop after S seconds")
-
-
-def _positive(text: str | None, kind: type, name: str) -> Any:
-    if text is None:
-        return None
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not (value > 0 and math.isfinite(value)):
-        what = "a whole number" if kind is int else "a number of seconds"
-        raise ValueError(f"{name}: {text!r} is not {what} above 0")
-    return value
+    lab_option(p)
+    stop_options(p, "lines", timeout_alias=True)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from netns_lab.cli import UsageError, _resolve_lab  # cli imports this module: import at call time
-
+    count, duration = positive(args, "count", int), positive(args, "duration", float)
     try:
-        count, duration = _positive(args.count, int, "count"), _positive(args.duration, float, "duration")
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    try:
-        lab = _resolve_lab(args.lab)
+        lab = resolve_lab(chosen_lab(args))
     except UsageError as err:
         raise UsageError(f"lab: {err}") from None
     assert lab is not None
