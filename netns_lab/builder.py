@@ -21,13 +21,14 @@ from pathlib import Path
 from dataplane import fwpolicy, private, tc
 from dataplane.bpf import LoadError
 from dataplane.firewall import Settings
-from dataplane.mirror import MIRROR_PORT
 from dataplane.switch import PortError, SwitchDataplane
-from netns_lab import eventhub, firewall, mirror, model, ports, sweeper, teardown
+from netns_lab import eventhub, firewall, mirror, ports, sweeper, teardown
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.model import Host, Network, Switch, Topology, Vm
 from netns_lab.state import LabState, code_file, pin_dir
+from netns_lab.topology import model
+from netns_lab.topology.model import Host, Network, Switch, Topology, Vm
+from netns_lab.topology.names import MIRROR_PORT
 
 log = logging.getLogger(__name__)
 

@@ -106,14 +106,3 @@ def flow_text(doc: dict[str, Any]) -> str:
 def drop_class(reason: Reason, direction: str) -> Literal["expected", "violation"]:
     """``expected`` filtering or a ``violation``, for a drop seen in ``direction`` (from the peer)."""
     return "expected" if direction == "in" and reason in _EXPECTED_TOWARDS_PEER else "violation"
-
-
-# -- port profiles -------------------------------------------------------------------------------
-def profile_text(topo: Any, profile: Any) -> str:
-    """A PortProfile in words: 'access app', 'trunk app,db +untagged', 'plain (untagged)'."""
-    if profile.access is not None:
-        return f"access {topo.vlan_name(profile.access)}"
-    if not profile.trunk:
-        return "plain (untagged)" if profile.untagged else "nothing"
-    names = ",".join(topo.vlan_name(v) for v in sorted(profile.trunk))
-    return f"trunk {names}" + (" +untagged" if profile.untagged else "")

@@ -33,8 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netns_lab import fanout, model, sweeper
+from netns_lab import fanout, sweeper
 from netns_lab.state import pin_dir, state_dir
+from netns_lab.topology import model
 
 log = logging.getLogger("netns_lab.eventhub")
 

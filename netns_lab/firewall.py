@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import TYPE_CHECKING
 
 from dataplane import fwpolicy
-from netns_lab.model import FwRule, Nic, PeerSpec, Topology, Vm
+from netns_lab.topology.model import FwRule, Nic, PeerSpec, Topology, Vm
 
 if TYPE_CHECKING:
     from dataplane.firewall import Firewall

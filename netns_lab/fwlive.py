@@ -21,10 +21,11 @@ from dataplane import abi, fwpolicy
 from dataplane.events import wall_time
 from dataplane.firewall import Firewall
 from dataplane.switch import SwitchDataplane
-from netns_lab import encoding, firewall, loader, model
+from netns_lab import encoding, firewall
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.model import Topology
 from netns_lab.state import LabState, pin_dir
+from netns_lab.topology import loader, model
+from netns_lab.topology.model import Topology
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from netns_lab import encoding
-from netns_lab.model import Host, MirrorSession, Topology, Vm
+from netns_lab.topology import describe
+from netns_lab.topology.model import Host, MirrorSession, Topology, Vm
 
 ROLE_STYLE = {
     "none": 'shape=box, style="rounded,filled", fillcolor="#e8f0fe"',
@@ -51,7 +51,7 @@ def _host(topo: Topology, host: Host) -> list[str]:
         lines += [f"  {_q(host.name, vs.name)} -- {_q(host.name, up)};" for up in vs.uplinks]
     for pnic in host.pnics:
         vs = next((v for v in host.vswitches if pnic.name in v.uplinks), None)
-        trunk = encoding.profile_text(topo, topo.uplink_profile(host.name, vs.name)) if vs else ""
+        trunk = describe.profile_text(topo, topo.uplink_profile(host.name, vs.name)) if vs else ""
         label = f' [label="{trunk}", fontsize=8]' if trunk else ""
         lines.append(f"  {_q(host.name, pnic.name)} -- {_q('switch', pnic.switch)}{label};")
     return lines

@@ -23,10 +23,12 @@ from typing import Any
 import yaml
 
 from dataplane import abi
-from dataplane.mirror import MIRROR_PORT, Mirrors, Session, Stats
-from netns_lab import encoding, fwlive, loader, model
-from netns_lab.model import MirrorSession, MirrorSource, Topology
+from dataplane.mirror import Mirrors, Session, Stats
+from netns_lab import encoding, fwlive
 from netns_lab.state import LabState
+from netns_lab.topology import loader, model
+from netns_lab.topology.model import MirrorSession, MirrorSource, Topology
+from netns_lab.topology.names import MIRROR_PORT
 
 IDS_FILE = "mirror-ids.json"
 _TAPS = {

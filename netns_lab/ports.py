@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dataplane.switch import PortVlans
-from netns_lab import model
-from netns_lab.model import PortProfile, Topology
+from netns_lab.topology import model
+from netns_lab.topology.model import PortProfile, Topology
 
 
 @dataclass(frozen=True)

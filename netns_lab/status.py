@@ -12,14 +12,15 @@ from typing import Any
 
 from dataplane import tc
 from dataplane.abi import Direction, Reason
-from dataplane.mirror import MIRROR_PORT
 from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS, PortVlans, SwitchDataplane
 from dataplane.syscalls import BpfError
-from netns_lab import encoding, fwlive, mirror, model, ports
+from netns_lab import encoding, fwlive, mirror, ports
 from netns_lab.kernel import netns
 from netns_lab.kernel.netlink import Link, Netlink
-from netns_lab.model import Host, Network, Switch, Topology, Vm
 from netns_lab.state import LabState, pin_dir
+from netns_lab.topology import model
+from netns_lab.topology.model import Host, Network, Switch, Topology, Vm
+from netns_lab.topology.names import MIRROR_PORT
 
 
 def _kernel_links(ns: str) -> dict[str, Link]:

@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from netns_lab import fanout, model
+from netns_lab import fanout
 from netns_lab.eventhub import LOG, HubGone, encode, socket_path, start
 from netns_lab.state import LabState, state_dir
+from netns_lab.topology import model
 
 
 class Subscription:
@@ -118,7 +119,7 @@ def _connect(lab: str, timeout: float) -> socket.socket:
 
 
 def _first_host(state: LabState) -> str:
-    from netns_lab import loader
+    from netns_lab.topology import loader
 
     text = state.topology_text() or ""
     topo = loader.load_text(text, state.source or "topology.yaml", lab=state.lab)

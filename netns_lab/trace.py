@@ -36,11 +36,12 @@ from scapy.layers.l2 import Dot1Q, Ether
 from dataplane import abi, private, testrun
 from dataplane.mirror import Mirrors
 from dataplane.switch import SwitchDataplane
-from netns_lab import encoding, fwlive, mirror, model, tracerouter
+from netns_lab import encoding, fwlive, mirror, tracerouter
 from netns_lab.kernel import netns
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.model import Network, Nic, Topology, Vm
 from netns_lab.state import code_file, pin_dir, state_dir
+from netns_lab.topology import model
+from netns_lab.topology.model import Network, Nic, Topology, Vm
 
 MAX_HOPS = 8
 TTL = 64

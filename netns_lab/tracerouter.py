@@ -31,11 +31,11 @@ from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 
-from netns_lab import model
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.model import Nic, Topology, Vm
 from netns_lab.state import LabState
+from netns_lab.topology import model
+from netns_lab.topology.model import Nic, Topology, Vm
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4

@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Literal
 
-from netns_lab import model, probe
-from netns_lab.model import PortProfile, Topology
+from netns_lab import probe
+from netns_lab.topology import model
+from netns_lab.topology.model import PortProfile, Topology
 
 Severity = Literal["error", "warning"]
 RECOMMENDATION = "VM-VN-R1"

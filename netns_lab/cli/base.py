@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
 from netns_lab import state
-from netns_lab.errors import Issue, TopologyError
+from netns_lab.topology.errors import Issue, TopologyError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NONCOMPLIANT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMAND_LINE = "(command line)"  # the ``file`` of a problem with an argument rather than a file

@@ -20,8 +20,8 @@ from netns_lab.cli.base import (
     verb_group,
 )
 from netns_lab.cli.render import out
-from netns_lab.errors import TopologyError, unknown
-from netns_lab.model import Topology
+from netns_lab.topology.errors import TopologyError, unknown
+from netns_lab.topology.model import Topology
 
 DEFAULTS = "deny in both directions for every NIC with a rule; allow for the others"
 

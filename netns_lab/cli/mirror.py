@@ -12,7 +12,7 @@ from netns_lab.cli.base import (
     verb_group,
 )
 from netns_lab.cli.render import line
-from netns_lab.errors import TopologyError
+from netns_lab.topology.errors import TopologyError
 
 SESSION_FLAGS = ("source", "dest", "direction", "tap", "snaplen", "sample", "vlan")
 

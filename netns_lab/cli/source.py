@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from netns_lab import loader, state
+from netns_lab import state
 from netns_lab.cli.base import UsageError, chosen_lab, not_up, resolve_lab
-from netns_lab.model import Topology
+from netns_lab.topology import loader
+from netns_lab.topology.model import Topology
 
 DEFAULT_TOPOLOGY = "labs/nist-800-125b.yaml"
 

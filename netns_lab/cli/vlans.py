@@ -8,10 +8,11 @@ from typing import Any
 
 from rich.table import Table
 
-from netns_lab import encoding, vlancheck
+from netns_lab import vlancheck
 from netns_lab.cli.base import EXIT_NONCOMPLIANT, UsageError, emit, json_option, lab_option
 from netns_lab.cli.render import out
 from netns_lab.cli.source import target
+from netns_lab.topology import describe
 
 
 def cmd_vlans(args: argparse.Namespace) -> int:
@@ -32,8 +33,8 @@ def cmd_vlans(args: argparse.Namespace) -> int:
                 "vswitch": t.vswitch,
                 "switch": t.switch,
                 "port": t.port,
-                "host_side": encoding.profile_text(topo, t.host_side),
-                "switch_side": encoding.profile_text(topo, t.switch_side),
+                "host_side": describe.profile_text(topo, t.host_side),
+                "switch_side": describe.profile_text(topo, t.switch_side),
             }
             for t in vlancheck.trunks(topo)
         ],

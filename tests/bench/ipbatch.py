@@ -35,9 +35,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from netns_lab import model
 from netns_lab.kernel import netns
-from netns_lab.model import Topology
+from netns_lab.topology import model
+from netns_lab.topology.model import Topology
 
 OMITTED = (
     "lo up in every namespace",

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from netns_lab import builder, loader, teardown
+from netns_lab import builder, teardown
 from netns_lab.kernel import netns
-from netns_lab.model import Topology
 from netns_lab.state import state_dir
+from netns_lab.topology import loader
+from netns_lab.topology.model import Topology
 from tests.bench import ipbatch
 from tests.labgen import scale_topology
 

@@ -39,9 +39,10 @@ from typing import Any
 
 import pytest
 
-from netns_lab import builder, loader, model, teardown
+from netns_lab import builder, teardown
 from netns_lab.kernel import netns
 from netns_lab.state import pin_dir, state_dir
+from netns_lab.topology import loader, model
 from tests.bench import traffic
 
 pytestmark = [

@@ -34,9 +34,10 @@ from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptPrefixInfo, ICMPv6NDOptSr
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw, raw
 
-from netns_lab import fwlive, loader, probe, status
+from netns_lab import fwlive, probe, status
 from netns_lab.kernel import netns
 from netns_lab.state import LabState
+from netns_lab.topology import loader
 from tests.lab.conftest import REPO, nlab
 from tests.lab.vlan_attacks import BROADCAST, Nic
 

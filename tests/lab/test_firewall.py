@@ -35,10 +35,11 @@ from typing import Any
 import pytest
 
 from dataplane.switch import SwitchDataplane
-from netns_lab import firewall, loader, model, probe
+from netns_lab import firewall, probe
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.kernel.netns import pids_in as netns_pids
 from netns_lab.state import pin_dir
+from netns_lab.topology import loader, model
 from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REFERENCE, Lab, cmdline, leftovers, nlab, reference_variant, unique_name

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from netns_lab import builder, loader
+from netns_lab import builder
 from netns_lab.kernel import netns
 from netns_lab.state import LabState, pin_dir, state_dir
+from netns_lab.topology import loader
 from tests.lab import build_shim
 from tests.lab.build_shim import recorded
 from tests.lab.conftest import REFERENCE, REPO, cmdline, lab_namespaces, leftovers, nlab, unique_name

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS
-from netns_lab import loader, ports, probe, status
+from netns_lab import ports, probe, status
 from netns_lab.kernel import netns
+from netns_lab.topology import loader
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REFERENCE, REPO, Lab, nlab
 

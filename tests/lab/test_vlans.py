@@ -34,10 +34,11 @@ from typing import Any
 import pytest
 
 from dataplane.switch import SwitchDataplane
-from netns_lab import loader, ports, probe, vlancheck
+from netns_lab import ports, probe, vlancheck
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.model import PortProfile, Topology
 from netns_lab.state import pin_dir
+from netns_lab.topology import loader
+from netns_lab.topology.model import PortProfile, Topology
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REFERENCE, Lab, nlab, reference_variant, running
 

@@ -170,10 +170,10 @@ def test_help_lists_every_command_without_importing_any_group() -> None:
 
 
 def test_validate_does_not_load_the_kernel_side() -> None:
-    """bcc and pyroute2 stay out; dataplane does not yet: the topology loader imports it."""
+    """bcc, pyroute2 and dataplane (and with it libbpf) stay out: the topology package is pure."""
     loaded = _modules_after("validate", str(REPO / "labs" / "nist-800-125b.yaml"))
-    assert "netns_lab.cli.lab" in loaded and "netns_lab.loader" in loaded
-    assert not loaded & {"bcc", "pyroute2", "scapy", "netns_lab.builder", "netns_lab.cli.fw"}
+    assert "netns_lab.cli.lab" in loaded and "netns_lab.topology.loader" in loaded
+    assert not loaded & {"bcc", "pyroute2", "scapy", "dataplane", "netns_lab.builder", "netns_lab.cli.fw"}
 
 
 def test_a_command_imports_its_group_only() -> None:

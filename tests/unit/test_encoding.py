@@ -11,7 +11,7 @@ import pytest
 from dataplane.abi import Reason
 from netns_lab import encoding
 from netns_lab.cli import base as clibase
-from netns_lab.errors import Issue, TopologyError
+from netns_lab.topology.errors import Issue, TopologyError
 
 
 def test_a_rule_is_an_id_the_default_or_none() -> None:

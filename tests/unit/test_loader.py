@@ -23,9 +23,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netns_lab.errors import Issue, TopologyError
-from netns_lab.loader import load, load_text, parse_yaml
-from netns_lab.model import (
+from netns_lab.topology.errors import Issue, TopologyError
+from netns_lab.topology.loader import load, load_text, parse_yaml
+from netns_lab.topology.model import (
     UNTAGGED,
     FirewallSettings,
     PeerSpec,

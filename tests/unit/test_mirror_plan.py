@@ -15,7 +15,7 @@ import pytest
 
 from dataplane import abi
 from netns_lab import fwlive, mirror
-from netns_lab.loader import load, load_text
+from netns_lab.topology.loader import load, load_text
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -7,8 +7,8 @@ from ipaddress import ip_interface, ip_network
 
 import pytest
 
-from netns_lab import model
-from netns_lab.model import Nic, Topology, Vm
+from netns_lab.topology import model
+from netns_lab.topology.model import Nic, Topology, Vm
 
 
 def test_default_mac_is_stable_unicast_and_local() -> None:

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator, ValidationError
 
-from netns_lab.convert_firewall import CONNECTIONS
-from netns_lab.loader import SCHEMA_PATH, parse_yaml
-from netns_lab.model import (
+from netns_lab.topology.convert_firewall import CONNECTIONS
+from netns_lab.topology.loader import SCHEMA_PATH, parse_yaml
+from netns_lab.topology.model import (
     PROTOS,
     ROLES,
     FirewallSettings,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from netns_lab import loader
+from netns_lab.topology import loader
 from netns_lab.trace import Target, TraceError, leg, next_hop
 
 REFERENCE = Path(__file__).resolve().parents[2] / "labs" / "nist-800-125b.yaml"

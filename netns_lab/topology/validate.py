@@ -2,12 +2,12 @@
 
 References between names, one namespace per node, interface names that fit the kernel's limit and
 do not collide inside a namespace, unique addresses, next hops that are on a subnet of the node,
-roles that make sense; VLANs and port profiles are checked in :mod:`netns_lab.validate_vlans`,
-port security's allowed addresses in :mod:`netns_lab.validate_firewall`.
+roles that make sense; VLANs and port profiles are checked in :mod:`netns_lab.topology.validate_vlans`,
+port security's allowed addresses in :mod:`netns_lab.topology.validate_firewall`.
 The checks read the model built from the nodes whose structure was valid; ``declared`` holds
 every name the file declares per section (``None`` for a section that is not a mapping), so that
 a reference to a node left out for another error is not reported as dangling, and a check that
-reads such a node does not run (:class:`~netns_lab.convert.LeftOut`).
+reads such a node does not run (:class:`~netns_lab.topology.convert.LeftOut`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Interface
 
-from dataplane.mirror import MIRROR_PORT
-from netns_lab import validate_firewall, validate_mirror, validate_vlans
-from netns_lab.convert import SECTIONS, Declared, LeftOut
-from netns_lab.errors import Found, Issue, listing
-from netns_lab.model import (
+from netns_lab.topology import validate_firewall, validate_mirror, validate_vlans
+from netns_lab.topology.convert import SECTIONS, Declared, LeftOut
+from netns_lab.topology.errors import Found, Issue, listing
+from netns_lab.topology.model import (
     IFNAMSIZ,
     SWITCH_BRIDGE,
     Host,
@@ -34,6 +33,7 @@ from netns_lab.model import (
     vm_port,
     vmknic_mac,
 )
+from netns_lab.topology.names import MIRROR_PORT
 
 IfEntry = tuple[str, str | None, str]  # interface name, where it is declared (None: built in), label
 

@@ -1,4 +1,4 @@
-"""Load a topology file: YAML text -> a validated :class:`~netns_lab.model.Topology`.
+"""Load a topology file: YAML text -> a validated :class:`~netns_lab.topology.model.Topology`.
 
 Three passes, each collecting every issue it can before the next one runs:
 
@@ -9,7 +9,7 @@ Three passes, each collecting every issue it can before the next one runs:
    a reason chosen by its kind. A node (switch, network, host or VM), a VLAN, a security group
    or a firewall rule with a structural error is left out of pass 3, but its name still counts
    as declared, so references to it are not reported a second time as dangling.
-3. Semantics (:mod:`netns_lab.validate`), on the model built from the nodes that passed; a
+3. Semantics (:mod:`netns_lab.topology.validate`), on the model built from the nodes that passed; a
    check that would read a node left out does not run (one typo, one error).
 """
 
@@ -32,11 +32,11 @@ from yaml.reader import Reader, ReaderError
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
-from netns_lab import validate
-from netns_lab.convert import KEYED_SECTIONS, Converter
-from netns_lab.convert_firewall import RULES
-from netns_lab.errors import Issue, TopologyError, did_you_mean
-from netns_lab.model import Topology
+from netns_lab.topology import validate
+from netns_lab.topology.convert import KEYED_SECTIONS, Converter
+from netns_lab.topology.convert_firewall import RULES
+from netns_lab.topology.errors import Issue, TopologyError, did_you_mean
+from netns_lab.topology.model import Topology
 
 SCHEMA_PATH = Path(__file__).with_name("schema") / "topology.schema.json"
 

@@ -1,18 +1,18 @@
 """Build the port-mirroring part of the model (``mirrors:``) from data the schema has accepted.
 
 Sources are resolved by name against the raw data, like the firewall's references (see
-:mod:`netns_lab.convert_firewall`): a session with a reference that does not resolve is reported
+:mod:`netns_lab.topology.convert_firewall`): a session with a reference that does not resolve is reported
 and left out. What needs the whole model (the destination's role and tenant, ports per host) is
-checked in :mod:`netns_lab.validate_mirror`.
+checked in :mod:`netns_lab.topology.validate_mirror`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from netns_lab.convert_firewall import FirewallConverter, _member
-from netns_lab.errors import Issue
-from netns_lab.model import MirrorSession, MirrorSource
+from netns_lab.topology.convert_firewall import FirewallConverter, _member
+from netns_lab.topology.errors import Issue
+from netns_lab.topology.model import MirrorSession, MirrorSource
 
 PORT_GROUP = "give either 'vlan' (a port group, with an optional 'vswitch') or 'group' (a security group)"
 

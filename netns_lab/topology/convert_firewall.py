@@ -1,6 +1,6 @@
 """Build the NIC firewall's part of the model: security groups, rules, connection tracking.
 
-Run by :class:`~netns_lab.convert.Converter` on data whose structure the schema has accepted; a
+Run by :class:`~netns_lab.topology.convert.Converter` on data whose structure the schema has accepted; a
 group or a rule with a structural error is skipped. References are resolved here, against the
 raw data, as VLAN references are: only the raw data has their exact place (``peer[2]``) and the
 NICs of a VM that the model leaves out for another error. A group or a rule with a reference that
@@ -15,8 +15,8 @@ import re
 from ipaddress import ip_interface, ip_network
 from typing import Any
 
-from netns_lab.errors import Issue, listing, unknown
-from netns_lab.model import FirewallSettings, FwRule, IpNet, PeerSpec, SecurityGroup
+from netns_lab.topology.errors import Issue, listing, unknown
+from netns_lab.topology.model import FirewallSettings, FwRule, IpNet, PeerSpec, SecurityGroup
 
 Broken = set[tuple[str, str]]
 RULES = "firewall.rules"  # the key of a broken rule in ``Broken`` is (RULES, its index)

@@ -5,7 +5,7 @@ cluster share: it is neither the NIC's own address nor the ``ip`` of another int
 a VMkernel NIC, a network), and a prefix contains none of those, since port security would then
 let the VM spoof it. Each is listed once, and only on a NIC with port security (without it,
 every source is allowed). Security groups and rules are checked while they are built, in
-:mod:`netns_lab.convert_firewall`.
+:mod:`netns_lab.topology.convert_firewall`.
 
 The connection quotas are checked against each host's connection table: every firewalled NIC of
 a host must be able to hold its whole share (quota + inbound_quota) at once, so that no VM, nor
@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from dataplane.abi import CT_SIZE
-from netns_lab.errors import Found
-from netns_lab.model import IfAddr, Nic, Topology
+from netns_lab.topology.errors import Found
+from netns_lab.topology.limits import CT_SIZE
+from netns_lab.topology.model import IfAddr, Nic, Topology
 
 Interface = tuple[str, str, IfAddr]  # path of the address, its owner, the address
 NO_OWNER = "allowed addresses belong to no interface, like a shared VIP"

@@ -8,7 +8,7 @@ node with a structural error, so that the semantic checks only ever see well-for
 What only the raw data shows is checked here too, and reported without leaving the node out:
 a trunk that lists a VLAN twice, an access port that also sets ``trunk`` or ``untagged``, a
 switch port that carries nothing. Security groups and firewall rules are built by
-:mod:`netns_lab.convert_firewall`, the same way.
+:mod:`netns_lab.topology.convert_firewall`, the same way.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from ipaddress import ip_address, ip_interface, ip_network
 from typing import Any, TypeVar
 
-from netns_lab.convert_firewall import FirewallConverter
-from netns_lab.convert_mirror import MirrorConverter
-from netns_lab.errors import Issue, did_you_mean
-from netns_lab.model import (
+from netns_lab.topology.convert_firewall import FirewallConverter
+from netns_lab.topology.convert_mirror import MirrorConverter
+from netns_lab.topology.errors import Issue, did_you_mean
+from netns_lab.topology.model import (
     Host,
     IfAddr,
     IpAddr,

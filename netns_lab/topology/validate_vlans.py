@@ -2,15 +2,15 @@
 
 VLAN ids are declared once, switch ports named in ``ports`` exist on their switch, only a
 vSwitch with an uplink has a trunk, and an uplink carries something. References to VLANs are
-resolved (and reported) by :mod:`netns_lab.convert`, which also checks what only the raw data
+resolved (and reported) by :mod:`netns_lab.topology.convert`, which also checks what only the raw data
 shows: a VLAN listed twice in a trunk, an access port with trunk keys, a port carrying nothing.
 """
 
 from __future__ import annotations
 
-from netns_lab.convert import LeftOut
-from netns_lab.errors import Found, did_you_mean, listing
-from netns_lab.model import Host, Switch, Topology, network_port, switch_port
+from netns_lab.topology.convert import LeftOut
+from netns_lab.topology.errors import Found, did_you_mean, listing
+from netns_lab.topology.model import Host, Switch, Topology, network_port, switch_port
 
 INTERNAL_TRUNK = "an internal-only vSwitch (no uplinks) has no trunk"
 
