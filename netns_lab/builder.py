@@ -26,7 +26,7 @@ from netns_lab import eventhub, firewall, mirror, ports, sweeper, teardown
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.state import LabState, code_file, pin_dir
-from netns_lab.topology import model
+from netns_lab.topology import model, names
 from netns_lab.topology.model import Host, Network, Switch, Topology, Vm
 from netns_lab.topology.names import MIRROR_PORT
 
@@ -119,7 +119,7 @@ class Builder:
         }
         self._undo = contextlib.ExitStack()
         # VM ports by interface name (names are unique within a host namespace)
-        self._vnics = {model.vm_port(vm.name, nic.index): (vm, nic) for vm in topo.vms for nic in vm.nics}
+        self._vnics = {names.vm_port(vm.name, nic.index): (vm, nic) for vm in topo.vms for nic in vm.nics}
         self._mirror_ids = mirror.assign_ids((s.name for s in mirror.sessions(topo)), {})
 
     def build(self) -> None:
@@ -162,7 +162,7 @@ class Builder:
 
     # -- helpers -------------------------------------------------------------------------------
     def ns(self, node: str) -> str:
-        return model.namespace(self.topo.lab, node)
+        return names.namespace(self.topo.lab, node)
 
     def _namespace(self, node: str) -> Netlink:
         """Create the node's namespace (journaled first, undone on failure), loopback up."""
@@ -271,27 +271,27 @@ class Builder:
     def _switch(self, switch: Switch) -> None:
         nl = self._keep(switch.name, self._namespace(switch.name))
         self._switching(switch.name)
-        nl.bridge(model.SWITCH_BRIDGE)
+        nl.bridge(names.SWITCH_BRIDGE)
 
     def _cable(self, switch: str, port: str, peer: str, peer_ns: str) -> None:
         """A cable from a new port of a physical switch to `peer` in `peer_ns`."""
         # Enslaved and up at creation: no carrier until the peer comes up, which happens only
         # after _attach, so no frame crosses an unfiltered port.
-        self._sock(switch).veth(port, peer, peer_ns, master=model.SWITCH_BRIDGE, up=True)
+        self._sock(switch).veth(port, peer, peer_ns, master=names.SWITCH_BRIDGE, up=True)
         self._attach(switch, port)
 
     def _network(self, network: Network) -> None:
         with self._namespace(network.name) as nl:
             self._cable(
-                network.switch, model.network_port(network.name), model.NETWORK_IFNAME, self.ns(network.name)
+                network.switch, names.network_port(network.name), names.NETWORK_IFNAME, self.ns(network.name)
             )
-            _configure_ip(nl, model.NETWORK_IFNAME, network.ip, network.gateway, network.routes)
+            _configure_ip(nl, names.NETWORK_IFNAME, network.ip, network.gateway, network.routes)
 
     def _host(self, host: Host) -> None:
         nl = self._keep(host.name, self._namespace(host.name))
         self._switching(host.name)
         for pnic in host.pnics:
-            self._cable(pnic.switch, model.switch_port(host.name, pnic.name), pnic.name, self.ns(host.name))
+            self._cable(pnic.switch, names.switch_port(host.name, pnic.name), pnic.name, self.ns(host.name))
         for vswitch in host.vswitches:
             nl.bridge(vswitch.name)
             for uplink in vswitch.uplinks:
@@ -341,7 +341,7 @@ class Builder:
                 netlink.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
                 netlink.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
             for nic in vm.nics:
-                port = model.vm_port(vm.name, nic.index)
+                port = names.vm_port(vm.name, nic.index)
                 host.veth(port, nic.name, ns, mac=nic.mac, master=nic.vswitch, up=True)
                 self._attach(vm.host, port)
                 _configure_ip(nl, nic.name, nic.ip, None, ())

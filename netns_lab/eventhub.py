@@ -35,7 +35,7 @@ from typing import Any
 
 from netns_lab import fanout, sweeper
 from netns_lab.state import pin_dir, state_dir
-from netns_lab.topology import model
+from netns_lab.topology import names
 
 log = logging.getLogger("netns_lab.eventhub")
 
@@ -152,7 +152,7 @@ class Hub:
         """A port made since the hub started (a live change): look the host's ports up again."""
         from netns_lab.kernel.netlink import Netlink
 
-        with Netlink(model.namespace(self.lab, host)) as nl:
+        with Netlink(names.namespace(self.lab, host)) as nl:
             self.ports.update({(host, link.index): link.name for link in nl.links()})
         return self.ports.setdefault((host, ifindex), f"{host}:{ifindex}")  # gone: look no more
 

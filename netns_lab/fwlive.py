@@ -24,7 +24,7 @@ from dataplane.switch import SwitchDataplane
 from netns_lab import encoding, firewall
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.state import LabState, pin_dir
-from netns_lab.topology import loader, model
+from netns_lab.topology import loader, names
 from netns_lab.topology.model import Topology
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -57,7 +57,7 @@ class LiveFirewall:
 
     def _open(self, host: str) -> HostPlane:
         dp = SwitchDataplane.open(pin_dir(self.lab) / host)
-        with Netlink(model.namespace(self.lab, host)) as nl:
+        with Netlink(names.namespace(self.lab, host)) as nl:
             ifindexes = {link.name: link.index for link in nl.links()}
         return HostPlane(host, dp, ifindexes)
 
@@ -93,7 +93,7 @@ class LiveFirewall:
         for vm in (v for v in new.vms if v.host == h.host):
             for nic in vm.nics:
                 v = firewall.vnic_settings(new, vm, nic)
-                ifindex = h.ifindexes[model.vm_port(vm.name, nic.index)]
+                ifindex = h.ifindexes[names.vm_port(vm.name, nic.index)]
                 firewall.install_vnic(h.fw, ifindex, nic, v)
 
     # -- reading -----------------------------------------------------------------------------

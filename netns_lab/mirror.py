@@ -26,7 +26,7 @@ from dataplane import abi
 from dataplane.mirror import Mirrors, Session, Stats
 from netns_lab import encoding, fwlive
 from netns_lab.state import LabState
-from netns_lab.topology import loader, model
+from netns_lab.topology import loader, names
 from netns_lab.topology.model import MirrorSession, MirrorSource, Topology
 from netns_lab.topology.names import MIRROR_PORT
 
@@ -95,7 +95,7 @@ def promiscuous_name(vm: str, nic: int) -> str:
 
 def endpoint_mac(lab: str, endpoint: str) -> str:
     """The MAC of a mirror endpoint (a host, an uplink destination): never a VM's (no ':' in a VM)."""
-    return model.default_mac(lab, f"mirror:{endpoint}", 0)
+    return names.default_mac(lab, f"mirror:{endpoint}", 0)
 
 
 @dataclass(frozen=True)
@@ -119,13 +119,13 @@ def _declared(topo: Topology, s: MirrorSession) -> _Session:
     nics = list(dict.fromkeys((vm, nic.index) for src in s.sources for vm, nic in topo.mirror_nics(src)))
     by_host: dict[str, list[str]] = {}
     for vm, index in nics:
-        by_host.setdefault(vm.host, []).append(model.vm_port(vm.name, index))
+        by_host.setdefault(vm.host, []).append(names.vm_port(vm.name, index))
     dest = topo.vm(s.dest) if s.dest is not None else None
     return _Session(
         name=s.name,
         dest_vm=dest.name if dest else None,
         dest_host=dest.host if dest else None,
-        dest_port=model.vm_port(dest.name, dest.nics[0].index) if dest else None,
+        dest_port=names.vm_port(dest.name, dest.nics[0].index) if dest else None,
         sources=by_host,
         source_vms=tuple(dict.fromkeys(vm.name for vm, _ in nics)),
         taps=taps_bits(s.direction, s.tap),
@@ -145,8 +145,8 @@ def _all(topo: Topology) -> list[_Session]:
                     name=promiscuous_name(vm.name, nic.index),
                     dest_vm=vm.name,
                     dest_host=vm.host,
-                    dest_port=model.vm_port(vm.name, nic.index),
-                    sources={vm.host: [model.vm_port(o.name, n.index) for o, n in group]} if group else {},
+                    dest_port=names.vm_port(vm.name, nic.index),
+                    sources={vm.host: [names.vm_port(o.name, n.index) for o, n in group]} if group else {},
                     source_vms=tuple(dict.fromkeys(o.name for o, _ in group)),
                     taps=abi.TAP_OUT_AFTER | abi.TAP_IN_AFTER,
                     promisc_mac=nic.mac,
@@ -215,7 +215,7 @@ def plan(topo: Topology) -> dict[str, HostPlan]:
     for host in topo.hosts:
         mine = tuple(p for s in everything if (p := _on_host(topo, s, host.name)) is not None)
         analyzers = tuple(
-            model.vm_port(vm.name, nic.index)
+            names.vm_port(vm.name, nic.index)
             for vm in topo.vms
             if vm.host == host.name and vm.role == "analyzer"
             for nic in vm.nics
@@ -407,15 +407,15 @@ def taps(lab: str, session: str | None = None) -> list[Tap]:
         if s.dest_vm is not None:
             # on the host side of the destination's port, where the copies still carry their mark
             # (in the VM they do not, and sessions sharing the analyzer could not be told apart)
-            ns = model.namespace(lab, topo.vm(s.dest_vm).host)
+            ns = names.namespace(lab, topo.vm(s.dest_vm).host)
             result.append(Tap(s.name, ns, str(s.dest_port), s.source_vms, False, marked=True))
             continue
         uplink = str(s.decl.uplink) if s.decl is not None else ""
         if "." in uplink:  # copies leave through a pNIC: capture them there, still tagged
             host, pnic = uplink.split(".", 1)
-            result.append(Tap(s.name, model.namespace(lab, host), pnic, s.source_vms, True))
+            result.append(Tap(s.name, names.namespace(lab, host), pnic, s.source_vms, True))
         else:
-            result.append(Tap(s.name, model.namespace(lab, uplink), model.NETWORK_IFNAME, s.source_vms, True))
+            result.append(Tap(s.name, names.namespace(lab, uplink), names.NETWORK_IFNAME, s.source_vms, True))
     return result
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dataplane.switch import PortVlans
-from netns_lab.topology import model
+from netns_lab.topology import names
 from netns_lab.topology.model import PortProfile, Topology
 
 
@@ -38,7 +38,7 @@ def _from_profile(profile: PortProfile, guard: bool) -> PortVlans:
 
 def host_ports(topo: Topology, host: str) -> list[SwitchPort]:
     ports = [
-        SwitchPort(model.vm_port(vm.name, nic.index), "vm", f"{vm.name}.{nic.name}", _edge(nic.vlan))
+        SwitchPort(names.vm_port(vm.name, nic.index), "vm", f"{vm.name}.{nic.name}", _edge(nic.vlan))
         for vm in topo.vms
         if vm.host == host
         for nic in vm.nics
@@ -60,14 +60,14 @@ def switch_ports(topo: Topology, switch: str) -> list[SwitchPort]:
         for h in topo.hosts
         for p in h.pnics
         if p.switch == switch
-        for name in (model.switch_port(h.name, p.name),)
+        for name in (names.switch_port(h.name, p.name),)
     ]
     ports += [
         SwitchPort(
-            model.network_port(n.name),
+            names.network_port(n.name),
             "network",
             n.name,
-            _from_profile(sw.port_profile(model.network_port(n.name)), guard=True),
+            _from_profile(sw.port_profile(names.network_port(n.name)), guard=True),
         )
         for n in topo.networks
         if n.switch == switch

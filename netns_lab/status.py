@@ -18,7 +18,7 @@ from netns_lab import encoding, fwlive, mirror, ports
 from netns_lab.kernel import netns
 from netns_lab.kernel.netlink import Link, Netlink
 from netns_lab.state import LabState, pin_dir
-from netns_lab.topology import model
+from netns_lab.topology import names
 from netns_lab.topology.model import Host, Network, Switch, Topology, Vm
 from netns_lab.topology.names import MIRROR_PORT
 
@@ -119,7 +119,7 @@ def _drops_doc(counts: dict) -> list[dict[str, Any]]:
 def dataplane_ports(topo: Topology, node: str, switch_ports: list[ports.SwitchPort]) -> list[dict[str, Any]]:
     """Each switch port of a node: its VLAN policy, link state, attached programs and counters
     from the live maps."""
-    ns = model.namespace(topo.lab, node)
+    ns = names.namespace(topo.lab, node)
     links = _kernel_links(ns)
     attached = _attached(ns, links, [p.name for p in switch_ports])
     try:
@@ -165,7 +165,7 @@ def _mirror_port(ns: str, links: dict[str, Link]) -> dict[str, Any]:
 
 
 def _host(topo: Topology, host: Host) -> dict[str, Any]:
-    ns = model.namespace(topo.lab, host.name)
+    ns = names.namespace(topo.lab, host.name)
     kernel = _kernel_links(ns)
     links = {name: link.up for name, link in kernel.items()}
     return {
@@ -185,7 +185,7 @@ def _host(topo: Topology, host: Host) -> dict[str, Any]:
             {
                 "name": p.name,
                 "switch": p.switch,
-                "switch_port": model.switch_port(host.name, p.name),
+                "switch_port": names.switch_port(host.name, p.name),
                 "driver": p.driver,
                 "pci_bus": p.pci_bus,
                 "up": links.get(p.name, False),
@@ -210,7 +210,7 @@ def _host(topo: Topology, host: Host) -> dict[str, Any]:
 
 
 def _vm(topo: Topology, vm: Vm) -> dict[str, Any]:
-    ns = model.namespace(topo.lab, vm.name)
+    ns = names.namespace(topo.lab, vm.name)
     links = _kernel_links(ns)
     return {
         "name": vm.name,
@@ -224,7 +224,7 @@ def _vm(topo: Topology, vm: Vm) -> dict[str, Any]:
                 "mac": nic.mac,
                 "ip": str(nic.ip) if nic.ip else None,
                 "vswitch": nic.vswitch,
-                "port": model.vm_port(vm.name, nic.index),
+                "port": names.vm_port(vm.name, nic.index),
                 "vlan": nic.vlan,
                 "vni": nic.vni,
                 "present": nic.name in links,
@@ -237,27 +237,27 @@ def _vm(topo: Topology, vm: Vm) -> dict[str, Any]:
 
 
 def _switch(topo: Topology, switch: Switch) -> dict[str, Any]:
-    ns = model.namespace(topo.lab, switch.name)
+    ns = names.namespace(topo.lab, switch.name)
     links = _links(ns)
     return {
         "name": switch.name,
         "namespace": ns,
         "present": netns.exists(ns),
-        "bridge": {"name": model.SWITCH_BRIDGE, "up": links.get(model.SWITCH_BRIDGE, False)},
+        "bridge": {"name": names.SWITCH_BRIDGE, "up": links.get(names.SWITCH_BRIDGE, False)},
         "ports": dataplane_ports(topo, switch.name, ports.switch_ports(topo, switch.name)),
         "pins": _pins(topo, switch.name, vm_ports=False),
     }
 
 
 def _network(topo: Topology, net: Network) -> dict[str, Any]:
-    ns = model.namespace(topo.lab, net.name)
+    ns = names.namespace(topo.lab, net.name)
     return {
         "name": net.name,
         "namespace": ns,
         "present": netns.exists(ns),
         "switch": net.switch,
         "ip": str(net.ip) if net.ip else None,
-        "up": _links(ns).get(model.NETWORK_IFNAME, False),
+        "up": _links(ns).get(names.NETWORK_IFNAME, False),
     }
 
 
@@ -350,7 +350,7 @@ def problems(doc: dict[str, Any]) -> list[str]:
             found += _mirror_port_problems(node)
     for net in doc["networks"]:
         if net["present"] and not net["up"]:
-            found.append(f"{net['name']}: interface {model.NETWORK_IFNAME} is down")
+            found.append(f"{net['name']}: interface {names.NETWORK_IFNAME} is down")
     for vm in doc["vms"]:
         if vm["present"]:
             found += _nic_problems(vm)

@@ -13,7 +13,7 @@ from typing import Any
 from netns_lab import fanout
 from netns_lab.eventhub import LOG, HubGone, encode, socket_path, start
 from netns_lab.state import LabState, state_dir
-from netns_lab.topology import model
+from netns_lab.topology import names
 
 
 class Subscription:
@@ -111,7 +111,7 @@ def _connect(lab: str, timeout: float) -> socket.socket:
             raise HubGone(0, f"lab {lab!r} is not up")
         if not started:
             topo_hosts = _first_host(state)
-            start(lab, model.namespace(lab, topo_hosts))
+            start(lab, names.namespace(lab, topo_hosts))
             started = True
         if time.monotonic() > deadline:
             raise HubGone(0, f"the event hub of lab {lab!r} did not start (see {state_dir(lab) / LOG})")

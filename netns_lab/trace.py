@@ -40,7 +40,7 @@ from netns_lab import encoding, fwlive, mirror, tracerouter
 from netns_lab.kernel import netns
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.state import code_file, pin_dir, state_dir
-from netns_lab.topology import model
+from netns_lab.topology import model, names
 from netns_lab.topology.model import Network, Nic, Topology, Vm
 
 MAX_HOPS = 8
@@ -102,8 +102,8 @@ def _target(topo: Topology, ip: str) -> Target:
                 return Target(vm.name, nic.mac, vm=vm, nic=nic)
     for net in topo.networks:
         if net.ip is not None and net.ip.ip == addr:
-            with Netlink(model.namespace(topo.lab, net.name)) as nl:
-                link = next(x for x in nl.links() if x.name == model.NETWORK_IFNAME)
+            with Netlink(names.namespace(topo.lab, net.name)) as nl:
+                link = next(x for x in nl.links() if x.name == names.NETWORK_IFNAME)
             return Target(net.name, link.mac or "", network=net)
     raise NoPath(f"{ip} is not the address of a VM NIC or network of lab {topo.lab!r}")
 
@@ -118,7 +118,7 @@ def _uplink(topo: Topology, host: str, vswitch: str, what: str) -> model.PNic:
 def leg(topo: Topology, src: Vm, out: Nic, target: Target) -> list[Stage]:
     """The ports one frame crosses from `src`'s NIC `out` to `target`, on one L2 segment."""
     vlan = out.vlan
-    stages = [Stage(src.host, model.vm_port(src.name, out.index), "port_from_vm", "vm-port", None)]
+    stages = [Stage(src.host, names.vm_port(src.name, out.index), "port_from_vm", "vm-port", None)]
     what = f"{src.name}.{out.name} -> {target.name}"
     local = target.vm is not None and target.nic is not None and target.vm.host == src.host
     if not (local and target.nic.vswitch == out.vswitch):  # else: out of the host and back
@@ -126,15 +126,15 @@ def leg(topo: Topology, src: Vm, out: Nic, target: Target) -> list[Stage]:
         stages += [
             Stage(src.host, p_src.name, "vlan_to_port", "uplink", vlan),
             Stage(
-                p_src.switch, model.switch_port(src.host, p_src.name), "vlan_from_port", "switch-port", vlan
+                p_src.switch, names.switch_port(src.host, p_src.name), "vlan_from_port", "switch-port", vlan
             ),
         ]
         if target.network is not None:
-            far_switch, far_port = target.network.switch, model.network_port(target.network.name)
+            far_switch, far_port = target.network.switch, names.network_port(target.network.name)
         else:
             assert target.vm is not None and target.nic is not None
             p_dst = _uplink(topo, target.vm.host, target.nic.vswitch, what)
-            far_switch, far_port = p_dst.switch, model.switch_port(target.vm.host, p_dst.name)
+            far_switch, far_port = p_dst.switch, names.switch_port(target.vm.host, p_dst.name)
         if far_switch != p_src.switch:
             raise NoPath(f"{what}: {src.host}.{p_src.name} and {far_port} are on different switches")
         stages.append(Stage(far_switch, far_port, "vlan_to_port", "switch-port", vlan))
@@ -143,7 +143,7 @@ def leg(topo: Topology, src: Vm, out: Nic, target: Target) -> list[Stage]:
         stages.append(Stage(target.vm.host, p_dst.name, "vlan_from_port", "uplink", vlan))
     assert target.vm is not None and target.nic is not None
     stages.append(
-        Stage(target.vm.host, model.vm_port(target.vm.name, target.nic.index), "port_to_vm", "vm-port", vlan)
+        Stage(target.vm.host, names.vm_port(target.vm.name, target.nic.index), "port_to_vm", "vm-port", vlan)
     )
     return stages
 
@@ -219,7 +219,7 @@ def _mirror_totals(dp: SwitchDataplane, ids: list[int]) -> dict[int, tuple[int, 
 
 
 def run_stage(copies: Copies, stage: Stage, frame: bytes) -> dict[str, Any]:
-    ns = model.namespace(copies.topo.lab, stage.node)
+    ns = names.namespace(copies.topo.lab, stage.node)
     with Netlink(ns) as nl:
         ifindex = nl.index(stage.port)
     vm_port = stage.kind == "vm-port"

@@ -34,7 +34,7 @@ from scapy.layers.l2 import ARP, Ether
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.state import LabState
-from netns_lab.topology import model
+from netns_lab.topology import names
 from netns_lab.topology.model import Nic, Topology, Vm
 
 ETH_P_ALL = 0x0003
@@ -54,7 +54,7 @@ def scratch(topo: Topology, router: Vm) -> Iterator[str]:
     state = LabState.read(topo.lab)
     if state is None:
         raise RuntimeError(f"lab {topo.lab!r} has no state")
-    ruleset = nft.ruleset(model.namespace(topo.lab, router.name))
+    ruleset = nft.ruleset(names.namespace(topo.lab, router.name))
     state.record_namespace(ns)  # before it exists: a crash in between still leaves a record
     netns.create(ns)
     try:

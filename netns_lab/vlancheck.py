@@ -19,7 +19,7 @@ from ipaddress import IPv4Interface, IPv6Interface
 from typing import Literal
 
 from netns_lab import probe
-from netns_lab.topology import model
+from netns_lab.topology import names
 from netns_lab.topology.model import PortProfile, Topology
 
 Severity = Literal["error", "warning"]
@@ -57,7 +57,7 @@ def trunks(topo: Topology) -> list[Trunk]:
         for vs in host.vswitches:
             for uplink in vs.uplinks:
                 pnic = next(p for p in host.pnics if p.name == uplink)
-                port = model.switch_port(host.name, pnic.name)
+                port = names.switch_port(host.name, pnic.name)
                 result.append(
                     Trunk(
                         host.name,
@@ -167,9 +167,9 @@ def endpoints(topo: Topology) -> list[Endpoint]:
         if k.ip is not None
     ]
     for net in topo.networks:
-        profile = topo.switch(net.switch).port_profile(model.network_port(net.name))
+        profile = topo.switch(net.switch).port_profile(names.network_port(net.name))
         if net.ip is not None and profile.kind != "trunk":
-            found.append(Endpoint(net.name, None, None, profile.access, net.ip, model.NETWORK_IFNAME))
+            found.append(Endpoint(net.name, None, None, profile.access, net.ip, names.NETWORK_IFNAME))
     return found
 
 
@@ -191,7 +191,7 @@ def _probe_one(topo: Topology, t: Trunk, vid: int | None, eps: list[Endpoint], t
     if pair is None:
         return ProbeResult(t.name, label, "no-endpoints", expected=expected)
     a, b = pair
-    ns = model.namespace(topo.lab, a.node)
+    ns = names.namespace(topo.lab, a.node)
     if a.ip.version == 4:
         method, ok = "arp", probe.arp(ns, a.ifname, str(a.ip.ip), str(b.ip.ip), timeout=timeout)
     else:  # no ARP in IPv6; neighbour discovery is ICMPv6, which a NIC firewall may judge

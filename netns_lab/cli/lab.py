@@ -29,7 +29,7 @@ from netns_lab.cli.base import (
     write_output,
 )
 from netns_lab.cli.source import DEFAULT_TOPOLOGY, default_topology, load, running, target
-from netns_lab.topology.model import namespace
+from netns_lab.topology.names import namespace
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -36,9 +36,8 @@ from netns_lab.topology.model import (
     Vm,
     VmkNic,
     VSwitch,
-    default_mac,
-    vmknic_mac,
 )
+from netns_lab.topology.names import default_mac, vmknic_mac
 
 SECTIONS = ("switches", "networks", "hosts", "vms")  # in build order, as Topology.node_names
 KEYED_SECTIONS = (

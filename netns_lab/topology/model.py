@@ -1,27 +1,25 @@
 """The topology model: plain, frozen data with no I/O.
 
 The loader turns a YAML file into these objects after validating it; the builder, status and
-graph read them. Names of the kernel objects a lab creates are derived here, in one place, so
-that the builder, teardown and status always agree on them. The NIC firewall's policy
-(security groups, rules, connection-tracking settings) is part of the topology too, with the
-pure helpers that say which rules apply to which NIC.
+graph read them. Names of the kernel objects a lab creates are derived in `names`. The NIC
+firewall's policy (security groups, rules, connection-tracking settings) is part of the topology
+too, with the pure helpers that say which rules apply to which NIC.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import Literal
+
+from netns_lab.topology.names import default_mac, vm_port, vmknic_mac
 
 IfAddr = IPv4Interface | IPv6Interface
 IpAddr = IPv4Address | IPv6Address
 IpNet = IPv4Network | IPv6Network
 Role = Literal["none", "firewall", "router", "analyzer"]
 ROLES: tuple[str, ...] = ("none", "firewall", "router", "analyzer")
-
-IFNAMSIZ = 15  # usable bytes of a Linux interface name (IFNAMSIZ 16 minus the NUL)
 
 PeerKind = Literal["any", "cidr", "group", "vm"]
 Direction = Literal["in", "out"]
@@ -485,39 +483,3 @@ def _remac_host(host: Host, old_lab: str, new_lab: str) -> Host:
         for nic in host.vmknics
     )
     return dataclasses.replace(host, vmknics=vmknics)
-
-
-def default_mac(lab: str, vm: str, index: int) -> str:
-    """A stable, locally administered unicast MAC for a NIC declared without one."""
-    digest = hashlib.sha256(f"{lab}/{vm}/{index}".encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
-
-
-def vmknic_mac(lab: str, host: str, vmknic: str) -> str:
-    """The derived MAC of a VMkernel NIC (a VM name has no dot, so it never shares one)."""
-    return default_mac(lab, f"{host}.{vmknic}", 0)
-
-
-# Names of kernel objects. Interfaces never need the lab prefix: every one of them lives inside
-# a namespace that carries it, so the root namespace never sees a lab interface.
-def namespace(lab: str, node: str) -> str:
-    return f"{lab}-{node}"
-
-
-def vm_port(vm: str, index: int) -> str:
-    """The vSwitch port (host end of the veth) of a VM NIC."""
-    return f"{vm}-{index}"
-
-
-def switch_port(host: str, pnic: str) -> str:
-    """The physical-switch port a host pNIC is cabled to."""
-    return f"{host}-{pnic}"
-
-
-def network_port(network: str) -> str:
-    """The physical-switch port an external network is cabled to."""
-    return network
-
-
-SWITCH_BRIDGE = "fabric"  # the bridge inside a physical switch's namespace
-NETWORK_IFNAME = "eth0"  # the interface inside an external network's namespace

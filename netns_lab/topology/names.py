@@ -1,4 +1,45 @@
 """Names of the kernel objects a lab creates, derived in one place so that the builder,
 teardown and status always agree on them."""
 
+from __future__ import annotations
+
+import hashlib
+
+IFNAMSIZ = 15  # usable bytes of a Linux interface name (IFNAMSIZ 16 minus the NUL)
+
+
+def default_mac(lab: str, vm: str, index: int) -> str:
+    """A stable, locally administered unicast MAC for a NIC declared without one."""
+    digest = hashlib.sha256(f"{lab}/{vm}/{index}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def vmknic_mac(lab: str, host: str, vmknic: str) -> str:
+    """The derived MAC of a VMkernel NIC (a VM name has no dot, so it never shares one)."""
+    return default_mac(lab, f"{host}.{vmknic}", 0)
+
+
+# Names of kernel objects. Interfaces never need the lab prefix: every one of them lives inside
+# a namespace that carries it, so the root namespace never sees a lab interface.
+def namespace(lab: str, node: str) -> str:
+    return f"{lab}-{node}"
+
+
+def vm_port(vm: str, index: int) -> str:
+    """The vSwitch port (host end of the veth) of a VM NIC."""
+    return f"{vm}-{index}"
+
+
+def switch_port(host: str, pnic: str) -> str:
+    """The physical-switch port a host pNIC is cabled to."""
+    return f"{host}-{pnic}"
+
+
+def network_port(network: str) -> str:
+    """The physical-switch port an external network is cabled to."""
+    return network
+
+
+SWITCH_BRIDGE = "fabric"  # the bridge inside a physical switch's namespace
+NETWORK_IFNAME = "eth0"  # the interface inside an external network's namespace
 MIRROR_PORT = ("mirror0", "mirror1")  # a hypervisor's mirror port: copies to truncate go in, out

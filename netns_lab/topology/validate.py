@@ -18,22 +18,17 @@ from ipaddress import IPv4Interface
 from netns_lab.topology import validate_firewall, validate_mirror, validate_vlans
 from netns_lab.topology.convert import SECTIONS, Declared, LeftOut
 from netns_lab.topology.errors import Found, Issue, listing
-from netns_lab.topology.model import (
+from netns_lab.topology.model import Host, IfAddr, IpAddr, Route, Topology, Vm
+from netns_lab.topology.names import (
     IFNAMSIZ,
+    MIRROR_PORT,
     SWITCH_BRIDGE,
-    Host,
-    IfAddr,
-    IpAddr,
-    Route,
-    Topology,
-    Vm,
     default_mac,
     network_port,
     switch_port,
     vm_port,
     vmknic_mac,
 )
-from netns_lab.topology.names import MIRROR_PORT
 
 IfEntry = tuple[str, str | None, str]  # interface name, where it is declared (None: built in), label
 

@@ -17,7 +17,8 @@ from collections import Counter
 from netns_lab.topology.convert import LeftOut
 from netns_lab.topology.errors import Found, unknown
 from netns_lab.topology.limits import MAX_MIRRORS, MIRROR_PER_PORT
-from netns_lab.topology.model import MirrorSession, Nic, Topology, Vm, network_port, switch_port
+from netns_lab.topology.model import MirrorSession, Nic, Topology, Vm
+from netns_lab.topology.names import network_port, switch_port
 
 
 def check(found: Found, topo: Topology, left_out: LeftOut) -> None:

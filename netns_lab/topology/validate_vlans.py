@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from netns_lab.topology.convert import LeftOut
 from netns_lab.topology.errors import Found, did_you_mean, listing
-from netns_lab.topology.model import Host, Switch, Topology, network_port, switch_port
+from netns_lab.topology.model import Host, Switch, Topology
+from netns_lab.topology.names import network_port, switch_port
 
 INTERNAL_TRUNK = "an internal-only vSwitch (no uplinks) has no trunk"
 

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from netns_lab.kernel import netns
-from netns_lab.topology import model
+from netns_lab.topology import names
 from netns_lab.topology.model import Topology
 
 OMITTED = (
@@ -53,12 +53,12 @@ class BatchError(RuntimeError):
 
 def helper_namespace(lab: str) -> str:
     """The empty namespace the `ip` process runs in (part of the lab: same prefix)."""
-    return model.namespace(lab, "ipb")
+    return names.namespace(lab, "ipb")
 
 
 def namespaces(topo: Topology) -> list[str]:
     """Every namespace the baseline makes, in creation order (the helper excluded)."""
-    return [model.namespace(topo.lab, node) for node in topo.node_names()]
+    return [names.namespace(topo.lab, node) for node in topo.node_names()]
 
 
 class _Indexes:
@@ -80,13 +80,13 @@ class _Indexes:
 
 def up_lines(topo: Topology) -> Iterator[str]:
     """The `ip -batch` lines that make the lab's namespaces, bridges and veths."""
-    ns = functools.partial(model.namespace, topo.lab)
+    ns = functools.partial(names.namespace, topo.lab)
     idx = _Indexes()
     for name in namespaces(topo):
         yield f"netns add {name}"
     for switch in topo.switches:
-        i = idx.new(ns(switch.name), model.SWITCH_BRIDGE)
-        yield f"link add {model.SWITCH_BRIDGE} index {i} netns {ns(switch.name)} up type bridge"
+        i = idx.new(ns(switch.name), names.SWITCH_BRIDGE)
+        yield f"link add {names.SWITCH_BRIDGE} index {i} netns {ns(switch.name)} up type bridge"
     if topo.networks:
         raise BatchError("the baseline covers switches, hosts and VMs only (no networks)")
     for host in topo.hosts:
@@ -95,8 +95,8 @@ def up_lines(topo: Topology) -> Iterator[str]:
             yield f"link add {vswitch.name} index {i} netns {ns(host.name)} up type bridge"
         for pnic in host.pnics:
             sw = ns(pnic.switch)
-            port = model.switch_port(host.name, pnic.name)
-            i, master = idx.new(sw, port), idx.of(sw, model.SWITCH_BRIDGE)
+            port = names.switch_port(host.name, pnic.name)
+            i, master = idx.new(sw, port), idx.of(sw, names.SWITCH_BRIDGE)
             peer = idx.new(ns(host.name), pnic.name)
             yield (
                 f"link add {port} index {i} netns {sw} master if{master} up"
@@ -105,7 +105,7 @@ def up_lines(topo: Topology) -> Iterator[str]:
     for vm in topo.vms:
         hv = ns(vm.host)
         for nic in vm.nics:
-            port = model.vm_port(vm.name, nic.index)
+            port = names.vm_port(vm.name, nic.index)
             i, master = idx.new(hv, port), idx.of(hv, nic.vswitch)
             peer = idx.new(ns(vm.name), nic.name)
             yield (

@@ -42,7 +42,7 @@ import pytest
 from netns_lab import builder, teardown
 from netns_lab.kernel import netns
 from netns_lab.state import pin_dir, state_dir
-from netns_lab.topology import loader, model
+from netns_lab.topology import loader, names
 from tests.bench import traffic
 
 pytestmark = [
@@ -131,7 +131,7 @@ def _free_name() -> str:
 
 
 def _ns(lab: str, node: str) -> str:
-    return model.namespace(lab, node)
+    return names.namespace(lab, node)
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ from netns_lab import firewall, probe
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.kernel.netns import pids_in as netns_pids
 from netns_lab.state import pin_dir
-from netns_lab.topology import loader, model
+from netns_lab.topology import loader, names
 from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REFERENCE, Lab, cmdline, leftovers, nlab, reference_variant, unique_name
@@ -423,7 +423,7 @@ def test_a_firewalled_port_without_policy_denies(reference_lab: Lab) -> None:
     vm = next(v for v in topo.vms if v.name == "desk1")
     nic, own = vm.nics[0], firewall.vnic_settings(topo, vm, vm.nics[0])
     with Netlink(lab.ns("hv3")) as nl:
-        ifindex = nl.index(model.vm_port("desk1", 0))
+        ifindex = nl.index(names.vm_port("desk1", 0))
     dp = SwitchDataplane.open(pin_dir(name) / "hv3")
     with probe.listening(lab.ns("desk1"), [(DESK1, 22)]):
         try:
@@ -453,7 +453,7 @@ def quota_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, f
     path = reference_variant(tmp_path_factory.mktemp("fw"), "nist-quota.yaml", edits)
     lab = Lab(unique_name(), path)
     topo = loader.load(path, lab=lab.name)
-    ports = {model.vm_port(vm.name, n.index) for vm in topo.vms for n in vm.nics}
+    ports = {names.vm_port(vm.name, n.index) for vm in topo.vms for n in vm.nics}
     try:
         with fa.watching_attach(lab.name, [h.name for h in topo.hosts], ports) as watch:
             proc = lab.up()

@@ -33,9 +33,8 @@ from netns_lab.topology.model import (
     SecurityGroup,
     Topology,
     Vlan,
-    default_mac,
-    vmknic_mac,
 )
+from netns_lab.topology.names import default_mac, vmknic_mac
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent

@@ -7,33 +7,33 @@ from ipaddress import ip_interface, ip_network
 
 import pytest
 
-from netns_lab.topology import model
+from netns_lab.topology import model, names
 from netns_lab.topology.model import Nic, Topology, Vm
 
 
 def test_default_mac_is_stable_unicast_and_local() -> None:
-    mac = model.default_mac("nist", "web1", 0)
-    assert mac == model.default_mac("nist", "web1", 0)
+    mac = names.default_mac("nist", "web1", 0)
+    assert mac == names.default_mac("nist", "web1", 0)
     assert re.fullmatch(r"02(:[0-9a-f]{2}){5}", mac)
-    assert mac != model.default_mac("nist", "web1", 1) != model.default_mac("other", "web1", 0)
+    assert mac != names.default_mac("nist", "web1", 1) != names.default_mac("other", "web1", 0)
 
 
 def test_renamed_moves_derived_macs_and_keeps_declared_ones() -> None:
-    derived = Nic(0, "vs", model.default_mac("a", "vm", 0), ip_interface("10.0.0.1/24"))
+    derived = Nic(0, "vs", names.default_mac("a", "vm", 0), ip_interface("10.0.0.1/24"))
     declared = Nic(1, "vs", "02:00:00:00:00:09")
     topo = Topology(lab="a", source="f.yaml", vms=(Vm("vm", "hv", (derived, declared)),))
     renamed = topo.renamed("b")
     assert renamed.lab == "b"
     nics = renamed.vm("vm").nics
-    assert nics[0].mac == model.default_mac("b", "vm", 0)
+    assert nics[0].mac == names.default_mac("b", "vm", 0)
     assert nics[1].mac == "02:00:00:00:00:09"
     assert topo.vm("vm").nics[0].mac == derived.mac
 
 
 def test_kernel_object_names() -> None:
-    assert model.namespace("nist", "web1") == "nist-web1"
-    assert model.vm_port("web1", 2) == "web1-2"
-    assert model.switch_port("hv1", "eth0") == "hv1-eth0"
+    assert names.namespace("nist", "web1") == "nist-web1"
+    assert names.vm_port("web1", 2) == "web1-2"
+    assert names.switch_port("hv1", "eth0") == "hv1-eth0"
     assert Nic(3, "vs", "02:00:00:00:00:01").name == "eth3"
 
 
@@ -119,11 +119,11 @@ def test_vlan_names() -> None:
 
 
 def test_renamed_moves_derived_vmknic_macs_and_keeps_declared_ones() -> None:
-    derived = model.VmkNic("mgmt0", "vs", model.vmknic_mac("a", "hv", "mgmt0"))
+    derived = model.VmkNic("mgmt0", "vs", names.vmknic_mac("a", "hv", "mgmt0"))
     declared = model.VmkNic("vmot0", "vs", "02:00:00:00:00:09")
     topo = Topology(lab="a", source="f", hosts=(model.Host("hv", (), (), (derived, declared)),))
     nics = topo.renamed("b").host("hv").vmknics
-    assert nics[0].mac == model.vmknic_mac("b", "hv", "mgmt0") == model.default_mac("b", "hv.mgmt0", 0)
+    assert nics[0].mac == names.vmknic_mac("b", "hv", "mgmt0") == names.default_mac("b", "hv.mgmt0", 0)
     assert nics[1].mac == "02:00:00:00:00:09"
     assert nics[0].port == "mgmt0-br"
 
