@@ -8,7 +8,8 @@ the cover of a port range by aligned power-of-two blocks and the partition of ra
 Every LPM key starts with `__u32 prefixlen` in host order (struct bpf_lpm_trie_key_hdr); the
 kernel matches the first `prefixlen` bits of the bytes that follow, most significant bit of the
 first byte first. So everything after it is in network order, and the port is last: a port
-prefix is then a bit prefix of the key. The layouts are those of ebpf/include/abi.h (packed):
+prefix is then a bit prefix of the key. The layouts are those of ebpf/include/abi/fw.h (packed),
+mirrored in dataplane/abi/fw.py:
 
     IpcacheKey   22 bytes  prefixlen | gen u8 | family u8 (4|6) | addr u8[16]
                            prefixlen = 16 + CIDR length; IPv4 in addr[0..3], the rest zero
@@ -40,61 +41,31 @@ from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import NamedTuple, TypeVar
 
+from dataplane.abi.fw import (
+    IDENTITY_ANY,
+    IPCACHE_FIXED_BITS,
+    POLICY_FIXED_BITS,
+    FwDirection,
+    IpcacheKey,
+    IpcacheValue,
+    PolicyKey,
+    PolicyValue,
+    Verdict,
+)
+
 IPAddress = IPv4Address | IPv6Address
 
 FAMILY_V4 = 4
 FAMILY_V6 = 6
-IPCACHE_FIXED_BITS = 16  # gen and family: always fully covered
-POLICY_FIXED_BITS = 80  # gen, direction, proto, pad, endpoint, identity: always fully covered
 PORT_BITS = 16
-DIRECTIONS = {"out": 0, "in": 1}  # NLAB_FW_OUT, NLAB_FW_IN: seen from the endpoint
-ACTIONS = {"deny": 0, "allow": 1}  # NLAB_VERDICT_*: a zeroed defaults slot fails closed
+DIRECTIONS = {"out": int(FwDirection.OUT), "in": int(FwDirection.IN)}  # seen from the endpoint
+ACTIONS = {"deny": int(Verdict.DENY), "allow": int(Verdict.ALLOW)}  # a zeroed defaults slot fails closed
 ACTION_NAMES = {code: name for name, code in ACTIONS.items()}
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
 PROTO_OTHER = 0  # the key's proto for every other IP protocol, with port 0
-WILDCARD = 0xFFFFFFFF  # the identity of rows that hold for any peer (NLAB_IDENTITY_ANY)
+WILDCARD = IDENTITY_ANY  # the identity of rows that hold for any peer
 MAX_PRIORITY = 0xFFFF
 KEY_PROTOS = (PROTO_OTHER, *PROTOCOLS.values())
-
-_be16 = ctypes.c_uint16.__ctype_be__
-_be32 = ctypes.c_uint32.__ctype_be__
-
-
-class IpcacheKey(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = (
-        ("prefixlen", ctypes.c_uint32),
-        ("gen", ctypes.c_uint8),
-        ("family", ctypes.c_uint8),
-        ("addr", ctypes.c_uint8 * 16),
-    )
-
-
-class IpcacheValue(ctypes.Structure):
-    _fields_ = (("identity", ctypes.c_uint32),)
-
-
-class PolicyKey(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = (
-        ("prefixlen", ctypes.c_uint32),
-        ("gen", ctypes.c_uint8),
-        ("direction", ctypes.c_uint8),
-        ("proto", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8),
-        ("endpoint", _be16),
-        ("identity", _be32),
-        ("port", _be16),
-    )
-
-
-class PolicyValue(ctypes.Structure):
-    _fields_ = (
-        ("rule", ctypes.c_uint32),
-        ("verdict", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 3),
-        ("rank", ctypes.c_uint64),
-    )
 
 
 def rank_of(priority: int, action: str, rule_id: int) -> int:

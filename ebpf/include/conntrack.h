@@ -5,7 +5,8 @@
 #ifndef NLAB_CONNTRACK_H
 #define NLAB_CONNTRACK_H
 
-#include "abi.h"
+#include "abi/fw.h"
+#include "abi/reasons.h"
 #include "flow.h"
 #include "fwctx.h"
 

@@ -6,7 +6,8 @@
 
 #include <uapi/linux/if_ether.h>
 
-#include "abi.h"
+#include "abi/fw.h"
+#include "abi/reasons.h"
 #include "proto.h"
 
 #define NLAB_FRAG_NONE  0

@@ -4,7 +4,9 @@
 #ifndef NLAB_FW_H
 #define NLAB_FW_H
 
-#include "abi.h"
+#include "abi/fw.h"
+#include "abi/port.h"
+#include "abi/reasons.h"
 #include "conntrack.h"
 #include "flow.h"
 #include "fwctx.h"

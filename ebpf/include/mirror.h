@@ -14,22 +14,17 @@
 #ifndef NLAB_MIRROR_H
 #define NLAB_MIRROR_H
 
-#include "abi.h"
+#include "abi/mirror.h"
+#include "abi/port.h"
+#include "abi/reasons.h"
 #include "parsing.h"
-
-static __always_inline int mac_same(const __u8 *a, const __u8 *b)
-{
-    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
-}
 
 /* First step of a VM port's entry program, in direction `dir` (seen from the switch).
  * 0: go on with the normal checks; NLAB_MIRROR_DELIVER: a copy for this port, deliver it;
  * negative: a drop reason (an analyzer port is receive-only and receives copies only). */
 static __always_inline int mirror_enter(struct __sk_buff *skb, int dir)
 {
-    /* an opaque copy of skb: else clang shares &skb->ifindex with the caller's later reads, and
-     * the verifier refuses a dereference of a modified context pointer */
-    asm volatile("" : "+r"(skb));
+    ctx_opaque(skb);  /* the reads below too, not only ifindex */
     __u32 ifindex = skb->ifindex;
     const struct nlab_mirror_port *mp = ifindex < NLAB_MAX_IFINDEX ? map_mirror_port(&ifindex) : NULL;
     __u8 flags = mp ? mp->flags : 0;
@@ -59,7 +54,7 @@ static __always_inline int mirror_entered_by_source(struct __sk_buff *skb, __u32
 
     if (!mp)
         return 0;
-/* a bounded loop, not unrolled: inlined at four taps, 8x unrolling doubled the compile time */
+/* a bounded loop, not unrolled: inlined at four taps, unrolling it made the compile much slower */
 #pragma clang loop unroll(disable)
     for (int i = 0; i < NLAB_MIRROR_PER_PORT; i++)
         if (i < mp->nr && mp->session[i] == id)
@@ -74,8 +69,8 @@ static __always_inline int mirror_promisc_wants(struct mirror_ctx *c)
 {
     struct ethhdr *eth = eth_header(c->skb);
 
-    if (!eth || (eth->h_dest[0] & 1) || mac_same(eth->h_dest, c->s->dest_mac) ||
-        mac_same(eth->h_source, c->s->dest_mac))
+    if (!eth || (eth->h_dest[0] & 1) || mac_equal(eth->h_dest, c->s->dest_mac) ||
+        mac_equal(eth->h_source, c->s->dest_mac))
         return 0;
     if (c->tap & (NLAB_TAP_IN_BEFORE | NLAB_TAP_IN_AFTER))
         return !mirror_entered_by_source(c->skb, c->id);
@@ -126,13 +121,13 @@ static __always_inline void mirror_tap(struct __sk_buff *skb, __u32 tap)
 {
     if (!(skb->cb[NLAB_CB_MIRROR] & tap))
         return;
-    asm volatile("" : "+r"(skb));  /* see mirror_enter */
+    ctx_opaque(skb);  /* see mirror_enter */
     __u32 ifindex = skb->ifindex;
     const struct nlab_mirror_port *mp = ifindex < NLAB_MAX_IFINDEX ? map_mirror_port(&ifindex) : NULL;
     if (!mp)
         return;
     struct mirror_ctx c = {.skb = skb, .tap = tap};
-/* a bounded loop, not unrolled: inlined at four taps, 8x unrolling doubled the compile time */
+/* a bounded loop, not unrolled: inlined at four taps, unrolling it made the compile much slower */
 #pragma clang loop unroll(disable)
     for (int i = 0; i < NLAB_MIRROR_PER_PORT; i++) {
         if (i >= mp->nr)
@@ -144,7 +139,7 @@ static __always_inline void mirror_tap(struct __sk_buff *skb, __u32 tap)
     }
 }
 
-/* Wrap a copy in the mirror encapsulation (see abi.h) and tag it with the mirror VLAN.
+/* Wrap a copy in the mirror encapsulation (see abi/mirror.h) and tag it with the mirror VLAN.
  * Packet pointers are invalid afterwards. */
 static __always_inline int mirror_encapsulate(struct __sk_buff *skb, const struct nlab_mirror_session *s,
                                               __u32 mark, __u32 orig_len)
@@ -221,7 +216,7 @@ static __always_inline int mirror_receive(struct __sk_buff *skb)
     if (!s || !eth || !(s->flags & (NLAB_MIRROR_F_RX | NLAB_MIRROR_F_ENCAP)) || !s->vlan ||
         tr.magic != bpf_htonl(NLAB_MIRROR_MAGIC) || (skb->vlan_tci & 0x0fff) != s->vlan)
         return TC_ACT_OK;
-    if (!(s->flags & NLAB_MIRROR_F_RX) || !mac_same(eth->h_dest, s->outer_dst))
+    if (!(s->flags & NLAB_MIRROR_F_RX) || !mac_equal(eth->h_dest, s->outer_dst))
         return TC_ACT_SHOT;
     struct nlab_mirror_stats *st = map_mirror_stats(&id);
     if (bpf_skb_vlan_pop(skb) || bpf_skb_store_bytes(skb, 0, tr.inner, 14, 0) ||

@@ -2,7 +2,7 @@
 #ifndef NLAB_PARSING_H
 #define NLAB_PARSING_H
 
-#include <uapi/linux/if_ether.h>  /* not linux/if_ether.h: that one pulls in the kernel's skbuff.h (+1.8 s of compile) */
+#include <uapi/linux/if_ether.h>  /* not linux/if_ether.h: that one pulls in the kernel's skbuff.h, a much slower compile */
 #include <uapi/linux/pkt_cls.h>
 
 #ifndef ETH_P_8021AD
@@ -14,15 +14,22 @@ struct vlan_hdr_ {
     __be16 encap_proto;
 };
 
-/* skb->ifindex, always loaded as ctx + constant offset. Read in several helpers, the field's
- * address is otherwise hoisted by clang into a register (ctx + 40), and the verifier refuses
- * a load through a modified ctx pointer. */
+/* Make the context pointer `skb` opaque to clang from here on. When inlined helpers read the
+ * same field, clang may keep the field's address (ctx + offset) in a register and load through
+ * it; the verifier refuses a load through a modified ctx pointer. After this, every field is
+ * loaded as this copy of skb + constant offset. */
+#define ctx_opaque(skb) asm volatile("" : "+r"(skb))
+
+/* skb->ifindex, read in several helpers: loaded as ctx + constant offset (see ctx_opaque). */
 static __always_inline __u32 skb_ifindex(const struct __sk_buff *skb)
 {
-    __u32 ifindex;
+    ctx_opaque(skb);
+    return skb->ifindex;
+}
 
-    asm volatile("%0 = *(u32 *)(%1 + %2)" : "=r"(ifindex) : "r"(skb), "i"(__builtin_offsetof(struct __sk_buff, ifindex)));
-    return ifindex;
+static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+{
+    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
 }
 
 /* The Ethernet header, or NULL when the frame is shorter than one. */

@@ -7,7 +7,7 @@
 #ifndef NLAB_POLICY_H
 #define NLAB_POLICY_H
 
-#include "abi.h"
+#include "abi/fw.h"
 #include "flow.h"
 
 /* Protocols the policy names, ICMP only in its own IP version (is_icmp); every other IP protocol

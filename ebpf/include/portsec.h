@@ -6,8 +6,10 @@
 #ifndef NLAB_PORTSEC_H
 #define NLAB_PORTSEC_H
 
-#include "abi.h"
+#include "abi/fw.h"
+#include "abi/reasons.h"
 #include "flow.h"
+#include "parsing.h"
 
 #define DHCP_SERVER_PORT  67
 #define DHCP_CLIENT_PORT  68
@@ -25,11 +27,6 @@
 #define ND_OPT_SOURCE_LL  1
 #define ND_OPT_TARGET_LL  2
 #define ND_MAX_OPTS       4  /* options an NS, NA or RS may carry here (Linux sends one or two) */
-
-static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
-{
-    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
-}
 
 static __always_inline int addr_allowed(__u32 ifindex, __u8 family, const __u8 *addr)
 {

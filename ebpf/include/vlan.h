@@ -4,10 +4,9 @@
 #ifndef NLAB_VLAN_H
 #define NLAB_VLAN_H
 
-#include "abi.h"
+#include "abi/port.h"
+#include "abi/reasons.h"
 #include "parsing.h"
-
-#define NLAB_NO_VLAN 0xffff
 
 static __always_inline int vlan_allowed(const struct nlab_port *port, __u32 vid)
 {

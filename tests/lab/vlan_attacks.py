@@ -218,7 +218,7 @@ def inject(ns: str, iface: str, frames: Iterable[bytes], gap: float = 0.0) -> in
 @dataclass(frozen=True)
 class Attack:
     name: str
-    reason: str  # the drop-reason label the attacker's port must count (dataplane/abi.py)
+    reason: str  # the drop-reason label the attacker's port must count (dataplane/abi/reasons.py)
     frames: tuple[bytes, ...]
 
 
