@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from ipaddress import ip_address, ip_interface, ip_network
 from typing import Any, TypeVar
 
-from netns_lab.topology.convert_firewall import FirewallConverter
+from netns_lab.topology.convert_firewall import FirewallConverter, fit_quotas
 from netns_lab.topology.convert_mirror import MirrorConverter
 from netns_lab.topology.errors import Issue, did_you_mean
 from netns_lab.topology.model import (
@@ -72,7 +72,7 @@ class Converter:
         mirror = MirrorConverter(self.source, FirewallConverter(self.source, data, broken), self.vlans)
         mirrors = mirror.sessions(data.get("mirrors"), broken)
         self.issues += mirror.issues
-        return Topology(
+        topo = Topology(
             lab=self.lab,
             source=self.source,
             vlans=self.vlans.vlans,
@@ -85,6 +85,7 @@ class Converter:
             firewall=settings,
             mirrors=mirrors,
         )
+        return fit_quotas(topo, firewall.given_limits)
 
     def _section(
         self,

@@ -12,11 +12,14 @@ an ICMP rule for the other IP version) is reported and kept.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from dataclasses import replace
 from ipaddress import ip_interface, ip_network
 from typing import Any
 
 from netns_lab.topology.errors import Issue, listing, unknown
-from netns_lab.topology.model import FirewallSettings, FwRule, IpNet, PeerSpec, SecurityGroup
+from netns_lab.topology.limits import CT_SIZE
+from netns_lab.topology.model import FirewallSettings, FwRule, IpNet, PeerSpec, SecurityGroup, Topology
 
 Broken = set[tuple[str, str]]
 RULES = "firewall.rules"  # the key of a broken rule in ``Broken`` is (RULES, its index)
@@ -61,6 +64,7 @@ class FirewallConverter:
         self.broken = broken
         self.issues: list[Issue] = []
         self._failures = 0
+        self.given_limits: frozenset[str] = frozenset()  # connection settings the file gives
         groups, vms = data.get("security_groups"), data.get("vms")
         self.raw_groups: dict[str, Any] = groups if isinstance(groups, dict) else {}
         # Declared names (VMs with their NIC counts); None for a malformed section, which may
@@ -117,6 +121,7 @@ class FirewallConverter:
         }
         if "ct_quota" in limits:  # a peer may hold what a VM may open, unless it is given
             limits.setdefault("ct_quota_peer", limits["ct_quota"])
+        self.given_limits = frozenset(limits)
         return FirewallSettings(rules=self.rules(raw.get("rules")), **limits)
 
     def rules(self, raw: Any) -> tuple[FwRule, ...]:
@@ -272,3 +277,26 @@ def _nic_count(raw: Any) -> int | None:
     """How many NICs a VM declares; None when that is not known (its ``nics`` is broken)."""
     nics = raw.get("nics") if isinstance(raw, dict) else None
     return len(nics) if isinstance(nics, list) else None
+
+
+QUOTAS = ("ct_quota", "ct_quota_in")
+
+
+def fit_quotas(topo: Topology, given: frozenset[str]) -> Topology:
+    """The topology with the quotas the file leaves to their defaults lowered, where needed, so
+    that the shares of the busiest host's firewalled NICs fit its connection table: a lab with
+    many firewalled VMs on a host works without tuning, and one VM still cannot leave another
+    without room. Quotas the file gives are kept (the validator reports them if they do not fit)."""
+    fw = topo.firewall
+    hosts = Counter(topo.vm(vm).host for vm, _ in topo.firewalled_nics())
+    most = max(hosts.values(), default=0)
+    free = [q for q in QUOTAS if q not in given]
+    if not most or not free or most * (fw.ct_quota + fw.ct_quota_in) <= CT_SIZE:
+        return topo
+    each = (CT_SIZE // most - sum(getattr(fw, q) for q in QUOTAS if q in given)) // len(free)
+    if each < 1:
+        return topo
+    fitted = {q: min(getattr(fw, q), each) for q in free}
+    if "ct_quota_peer" not in given:
+        fitted["ct_quota_peer"] = fitted.get("ct_quota", fw.ct_quota)
+    return replace(topo, firewall=replace(fw, **fitted))

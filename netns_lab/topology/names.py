@@ -10,7 +10,9 @@ IFNAMSIZ = 15  # usable bytes of a Linux interface name (IFNAMSIZ 16 minus the N
 
 def default_mac(lab: str, vm: str, index: int) -> str:
     """A stable, locally administered unicast MAC for a NIC declared without one."""
-    digest = hashlib.sha256(f"{lab}/{vm}/{index}".encode()).digest()
+    # surrogatepass: a name that is not valid text (a lone surrogate from YAML) is still hashed; the
+    # validator reports the name, this must not crash before it can
+    digest = hashlib.sha256(f"{lab}/{vm}/{index}".encode("utf-8", "surrogatepass")).digest()
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
