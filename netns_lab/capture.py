@@ -15,7 +15,7 @@ buffer, so drops count copies only).
 
 A capture on a mirror destination's vSwitch port (`marked`) sees copies as the host sends them
 to the VM, after the port's TC egress program, which leaves each copy's skb->mark in place
-(session and direction, see ebpf/include/abi.h); SO_RCVMARK hands the mark over with each frame,
+(session and direction, see ebpf/include/abi/mirror.h); SO_RCVMARK hands the mark over with each frame,
 and only marked frames are kept: exactly the copies, each with the session that made it.
 """
 

@@ -422,7 +422,7 @@ def taps(lab: str, session: str | None = None) -> list[Tap]:
 def decapsulate(frame: bytes) -> tuple[int, str, bytes] | None:
     """(session id, direction "in"/"out", the copy as the VM sent or received it) of a frame in
     the mirror encapsulation (untagged, as the analyzer on the physical network receives it);
-    None for any other frame. See ebpf/include/abi.h for the format."""
+    None for any other frame. See ebpf/include/abi/mirror.h for the format."""
     size = ctypes.sizeof(abi.MirrorTrailer)
     if len(frame) < 14 + size or frame[12:14] != abi.MIRROR_ETHERTYPE.to_bytes(2, "big"):
         return None
