@@ -21,7 +21,7 @@ BPF_PERCPU_ARRAY(counters, struct nlab_counter, NLAB_MAX_IFINDEX * NLAB_NR_DIRS 
 
 /* ---- firewall and port security (VM ports of hypervisors only) ----
  * A physical switch is built with -DNLAB_SWITCH_ONLY: it has no VM ports, and leaving the
- * firewall out cuts its compile time by three quarters. */
+ * firewall out cuts most of its compile time. */
 #ifndef NLAB_SWITCH_ONLY
 
 /* vNIC settings by ifindex (MAC, endpoint id, flags); all zero: no port security, no policy. */

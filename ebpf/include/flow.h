@@ -43,7 +43,7 @@ struct flow {
 #define NLAB_DIRECT_MAX 256
 
 /* `len` bytes at `off` into `to`: straight from the linear part of the packet, where a VM's
- * headers are (a direct read costs a few ns, the helper call ~10), else through the helper,
+ * headers are (a direct read is much cheaper than the helper call), else through the helper,
  * which also reads paged data. */
 static __always_inline int read_bytes(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
 {

@@ -4,11 +4,11 @@ Verb-first calls that mirror ip(8). A `Netlink` opens a raw NETLINK_ROUTE socket
 thread sits in the target namespace, so the socket (and everything done through it) belongs
 there, without the fork per socket that `IPRoute(netns=...)` costs. Requests are packed by
 `rtnl` and sent one at a time with NLM_F_ACK; each call returns when the kernel has answered.
-pyroute2's sync API runs an asyncio loop per request (~240 us for a link change that costs
-~7 us on a raw socket), so nothing on the build path uses it: `tc_socket()` hands
-dataplane.tc a second raw socket in the namespace, and `iproute()` is left for tests that
-want an independent view. The kernel does a request's work inside send(), so waiting for
-each ack costs nothing worth batching away.
+pyroute2's sync API runs an asyncio loop per request, many times what the same link change
+costs on a raw socket (README, Performance), so nothing on the build path uses it:
+`tc_socket()` hands dataplane.tc a second raw socket in the namespace, and `iproute()` is left
+for tests that want an independent view. The kernel does a request's work inside send(), so
+waiting for each ack costs nothing worth batching away.
 
 Creating calls return the new ifindex, read from the NLM_F_ECHO copy of RTM_NEWLINK (kernel
 6.1+; on older kernels the echo is absent and `index()` looks the name up when needed).

@@ -3,7 +3,7 @@
 No I/O here. Layouts follow <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h> and
 <linux/if_addr.h>: headers and attributes in host byte order, addresses in network order, every
 attribute padded to 4 bytes. struct is used instead of pyroute2's message classes because a
-veth request packs in ~2.5 us here against ~200 us through `ifinfmsg.encode()`.
+veth request packs far faster with it than through `ifinfmsg.encode()` (README, Performance).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scale benchmark (issue 2): up and down of labs of 10, 50 and 200 VMs over 4 hosts.
+"""Scale benchmark: up and down of labs of 10, 50 and 200 VMs over 4 hosts.
 
     tor1 --- hv0..hv3 (eth0) --- vs0 --- vm0 .. vm(N-1)     (VMs round-robin over the hosts)
 

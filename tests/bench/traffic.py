@@ -120,8 +120,9 @@ def tcp_throughput(
 def ping(client_ns: str, ip: str, count: int, interval: float) -> Rtt:
     """Mean, mdev and median of the round trips, in µs, from ping's per-reply lines.
 
-    Not from the `-q` summary: it prints the mean in ms with 3 decimals, a 1 µs step on a
-    ~15 µs figure; the mean of the replies (each to 1 µs) resolves a fraction of that.
+    Not from the `-q` summary: it prints the mean in ms with 3 decimals, a 1 µs step, coarse
+    against the short round trips of a veth path; the mean of the replies (each to 1 µs)
+    resolves a fraction of a step.
     """
     out = subprocess.run(
         in_ns(client_ns, "ping", "-n", "-c", str(count), "-i", str(interval), "-W", "1", ip),

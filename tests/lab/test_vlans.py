@@ -58,9 +58,9 @@ SHARED = {
 }
 
 
-# VLAN isolation must hold on its own, without the port security of issue 4 (which would stop
-# the shared-subnet addresses and the MAC flood at the VM port before any VLAN logic sees them):
-# this module runs the reference lab with port security off on the four VMs it borrows.
+# VLAN isolation must hold on its own, without port security (which would stop the shared-subnet
+# addresses and the MAC flood at the VM port before any VLAN logic sees them): this module runs
+# the reference lab with port security off on the four VMs it borrows.
 NO_PORTSEC = {
     "{vswitch: ops, vlan: desktop, ip: 10.50.0.11/24}": "desk1",
     "{vswitch: prod, vlan: desktop, ip: 10.50.0.12/24}": "desk2",

@@ -1,4 +1,4 @@
-"""`nlab watch` on the reference lab under real traffic (issue 5, item 4).
+"""`nlab watch` on the reference lab under real traffic.
 
     hv1 vs2 (VLAN web)                    hv2 prod                                  hv3 ops
      web2 .12 --pings--> web1 .11          app1 eth1 db .21 --tcp--> db1 .31         app2 db .22
@@ -8,9 +8,9 @@
 
 Verdicts come from the real firewall programs' ring buffers (denials at app1-1 by the default
 policy, at db1-0 by a deny rule 65 added with `nlab fw add`; allowed new flows by rules 21/30).
-Mirror sessions are built by another issue: until `netns_lab.mirror` lands, taps are built here
-(tests/lab/watch_shim.py stands in for the module in a `nlab watch` subprocess), and the end-to-end
-test with a real session skips.
+Taps on interfaces that are no session's destination (a VM's own NIC, a host's trunk, a socket
+with a tiny buffer) are built here: tests/lab/watch_shim.py stands in for `netns_lab.mirror` in a
+`nlab watch` subprocess. The end-to-end test uses a real session (web1 to the analyzer).
 """
 
 from __future__ import annotations
@@ -299,7 +299,7 @@ def test_mirror_session_web1_to_analyzer_end_to_end(reference_lab: Lab, tmp_path
     session, added = (existing[0].session, False) if existing else ("wtest", True)
     if added:
         args = ("mirror", "--lab", lab.name, "add", session, "--source", "web1", "--direction", "both")
-        _nlab(*args, "--dest", "analyzer")  # the reference lab should have one (issue 5, item 6)
+        _nlab(*args, "--dest", "analyzer")  # the reference lab should have one
     try:
         w = Streaming(
             ["--lab", lab.name, "--mirror", session, "--json", "--pcap", str(pcap), "--duration", "40"]
