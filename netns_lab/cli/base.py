@@ -19,7 +19,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import IO, Any, NoReturn
 
 from netns_lab import state
@@ -108,6 +108,17 @@ def first_key(rest: str) -> str:
     """``.ports[0]`` -> ``ports``; ``[1]`` -> ``""``."""
     match = re.match(r"\.([A-Za-z_]+)", rest)
     return match[1] if match else ""
+
+
+def key_flags(known: Iterable[str]) -> Callable[[str], str | None]:
+    """For `at_flags`: a path whose first key is one of ``known`` names the flag ``--KEY``."""
+    keys = frozenset(known)
+
+    def flag(rest: str) -> str | None:
+        key = first_key(rest)
+        return f"--{key}" if key in keys else None
+
+    return flag
 
 
 # -- choosing a lab ------------------------------------------------------------------------------

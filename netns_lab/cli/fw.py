@@ -14,7 +14,7 @@ from rich.table import Table
 from netns_lab import encoding, fanout, fwlive, subscription
 from netns_lab.cli.base import (
     at_flags,
-    first_key,
+    key_flags,
     positive,
     stop_options,
     verb_group,
@@ -127,15 +127,11 @@ def cmd_add(args: argparse.Namespace, lab: str) -> dict[str, Any]:
         index = len(rules)
         rules.append(rule)
 
-    def flag(rest: str) -> str | None:
-        key = first_key(rest)
-        return f"--{key}" if key in RULE_FLAGS else None
-
     with fwlive.opened(lab) as live:
         try:
             live.change(edit)
         except TopologyError as err:
-            raise at_flags(err, "fw add", f"firewall.rules[{index}]", flag) from None
+            raise at_flags(err, "fw add", f"firewall.rules[{index}]", key_flags(RULE_FLAGS)) from None
         return {"lab": lab, "added": rule["id"], "hosts": [h.host for h in live.hosts]}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from netns_lab import fwlive, mirror
 from netns_lab.cli.base import (
     at_flags,
-    first_key,
+    key_flags,
     verb_group,
 )
 from netns_lab.cli.render import line
@@ -49,15 +49,11 @@ def cmd_add(args: argparse.Namespace, lab: str) -> dict[str, Any]:
         sessions[args.name] = session
         data["mirrors"] = sessions
 
-    def flag(rest: str) -> str | None:
-        key = first_key(rest)
-        return f"--{key}" if key in SESSION_FLAGS else None
-
     with mirror.opened(lab) as live:
         try:
             live.change(edit)
         except TopologyError as err:
-            raise at_flags(err, "mirror add", f"mirrors.{args.name}", flag) from None
+            raise at_flags(err, "mirror add", f"mirrors.{args.name}", key_flags(SESSION_FLAGS)) from None
         return {"lab": lab, "added": args.name, "session": session}
 
 
