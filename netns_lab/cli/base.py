@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import IO, Any, NoReturn
 
-from netns_lab import state
+from netns_lab.lab import state
 from netns_lab.topology.errors import Issue, TopologyError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NONCOMPLIANT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from netns_lab import encoding, fanout, fwlive, subscription
+from netns_lab import encoding
 from netns_lab.cli.base import (
     at_flags,
     key_flags,
@@ -20,6 +20,9 @@ from netns_lab.cli.base import (
     verb_group,
 )
 from netns_lab.cli.render import out
+from netns_lab.features.firewall import live as fwlive
+from netns_lab.lab import fanout, running
+from netns_lab.observe import subscription
 from netns_lab.topology.errors import TopologyError, unknown
 from netns_lab.topology.model import Topology
 
@@ -55,8 +58,8 @@ def _applies_to(topo: Topology, rule: Any, vm: str) -> bool:
 
 
 def cmd_show(args: argparse.Namespace, lab: str) -> dict[str, Any]:
-    with fwlive.opened(lab) as live:
-        topo, hits = live.topo, live.rule_hits()
+    with running.opened(lab) as live:
+        topo, hits = live.topo, fwlive.rule_hits(live)
         rules = [r for r in topo.firewall.rules if args.vm is None or _applies_to(topo, r, args.vm)]
         if args.vm is not None and args.vm not in {v.name for v in topo.vms}:
             raise ValueError(f"vm: no VM {args.vm!r} in lab {lab!r}")
@@ -76,24 +79,24 @@ def cmd_show(args: argparse.Namespace, lab: str) -> dict[str, Any]:
 
 
 def cmd_counters(args: argparse.Namespace, lab: str) -> dict[str, Any]:
-    with fwlive.opened(lab) as live:
-        hits = live.rule_hits()
+    with running.opened(lab) as live:
+        hits = fwlive.rule_hits(live)
         ordered = [*sorted(k for k in hits if k), *(k for k in hits if not k)]  # the default last
         return {
             "lab": lab,
             "rules": [
                 {"rule": encoding.rule_field(k), "packets": hits[k][0], "bytes": hits[k][1]} for k in ordered
             ],
-            "events_lost": live.events_lost(),
-            "connections": len(live.connections()),
+            "events_lost": fwlive.events_lost(live),
+            "connections": len(fwlive.connections(live)),
         }
 
 
 def cmd_connections(args: argparse.Namespace, lab: str) -> dict[str, Any]:
-    with fwlive.opened(lab) as live:
+    with running.opened(lab) as live:
         if args.gc:
-            live.gc()
-        return {"lab": lab, "connections": live.connections()}
+            fwlive.gc(live)
+        return {"lab": lab, "connections": fwlive.connections(live)}
 
 
 def _rule_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,7 +130,7 @@ def cmd_add(args: argparse.Namespace, lab: str) -> dict[str, Any]:
         index = len(rules)
         rules.append(rule)
 
-    with fwlive.opened(lab) as live:
+    with running.opened(lab) as live:
         try:
             live.change(edit)
         except TopologyError as err:
@@ -143,7 +146,7 @@ def cmd_del(args: argparse.Namespace, lab: str) -> dict[str, Any]:
             raise ValueError(f"id: no rule {args.id} (rules: {', '.join(str(r.get('id')) for r in rules)})")
         data["firewall"]["rules"] = kept
 
-    with fwlive.opened(lab) as live:
+    with running.opened(lab) as live:
         live.change(edit)
         return {"lab": lab, "deleted": args.id, "hosts": [h.host for h in live.hosts]}
 
@@ -170,7 +173,7 @@ def cmd_group(args: argparse.Namespace, lab: str) -> dict[str, Any]:
             members.remove(args.member)
         groups[args.group] = members
 
-    with fwlive.opened(lab) as live:
+    with running.opened(lab) as live:
         created = args.action == "add" and args.group not in {g.name for g in live.topo.security_groups}
         try:
             live.change(edit)
@@ -315,7 +318,7 @@ def _rules(doc: dict[str, Any]) -> None:
 # -- parser --------------------------------------------------------------------------------------
 def register(sub: Any, name: str, summary: str) -> None:
     description = "the stateful eBPF NIC firewall: rules, groups, counters, events"
-    verb = verb_group(sub, name, summary, description, fwlive.NotRunning, render)
+    verb = verb_group(sub, name, summary, description, running.NotRunning, render)
     verb("show", cmd_show, "rules (with hits) and groups, optionally of one VM").add_argument("vm", nargs="?")
     verb("counters", cmd_counters, "hits per rule, events lost, tracked connections")
     verb("connections", cmd_connections, "the connection tables of every host").add_argument(

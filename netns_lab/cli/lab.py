@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netns_lab import state
 from netns_lab.cli import render
 from netns_lab.cli.base import (
     EXIT_NONCOMPLIANT,
@@ -29,11 +28,12 @@ from netns_lab.cli.base import (
     write_output,
 )
 from netns_lab.cli.source import DEFAULT_TOPOLOGY, default_topology, load, running, target
+from netns_lab.lab import state
 from netns_lab.topology.names import namespace
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from netns_lab import builder, teardown
+    from netns_lab.lab import builder, teardown
 
     topo, text = load(args.topology or default_topology(), args.name)
     if state.LabState.read(topo.lab) is not None:
@@ -63,7 +63,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from netns_lab import teardown
+    from netns_lab.lab import teardown
 
     lab = resolve_lab(chosen_lab(args, args.lab_arg), required=False)
     result = None if lab is None else teardown.down(lab)
@@ -78,7 +78,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from netns_lab import status
+    from netns_lab.lab import status
 
     lab = resolve_lab(chosen_lab(args, args.lab_arg))
     assert lab is not None
@@ -149,7 +149,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from netns_lab import graph
+    from netns_lab.observe import graph
 
     topo, _ = target(args)
     source = graph.dot(topo)

@@ -5,20 +5,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from netns_lab import fwlive, mirror
 from netns_lab.cli.base import (
     at_flags,
     key_flags,
     verb_group,
 )
 from netns_lab.cli.render import line
+from netns_lab.features.mirror import live as mirror_live
+from netns_lab.lab import running
 from netns_lab.topology.errors import TopologyError
 
 SESSION_FLAGS = ("source", "dest", "direction", "tap", "snaplen", "sample", "vlan")
 
 
 def cmd_list(args: argparse.Namespace, lab: str) -> dict[str, Any]:
-    return {"lab": lab, "sessions": mirror.documents(lab)}
+    with running.opened(lab) as live:
+        return {"lab": lab, "sessions": mirror_live.documents(live)}
 
 
 def _sources(text: str) -> list[str] | str:
@@ -49,7 +51,7 @@ def cmd_add(args: argparse.Namespace, lab: str) -> dict[str, Any]:
         sessions[args.name] = session
         data["mirrors"] = sessions
 
-    with mirror.opened(lab) as live:
+    with running.opened(lab) as live:
         try:
             live.change(edit)
         except TopologyError as err:
@@ -66,7 +68,7 @@ def cmd_del(args: argparse.Namespace, lab: str) -> dict[str, Any]:
         del sessions[args.name]
         data["mirrors"] = sessions or None
 
-    with mirror.opened(lab) as live:
+    with running.opened(lab) as live:
         live.change(edit)
         return {"lab": lab, "deleted": args.name}
 
@@ -94,7 +96,7 @@ def render(verb: str, doc: dict[str, Any]) -> None:
 
 def register(sub: Any, name: str, summary: str) -> None:
     description = "copies of VM ports' frames to analyzer VMs: add, delete, list with counters"
-    verb = verb_group(sub, name, summary, description, fwlive.NotRunning, render)
+    verb = verb_group(sub, name, summary, description, running.NotRunning, render)
     verb("list", cmd_list, "sessions (promiscuous NICs included) with their counters")
     add = verb("add", cmd_add, "add a session on every host at once")
     add.add_argument("name")

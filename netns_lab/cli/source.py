@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from netns_lab import state
 from netns_lab.cli.base import UsageError, chosen_lab, not_up, resolve_lab
+from netns_lab.lab import state
 from netns_lab.topology import loader
 from netns_lab.topology.model import Topology
 

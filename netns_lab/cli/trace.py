@@ -24,7 +24,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     lab = resolve_lab(chosen_lab(args))
     assert lab is not None
     topo, _ = running(lab)
-    from netns_lab import trace  # scapy takes a quarter second to import: only for this command
+    from netns_lab.observe import trace  # scapy takes a quarter second to import: only for this command
 
     try:
         doc = trace.trace(topo, args.vm, args.to, args.proto, args.dport)

@@ -8,10 +8,10 @@ from typing import Any
 
 from rich.table import Table
 
-from netns_lab import vlancheck
 from netns_lab.cli.base import EXIT_NONCOMPLIANT, UsageError, emit, json_option, lab_option
 from netns_lab.cli.render import out
 from netns_lab.cli.source import target
+from netns_lab.features.vlan import checks as vlancheck
 from netns_lab.topology import describe
 
 

@@ -1,7 +1,7 @@
 """`nlab watch`: the live view of a lab's firewall verdicts and mirrored packets.
 
 Argument checks, opening the sources, and the terminal / JSON-lines output; the merging and
-filtering live in `netns_lab.watch`.
+filtering live in `netns_lab.observe.watch`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from netns_lab import encoding, fwlive, watch
-from netns_lab.capture import PcapWriter
+from netns_lab import encoding
 from netns_lab.cli.base import (
     UsageError,
     chosen_lab,
@@ -24,6 +23,9 @@ from netns_lab.cli.base import (
     resolve_lab,
     stop_options,
 )
+from netns_lab.lab import running
+from netns_lab.observe import watch
+from netns_lab.observe.capture import PcapWriter
 
 EPILOG = """\
 what is shown:
@@ -99,8 +101,8 @@ def _open(lab: str, flt: watch.Filter, pcap_path: str | None) -> Any:
     """The lab's sources, opened; ValueError (`field: reason`) for bad input, nothing left open."""
     with contextlib.ExitStack() as stack:
         try:
-            live = stack.enter_context(fwlive.opened(lab))
-        except fwlive.NotRunning:
+            live = stack.enter_context(running.opened(lab))
+        except running.NotRunning:
             raise ValueError(f"lab: lab {lab!r} is not up") from None
         known = {v.name for v in live.topo.vms}
         if unknown := sorted(flt.vms - known):
@@ -124,8 +126,6 @@ def _taps(lab: str, flt: watch.Filter) -> list[watch.TapLike]:
         return []
     try:
         return watch.resolve_taps(lab, flt.mirror)
-    except watch.MirrorUnavailable:
-        raise ValueError("mirror: this build has no mirror sessions (netns_lab.mirror is missing)") from None
     except KeyError:
         raise ValueError(f"mirror: no mirror session {flt.mirror!r} in lab {lab!r}") from None
 

@@ -238,7 +238,7 @@ class FirewallSettings:
     icmp_timeout: int = 30
     frag_timeout: int = 10
     tcp_close_timeout: int = 10  # after a FIN or RST
-    sweep_interval: int = 10  # between two sweeps of a host's connection table (netns_lab/sweeper.py)
+    sweep_interval: int = 10  # between two sweeps of a host's connection table (netns_lab/lab/sweeper.py)
     ct_quota_in: int = 4096  # connection entries of flows opened towards one VM
     ct_quota_peer: int = 4096  # of those, entries of flows one peer opened (YAML default: ct_quota)
 

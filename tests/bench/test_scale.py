@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from netns_lab import builder, teardown
 from netns_lab.kernel import netns
-from netns_lab.state import state_dir
+from netns_lab.lab import builder, teardown
+from netns_lab.lab.state import state_dir
 from netns_lab.topology import loader
 from netns_lab.topology.model import Topology
 from tests.bench import ipbatch

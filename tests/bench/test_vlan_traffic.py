@@ -39,9 +39,9 @@ from typing import Any
 
 import pytest
 
-from netns_lab import builder, teardown
 from netns_lab.kernel import netns
-from netns_lab.state import pin_dir, state_dir
+from netns_lab.lab import builder, teardown
+from netns_lab.lab.state import pin_dir, state_dir
 from netns_lab.topology import loader, names
 from tests.bench import traffic
 

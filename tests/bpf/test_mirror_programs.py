@@ -23,7 +23,7 @@ from dataplane import abi, testrun
 from dataplane.abi import Direction, Reason
 from dataplane.mirror import Session, Stats
 from dataplane.switch import PortVlans
-from netns_lab.mirror import decapsulate
+from netns_lab.features.mirror.plan import decapsulate
 from tests.bpf.conftest import PORT, Counters
 from tests.bpf.frames import FRAMES
 

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netns_lab import sweeper
 from netns_lab.kernel import netns
+from netns_lab.lab import sweeper
 
 Record = Callable[[str, int], None]
 

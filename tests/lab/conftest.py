@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from netns_lab.kernel import netns
-from netns_lab.state import pin_dir, state_dir
+from netns_lab.lab.state import pin_dir, state_dir
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "labs" / "nist-800-125b.yaml"

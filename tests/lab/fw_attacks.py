@@ -7,7 +7,7 @@ injector of vlan_attacks, from the attacker VM's own NIC, as its kernel would se
 
 Counters come from the document `nlab status --json` prints, built in-process: a CLI call costs
 a second of Python start-up and the module has a time budget. For the same reason, rule changes
-that are only scaffolding go through `fwlive` (the code behind `nlab fw add/del`); the changes
+that are only scaffolding go through `running.opened` (the code behind `nlab fw add/del`); the changes
 under test go through the real CLI.
 """
 
@@ -34,9 +34,10 @@ from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptPrefixInfo, ICMPv6NDOptSr
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw, raw
 
-from netns_lab import fwlive, probe, status
 from netns_lab.kernel import netns
-from netns_lab.state import LabState
+from netns_lab.lab import running, status
+from netns_lab.lab.state import LabState
+from netns_lab.observe import probe
 from netns_lab.topology import loader
 from tests.lab.conftest import REPO, nlab
 from tests.lab.vlan_attacks import BROADCAST, Nic
@@ -68,13 +69,13 @@ def _edit_rules(data: dict[str, Any], add: list[dict[str, Any]], drop: set[int])
 
 def change_rules(lab: str, add: tuple[dict[str, Any], ...] = (), drop: tuple[int, ...] = ()) -> None:
     """One live change on every host (what `nlab fw add/del` runs), without a CLI start-up."""
-    with fwlive.opened(lab) as live:
+    with running.opened(lab) as live:
         live.change(lambda data: _edit_rules(data, list(add), set(drop)))
 
 
 def flip_rule(lab: str, r: dict[str, Any], times: int) -> None:
     """Add `r`, delete it, add it... `times` changes in all, each on every host."""
-    with fwlive.opened(lab) as live:
+    with running.opened(lab) as live:
         for i in range(times):
             add, drop = ([r], set()) if i % 2 == 0 else ([], {r["id"]})
             live.change(lambda data, add=add, drop=drop: _edit_rules(data, add, drop))
@@ -91,7 +92,7 @@ def live_rules(lab: str, *rules: dict[str, Any]) -> Iterator[None]:
 
 
 def set_members(lab: str, group: str, members: list[str]) -> None:
-    with fwlive.opened(lab) as live:
+    with running.opened(lab) as live:
         live.change(lambda data: data["security_groups"].__setitem__(group, members))
 
 

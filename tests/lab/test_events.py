@@ -25,8 +25,9 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from netns_lab import fanout, subscription
 from netns_lab.kernel import netlink, netns
+from netns_lab.lab import fanout
+from netns_lab.observe import subscription
 from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REPO, Lab, cmdline, nlab
@@ -146,7 +147,9 @@ def test_kernel_losses_reach_every_subscriber_present_exactly(lab: Lab) -> None:
     exactly what was sent."""
     n, first = 6000, FIRST_PORT + 5000
     flt = fanout.Filter(frozenset({"app1"}), denied=True)
-    (hub,) = [p for p in netns.pids_in({netns.inode(lab.ns("hv1"))}) if "netns_lab.eventhub" in cmdline(p)]
+    (hub,) = [
+        p for p in netns.pids_in({netns.inode(lab.ns("hv1"))}) if "netns_lab.lab.eventhub" in cmdline(p)
+    ]
     with subscription.Subscription(lab.name, flt) as a, subscription.Subscription(lab.name, flt) as b:
         os.kill(hub, signal.SIGSTOP)
         try:

@@ -35,10 +35,11 @@ from typing import Any
 import pytest
 
 from dataplane.switch import SwitchDataplane
-from netns_lab import firewall, probe
+from netns_lab.features.firewall import plan as firewall
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.kernel.netns import pids_in as netns_pids
-from netns_lab.state import pin_dir
+from netns_lab.lab.state import pin_dir
+from netns_lab.observe import probe
 from netns_lab.topology import loader, names
 from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
@@ -524,7 +525,7 @@ def test_sweeper_gives_closed_connections_quota_back(
     for host in topo.hosts:
         inode = os.stat(f"/run/netns/{lab.ns(host.name)}").st_ino
         commands = [cmdline(pid) for pid in netns_pids({inode})]
-        assert any("netns_lab.sweeper" in c for c in commands), f"no sweeper in {host.name}: {commands}"
+        assert any("netns_lab.lab.sweeper" in c for c in commands), f"no sweeper in {host.name}: {commands}"
     deadline, entries = time.monotonic() + 8.0, None
     while time.monotonic() < deadline:
         entries = [c for c in fa.fw(lab.name, "connections")["connections"] if c["nic"] == "app1.eth1"]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from netns_lab import builder
 from netns_lab.kernel import netns
-from netns_lab.state import LabState, pin_dir, state_dir
+from netns_lab.lab import builder
+from netns_lab.lab.state import LabState, pin_dir, state_dir
 from netns_lab.topology import loader
 from tests.lab import build_shim
 from tests.lab.build_shim import recorded
@@ -78,7 +78,7 @@ def test_kill_9_midway_then_down_leaves_nothing(big_topology: Path) -> None:
 
 
 def _sweepers(inodes: set[int]) -> list[int]:
-    return [pid for pid in netns.pids_in(inodes) if "netns_lab.sweeper" in cmdline(pid)]
+    return [pid for pid in netns.pids_in(inodes) if "netns_lab.lab.sweeper" in cmdline(pid)]
 
 
 def test_sigterm_midway_rolls_back_by_itself(big_topology: Path, tmp_path: Path) -> None:
@@ -210,12 +210,14 @@ def test_down_stops_processes_left_in_the_lab(make_lab) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and sleeper.pid not in _lab_processes(lab):
             time.sleep(0.05)
-        # the lab's own: one connection sweeper per hypervisor (netns_lab/sweeper.py) and the
-        # event hub (netns_lab/eventhub.py)
+        # the lab's own: one connection sweeper per hypervisor (netns_lab/lab/sweeper.py) and the
+        # event hub (netns_lab/lab/eventhub.py)
         own = [pid for pid in _lab_processes(lab) if pid != sleeper.pid]
         assert sleeper.pid in _lab_processes(lab)
         kinds = sorted(cmdline(pid).split(" -m ")[1].split()[0] for pid in own)
-        assert kinds == ["netns_lab.eventhub", *["netns_lab.sweeper"] * 3], [cmdline(pid) for pid in own]
+        assert kinds == ["netns_lab.lab.eventhub", *["netns_lab.lab.sweeper"] * 3], [
+            cmdline(pid) for pid in own
+        ]
         down = json.loads(nlab("down", lab.name, "--json").stdout)
         assert sorted(down["processes"]) == sorted([sleeper.pid, *own])
         assert sleeper.wait(10) != 0
@@ -242,7 +244,7 @@ def test_a_crashed_event_hub_is_restarted_by_its_next_reader_and_ended_by_down(m
 
 
 def _hubs(lab) -> list[int]:
-    return [pid for pid in _lab_processes(lab) if "netns_lab.eventhub" in cmdline(pid)]
+    return [pid for pid in _lab_processes(lab) if "netns_lab.lab.eventhub" in cmdline(pid)]
 
 
 def _lab_processes(lab) -> list[int]:

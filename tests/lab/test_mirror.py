@@ -35,10 +35,12 @@ from scapy.packet import Raw, raw
 
 from dataplane.abi import Direction, Reason
 from dataplane.switch import SwitchDataplane
-from netns_lab import mirror
+from netns_lab.features.mirror import live as mirror_live
+from netns_lab.features.mirror import plan as mirror
 from netns_lab.kernel import netlink
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.state import pin_dir
+from netns_lab.lab import running as running_lab
+from netns_lab.lab.state import pin_dir
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import Lab, nlab, reference_variant, running
 
@@ -158,7 +160,8 @@ def until_patterned(tap: va.Tap, pattern: str, count: int) -> list[va.Frame]:
 def session_counters(lab: Lab) -> dict[str, dict[str, int]]:
     """Each session's counters, read in this process: between a read and the tap that follows
     it there is no subprocess, so a count and a capture cover the same frames."""
-    return {s["name"]: s["counters"] for s in mirror.documents(lab.name)}
+    with running_lab.opened(lab.name) as live:
+        return {s["name"]: s["counters"] for s in mirror_live.documents(live)}
 
 
 def test_every_copy_is_byte_identical_and_only_of_web1(lab: Lab) -> None:
@@ -407,7 +410,7 @@ def test_analyzer_on_the_physical_network_gets_encapsulated_copies(lab: Lab) -> 
 
 
 def test_taps_say_where_each_session_can_be_captured(lab: Lab) -> None:
-    taps = {t.session: t for t in mirror.taps(lab.name)}
+    taps = {t.session: t for t in mirror_live.taps(lab.name)}
     # an analyzer VM's copies on the host side of its port, where each still carries its mark
     assert taps["web1-ids"] == mirror.Tap("web1-ids", lab.ns("hv1"), "analyzer-0", ("web1",), False, True)
     assert taps["web1-remote"] == mirror.Tap("web1-remote", lab.ns("hv2"), "ids2-0", ("web1",), False, True)
@@ -416,9 +419,9 @@ def test_taps_say_where_each_session_can_be_captured(lab: Lab) -> None:
         lab.ns("hv1"),
         "sniff-0",
     )
-    assert mirror.taps(lab.name, "web1-ids") == [taps["web1-ids"]]
+    assert mirror_live.taps(lab.name, "web1-ids") == [taps["web1-ids"]]
     with pytest.raises(KeyError):
-        mirror.taps(lab.name, "nope")
+        mirror_live.taps(lab.name, "nope")
 
 
 def test_live_session_out_of_a_named_pnic(lab: Lab) -> None:

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netns_lab import probe
 from netns_lab.kernel import netns
+from netns_lab.observe import probe
 from tests.lab.conftest import REPO, Lab, lab_namespaces, leftovers, unique_name
 
 README = REPO / "README.md"

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS
-from netns_lab import ports, probe, status
+from netns_lab.features.vlan import plan as ports
 from netns_lab.kernel import netns
+from netns_lab.lab import status
+from netns_lab.observe import probe
 from netns_lab.topology import loader
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REFERENCE, REPO, Lab, nlab

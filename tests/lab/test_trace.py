@@ -28,10 +28,13 @@ from scapy.layers.l2 import Ether
 
 from dataplane.mirror import Mirrors
 from dataplane.switch import SwitchDataplane
-from netns_lab import fanout, mirror, subscription
+from netns_lab.features.mirror import live as mirror_live
+from netns_lab.features.mirror import plan as mirror
 from netns_lab.kernel import netns, nft
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.state import pin_dir, state_dir
+from netns_lab.lab import fanout
+from netns_lab.lab.state import pin_dir
+from netns_lab.observe import subscription
 from tests.lab.conftest import Lab, lab_namespaces, nlab, reference_variant
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
@@ -63,7 +66,7 @@ def _ifindexes(ns: str) -> list[int]:
 def dataplane_marks(lab: Lab) -> dict[str, Any]:
     """Port counters of every switching node; rule hits, mirror statistics and connection entries
     of every host; vm4's nftables counters."""
-    ids = mirror.read_ids(state_dir(lab.name))
+    ids = mirror_live.read_ids(lab.name)
     marks: dict[str, Any] = {}
     for node in (*HOSTS, *SWITCHES):
         with SwitchDataplane.open(pin_dir(lab.name) / node) as dp:

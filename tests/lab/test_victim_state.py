@@ -30,8 +30,10 @@ from scapy.layers.l2 import Ether
 from scapy.packet import raw
 
 from dataplane import abi, syscalls
-from netns_lab import fwlive, probe
+from netns_lab.features.firewall import live as fwlive
 from netns_lab.kernel import netns
+from netns_lab.lab import running as running_lab
+from netns_lab.observe import probe
 from tests.lab import fw_attacks as fa
 from tests.lab import victim_frames as vf
 from tests.lab import vlan_attacks as va
@@ -343,13 +345,13 @@ def test_flooded_syn_leaves_no_state_event_or_hit_on_bystanders(lab: Lab, n: dic
 
 
 def rule_hits(lab: str) -> dict[int, tuple[int, int]]:
-    with fwlive.opened(lab) as live:
-        return live.rule_hits()
+    with running_lab.opened(lab) as live:
+        return fwlive.rule_hits(live)
 
 
 def connections(lab: str, sport: int | None = None) -> list[dict]:
-    with fwlive.opened(lab) as live:
-        return [c for c in live.connections() if sport is None or sport in (c["sport"], c["dport"])]
+    with running_lab.opened(lab) as live:
+        return [c for c in fwlive.connections(live) if sport is None or sport in (c["sport"], c["dport"])]
 
 
 # -- the connection quota of a server ------------------------------------------------------------
@@ -386,7 +388,7 @@ def test_unlimited_client_fills_only_the_servers_inbound_share(lab: Lab, n: dict
 
 def forget_connections(lab: str) -> None:
     """Every connection entry of the lab deleted, and its quota share given back (ct_reap)."""
-    with fwlive.opened(lab) as live:
+    with running_lab.opened(lab) as live:
         for host in live.hosts:
             for key, _ in list(syscalls.map_items(host.fw.maps["conntrack"], abi.CtKey, abi.CtEntry)):
                 host.fw.forget(key)

@@ -34,9 +34,11 @@ from typing import Any
 import pytest
 
 from dataplane.switch import SwitchDataplane
-from netns_lab import ports, probe, vlancheck
+from netns_lab.features.vlan import checks as vlancheck
+from netns_lab.features.vlan import plan as ports
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.state import pin_dir
+from netns_lab.lab.state import pin_dir
+from netns_lab.observe import probe
 from netns_lab.topology import loader
 from netns_lab.topology.model import PortProfile, Topology
 from tests.lab import vlan_attacks as va

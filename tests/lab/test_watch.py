@@ -9,8 +9,9 @@
 Verdicts come from the real firewall programs' ring buffers (denials at app1-1 by the default
 policy, at db1-0 by a deny rule 65 added with `nlab fw add`; allowed new flows by rules 21/30).
 Taps on interfaces that are no session's destination (a VM's own NIC, a host's trunk, a socket
-with a tiny buffer) are built here: tests/lab/watch_shim.py stands in for `netns_lab.mirror` in a
-`nlab watch` subprocess. The end-to-end test uses a real session (web1 to the analyzer).
+with a tiny buffer) are built here: tests/lab/watch_shim.py stands in for
+`netns_lab.features.mirror.live` in a `nlab watch` subprocess. The end-to-end test uses a real
+session (web1 to the analyzer).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from netns_lab import fwlive, probe, watch
-from netns_lab.capture import PcapWriter
+from netns_lab.features.mirror import live as mirror_live
+from netns_lab.features.mirror.plan import Tap
 from netns_lab.kernel import netns
-from netns_lab.mirror import Tap
+from netns_lab.lab import running
+from netns_lab.observe import probe, watch
+from netns_lab.observe.capture import PcapWriter
 from tests.lab import fw_attacks as fa
 from tests.lab import vlan_attacks as va
 from tests.lab.conftest import REPO, Lab
@@ -201,7 +204,7 @@ def test_trunk_capture_puts_the_vlan_tags_back(reference_lab: Lab, tmp_path: Pat
     lab, path = reference_lab, tmp_path / "trunk.pcap"
     tap = Tap("trunk", lab.ns("hv2"), "eth1", ("app1",), False)
     with (
-        fwlive.opened(lab.name) as live,
+        running.opened(lab.name) as live,
         open(path, "wb") as out,
         watch.Watch(live, [tap], watch.Filter(mirror="trunk"), PcapWriter(out)) as w,
     ):
@@ -224,7 +227,7 @@ def test_capture_drops_are_reported_never_silent(reference_lab: Lab) -> None:
     lab = reference_lab
     tap = Tap("small", lab.ns("web1"), "eth0", ("web1",), False)
     with (
-        fwlive.opened(lab.name) as live,
+        running.opened(lab.name) as live,
         watch.Watch(live, [tap], watch.Filter(mirror="small"), rcvbuf=1) as w,
     ):
         ping(lab.ns("web2"), WEB1, 300, flood=True)  # while nobody reads the tiny socket buffer
@@ -248,7 +251,7 @@ def test_firewall_event_losses_are_reported_never_silent(reference_lab: Lab) -> 
         syn[34:36] = (20000 + i).to_bytes(2, "big")
         frames.append(bytes(syn))
     with (
-        fwlive.opened(lab.name) as live,
+        running.opened(lab.name) as live,
         watch.Watch(live, [], watch.Filter(frozenset({"app1"}), denied=True), queue=1000) as w,
     ):
         for i in range(0, len(frames), 500):  # before the first read: its queue at the hub overflows
@@ -281,21 +284,14 @@ def test_bad_input_on_a_running_lab_exits_2_and_leaves_nothing(reference_lab: La
     assert not pcap.exists(), "a refused watch must not leave a pcap behind"
 
 
-# -- end to end with a real mirror session (runs once netns_lab.mirror is merged) ----------------
-def _mirror_module() -> Any:
-    try:
-        from netns_lab import mirror
-    except ImportError:
-        return None
-    return mirror
-
-
-@pytest.mark.skipif(_mirror_module() is None, reason="needs netns_lab.mirror")
+# -- end to end with a real mirror session ---------------------------------------------------------
 @pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed")
 def test_mirror_session_web1_to_analyzer_end_to_end(reference_lab: Lab, tmp_path: Path) -> None:
     """N pings from web1, session web1 -> analyzer both ways: 2N mirror lines, a pcap of 2N."""
-    lab, pcap, mirror = reference_lab, tmp_path / "session.pcap", _mirror_module()
-    existing = [t for t in mirror.taps(lab.name) if "web1" in t.sources and t.ifname.startswith("analyzer-")]
+    lab, pcap = reference_lab, tmp_path / "session.pcap"
+    existing = [
+        t for t in mirror_live.taps(lab.name) if "web1" in t.sources and t.ifname.startswith("analyzer-")
+    ]
     session, added = (existing[0].session, False) if existing else ("wtest", True)
     if added:
         args = ("mirror", "--lab", lab.name, "add", session, "--source", "web1", "--direction", "both")

@@ -32,7 +32,9 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, LLC, SNAP, STP, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.packet import Packet, Raw, raw
 
-from netns_lab.capture import (
+from netns_lab.kernel import netns
+from netns_lab.kernel.netlink import Netlink
+from netns_lab.observe.capture import (
     AUXDATA,
     PACKET_AUXDATA,
     PACKET_OUTGOING,
@@ -41,8 +43,6 @@ from netns_lab.capture import (
     TP_STATUS_VLAN_VALID,
     packet_socket,
 )
-from netns_lab.kernel import netns
-from netns_lab.kernel.netlink import Netlink
 from tests.lab.conftest import nlab
 
 ANCILLARY = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(AUXDATA.size)  # receive time, then auxdata

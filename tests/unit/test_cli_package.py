@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from netns_lab import cli, state
+from netns_lab import cli
 from netns_lab.cli import base
+from netns_lab.lab import state
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("netns_lab", "dataplane")
@@ -112,8 +113,8 @@ def test_no_import_cycles_among_the_projects_modules() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     """Its positive control: a cycle added to the real graph is found, with all its members."""
     edges = _graph()
-    edges["netns_lab.state"].add("netns_lab.cli.base")  # base imports state
-    assert ["netns_lab.cli.base", "netns_lab.state"] in _cycles(edges)
+    edges["netns_lab.lab.state"].add("netns_lab.cli.base")  # base imports state
+    assert ["netns_lab.cli.base", "netns_lab.lab.state"] in _cycles(edges)
 
 
 def test_no_cli_group_imports_the_package_init() -> None:
@@ -173,7 +174,7 @@ def test_validate_does_not_load_the_kernel_side() -> None:
     """bcc, pyroute2 and dataplane (and with it libbpf) stay out: the topology package is pure."""
     loaded = _modules_after("validate", str(REPO / "labs" / "nist-800-125b.yaml"))
     assert "netns_lab.cli.lab" in loaded and "netns_lab.topology.loader" in loaded
-    assert not loaded & {"bcc", "pyroute2", "scapy", "dataplane", "netns_lab.builder", "netns_lab.cli.fw"}
+    assert not loaded & {"bcc", "pyroute2", "scapy", "dataplane", "netns_lab.lab.builder", "netns_lab.cli.fw"}
 
 
 def test_a_command_imports_its_group_only() -> None:

@@ -128,7 +128,7 @@ def test_an_output_file_that_cannot_be_written_names_the_flag_path_and_reason(tm
 
 
 def test_an_echo_has_the_same_icmp_fields_in_watch_as_in_connections() -> None:
-    from netns_lab import capture, pktdecode, watch
+    from netns_lab.observe import capture, pktdecode, watch
 
     echo = bytes.fromhex("0200000000020200000000010800")  # Ethernet to .2 from .1, IPv4
     ip = bytes.fromhex("4500005400004000400100000a0000010a000002")

@@ -1,5 +1,5 @@
 """The event hub's fan-out without a kernel: filters, per-subscriber queues, loss accounting,
-aggregation of repeated denials (`netns_lab.fanout`).
+aggregation of repeated denials (`netns_lab.lab.fanout`).
 
     hub ──event──> Fanout ──filter──> queue A (limit) ──take──> subscriber A
                      │        └─────> queue B ...
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from netns_lab import fanout
+from netns_lab.lab import fanout
 
 DENY = {
     "time": 1.0,

@@ -7,7 +7,7 @@ from ipaddress import ip_address
 
 from dataplane import abi
 from dataplane.events import now_ns
-from netns_lab.fwlive import decode
+from netns_lab.features.firewall.live import decode
 
 FIELDS = {
     "time",

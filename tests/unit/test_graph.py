@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netns_lab import graph
+from netns_lab.observe import graph
 from netns_lab.topology import loader
 
 REFERENCE = Path(__file__).resolve().parents[2] / "labs" / "nist-800-125b.yaml"

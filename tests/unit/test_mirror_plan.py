@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from dataplane import abi
-from netns_lab import fwlive, mirror
+from netns_lab.features.mirror import live as mirror_live
+from netns_lab.features.mirror import plan as mirror
+from netns_lab.lab import running
 from netns_lab.topology.loader import load, load_text
 
 HERE = Path(__file__).resolve().parent
@@ -151,5 +153,5 @@ def test_decapsulate_returns_the_copy_and_refuses_other_frames() -> None:
 
 
 def test_taps_of_a_lab_that_is_not_running() -> None:
-    with pytest.raises(fwlive.NotRunning):
-        mirror.taps("zz" + secrets.token_hex(3))
+    with pytest.raises(running.NotRunning):
+        mirror_live.taps("zz" + secrets.token_hex(3))

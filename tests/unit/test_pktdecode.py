@@ -20,7 +20,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
-from netns_lab.pktdecode import decode
+from netns_lab.observe.pktdecode import decode
 
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 ETH = Ether(src=A, dst=B)
@@ -121,7 +121,7 @@ def test_a_loop_of_ipv6_extension_headers_ends() -> None:
 def test_a_chain_past_the_dataplanes_bound_is_named() -> None:
     """The view walks as far as the dataplane does (dataplane.abi.IPV6_MAX_EXT) and says so past it."""
     from dataplane.abi import IPV6_MAX_EXT
-    from netns_lab.pktdecode import IPV6_MAX_EXT as VIEW_MAX
+    from netns_lab.observe.pktdecode import IPV6_MAX_EXT as VIEW_MAX
 
     assert VIEW_MAX == IPV6_MAX_EXT
 

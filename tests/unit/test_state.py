@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from netns_lab import state
+from netns_lab.lab import state
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from netns_lab import subscription
-from netns_lab.eventhub import HubGone
+from netns_lab.lab.eventhub import HubGone
+from netns_lab.observe import subscription
 
 
 def line(record: dict[str, Any]) -> bytes:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from netns_lab.observe.trace import Target, TraceError, leg, next_hop
 from netns_lab.topology import loader
-from netns_lab.trace import Target, TraceError, leg, next_hop
 
 REFERENCE = Path(__file__).resolve().parents[2] / "labs" / "nist-800-125b.yaml"
 TOPO = loader.load(REFERENCE)
@@ -79,6 +79,6 @@ def test_no_route_is_the_answer_unreachable_not_bad_input() -> None:
 
 
 def trace(vm: str, dst: str) -> dict:
-    from netns_lab import trace as tracing
+    from netns_lab.observe import trace as tracing
 
     return tracing.trace(TOPO, vm, dst, "tcp", 80)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from netns_lab import capture, pktdecode, watch
 from netns_lab.cli import watch as cli_watch
-from netns_lab.mirror import Tap
+from netns_lab.features.mirror.plan import Tap
+from netns_lab.observe import capture, pktdecode, watch
 
 REPO = Path(__file__).resolve().parents[2]
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
@@ -241,7 +241,10 @@ def test_bad_arguments_exit_2_with_one_clear_line(args: list[str], message: str)
 
 
 def test_watch_path_does_not_import_scapy() -> None:
-    code = "import sys, netns_lab.cli, netns_lab.watch, netns_lab.capture; print('scapy' in sys.modules)"
+    code = (
+        "import sys, netns_lab.cli, netns_lab.observe.watch, netns_lab.observe.capture;"
+        "print('scapy' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert proc.stdout.strip() == "False"
 

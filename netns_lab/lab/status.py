@@ -14,10 +14,13 @@ from dataplane import tc
 from dataplane.abi import Direction, Reason
 from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS, PortVlans, SwitchDataplane
 from dataplane.syscalls import BpfError
-from netns_lab import encoding, fwlive, mirror, ports
+from netns_lab import encoding
+from netns_lab.features.mirror import live as mirror_live
+from netns_lab.features.vlan import plan as ports
 from netns_lab.kernel import netns
 from netns_lab.kernel.netlink import Link, Netlink
-from netns_lab.state import LabState, pin_dir
+from netns_lab.lab import running
+from netns_lab.lab.state import LabState, pin_dir
 from netns_lab.topology import names
 from netns_lab.topology.model import Host, Network, Switch, Topology, Vm
 from netns_lab.topology.names import MIRROR_PORT
@@ -360,6 +363,7 @@ def problems(doc: dict[str, Any]) -> list[str]:
 def _mirrors(lab: str) -> list[dict[str, Any]]:
     """The lab's mirror sessions with their counters, as `nlab mirror list` shows them."""
     try:
-        return mirror.documents(lab)
-    except (fwlive.NotRunning, OSError):  # pins gone under a lab that looks up: status says so elsewhere
+        with running.opened(lab) as live:
+            return mirror_live.documents(live)
+    except (running.NotRunning, OSError):  # pins gone under a lab that looks up: status says so elsewhere
         return []

@@ -4,11 +4,11 @@ A ring buffer has one consumer position: two readers of it share its records, ea
 and neither knowing. So a lab has exactly one reader, this process, started by `nlab up` in the
 first hypervisor's namespace (so `nlab down` ends it with the lab's other processes, also after a
 crash) and ending by itself once the lab's pins are gone. It decodes every event, aggregates
-repeated denials and fans them out (`netns_lab.fanout`) to any number of subscribers connected to
+repeated denials and fans them out (`netns_lab.lab.fanout`) to any number of subscribers connected to
 its unix socket, each with its own filter, queue and loss count. `nlab fw events` and `nlab watch`
-are subscribers (`netns_lab.subscription`).
+are subscribers (`netns_lab.observe.subscription`).
 
-    python -m netns_lab.eventhub --lab nist --netns nist-hv1     (log: /run/netns-lab/nist/eventhub.log)
+    python -m netns_lab.lab.eventhub --lab nist --netns nist-hv1     (log: /run/netns-lab/nist/eventhub.log)
 
 Protocol on /run/netns-lab/<lab>/events.sock, one JSON object per line each way:
   -> {"subscribe": {"vms": [...], "denied": false}, "queue": 32768}      (queue: optional)
@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netns_lab import fanout, sweeper
-from netns_lab.state import pin_dir, state_dir
+from netns_lab.lab import fanout, sweeper
+from netns_lab.lab.state import pin_dir, state_dir
 from netns_lab.topology import names
 
-log = logging.getLogger("netns_lab.eventhub")
+log = logging.getLogger("netns_lab.lab.eventhub")
 
 SOCKET, LOCK, LOG = "events.sock", "eventhub.lock", "eventhub.log"
 TICK_MS = 100  # kernel loss counters and aggregation windows are looked at this often
@@ -53,7 +53,7 @@ def start(lab: str, namespace: str) -> subprocess.Popen[bytes]:
     """The lab's hub in `namespace`, detached from our session (a Ctrl-C must not reach it)."""
     with open(state_dir(lab) / LOG, "ab") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "netns_lab.eventhub", "--lab", lab, "--netns", namespace],
+            [sys.executable, "-m", "netns_lab.lab.eventhub", "--lab", lab, "--netns", namespace],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -95,17 +95,18 @@ class _Conn:
 class Hub:
     def __init__(self, lab: str) -> None:
         from dataplane.events import EventReader
-        from netns_lab import fwlive
+        from netns_lab.features.firewall import live as fwlive
+        from netns_lab.lab.running import RunningLab
 
         self.lab = lab
-        self.live = fwlive.LiveFirewall(lab)
+        self.live = RunningLab(lab)
         self.reader = EventReader()
         for h in self.live.hosts:
             self.reader.add(h.dataplane.maps["fw_events"], h.host)
         self.ports = {(h.host, idx): name for h in self.live.hosts for name, idx in h.ifindexes.items()}
         self.fanout = fanout.Fanout()
         self.conns: dict[int, _Conn] = {}
-        self.seen_lost = self.live.events_lost()  # losses before the hub came were nobody's
+        self.seen_lost = fwlive.events_lost(self.live)  # losses before the hub came were nobody's
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         path = socket_path(lab)
         with contextlib.suppress(FileNotFoundError):
@@ -141,7 +142,7 @@ class Hub:
 
     def drain(self) -> None:
         """Every event the kernel has queued, decoded and fanned out."""
-        from netns_lab import fwlive
+        from netns_lab.features.firewall import live as fwlive
 
         now = time.monotonic()
         for host, ev in self.reader.poll(0):
@@ -157,7 +158,9 @@ class Hub:
         return self.ports.setdefault((host, ifindex), f"{host}:{ifindex}")  # gone: look no more
 
     def check_losses(self) -> None:
-        lost = self.live.events_lost()
+        from netns_lab.features.firewall import live as fwlive
+
+        lost = fwlive.events_lost(self.live)
         if lost > self.seen_lost:
             log.info("%d events lost in the kernel (ring buffer full)", lost - self.seen_lost)
             self.fanout.kernel_lost(lost - self.seen_lost)
@@ -254,7 +257,7 @@ def encode(record: dict[str, Any]) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m netns_lab.eventhub", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m netns_lab.lab.eventhub", description=__doc__.splitlines()[0])
     p.add_argument("--lab", required=True)
     p.add_argument("--netns", required=True, help="the lab namespace to live in (its first hypervisor)")
     args = p.parse_args(argv)

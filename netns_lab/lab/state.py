@@ -9,6 +9,11 @@ never anything found by pattern.
     /run/netns-lab/<lab>/namespaces      journal: one namespace name per line, in creation order
     /run/netns-lab/<lab>/code/<node>.json the instructions of a node's loaded dataplane (trace)
     /run/netns-lab/<lab>/events.sock     the event hub's socket (eventhub.py), with its .lock and .log
+    /run/netns-lab/<lab>/<process>.log    the log of each lab process (sweeper-<host>, eventhub, ...)
+    /run/netns-lab/<lab>/<record>.json    what a feature keeps between live changes (mirror-ids.json)
+
+Every module writes these through this one: records and the topology copy are replaced
+atomically (write, then rename), so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 STATE_ROOT = Path(os.environ.get("NETNS_LAB_STATE", "/run/netns-lab"))
 PIN_ROOT = Path("/sys/fs/bpf/netns-lab")
@@ -28,6 +34,10 @@ PHASE_UP = "up"
 
 class LabExists(Exception):
     pass
+
+
+class NotRunning(Exception):
+    """The lab has no state on this machine (never built, or taken down)."""
 
 
 def state_dir(lab: str) -> Path:
@@ -41,6 +51,29 @@ def pin_dir(lab: str) -> Path:
 def code_file(lab: str, node: str) -> Path:
     """The instructions a switching node's dataplane was loaded with, for private copies."""
     return state_dir(lab) / "code" / f"{node}.json"
+
+
+def log_path(lab: str, process: str) -> Path:
+    """The log file of one of the lab's processes."""
+    return state_dir(lab) / f"{process}.log"
+
+
+def read_record(lab: str, name: str) -> Any:
+    """A feature's record (`name`.json) of a running lab; None if it has none."""
+    try:
+        return json.loads((state_dir(lab) / f"{name}.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
+def write_record(lab: str, name: str, value: Any) -> None:
+    _replace(state_dir(lab) / f"{name}.json", json.dumps(value, indent=2, sort_keys=True))
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def labs() -> list[str]:
@@ -97,9 +130,7 @@ class LabState:
         return cls(**data)
 
     def save(self) -> None:
-        tmp = self.dir / "lab.json.tmp"
-        tmp.write_text(json.dumps(self.__dict__, indent=2))
-        tmp.replace(self.dir / "lab.json")
+        _replace(self.dir / "lab.json", json.dumps(self.__dict__, indent=2))
 
     def mark_up(self) -> None:
         self.phase = PHASE_UP
@@ -122,6 +153,10 @@ class LabState:
             return (self.dir / "topology.yaml").read_text()
         except FileNotFoundError:
             return None
+
+    def replace_topology(self, text: str) -> None:
+        """The running lab's topology after a live change that every host took."""
+        _replace(self.dir / "topology.yaml", text)
 
     def builder_alive(self) -> bool:
         """Is the `nlab up` that is building this lab still running? (pid + start time, not name)."""

@@ -13,7 +13,7 @@ packet opens at one port is seen at the next port of the same host, as it would 
 The L2 path is worked out from the topology: VM port, hypervisor uplink, physical switch ports,
 the far hypervisor's uplink, the target's port (or the switch port of an external network). When
 the next hop is a router or firewall VM, its nftables verdict is evaluated on a copy of its live
-ruleset in a scratch namespace (netns_lab/tracerouter.py) and the trace goes on from the NIC it
+ruleset in a scratch namespace (netns_lab/observe/tracerouter.py) and the trace goes on from the NIC it
 leaves by, hop after hop, to the destination.
 
 Outcome: `delivered` (every stage passed), `dropped` at the first stage that drops it,
@@ -36,10 +36,13 @@ from scapy.layers.l2 import Dot1Q, Ether
 from dataplane import abi, private, testrun
 from dataplane.mirror import Mirrors
 from dataplane.switch import SwitchDataplane
-from netns_lab import encoding, fwlive, mirror, tracerouter
+from netns_lab import encoding
+from netns_lab.features.firewall import live as fwlive
+from netns_lab.features.mirror import live as mirror_live
 from netns_lab.kernel import netns
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.state import code_file, pin_dir, state_dir
+from netns_lab.lab.state import code_file, pin_dir
+from netns_lab.observe import tracerouter
 from netns_lab.topology import model, names
 from netns_lab.topology.model import Network, Nic, Topology, Vm
 
@@ -190,7 +193,7 @@ class Copies:
         self.topo = topo
         self._copies: dict[str, private.PrivateCopy] = {}
         self.rules = [0, *(r.id for r in topo.firewall.rules)]
-        self.sessions = {sid: name for name, sid in mirror.read_ids(state_dir(topo.lab)).items()}
+        self.sessions = {sid: name for name, sid in mirror_live.read_ids(topo.lab).items()}
 
     def get(self, node: str, *programs: str) -> private.PrivateCopy:
         """`node`'s copy, with `programs` loaded (the verifier's work is most of a trace's cost:

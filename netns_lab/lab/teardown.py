@@ -10,7 +10,7 @@ import signal
 from dataclasses import dataclass, field
 
 from netns_lab.kernel import netns
-from netns_lab.state import LabState, pin_dir, state_dir
+from netns_lab.lab.state import LabState, pin_dir, state_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,12 @@
 """Build a validated topology into namespaces, bridges and veth links; roll back on failure.
 
-Building is a list of steps, one per node. Each step that creates a namespace journals it
-first (see state.py) and registers its undo on an ExitStack, so a failure, Ctrl-C or SIGTERM
-at step N undoes steps 1..N. Deleting a namespace takes its links with it: a veth pair dies
-with either end, so namespaces are the only undo needed.
+Building is a list of steps, one per node. The builder makes the nodes and their links; what a
+capability puts on them (VLAN policy, firewall, mirror sessions, lab processes) comes from the
+features (`netns_lab.features`), whose hooks each step calls in the registry's order.
+
+Each step that creates a namespace journals it first (see state.py) and registers its undo on
+an ExitStack, so a failure, Ctrl-C or SIGTERM at step N undoes steps 1..N. Deleting a namespace
+takes its links with it: a veth pair dies with either end, so namespaces are the only undo needed.
 
 The dataplanes of the switching nodes are compiled in a background thread from the start
 (`Loads`), while the steps make namespaces and links; a step waits only for its own node's.
@@ -17,22 +20,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from dataplane import fwpolicy, private, tc
+from dataplane import private, tc
 from dataplane.bpf import LoadError
-from dataplane.firewall import Settings
-from dataplane.switch import PortError, SwitchDataplane
-from netns_lab import eventhub, firewall, mirror, ports, sweeper, teardown
+from dataplane.switch import SwitchDataplane
+from netns_lab.features.registry import FEATURES
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.state import LabState, code_file, pin_dir
+from netns_lab.lab import eventhub, teardown
+from netns_lab.lab.state import LabState, code_file, pin_dir
 from netns_lab.topology import model, names
 from netns_lab.topology.model import Host, Network, Switch, Topology, Vm
-from netns_lab.topology.names import MIRROR_PORT
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
+T = TypeVar("T")
 
 
 class BuildError(Exception):
@@ -108,35 +112,32 @@ class Builder:
         self.topo = topo
         self.state = state
         self.progress = progress or (lambda done, total, label: None)
-        self.dataplane = dataplane
+        self.with_dataplanes = dataplane
         self._sockets: dict[str, Netlink] = {}
         self._loads: Loads | None = None
         self._dataplanes: dict[str, SwitchDataplane] = {}
         self._at = (0, 0, "")  # the step under way, for progress while waiting for a compile
-        self._port_vlans = {
-            **{h.name: {p.name: p.vlans for p in ports.host_ports(topo, h.name)} for h in topo.hosts},
-            **{s.name: {p.name: p.vlans for p in ports.switch_ports(topo, s.name)} for s in topo.switches},
-        }
-        self._undo = contextlib.ExitStack()
+        self.undo = contextlib.ExitStack()
         # VM ports by interface name (names are unique within a host namespace)
         self._vnics = {names.vm_port(vm.name, nic.index): (vm, nic) for vm in topo.vms for nic in vm.nics}
-        self._mirror_ids = mirror.assign_ids((s.name for s in mirror.sessions(topo)), {})
+        self._hosts = {h.name for h in topo.hosts}
+        self._memo: dict[str, Any] = {}
 
     def build(self) -> None:
         steps = list(self.plan())
         try:
-            if self.dataplane:
+            if self.with_dataplanes:
                 switching = [
                     *((s.name, False) for s in self.topo.switches),
                     *((h.name, True) for h in self.topo.hosts),
                 ]
                 self._loads = Loads(pin_dir(self.topo.lab), switching)  # in the order of the steps
-            with self._undo:
+            with self.undo:
                 for done, step in enumerate(steps):
                     self._at = (done, len(steps), step.label)
                     self.progress(*self._at)
                     step.run()
-                self._undo.pop_all()  # success: keep everything
+                self.undo.pop_all()  # success: keep everything
             self.progress(len(steps), len(steps), "done")
         finally:
             for sock in self._sockets.values():
@@ -156,9 +157,36 @@ class Builder:
             yield Step(f"host {host.name}", lambda h=host: self._host(h))
             for vm in (vm for vm in t.vms if vm.host == host.name):
                 yield Step(f"vm {vm.name}", lambda v=vm: self._vm(v))
-            yield Step(f"mirrors {host.name}", lambda h=host: self._mirrors(h))
-        if self.dataplane and t.hosts:
+            yield Step(f"features {host.name}", lambda h=host: self._each("host_built", h))
+        yield Step("lab features", lambda: self._each("lab_built"))
+        if self.with_dataplanes and t.hosts:
             yield Step("event hub", self._event_hub)
+
+    def _each(self, hook: str, *args: Any) -> None:
+        for feature in FEATURES:
+            getattr(feature, hook)(self, *args)
+
+    # -- what a feature may use (features.base.BuildContext) ------------------------------------
+    def dataplane(self, node: str) -> SwitchDataplane | None:
+        return self._dataplanes.get(node)
+
+    def vnic(self, node: str, ifname: str) -> tuple[Vm, model.Nic] | None:
+        return self._vnics.get(ifname) if node in self._hosts else None
+
+    def memo(self, key: str, make: Callable[[], T]) -> T:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def sock(self, node: str) -> Netlink:
+        return self._sockets[self.ns(node)]
+
+    def _event_hub(self) -> None:
+        """The one reader of every host's events (see eventhub.py), once all are loaded; in the
+        first host's namespace, so teardown ends it with the lab's other processes."""
+        proc = eventhub.start(self.topo.lab, self.ns(self.topo.hosts[0].name))
+        self.undo.callback(eventhub.stop, proc)
+        eventhub.wait_ready(self.topo.lab, proc)
 
     # -- helpers -------------------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -169,7 +197,7 @@ class Builder:
         name = self.ns(node)
         self.state.record_namespace(name)
         netns.create(name)
-        self._undo.callback(netns.delete, name)
+        self.undo.callback(netns.delete, name)
         nl = Netlink(name)
         nl.up("lo")
         return nl
@@ -177,9 +205,6 @@ class Builder:
     def _keep(self, node: str, nl: Netlink) -> Netlink:
         self._sockets[self.ns(node)] = nl
         return nl
-
-    def _sock(self, node: str) -> Netlink:
-        return self._sockets[self.ns(node)]
 
     def _switching(self, node: str) -> None:
         """A namespace that switches frames: no IPv6 chatter of its own, its own dataplane."""
@@ -198,72 +223,21 @@ class Builder:
         except LoadError as err:
             raise RuntimeError(f"{node}: {err}") from None
         private.save_code(self._dataplanes[node], code_file(self.topo.lab, node))
-        if any(h.name == node for h in self.topo.hosts):
-            self._install_firewall(node)
-            self._start_sweeper(node)
-
-    def _start_sweeper(self, host: str) -> None:
-        """The host's connection sweeper, in its namespace (stopped by rollback or by teardown)."""
-        log_file = self.state.dir / f"sweeper-{host}.log"
-        proc = sweeper.start(
-            self.ns(host), pin_dir(self.topo.lab) / host, self.topo.firewall.sweep_interval, log_file
-        )
-        self._undo.callback(sweeper.stop, proc)
-
-    def _event_hub(self) -> None:
-        """The one reader of every host's verdict events (see eventhub.py), once all are loaded;
-        in the first host's namespace, so teardown ends it with the lab's other processes."""
-        proc = eventhub.start(self.topo.lab, self.ns(self.topo.hosts[0].name))
-        self._undo.callback(eventhub.stop, proc)
-        eventhub.wait_ready(self.topo.lab, proc)
-
-    def _install_firewall(self, host: str) -> None:
-        """Settings and the host's compiled policy, before any vNIC port exists: a vNIC's first
-        packet already meets the whole policy."""
-        fw = self._dataplanes[host].firewall
-        s = self.topo.firewall
-        fw.set_settings(
-            Settings(
-                s.ct_quota,
-                s.tcp_timeout,
-                s.tcp_open_timeout,
-                s.udp_timeout,
-                s.icmp_timeout,
-                s.frag_timeout,
-                s.tcp_close_timeout,
-                ct_quota_in=s.ct_quota_in,
-                ct_quota_peer=s.ct_quota_peer,
-            )
-        )
-        fw.install(fwpolicy.compile(firewall.host_policy(self.topo, host)))
-
-    def _set_vnic(self, node: str, ifindex: int, ifname: str) -> bool:
-        """Port security and firewall settings of a VM's port; False if `ifname` is no VM port."""
-        owner = self._vnics.get(ifname) if any(h.name == node for h in self.topo.hosts) else None
-        if owner is None:
-            return False
-        vm, nic = owner
-        v = firewall.vnic_settings(self.topo, vm, nic)
-        firewall.install_vnic(self._dataplanes[node].firewall, ifindex, nic, v)
-        if vm.role == "analyzer":  # receive-only from its first frame on
-            self._dataplanes[node].mirrors.set_port(ifindex, (), analyzer=True)
-        return True
+        if node in self._hosts:
+            self._each("host_loaded", self.topo.host(node))
 
     def _attach(self, node: str, ifname: str) -> None:
-        """Configure a port's VLAN policy, then attach its programs: never the other way round,
-        since an unconfigured port drops everything (fail closed)."""
+        """Let every feature configure the port (its VLAN policy first), then attach its programs:
+        never the other way round, since an unconfigured port drops everything (fail closed)."""
         dp = self._dataplanes.get(node)
         if dp is None:
             return
-        nl = self._sock(node)
+        nl = self.sock(node)
         ifindex = nl.index(ifname)
+        for feature in FEATURES:
+            feature.port(self, node, ifindex, ifname)
         try:
-            dp.configure(ifindex, self._port_vlans[node][ifname])
-        except PortError as err:
-            raise RuntimeError(f"{node}: port {ifname}: {err}") from None
-        vm_port = self._set_vnic(node, ifindex, ifname)
-        try:
-            dp.attach(nl.tc_socket(), ifindex, vm=vm_port)
+            dp.attach(nl.tc_socket(), ifindex, vm=self.vnic(node, ifname) is not None)
         except tc.TcError as err:
             raise tc.TcError(err.errno, f"{node}: port {ifname}: {err.strerror}") from None
 
@@ -277,7 +251,7 @@ class Builder:
         """A cable from a new port of a physical switch to `peer` in `peer_ns`."""
         # Enslaved and up at creation: no carrier until the peer comes up, which happens only
         # after _attach, so no frame crosses an unfiltered port.
-        self._sock(switch).veth(port, peer, peer_ns, master=names.SWITCH_BRIDGE, up=True)
+        self.sock(switch).veth(port, peer, peer_ns, master=names.SWITCH_BRIDGE, up=True)
         self._attach(switch, port)
 
     def _network(self, network: Network) -> None:
@@ -301,30 +275,11 @@ class Builder:
             nl.up(pnic.name)
         for vmknic in host.vmknics:
             self._vmknic(host, vmknic)
-        self._mirror_port(host)
-
-    def _mirror_port(self, host: Host) -> None:
-        """A veth pair inside the host that copies to be truncated cross (see ebpf/include/mirror.h)."""
-        nl = self._sock(host.name)
-        nl.veth(MIRROR_PORT[0], MIRROR_PORT[1], self.ns(host.name), up=True)
-        nl.up(MIRROR_PORT[1])
-        dp = self._dataplanes.get(host.name)
-        if dp is not None:
-            dp.attach_mirror_port(nl.tc_socket(), nl.index(MIRROR_PORT[1]))
-
-    def _mirrors(self, host: Host) -> None:
-        """The host's mirror sessions, once every VM port of the host exists."""
-        dp = self._dataplanes.get(host.name)
-        if dp is None:
-            return
-        mirror.install(
-            dp.mirrors, mirror.plan(self.topo)[host.name], self._mirror_ids, self._sock(host.name).index
-        )
-        mirror.write_ids(self.state.dir, self._mirror_ids)
+        self._each("host_wired", host)
 
     def _vmknic(self, host: Host, vmknic: model.VmkNic) -> None:
         """The hypervisor's own interface: a veth inside the host, one end on the vSwitch."""
-        nl = self._sock(host.name)
+        nl = self.sock(host.name)
         nl.veth(vmknic.port, vmknic.name, self.ns(host.name), mac=vmknic.mac, master=vmknic.vswitch, up=True)
         self._attach(host.name, vmknic.port)
         if vmknic.ip is not None and vmknic.ip.version == 6:
@@ -333,7 +288,7 @@ class Builder:
 
     def _vm(self, vm: Vm) -> None:
         ns = self.ns(vm.name)
-        host = self._sock(vm.host)
+        host = self.sock(vm.host)
         with self._namespace(vm.name) as nl:
             if vm.role == "analyzer":
                 # receive-only: its own kernel's IPv6 chatter (DAD, router solicitations, MLD)

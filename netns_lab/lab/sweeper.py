@@ -6,7 +6,7 @@ kernel does that itself; here one small process per hypervisor does, living in t
 namespace, so the lab owns it like everything else (`nlab down` ends the processes of its
 namespaces) and it ends by itself once the lab's pins are gone.
 
-    python -m netns_lab.sweeper --netns nist-hv1 --pins /sys/fs/bpf/netns-lab/nist/hv1 --interval 10
+    python -m netns_lab.lab.sweeper --netns nist-hv1 --pins /sys/fs/bpf/netns-lab/nist/hv1 --interval 10
 
 The deletes go through the kernel (`Firewall.gc` runs `ct_reap`), which checks each entry's age
 again: a flow refreshed between the read and the delete stays.
@@ -25,14 +25,14 @@ from pathlib import Path
 from dataplane.switch import SwitchDataplane
 from netns_lab.kernel import netns
 
-log = logging.getLogger("netns_lab.sweeper")
+log = logging.getLogger("netns_lab.lab.sweeper")
 
 
 def start(namespace: str, pins: Path, interval: int, log_file: Path) -> subprocess.Popen[bytes]:
     """A sweeper for the dataplane pinned at `pins`, in `namespace`, detached from our session
     (a Ctrl-C of `nlab up` must not reach it; rollback and teardown stop it)."""
     with open(log_file, "ab") as err:
-        command = [sys.executable, "-m", "netns_lab.sweeper", "--netns", namespace, "--pins", str(pins)]
+        command = [sys.executable, "-m", "netns_lab.lab.sweeper", "--netns", namespace, "--pins", str(pins)]
         return subprocess.Popen(
             [*command, "--interval", str(interval)],
             stdin=subprocess.DEVNULL,
@@ -66,7 +66,7 @@ def sweep_forever(pins: Path, interval: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m netns_lab.sweeper", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m netns_lab.lab.sweeper", description=__doc__.splitlines()[0])
     p.add_argument("--netns", required=True, help="the hypervisor's namespace, to live in")
     p.add_argument("--pins", required=True, type=Path, help="the hypervisor's dataplane pin directory")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between two sweeps")

@@ -1,36 +1,25 @@
-"""Port mirroring of a lab (NIST 5): topology sessions -> per-host sessions in the dataplanes.
+"""Port mirroring of a lab (NIST 5), planned (pure): topology sessions -> per-host sessions.
 
-Planning is pure: a session's sources (VM names, port groups, security groups) are resolved to
-vSwitch ports by name whenever the session is installed, so a session follows a VM. Each
-session has one id on every host; ids are kept in the lab's state directory so that a live
-change keeps the ids, and thus the counters, of the sessions it does not touch.
+A session's sources (VM names, port groups, security groups) are resolved to vSwitch ports by
+name whenever the session is installed, so a session follows a VM.
 
 A promiscuous NIC (VM-TM-R2) is an implicit session named ``promiscuous:VM.ethN`` whose
 sources are the other VM ports of its port group, tapped after the firewall both ways.
 
-``taps`` is the contract `nlab watch` reads: where the copies of a session can be captured.
+``Tap`` is the contract `nlab watch` reads (see live.taps): where a session's copies arrive.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-from dataplane import abi
-from dataplane.mirror import Mirrors, Session, Stats
-from netns_lab import encoding, fwlive
-from netns_lab.state import LabState
-from netns_lab.topology import loader, names
+from dataplane.abi import mirror as abi
+from netns_lab import encoding
+from netns_lab.topology import names
 from netns_lab.topology.model import MirrorSession, MirrorSource, Topology
-from netns_lab.topology.names import MIRROR_PORT
 
-IDS_FILE = "mirror-ids.json"
 _TAPS = {
     ("out", "before"): abi.TAP_OUT_BEFORE,
     ("out", "after"): abi.TAP_OUT_AFTER,
@@ -235,105 +224,6 @@ def assign_ids(names: Iterable[str], previous: dict[str, int]) -> dict[str, int]
     return ids
 
 
-def read_ids(state_dir: Path) -> dict[str, int]:
-    try:
-        return {str(k): int(v) for k, v in json.loads((state_dir / IDS_FILE).read_text()).items()}
-    except FileNotFoundError:
-        return {}
-
-
-def write_ids(state_dir: Path, ids: dict[str, int]) -> None:
-    tmp = state_dir / (IDS_FILE + ".tmp")
-    tmp.write_text(json.dumps(ids, indent=2, sort_keys=True))
-    tmp.replace(state_dir / IDS_FILE)
-
-
-def install(
-    mirrors: Mirrors,
-    new: HostPlan,
-    ids: dict[str, int],
-    ifindex: Callable[[str], int],
-    old: HostPlan | None = None,
-    old_ids: dict[str, int] | None = None,
-) -> None:
-    """Write `new` over `old` on one host: sessions first, then ports, then stale sessions cleared."""
-    via = ifindex(MIRROR_PORT[0])
-    for s in new.sessions:
-        session = Session(
-            ifindex(str(s.dest_port)),
-            s.taps,
-            s.snaplen,
-            s.sample,
-            s.promisc_mac,
-            via,
-            encap=s.encap,
-            rx=s.rx,
-            vlan=s.vlan,
-            outer_dst=s.outer_dst,
-            outer_src=s.outer_src,
-        )
-        if old is None or ids[s.name] not in {(old_ids or {}).get(o.name) for o in old.sessions}:
-            mirrors.clear_session(ids[s.name])  # new id: fresh counters
-        mirrors.set_session(ids[s.name], session)
-    ports = new.ports(ids)
-    stale_ports = set(old.ports(old_ids or {})) | set(old.analyzers) if old else set()
-    for port in sorted(set(ports) | set(new.analyzers) | stale_ports):
-        if port in ports or port in new.analyzers:
-            mirrors.set_port(ifindex(port), ports.get(port, []), analyzer=port in new.analyzers)
-        else:
-            mirrors.clear_port(ifindex(port))
-    live = {ids[s.name] for s in new.sessions}
-    for s in old.sessions if old else ():
-        sid = (old_ids or {})[s.name]
-        if sid not in live:
-            mirrors.clear_session(sid)
-
-
-# -- a running lab -----------------------------------------------------------------------------
-class LiveMirrors(fwlive.LiveFirewall):
-    """The mirror sessions of a running lab: changes go through the lab's topology, validated
-    like a file, installed on every host, then recorded (`LiveFirewall.change`)."""
-
-    def __init__(self, lab: str) -> None:
-        super().__init__(lab)
-        self.ids = read_ids(self.state.dir)  # type: ignore[union-attr]
-        self._new_ids = self.ids
-        self._plans_old = plan(self.topo)
-
-    def change(self, edit: Callable[[dict[str, Any]], None]) -> Topology:
-        self._plans_old = plan(self.topo)
-        new_topo = self._validated(edit)
-        self._new_ids = assign_ids((s.name for s in sessions(new_topo)), self.ids)
-        result = super().change(edit)
-        write_ids(self.state.dir, self._new_ids)  # type: ignore[union-attr]
-        self.ids = self._new_ids
-        return result
-
-    def _validated(self, edit: Callable[[dict[str, Any]], None]) -> Topology:
-        data, _ = loader.parse_yaml(self.text, "state")
-        edit(data)
-        return loader.load_text(
-            yaml.safe_dump(data, sort_keys=False), f"{self.lab} (live mirror)", lab=self.lab
-        )
-
-    def _install(self, h: fwlive.HostPlane, old: Topology, new: Topology) -> None:
-        install(
-            h.dataplane.mirrors,
-            plan(new)[h.host],
-            self._new_ids,
-            lambda name: h.ifindexes[name],
-            old=self._plans_old[h.host],
-            old_ids=self.ids,
-        )
-
-    def stats(self) -> dict[str, Stats]:
-        total: dict[str, Stats] = {}
-        for h in self.hosts:
-            for s in plan(self.topo)[h.host].sessions:
-                total[s.name] = total.get(s.name, Stats()) + h.dataplane.mirrors.stats(self.ids[s.name])
-        return total
-
-
 def source_text(source: MirrorSource) -> str:
     """A session's source as the topology declares it: ``app1``, ``app1.eth0``, ``group:web``,
     ``vlan:app`` or ``vlan:app@hv1.vs1`` (a port group on one vSwitch)."""
@@ -356,69 +246,6 @@ def _promiscuous_sources(topo: Topology, name: str) -> list[str]:
     ]
 
 
-def session_doc(topo: Topology, planned: Planned, stats: Stats) -> dict[str, Any]:
-    """A session as `nlab mirror list --json` and `nlab status --json` show it: ``sources`` as
-    declared, ``source_vms`` the VMs they stand for now."""
-    declared = next((s for s in topo.mirrors if s.name == planned.name), None)
-    return {
-        "name": planned.name,
-        "sources": [source_text(s) for s in declared.sources]
-        if declared
-        else _promiscuous_sources(topo, planned.name),
-        "source_vms": list(planned.source_vms),
-        "dest": planned.dest_vm or f"uplink:{declared.uplink if declared else '?'}",
-        "vlan": topo.vlan_name(declared.vlan) if declared and declared.vlan else None,
-        "direction": declared.direction if declared else "both",
-        "tap": declared.tap if declared else "after",
-        "snaplen": planned.snaplen or None,
-        "sample": planned.sample,
-        "kind": "session" if declared else "promiscuous",
-        "counters": {
-            "packets": stats.packets,
-            "bytes": stats.bytes,
-            "dropped": stats.dropped,
-            "sampled_out": stats.skipped,
-        },
-    }
-
-
-def opened(lab: str) -> LiveMirrors:
-    return LiveMirrors(lab)
-
-
-def _running_topology(lab: str) -> Topology:
-    state = LabState.read(lab)
-    text = state.topology_text() if state else None
-    if state is None or text is None:
-        raise fwlive.NotRunning(lab)
-    return loader.load_text(text, state.source or "topology.yaml", lab=lab)
-
-
-def taps(lab: str, session: str | None = None) -> list[Tap]:
-    """Where the copies of `session` (all sessions: None) of a running lab can be captured."""
-    topo = _running_topology(lab)
-    found = _all(topo)
-    if session is not None:
-        found = [s for s in found if s.name == session]
-        if not found:
-            raise KeyError(session)
-    result = []
-    for s in found:
-        if s.dest_vm is not None:
-            # on the host side of the destination's port, where the copies still carry their mark
-            # (in the VM they do not, and sessions sharing the analyzer could not be told apart)
-            ns = names.namespace(lab, topo.vm(s.dest_vm).host)
-            result.append(Tap(s.name, ns, str(s.dest_port), s.source_vms, False, marked=True))
-            continue
-        uplink = str(s.decl.uplink) if s.decl is not None else ""
-        if "." in uplink:  # copies leave through a pNIC: capture them there, still tagged
-            host, pnic = uplink.split(".", 1)
-            result.append(Tap(s.name, names.namespace(lab, host), pnic, s.source_vms, True))
-        else:
-            result.append(Tap(s.name, names.namespace(lab, uplink), names.NETWORK_IFNAME, s.source_vms, True))
-    return result
-
-
 def decapsulate(frame: bytes) -> tuple[int, str, bytes] | None:
     """(session id, direction "in"/"out", the copy as the VM sent or received it) of a frame in
     the mirror encapsulation (untagged, as the analyzer on the physical network receives it);
@@ -433,10 +260,3 @@ def decapsulate(frame: bytes) -> tuple[int, str, bytes] | None:
     if direction is None:
         return None
     return tr.session, direction, bytes(tr.inner) + frame[14:-size]
-
-
-def documents(lab: str) -> list[dict[str, Any]]:
-    """Every session of a running lab with its counters, for `nlab status`."""
-    with opened(lab) as live:
-        stats = live.stats()
-        return [session_doc(live.topo, s, stats.get(s.name, Stats())) for s in sessions(live.topo)]

@@ -33,7 +33,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from netns_lab.kernel import netlink, netns, nft
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.state import LabState
+from netns_lab.lab.state import LabState
 from netns_lab.topology import names
 from netns_lab.topology.model import Nic, Topology, Vm
 

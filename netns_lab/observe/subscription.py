@@ -1,4 +1,4 @@
-"""A subscriber of a lab's event hub (`netns_lab.eventhub`): what `nlab fw events` and `nlab
+"""A subscriber of a lab's event hub (`netns_lab.lab.eventhub`): what `nlab fw events` and `nlab
 watch` read verdict events through, each with its own filter, queue and losses."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from netns_lab import fanout
-from netns_lab.eventhub import LOG, HubGone, encode, socket_path, start
-from netns_lab.state import LabState, state_dir
+from netns_lab.lab import fanout
+from netns_lab.lab.eventhub import LOG, HubGone, encode, socket_path, start
+from netns_lab.lab.state import LabState, state_dir
 from netns_lab.topology import names
 
 

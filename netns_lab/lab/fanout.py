@@ -1,6 +1,6 @@
 """Fan-out of a lab's verdict events to its subscribers: filters, queues, losses, aggregation.
 
-Pure logic (no sockets, no kernel): the event hub (`netns_lab.eventhub`) feeds it the decoded
+Pure logic (no sockets, no kernel): the event hub (`netns_lab.lab.eventhub`) feeds it the decoded
 events of every host and the kernel's ring-buffer losses, and sends each subscriber what its
 queue holds.
 

@@ -34,10 +34,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from netns_lab import encoding, eventhub, fanout, pktdecode, subscription
-from netns_lab.capture import DEFAULT_RCVBUF, Capture, Frame, PcapWriter
-from netns_lab.fanout import lost_record
-from netns_lab.fwlive import LiveFirewall
+from netns_lab import encoding
+from netns_lab.lab import eventhub, fanout
+from netns_lab.lab.fanout import lost_record
+from netns_lab.lab.running import RunningLab
+from netns_lab.observe import pktdecode, subscription
+from netns_lab.observe.capture import DEFAULT_RCVBUF, Capture, Frame, PcapWriter
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ TICK_MS = 200
 
 
 class TapLike(Protocol):
-    """What `netns_lab.mirror.Tap` provides (the contract with the mirroring module)."""
+    """What `netns_lab.features.mirror.plan.Tap` provides (the contract with the mirroring module)."""
 
     session: str
     namespace: str
@@ -56,20 +58,11 @@ class TapLike(Protocol):
     marked: bool
 
 
-class MirrorUnavailable(Exception):
-    """This build has no mirror sessions (netns_lab.mirror is missing)."""
-
-
 def resolve_taps(lab: str, session: str | None) -> list[TapLike]:
     """The taps of every mirror session of the lab, or of the one named (KeyError if unknown)."""
-    try:
-        from netns_lab import mirror  # lands with the mirroring issue; watch works without it
-    except ImportError as err:
-        if session is not None:
-            raise MirrorUnavailable(str(err)) from None
-        log.info("no mirror sessions in this build: verdicts only")
-        return []
-    return list(mirror.taps(lab, session))
+    from netns_lab.features.mirror import live as mirror_live
+
+    return list(mirror_live.taps(lab, session))
 
 
 @dataclass(frozen=True)
@@ -193,7 +186,7 @@ class Watch:
 
     def __init__(
         self,
-        live: LiveFirewall,
+        live: RunningLab,
         taps: Iterable[TapLike],
         flt: Filter,
         pcap: PcapWriter | None = None,
@@ -233,7 +226,7 @@ class Watch:
             macs = {t.session: frozenset().union(*(macs_of.get(s, ()) for s in t.sources)) for t in group}
             found.append(Destination(capture, group, macs))
         if any(t.encapsulated for t in taps):
-            from netns_lab import mirror
+            from netns_lab.features.mirror import plan as mirror
 
             self._decapsulate = mirror.decapsulate
         return found
@@ -241,10 +234,9 @@ class Watch:
     def session_name(self, sid: int) -> str | None:
         """The session of a mirror id (read again for a session added since the watch began)."""
         if sid not in self._names:
-            from netns_lab import mirror
+            from netns_lab.features.mirror import live as mirror_live
 
-            if self.live.state is not None:
-                self._names = {i: name for name, i in mirror.read_ids(self.live.state.dir).items()}
+            self._names = {i: name for name, i in mirror_live.read_ids(self.live.lab).items()}
         return self._names.get(sid)
 
     def close(self) -> None:

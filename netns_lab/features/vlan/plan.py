@@ -73,3 +73,11 @@ def switch_ports(topo: Topology, switch: str) -> list[SwitchPort]:
         if n.switch == switch
     ]
     return ports
+
+
+def port_vlans(topo: Topology) -> dict[str, dict[str, PortVlans]]:
+    """Switching node -> its ports by interface name -> their VLAN policy."""
+    return {
+        **{h.name: {p.name: p.vlans for p in host_ports(topo, h.name)} for h in topo.hosts},
+        **{s.name: {p.name: p.vlans for p in switch_ports(topo, s.name)} for s in topo.switches},
+    }

@@ -7,7 +7,7 @@ firewall and nftables never see it), so a probe measures the VLAN path and not t
 policy: a VLAN whose VMs may not ping each other is still proven to cross. A probe that is lost
 where both sides carry the VLAN is a finding of its own (`probe_findings`), so a non-compliant
 verdict always names the trunk and the VLAN: a probe crosses two trunks, and the trace of its
-frame through private copies of the dataplanes (netns_lab/trace.py) says which port drops it.
+frame through private copies of the dataplanes (netns_lab/observe/trace.py) says which port drops it.
 `nlab vlans` shows both.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Literal
 
-from netns_lab import probe
+from netns_lab.observe import probe
 from netns_lab.topology import names
 from netns_lab.topology.model import PortProfile, Topology
 
@@ -216,7 +216,7 @@ def _located(topo: Topology, result: ProbeResult, a: Endpoint, b: Endpoint) -> P
     crosses two trunks; this says which one loses the VLAN."""
     from scapy.layers.l2 import ARP, Ether  # scapy is slow to import: only for a lost probe
 
-    from netns_lab import trace
+    from netns_lab.observe import trace
 
     vm = topo.vm(a.node)
     out = next(n for n in vm.nics if n.name == a.ifname)
