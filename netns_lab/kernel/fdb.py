@@ -1,0 +1,265 @@
+"""Bridge FDB and neighbour tables inside one lab namespace, with who programmed each entry.
+
+The door the overlay uses for the VTEP tables: the vxlan device's own FDB (`self` entries:
+MAC -> remote VTEP, and the all-zero head-end replication list), the bridge's FDB entries on
+the vxlan port (`master`), and the neighbour entries on the segment bridge that ARP/ND
+suppression answers from. pyroute2 does the talking, with its socket opened inside the
+namespace (as `Netlink.iproute()`), so no fork per namespace.
+
+Who programmed an entry is read from the kernel alone, so `nlab overlay show` needs no model:
+
+  origin       vxlan `self` entry        bridge `master` entry       neighbour entry
+  bgp          extern_learn              extern_learn                extern_learn
+  controller   permanent + `router`      static + `sticky`           protocol RTPROT_NLAB
+  static       permanent, no `router`    static, no `sticky`         permanent / noarp
+  learned      reachable/stale...        dynamic                     any other state
+  local        -                         permanent (a port's own MAC, made by the bridge)
+
+FRR's zebra marks what BGP installs `extern_learn`; the controller never sets it. `router`
+(NTF_ROUTER) on a vxlan entry only means something with the device's `rsc` option, which the
+lab never sets; `sticky` on a bridge entry is wanted anyway (learning must not move a pinned
+remote MAC to a local port). Neighbour entries carry a protocol number of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from dataplane import nlwire
+from netns_lab.kernel import netns
+
+AF_BRIDGE = 7
+NTF_SELF, NTF_MASTER, NTF_EXT_LEARNED, NTF_STICKY, NTF_ROUTER = 0x02, 0x04, 0x10, 0x40, 0x80
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+RTPROT_NLAB = 230  # neighbour entries of the overlay controller (unassigned in iproute2's rt_protos)
+RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
+RTMGRP_NEIGH = 0x4  # 1 << (RTNLGRP_NEIGH - 1): neighbour and FDB changes
+VXLAN_PORT = 4789
+
+CONTROLLER, BGP, LEARNED, STATIC, LOCAL = "controller", "bgp", "learned", "static", "local"
+
+
+@dataclass(frozen=True)
+class Fdb:
+    """One FDB entry on a device: `master` False is the vxlan device's own entry (with `dst`)."""
+
+    dev: str
+    mac: str
+    dst: str | None
+    master: bool
+    state: int
+    flags: int
+    origin: str
+
+    def as_dict(self) -> dict[str, Any]:
+        table = "bridge" if self.master else "vxlan"
+        return {"dev": self.dev, "table": table, "mac": self.mac, "dst": self.dst, "origin": self.origin}
+
+
+@dataclass(frozen=True)
+class Neigh:
+    dev: str
+    ip: str
+    mac: str | None
+    state: int
+    flags: int
+    protocol: int | None
+    origin: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dev": self.dev, "ip": self.ip, "mac": self.mac, "origin": self.origin}
+
+
+def fdb_origin(master: bool, state: int, flags: int) -> str:
+    if flags & NTF_EXT_LEARNED:
+        return BGP
+    if master:
+        if state & NUD_PERMANENT:
+            return LOCAL
+        if state & NUD_NOARP:
+            return CONTROLLER if flags & NTF_STICKY else STATIC
+        return LEARNED
+    if state & (NUD_PERMANENT | NUD_NOARP):
+        return CONTROLLER if flags & NTF_ROUTER else STATIC
+    return LEARNED
+
+
+def neigh_origin(state: int, flags: int, protocol: int | None) -> str:
+    if protocol == RTPROT_NLAB:
+        return CONTROLLER
+    if flags & NTF_EXT_LEARNED:
+        return BGP
+    return STATIC if state & (NUD_PERMANENT | NUD_NOARP) else LEARNED
+
+
+class Tables:
+    """The FDB and neighbour tables of namespace `ns` (None: this thread's own). Not thread-safe."""
+
+    def __init__(self, ns: str | None) -> None:
+        self.ns = ns
+        with netns.inside(ns) if ns is not None else contextlib.nullcontext():
+            self.ipr = IPRoute()
+        self._index: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def __enter__(self) -> Tables:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def index(self, dev: str) -> int:
+        """`dev`'s ifindex; NetlinkError ENODEV when it is not there."""
+        if dev not in self._index:
+            found = self.ipr.link_lookup(ifname=dev)
+            if not found:
+                raise NetlinkError(19, f"no interface {dev!r} in namespace {self.ns}")
+            self._index[dev] = found[0]
+        return self._index[dev]
+
+    # -- reading ---------------------------------------------------------------------------
+    def fdb(self, dev: str) -> list[Fdb]:
+        """Every FDB entry of `dev`: its own (a vxlan device's) and the bridge's on its port."""
+        index = self.index(dev)
+        found = []
+        for msg in self.ipr.get_neighbours(family=AF_BRIDGE):
+            if msg["ifindex"] != index:
+                continue
+            master = msg.get_attr("NDA_MASTER") is not None
+            state, flags = msg["state"], msg["flags"]
+            dst = msg.get_attr("NDA_DST")
+            mac = msg.get_attr("NDA_LLADDR")
+            found.append(Fdb(dev, mac, dst, master, state, flags, fdb_origin(master, state, flags)))
+        return found
+
+    def neighbours(self, dev: str) -> list[Neigh]:
+        """IPv4 and IPv6 unicast neighbour entries of `dev` (the kernel's multicast ones left out)."""
+        index = self.index(dev)
+        found = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in self.ipr.get_neighbours(family=family, ifindex=index):
+                ip = msg.get_attr("NDA_DST")
+                if msg["ifindex"] != index or ip is None or ip_address(ip).is_multicast:
+                    continue
+                state, flags, proto = msg["state"], msg["flags"], msg.get_attr("NDA_PROTOCOL")
+                mac = msg.get_attr("NDA_LLADDR")
+                found.append(Neigh(dev, ip, mac, state, flags, proto, neigh_origin(state, flags, proto)))
+        return found
+
+    # -- writing (each call is one request; the kernel changes nothing it already holds) ------
+    def replace_remote(self, dev: str, mac: str, vtep: str) -> None:
+        """`mac` is behind `vtep`: the vxlan device's own entry, permanent, marked the controller's."""
+        self.ipr.fdb(
+            "replace",
+            ifindex=self.index(dev),
+            lladdr=mac,
+            dst=vtep,
+            state=NUD_PERMANENT,
+            flags=NTF_SELF | NTF_ROUTER,
+        )
+
+    def pin_to_port(self, dev: str, mac: str) -> None:
+        """The bridge forwards `mac` to port `dev` (static, sticky: learning cannot move it)."""
+        flags = NTF_MASTER | NTF_STICKY
+        self.ipr.fdb("replace", ifindex=self.index(dev), lladdr=mac, state=NUD_NOARP, flags=flags)
+
+    def append_flood(self, dev: str, vtep: str) -> None:
+        """Add `vtep` to the head-end replication list (`bridge fdb append 00:00:00:00:00:00 dst`)."""
+        self.ipr.fdb(
+            "append",
+            ifindex=self.index(dev),
+            lladdr="00:00:00:00:00:00",
+            dst=vtep,
+            state=NUD_PERMANENT,
+            flags=NTF_SELF | NTF_ROUTER,
+        )
+
+    def delete_fdb(self, entry: Fdb) -> None:
+        """Remove exactly `entry` (for a vxlan entry: only its `dst`, other destinations stay)."""
+        kwargs: dict[str, Any] = {"ifindex": self.index(entry.dev), "lladdr": entry.mac}
+        if entry.master:
+            kwargs["flags"] = NTF_MASTER
+        else:
+            kwargs["flags"] = NTF_SELF
+            if entry.dst is not None:
+                kwargs["dst"] = entry.dst
+        self.ipr.fdb("del", **kwargs)
+
+    def replace_neigh(self, dev: str, ip: str, mac: str) -> None:
+        family = socket.AF_INET6 if ip_address(ip).version == 6 else socket.AF_INET
+        self.ipr.neigh(
+            "replace",
+            ifindex=self.index(dev),
+            dst=ip,
+            lladdr=mac,
+            state=NUD_PERMANENT,
+            family=family,
+            NDA_PROTOCOL=RTPROT_NLAB,
+        )
+
+    def delete_neigh(self, entry: Neigh) -> None:
+        family = socket.AF_INET6 if ip_address(entry.ip).version == 6 else socket.AF_INET
+        self.ipr.neigh("del", ifindex=self.index(entry.dev), dst=entry.ip, family=family)
+
+    # -- devices ---------------------------------------------------------------------------
+    def vxlan(self, name: str, vni: int, local: str, bridge: str, learning: bool = False) -> int:
+        """A vxlan device `id VNI local LOCAL dstport 4789 [no]learning`, enslaved to `bridge`, up."""
+        self.ipr.link(
+            "add",
+            ifname=name,
+            kind="vxlan",
+            vxlan_id=vni,
+            vxlan_local=local,
+            vxlan_port=VXLAN_PORT,
+            vxlan_learning=int(learning),
+        )
+        index = self.index(name)
+        self.ipr.link("set", index=index, master=self.index(bridge), state="up")
+        return index
+
+    def neigh_suppress(self, port: str, on: bool = True) -> None:
+        """The bridge answers ARP/ND arriving for `port` from its neighbour entries."""
+        self.ipr.brport("set", index=self.index(port), neigh_suppress=int(on))
+
+
+def neigh_events(ns: str) -> socket.socket:
+    """A non-blocking socket in `ns` that receives every neighbour and FDB change there."""
+    with netns.inside(ns):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, RTMGRP_NEIGH))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def drain(sock: socket.socket) -> int:
+    """Read what is queued on a `neigh_events` socket; the number of neighbour/FDB changes.
+
+    An overrun (ENOBUFS: changes were lost) counts as one change: the reader must look again.
+    """
+    changes = 0
+    while True:
+        try:
+            data = sock.recv(1 << 16)
+        except BlockingIOError:
+            return changes
+        except OSError as err:
+            if err.errno != 105:  # ENOBUFS
+                raise
+            changes += 1
+            continue
+        for mtype, _, _, _ in nlwire.messages(memoryview(data)):
+            changes += mtype in (RTM_NEWNEIGH, RTM_DELNEIGH)
