@@ -226,9 +226,11 @@ class Tables:
         self.ipr.link("set", index=index, master=self.index(bridge), state="up")
         return index
 
-    def neigh_suppress(self, port: str, on: bool = True) -> None:
-        """The bridge answers ARP/ND arriving for `port` from its neighbour entries."""
-        self.ipr.brport("set", index=self.index(port), neigh_suppress=int(on))
+    def controller_port(self, port: str) -> None:
+        """Make vxlan port `port` answer-only: the bridge answers ARP/ND for it from neighbour
+        entries (neigh_suppress) and learns nothing on it (a remote MAC is known only from the
+        controller's pinned entry, never from a frame that came through the tunnel)."""
+        self.ipr.brport("set", index=self.index(port), neigh_suppress=1, learning=0)
 
 
 def neigh_events(ns: str) -> socket.socket:
