@@ -78,9 +78,13 @@ class OverlayLab:
     def log(self) -> str:
         return (state_dir(self.lab) / controller.LOG).read_text()
 
-    def ping(self, vm: str, ip: str, count: int = 1, interval: float = 0.2) -> subprocess.CompletedProcess[str]:
+    def ping(
+        self, vm: str, ip: str, count: int = 1, interval: float = 0.2
+    ) -> subprocess.CompletedProcess[str]:
         command = ["ip", "netns", "exec", self.ns(vm), "ping", "-n", "-q", "-c", str(count), "-W", "1"]
-        return subprocess.run([*command, "-i", str(interval), ip], capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [*command, "-i", str(interval), ip], capture_output=True, text=True, check=False
+        )
 
     def tables(self, host: str) -> fdb.Tables:
         return fdb.Tables(self.ns(host))

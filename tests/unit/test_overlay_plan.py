@@ -197,11 +197,14 @@ def test_controller_mode_removes_what_nobody_planned_whoever_made_it() -> None:
         own(p.ZERO_MAC, "10.255.1.66"),
         own(mac(0x66), "10.255.1.12", flags=fdb.NTF_SELF, state=REACHABLE),
     ]
+    entries = [e for e in entries if not (e.master and e.mac == mac(0xB3))]
     entries += [pinned(mac(0x67), fdb.NTF_MASTER, REACHABLE), pinned(mac(0xB2), fdb.NTF_MASTER, STATIC)]
+    entries += [pinned(mac(0xB3), fdb.NTF_MASTER, PERM)]  # made `local` by hand: swallows b3's frames
     neighbours += [neigh("10.0.0.66", mac(0x66), None)]
     neighbours = [n if n.ip != "10.0.0.3" else neigh("10.0.0.3", mac(0xA1)) for n in neighbours]
     assert sorted(brief(diff_segment("hv1", RED, entries, neighbours))) == [
         ("fix", "bridge", mac(0xB2), "controller"),  # static but not sticky: a hand-made entry
+        ("fix", "bridge", mac(0xB3), "controller"),
         ("fix", "neigh", "10.0.0.3", mac(0xB3)),
         ("remove", "bridge", mac(0x67), None),
         ("remove", "flood", "10.255.1.66", None),

@@ -66,7 +66,7 @@ def diff_segment(
     if seg.mode != "controller":
         return changes
     changes += _remote_macs(host, seg, [e for e in own if e.mac != ZERO_MAC])
-    changes += _pinned(host, seg, [e for e in entries if e.master and e.origin != fdb.LOCAL])
+    changes += _pinned(host, seg, [e for e in entries if e.master])
     changes += _neighbours(host, seg, list(neighbours))
     return changes
 
@@ -103,7 +103,10 @@ def _remote_macs(host: str, seg: SegmentTables, entries: list[Fdb]) -> list[Chan
 
 
 def _pinned(host: str, seg: SegmentTables, entries: list[Fdb]) -> list[Change]:
-    have = {e.mac: e for e in entries}
+    # The bridge's own entry for the port's MAC is its business; a remote MAC made `local`
+    # by hand (permanent) would swallow that VM's frames, so that one is ours to fix.
+    planned = {m.mac for m in seg.macs}
+    have = {e.mac: e for e in entries if e.origin != fdb.LOCAL or e.mac in planned}
     changes = []
     for want in seg.macs:
         e = have.pop(want.mac, None)
