@@ -24,7 +24,10 @@ remote MAC to a local port). Neighbour entries carry a protocol number of their 
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
+import struct
+from collections.abc import Container
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
@@ -42,6 +45,7 @@ RTPROT_NLAB = 230  # neighbour entries of the overlay controller (unassigned in 
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 RTMGRP_NEIGH = 0x4  # 1 << (RTNLGRP_NEIGH - 1): neighbour and FDB changes
 VXLAN_PORT = 4789
+_NDMSG = struct.Struct("=Bxxxi")  # family, (pad), ifindex: the head of struct ndmsg
 
 CONTROLLER, BGP, LEARNED, STATIC, LOCAL = "controller", "bgp", "learned", "static", "local"
 
@@ -126,6 +130,10 @@ class Tables:
             self._index[dev] = found[0]
         return self._index[dev]
 
+    def forget(self) -> None:
+        """Drop the remembered ifindexes (a device may have been made again since)."""
+        self._index.clear()
+
     # -- reading ---------------------------------------------------------------------------
     def fdb(self, dev: str) -> list[Fdb]:
         """Every FDB entry of `dev`: its own (a vxlan device's) and the bridge's on its port."""
@@ -158,14 +166,7 @@ class Tables:
     # -- writing (each call is one request; the kernel changes nothing it already holds) ------
     def replace_remote(self, dev: str, mac: str, vtep: str) -> None:
         """`mac` is behind `vtep`: the vxlan device's own entry, permanent, marked the controller's."""
-        self.ipr.fdb(
-            "replace",
-            ifindex=self.index(dev),
-            lladdr=mac,
-            dst=vtep,
-            state=NUD_PERMANENT,
-            flags=NTF_SELF | NTF_ROUTER,
-        )
+        self._own_entry("replace", dev, mac, vtep)
 
     def pin_to_port(self, dev: str, mac: str) -> None:
         """The bridge forwards `mac` to port `dev` (static, sticky: learning cannot move it)."""
@@ -174,14 +175,11 @@ class Tables:
 
     def append_flood(self, dev: str, vtep: str) -> None:
         """Add `vtep` to the head-end replication list (`bridge fdb append 00:00:00:00:00:00 dst`)."""
-        self.ipr.fdb(
-            "append",
-            ifindex=self.index(dev),
-            lladdr="00:00:00:00:00:00",
-            dst=vtep,
-            state=NUD_PERMANENT,
-            flags=NTF_SELF | NTF_ROUTER,
-        )
+        self._own_entry("append", dev, "00:00:00:00:00:00", vtep)
+
+    def _own_entry(self, op: str, dev: str, mac: str, dst: str) -> None:
+        flags = NTF_SELF | NTF_ROUTER
+        self.ipr.fdb(op, ifindex=self.index(dev), lladdr=mac, dst=dst, state=NUD_PERMANENT, flags=flags)
 
     def delete_fdb(self, entry: Fdb) -> None:
         """Remove exactly `entry` (for a vxlan entry: only its `dst`, other destinations stay)."""
@@ -247,8 +245,9 @@ def neigh_events(ns: str) -> socket.socket:
     return sock
 
 
-def drain(sock: socket.socket) -> int:
-    """Read what is queued on a `neigh_events` socket; the number of neighbour/FDB changes.
+def drain(sock: socket.socket, ifindexes: Container[int] | None = None) -> int:
+    """Read what is queued on a `neigh_events` socket; the number of neighbour/FDB changes
+    (only those of devices `ifindexes`, when given).
 
     An overrun (ENOBUFS: changes were lost) counts as one change: the reader must look again.
     """
@@ -259,9 +258,10 @@ def drain(sock: socket.socket) -> int:
         except BlockingIOError:
             return changes
         except OSError as err:
-            if err.errno != 105:  # ENOBUFS
+            if err.errno != errno.ENOBUFS:
                 raise
             changes += 1
             continue
-        for mtype, _, _, _ in nlwire.messages(memoryview(data)):
-            changes += mtype in (RTM_NEWNEIGH, RTM_DELNEIGH)
+        for mtype, _, _, payload in nlwire.messages(memoryview(data)):
+            if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                changes += ifindexes is None or _NDMSG.unpack_from(payload)[1] in ifindexes

@@ -165,6 +165,7 @@ class Controller:
             host = next((h for h in self.plan.hosts if h.host == name), None)
             if host is None:
                 continue
+            self.tables[name].forget()
             for change in host_changes(self.tables[name], host):
                 if change.action == "missing":
                     log.warning("%s: cannot program it (not built)", change)
@@ -200,7 +201,17 @@ class Controller:
 
     def _drained(self, fd: int) -> str | None:
         host, sock = self.events[fd]
-        return host if fdb.drain(sock) else None
+        return host if fdb.drain(sock, self._devices(host)) else None
+
+    def _devices(self, name: str) -> set[int] | None:
+        """The ifindexes of `name`'s planned devices (changes elsewhere, such as the underlay's
+        ARP or a VM port's learning, are not ours); None, all, while one is still missing."""
+        host = next((h for h in self.plan.hosts if h.host == name), None)
+        tables = self.tables[name]
+        try:
+            return {tables.index(d) for s in host.segments for d in (s.vxlan, s.bridge)} if host else set()
+        except NetlinkError:
+            return None
 
     def _reload(self, poller: select.poll) -> None:
         self.reload = False
