@@ -90,6 +90,14 @@ def test_a_segment_on_one_host_replicates_nowhere() -> None:
     assert (only.flood, only.macs) == ((), ())
 
 
+def test_hosted_lists_every_mode_for_show() -> None:
+    assert p.hosted(DATA) == {
+        "hv1": [10010, 10020, 10030, 10040],
+        "hv2": [10010, 10020],
+        "hv3": [10020, 10030, 10040],
+    }
+
+
 def test_the_plan_survives_json() -> None:
     plan = p.plan(DATA)
     assert p.Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan

@@ -194,6 +194,16 @@ def _segment_tables(
     return SegmentTables(spec.name, spec.vni, spec.tenant, spec.mode, flood, macs, neighbours)
 
 
+def hosted(data: OverlayData) -> dict[str, list[int]]:
+    """Per host, the VNIs of every segment it hosts, in any mode (what `show` reads)."""
+    vni = {s.name: s.vni for s in data.segments}
+    found: dict[str, set[int]] = {}
+    for m in data.members:
+        if m.segment in vni:
+            found.setdefault(m.host, set()).add(vni[m.segment])
+    return {host: sorted(found[host]) for host in sorted(found)}
+
+
 def from_topology(topo: Topology) -> OverlayData:
     """The overlay's plain data from the model: VTEP per host, segments, NICs on segments."""
     vteps = tuple((h.name, str(ip)) for h in topo.hosts if (ip := topo.vtep_ip(h.name)) is not None)
