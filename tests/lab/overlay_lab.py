@@ -11,8 +11,8 @@ controller's lab tests and the BUM benchmark. Never imported by product code.
 
 Every namespace is `<p>-<node>` with a random prefix <p>; the lab's state dir (plan, controller
 log) is /run/netns-lab/<p>. Everything is removed in `overlay_lab`'s finally. IPv6 is off in
-every namespace: the VMs' and bridges' MLD/ND chatter would otherwise cross the underlay and
-blur the BUM counts (the members have IPv4 addresses only).
+every namespace unless asked for (`ipv6=True`: the VMs get fd00::N too): the VMs' and bridges'
+MLD/ND chatter would otherwise cross the underlay and blur the BUM counts.
 """
 
 from __future__ import annotations
@@ -51,9 +51,16 @@ def vm_mac(vm: str) -> str:
     return f"02:0e:00:00:{ord(vm[0]):02x}:{int(vm[1:]):02x}"
 
 
-def overlay_data(mode: Mode) -> OverlayData:
+def ipv6_of(ip: str) -> str:
+    return "fd00::" + ip.rsplit(".", 1)[1]
+
+
+def overlay_data(mode: Mode, ipv6: bool = False) -> OverlayData:
     segments = tuple(SegmentSpec(name, vni, name, mode) for name, vni in SEGMENTS.items())
-    members = tuple(Member(host, vm, 0, seg, vm_mac(vm), (ip,)) for vm, (host, seg, ip) in VMS.items())
+    members = tuple(
+        Member(host, vm, 0, seg, vm_mac(vm), (ip, ipv6_of(ip)) if ipv6 else (ip,))
+        for vm, (host, seg, ip) in VMS.items()
+    )
     return OverlayData(tuple(HOSTS.items()), segments, members)
 
 
@@ -62,6 +69,7 @@ class OverlayLab:
     lab: str
     mode: Mode
     plan: Plan
+    ipv6: bool = False
     made: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -94,8 +102,12 @@ def _create(lab: OverlayLab, node: str) -> str:
     name = lab.ns(node)
     netns.create(name)  # EEXIST on a clash: never adopt a namespace we did not make
     lab.made.append(name)
-    for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
-        sysctl(name, key, "1")
+    if lab.ipv6:  # addresses usable at once: no duplicate address detection
+        settings = {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"}
+    else:
+        settings = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+    for key, value in settings.items():
+        sysctl(name, key, value)
     with Netlink(name) as nl:
         nl.up("lo")
     return name
@@ -128,13 +140,16 @@ def _vm(lab: OverlayLab, host: Netlink, vm: str, bridge: str, ip: str) -> None:
     with Netlink(lab.ns(vm)) as nl:
         nl.iproute().link("set", index=nl.index("eth0"), mtu=VM_MTU)
         nl.address("eth0", f"{ip}/24")
+        if lab.ipv6:
+            nl.address("eth0", f"{ipv6_of(ip)}/64")
         nl.up("eth0")
 
 
 @contextlib.contextmanager
-def overlay_lab(mode: Mode) -> Iterator[OverlayLab]:
-    """The lab above in `mode` (no controller running yet); everything removed afterwards."""
-    lab = OverlayLab("ov" + secrets.token_hex(3), mode, plan(overlay_data(mode)))
+def overlay_lab(mode: Mode, ipv6: bool = False) -> Iterator[OverlayLab]:
+    """The lab above in `mode` (no controller running yet); everything removed afterwards.
+    `ipv6`: IPv6 left on, and each VM has fd00::N/64 too (N as in its 10.0.0.N)."""
+    lab = OverlayLab("ov" + secrets.token_hex(3), mode, plan(overlay_data(mode, ipv6)), ipv6)
     STATE_ROOT.mkdir(parents=True, exist_ok=True)
     state_dir(lab.lab).mkdir()
     try:

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_PACKET"), reason="needs 
 BROADCAST = b"\xff" * 6
 MARKER_TYPE = 0x88B5  # IEEE local experimental ethertype: nothing in the lab answers it
 ARP, IPV4 = 0x0806, 0x0800
+SOLICIT6, ECHO6 = 135, 128  # ICMPv6 types
 TIMEOUT = 10.0
 BLUE, RED = (f"vx-{SEGMENTS[s]}" for s in ("blue", "red"))
 
@@ -39,6 +40,12 @@ BLUE, RED = (f"vx-{SEGMENTS[s]}" for s in ("blue", "red"))
 @pytest.fixture
 def ctl_lab() -> Iterator[OverlayLab]:
     with overlay_lab("controller") as lab:
+        yield lab
+
+
+@pytest.fixture
+def ctl_lab6() -> Iterator[OverlayLab]:
+    with overlay_lab("controller", ipv6=True) as lab:
         yield lab
 
 
@@ -98,6 +105,18 @@ def arp_requests_from(frames: list[Frame], vm: str) -> int:
         1
         for f in frames
         if f.data[12:14] == struct.pack("!H", ARP) and f.data[20:22] == b"\0\1" and f.data[22:28] == sender
+    )
+
+
+def icmp6_from(frames: list[Frame], vm: str, icmp_type: int) -> int:
+    src = mac_bytes(vm_mac(vm))
+    return sum(
+        1
+        for f in frames
+        if f.data[6:12] == src
+        and f.data[12:14] == b"\x86\xdd"
+        and f.data[20] == 58
+        and f.data[54] == icmp_type
     )
 
 
@@ -182,6 +201,20 @@ def test_arp_for_a_known_address_is_answered_on_the_host_and_never_crosses(ctl_l
     # the echo request crossed; the ARP request before it was answered by hv1's bridge (its
     # answer, and hv3's to the VM's own request, carry the remote VM's MAC as their source)
     assert arp_requests_from(seen["a3"], "a1") == 0 and arp_requests_from(seen["b3"], "b1") == 0
+
+
+def test_neighbour_solicitation_for_a_known_address_is_answered_on_the_host(ctl_lab6: OverlayLab) -> None:
+    ctl_lab6.start_controller()
+    caps = taps(ctl_lab6, "a2", "a3", "b2")
+    assert ping_ok(ctl_lab6, "a1", "fd00::2") and ping_ok(ctl_lab6, "b1", "fd00::2")
+    seen: dict[str, list[Frame]] = {}
+    collect(caps, seen, lambda: icmp6_from(seen.get("b2", []), "b1", ECHO6) >= 1)
+    collect(caps, seen, lambda: icmp6_from(seen.get("a2", []), "a1", ECHO6) >= 1)
+    assert neighbour_mac(ctl_lab6, "a1", "fd00::2") == vm_mac("a2")
+    assert neighbour_mac(ctl_lab6, "b1", "fd00::2") == vm_mac("b2")
+    # a1's solicitation went to a multicast address; hv1's bridge answered, nothing crossed
+    assert {vm: icmp6_from(seen[vm], "a1", SOLICIT6) for vm in ("a2", "a3")} == {"a2": 0, "a3": 0}
+    assert icmp6_from(seen["b2"], "b1", SOLICIT6) == 0
 
 
 def test_killed_controller_leaves_traffic_flowing_and_a_restart_rewrites_nothing(ctl_lab: OverlayLab) -> None:
