@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import re
 import secrets
+import signal
 import socket
 import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
 from netns_lab.capture import Capture, Frame
 from netns_lab.features.overlay import controller
+from netns_lab.features.overlay.plan import plan
 from netns_lab.kernel import fdb, netns
-from tests.lab.overlay_lab import SEGMENTS, OverlayLab, overlay_lab, vm_mac
+from tests.lab.overlay_lab import SEGMENTS, OverlayLab, overlay_data, overlay_lab, vm_mac
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_PACKET"), reason="needs Linux")
 
@@ -288,6 +291,27 @@ def test_entries_changed_by_hand_are_reported_then_repaired_as_they_happen(ctl_l
     assert log.count(f"hv1 {BLUE} vxlan {vm_mac('a2')}") == repairs + 2
     assert f"hv1 {BLUE} vxlan {vm_mac('a2')}: fix (have 10.255.1.13 static, want 10.255.1.12)" in log
     assert ping_ok(ctl_lab, "a1", "10.0.0.2")
+
+
+def test_a_new_plan_on_sighup_moves_and_removes_entries(ctl_lab: OverlayLab) -> None:
+    proc = ctl_lab.start_controller()
+    # b3 leaves; a3's MAC now lives behind hv2 (a VM moved, as far as the tables go)
+    data = overlay_data("controller")
+    moved = tuple(replace(m, host="hv2") if m.vm == "a3" else m for m in data.members if m.vm != "b3")
+    ctl_lab.plan = plan(replace(data, members=moved))
+    controller.write_plan(ctl_lab.lab, ctl_lab.plan)
+    proc.send_signal(signal.SIGHUP)
+    wait_until("b3 gone from hv1", lambda: remote(ctl_lab, "hv1", RED, vm_mac("b3")) == [])
+    wait_until(
+        "a3 behind hv2 on hv1",
+        lambda: [e.dst for e in remote(ctl_lab, "hv1", BLUE, vm_mac("a3"))] == ["10.255.1.12"],
+    )
+    assert controller.check(ctl_lab.lab, ctl_lab.plan) == []
+    with ctl_lab.tables("hv1") as t:
+        assert "10.0.0.3" not in {n.ip for n in t.neighbours("sg-10020")}
+        assert vm_mac("b3") not in {e.mac for e in t.fdb(RED)}
+        assert sorted(e.dst for e in t.fdb(RED) if e.mac == "00:00:00:00:00:00") == ["10.255.1.12"]
+    assert "plan reloaded" in ctl_lab.log()
 
 
 # -- flood mode --------------------------------------------------------------------------------
