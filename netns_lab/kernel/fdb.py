@@ -130,38 +130,59 @@ class Tables:
             self._index[dev] = found[0]
         return self._index[dev]
 
-    def forget(self) -> None:
-        """Drop the remembered ifindexes (a device may have been made again since)."""
-        self._index.clear()
+    def refresh(self) -> dict[str, int]:
+        """Look every interface up again, in one dump (a device may have been made again)."""
+        self._index = {link.get_attr("IFLA_IFNAME"): link["index"] for link in self.ipr.get_links()}
+        return self._index
 
     # -- reading ---------------------------------------------------------------------------
     def fdb(self, dev: str) -> list[Fdb]:
         """Every FDB entry of `dev`: its own (a vxlan device's) and the bridge's on its port."""
-        index = self.index(dev)
-        found = []
-        for msg in self.ipr.get_neighbours(family=AF_BRIDGE):
-            if msg["ifindex"] != index:
-                continue
-            master = msg.get_attr("NDA_MASTER") is not None
-            state, flags = msg["state"], msg["flags"]
-            dst = msg.get_attr("NDA_DST")
-            mac = msg.get_attr("NDA_LLADDR")
-            found.append(Fdb(dev, mac, dst, master, state, flags, fdb_origin(master, state, flags)))
-        return found
+        self.index(dev)
+        return self.all_fdb().get(dev, [])
 
     def neighbours(self, dev: str) -> list[Neigh]:
         """IPv4 and IPv6 unicast neighbour entries of `dev` (the kernel's multicast ones left out)."""
-        index = self.index(dev)
-        found = []
+        self.index(dev)
+        return self.all_neighbours().get(dev, [])
+
+    def all_fdb(self) -> dict[str, list[Fdb]]:
+        """Every FDB entry of the namespace by device name, in one dump (a pass over a thousand
+        segments must not dump the table a thousand times); devices looked up so far only, so
+        call refresh() first for all."""
+        names = self._names()
+        found: dict[str, list[Fdb]] = {}
+        for msg in self.ipr.get_neighbours(family=AF_BRIDGE):
+            dev = names.get(msg["ifindex"])
+            if dev is None:
+                continue
+            master = msg.get_attr("NDA_MASTER") is not None
+            state, flags = msg["state"], msg["flags"]
+            mac, dst, origin = (
+                msg.get_attr("NDA_LLADDR"),
+                msg.get_attr("NDA_DST"),
+                fdb_origin(master, state, flags),
+            )
+            found.setdefault(dev, []).append(Fdb(dev, mac, dst, master, state, flags, origin))
+        return found
+
+    def all_neighbours(self) -> dict[str, list[Neigh]]:
+        """Every IPv4 and IPv6 unicast neighbour entry of the namespace by device name."""
+        names = self._names()
+        found: dict[str, list[Neigh]] = {}
         for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in self.ipr.get_neighbours(family=family, ifindex=index):
-                ip = msg.get_attr("NDA_DST")
-                if msg["ifindex"] != index or ip is None or ip_address(ip).is_multicast:
+            for msg in self.ipr.get_neighbours(family=family):
+                dev, ip = names.get(msg["ifindex"]), msg.get_attr("NDA_DST")
+                if dev is None or ip is None or ip_address(ip).is_multicast:
                     continue
                 state, flags, proto = msg["state"], msg["flags"], msg.get_attr("NDA_PROTOCOL")
                 mac = msg.get_attr("NDA_LLADDR")
-                found.append(Neigh(dev, ip, mac, state, flags, proto, neigh_origin(state, flags, proto)))
+                origin = neigh_origin(state, flags, proto)
+                found.setdefault(dev, []).append(Neigh(dev, ip, mac, state, flags, proto, origin))
         return found
+
+    def _names(self) -> dict[int, str]:
+        return {index: name for name, index in self._index.items()}
 
     # -- writing (each call is one request; the kernel changes nothing it already holds) ------
     def replace_remote(self, dev: str, mac: str, vtep: str) -> None:

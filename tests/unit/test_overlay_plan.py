@@ -108,6 +108,10 @@ def test_the_plan_survives_json() -> None:
     [
         (p.Member("hv1", "x", 0, "nope", mac(1)), "x.eth0: unknown segment 'nope'"),
         (
+            p.Member("hv3", "x", 0, "blue-web", mac(1), ("10.0.0.2",)),
+            "a2.eth0 and x.eth0: both have 10.0.0.2 on segment 'blue-web'",
+        ),
+        (
             p.Member("hv9", "x", 1, "blue-web", mac(1)),
             "x.eth1: host 'hv9' has no VTEP for segment 'blue-web'",
         ),
@@ -115,7 +119,7 @@ def test_the_plan_survives_json() -> None:
 )
 def test_bad_members_are_named(member: p.Member, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        p.plan(p.OverlayData(VTEPS, SEGMENTS, (member,)))
+        p.plan(p.OverlayData(VTEPS, SEGMENTS, (*MEMBERS, member)))
 
 
 def test_from_topology_reads_the_model_fields_of_the_contract() -> None:

@@ -35,8 +35,8 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netns_lab import sweeper
-from netns_lab.features.overlay.plan import HostTables, Plan, segment_bridge, vxlan_dev
-from netns_lab.features.overlay.reconcile import Change, apply, read_segment
+from netns_lab.features.overlay.plan import Plan, segment_bridge, vxlan_dev
+from netns_lab.features.overlay.reconcile import Change, apply, read_host
 from netns_lab.kernel import fdb, netns
 from netns_lab.state import state_dir
 from netns_lab.topology import names
@@ -100,16 +100,12 @@ def wait_ready(lab: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 
 # -- read-only views ---------------------------------------------------------------------------
-def host_changes(tables: fdb.Tables, host: HostTables) -> list[Change]:
-    return [c for seg in host.segments for c in read_segment(tables, host.host, seg)]
-
-
 def check(lab: str, plan: Plan) -> list[Change]:
     """Every difference between the plan and the kernel tables of the lab's hosts (empty: none)."""
     drifts: list[Change] = []
     for host in plan.hosts:
         with fdb.Tables(names.namespace(lab, host.host)) as tables:
-            drifts += host_changes(tables, host)
+            drifts += read_host(tables, host)
     return drifts
 
 
@@ -119,17 +115,18 @@ def show(lab: str, hosted: Mapping[str, Iterable[int]]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for host, vnis in hosted.items():
         with fdb.Tables(names.namespace(lab, host)) as tables:
-            found[host] = [_segment_view(tables, vni) for vni in sorted(vnis)]
+            present = tables.refresh()
+            entries, neighbours = tables.all_fdb(), tables.all_neighbours()
+            found[host] = [
+                {
+                    "vni": vni,
+                    "present": vxlan_dev(vni) in present and segment_bridge(vni) in present,
+                    "fdb": [e.as_dict() for e in entries.get(vxlan_dev(vni), [])],
+                    "neighbours": [n.as_dict() for n in neighbours.get(segment_bridge(vni), [])],
+                }
+                for vni in sorted(vnis)
+            ]
     return found
-
-
-def _segment_view(tables: fdb.Tables, vni: int) -> dict[str, Any]:
-    try:
-        entries = [e.as_dict() for e in tables.fdb(vxlan_dev(vni))]
-        neighbours = [n.as_dict() for n in tables.neighbours(segment_bridge(vni))]
-    except NetlinkError as err:
-        return {"vni": vni, "error": str(err)}
-    return {"vni": vni, "fdb": entries, "neighbours": neighbours}
 
 
 # -- the process -------------------------------------------------------------------------------
@@ -165,8 +162,7 @@ class Controller:
             host = next((h for h in self.plan.hosts if h.host == name), None)
             if host is None:
                 continue
-            self.tables[name].forget()
-            for change in host_changes(self.tables[name], host):
+            for change in read_host(self.tables[name], host):
                 if change.action == "missing":
                     log.warning("%s: cannot program it (not built)", change)
                     continue

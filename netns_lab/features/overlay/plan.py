@@ -171,6 +171,8 @@ def plan(data: OverlayData) -> Plan:
     by_segment: dict[str, list[Member]] = {}
     for m in data.members:
         by_segment.setdefault(m.segment, []).append(m)
+    for members in by_segment.values():
+        _unique_addresses(members)
     hosts: dict[str, list[SegmentTables]] = {}
     for name in sorted(by_segment, key=lambda n: segments[n].vni):
         spec = segments[name]
@@ -180,6 +182,18 @@ def plan(data: OverlayData) -> Plan:
         for host in sorted({m.host for m in members}):
             hosts.setdefault(host, []).append(_segment_tables(spec, host, members, vteps))
     return Plan(tuple(HostTables(h, vteps[h], tuple(hosts[h])) for h in sorted(hosts)))
+
+
+def _unique_addresses(members: list[Member]) -> None:
+    """Two NICs of one segment with one address would make the controller rewrite its
+    neighbour entry forever, one MAC after the other."""
+    owner: dict[str, Member] = {}
+    for m in members:
+        for ip in m.addresses:
+            first = owner.setdefault(ip, m)
+            if first.mac.lower() != m.mac.lower():
+                where = f"{first.vm}.eth{first.nic} and {m.vm}.eth{m.nic}"
+                raise ValueError(f"{where}: both have {ip} on segment {m.segment!r}")
 
 
 def _segment_tables(

@@ -16,9 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from pyroute2.netlink.exceptions import NetlinkError
-
-from netns_lab.features.overlay.plan import ZERO_MAC, SegmentTables
+from netns_lab.features.overlay.plan import ZERO_MAC, HostTables, SegmentTables
 from netns_lab.kernel import fdb
 from netns_lab.kernel.fdb import Fdb, Neigh
 
@@ -136,16 +134,20 @@ def _remove(host: str, seg: SegmentTables, table: Table, key: str, e: Fdb | Neig
     return Change(host, seg.segment, "remove", table, dev, key, None, _describe(e), e)
 
 
-def read_segment(tables: fdb.Tables, host: str, seg: SegmentTables) -> list[Change]:
-    """The changes `seg` needs on the host behind `tables` (a missing device is one change)."""
-    try:
-        entries = tables.fdb(seg.vxlan)
-        neighbours = tables.neighbours(seg.bridge) if seg.mode == "controller" else []
-    except NetlinkError as err:
-        if err.code != 19:  # ENODEV
-            raise
-        return [Change(host, seg.segment, "missing", "device", seg.vxlan, seg.vxlan)]
-    return diff_segment(host, seg, entries, neighbours)
+def read_host(tables: fdb.Tables, host: HostTables) -> list[Change]:
+    """The changes `host` needs (its tables read in one dump each; a missing device is a change)."""
+    present = tables.refresh()
+    entries, neighbours = tables.all_fdb(), tables.all_neighbours()
+    changes = []
+    for seg in host.segments:
+        devices = (seg.vxlan, seg.bridge)
+        missing = [d for d in devices if d not in present]
+        if missing:
+            changes += [Change(host.host, seg.segment, "missing", "device", d, d) for d in missing]
+            continue
+        own = neighbours.get(seg.bridge, []) if seg.mode == "controller" else []
+        changes += diff_segment(host.host, seg, entries.get(seg.vxlan, []), own)
+    return changes
 
 
 def apply(tables: fdb.Tables, change: Change) -> None:
