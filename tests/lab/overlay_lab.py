@@ -135,14 +135,33 @@ def _build(lab: OverlayLab) -> None:
                     _vm(lab, nl, vm, f"sg-{SEGMENTS[seg]}", ip)
 
 
-def _vm(lab: OverlayLab, host: Netlink, vm: str, bridge: str, ip: str) -> None:
-    host.veth(f"{vm}-0", "eth0", _create(lab, vm), mac=vm_mac(vm), master=bridge, up=True)
+def _vm(lab: OverlayLab, host: Netlink, vm: str, bridge: str, ip: str, new: bool = True) -> None:
+    """VM `vm` (its namespace made when `new`) plugged into `bridge` of `host`, addressed, up."""
+    host.veth(
+        f"{vm}-0", "eth0", _create(lab, vm) if new else lab.ns(vm), mac=vm_mac(vm), master=bridge, up=True
+    )
     with Netlink(lab.ns(vm)) as nl:
         nl.iproute().link("set", index=nl.index("eth0"), mtu=VM_MTU)
         nl.address("eth0", f"{ip}/24")
         if lab.ipv6:
             nl.address("eth0", f"{ipv6_of(ip)}/64")
         nl.up("eth0")
+
+
+def add_vm(lab: OverlayLab, vm: str, host: str, segment: str, ip: str) -> Member:
+    """A new VM on a segment the host already has (the plan is the caller's to change)."""
+    with Netlink(lab.ns(host)) as nl:
+        _vm(lab, nl, vm, f"sg-{SEGMENTS[segment]}", ip)
+    return Member(host, vm, 0, segment, vm_mac(vm), (ip,))
+
+
+def move_vm(lab: OverlayLab, vm: str, old: str, new: str, segment: str, ip: str) -> Member:
+    """Unplug `vm` from host `old` (its veth pair goes) and plug it into `new`, same MAC and IP."""
+    with lab.tables(old) as t:
+        t.ipr.link("del", index=t.index(f"{vm}-0"))
+    with Netlink(lab.ns(new)) as nl:
+        _vm(lab, nl, vm, f"sg-{SEGMENTS[segment]}", ip, new=False)
+    return Member(new, vm, 0, segment, vm_mac(vm), (ip,))
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,7 +47,7 @@ log = logging.getLogger("netns_lab.overlay.controller")
 PLAN, LOG, READY = "overlay-plan.json", "controller.log", "controller.ready"
 INTERVAL = 30.0  # seconds between two full passes when nothing changes
 SETTLE = 0.05  # after a change, wait this long for its siblings before reading the tables
-WAKE = 1.0  # longest sleep: a SIGHUP or the lab's end is noticed within it
+WAKE = 1.0  # longest sleep: the lab's end is noticed within it
 
 
 def plan_file(lab: str) -> Path:
@@ -184,11 +185,21 @@ class Controller:
         poller = select.poll()
         for fd in self.events:
             poller.register(fd, select.POLLIN)
+        # A signal alone does not end poll() (Python restarts it): its byte on this socket does.
+        wake, wake_w = socket.socketpair()
+        wake.setblocking(False)
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        poller.register(wake.fileno(), select.POLLIN)
         next_pass = time.monotonic() + self.interval
         while plan_file(self.lab).exists():
             if self.reload:
                 self._reload(poller)
-            if poller.poll(min(WAKE, max(0.0, next_pass - time.monotonic())) * 1000):
+            ready = {fd for fd, _ in poller.poll(min(WAKE, max(0.0, next_pass - time.monotonic())) * 1000)}
+            if wake.fileno() in ready:
+                with contextlib.suppress(BlockingIOError):
+                    wake.recv(4096)
+            if ready - {wake.fileno()}:
                 time.sleep(SETTLE)  # one hand edit or BGP update is often several messages
                 self.reconcile(sorted({h for h in map(self._drained, self.events) if h}))
             if time.monotonic() >= next_pass:
