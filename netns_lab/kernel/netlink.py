@@ -21,8 +21,9 @@ import contextlib
 import errno
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -33,6 +34,7 @@ from netns_lab.kernel import netns, rtnl
 _RECV_SIZE = 65536  # a dump datagram is at most ~32 KiB (netlink caps max_recvmsg_len)
 _DUMP_RETRIES = 3
 _CREATE = rtnl.F_CREATE | rtnl.F_EXCL
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -149,11 +151,7 @@ class Netlink:
         self._set(name, True, b"", f"cannot bring {name!r} up")
 
     def links(self) -> list[Link]:
-        for _ in range(_DUMP_RETRIES):
-            found = self._dump_links()
-            if found is not None:
-                return found
-        raise NetlinkError(errno.EAGAIN, self._message("cannot list links", "they kept changing"))
+        return self.dump(rtnl.RTM_GETLINK, rtnl.dump_links(), "cannot list links", rtnl.RTM_NEWLINK, _link)
 
     # -- addresses and routes --------------------------------------------------------------
     def address(self, name: str, ifaddr: str) -> None:
@@ -198,24 +196,40 @@ class Netlink:
                         raise NetlinkError(code, self._message(what, os.strerror(code), detail))
                     return index
 
-    def _dump_links(self) -> list[Link] | None:
-        """All links, or None when the kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR)."""
-        seq = self._send(rtnl.RTM_GETLINK, nlwire.F_DUMP, rtnl.dump_links())
-        found: list[Link] = []
+    def request(self, kind: int, flags: int, body: bytes, what: str) -> None:
+        """One request packed by the caller (e.g. a neighbour or FDB change), acknowledged."""
+        self._call(kind, flags, body, what)
+
+    def dump(
+        self, kind: int, body: bytes, what: str, answer: int, parse: Callable[[memoryview], T]
+    ) -> list[T]:
+        """Every `answer` message of a `kind` dump, each through `parse`; retried while the
+        kernel flags the dump as inconsistent (the table changed while it was read)."""
+        for _ in range(_DUMP_RETRIES):
+            found = self._dump(kind, body, what, answer, parse)
+            if found is not None:
+                return found
+        raise NetlinkError(errno.EAGAIN, self._message(what, "the table kept changing"))
+
+    def _dump(
+        self, kind: int, body: bytes, what: str, answer: int, parse: Callable[[memoryview], T]
+    ) -> list[T] | None:
+        """None when the kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR)."""
+        seq = self._send(kind, nlwire.F_DUMP, body)
+        found: list[T] = []
         consistent = True
         while True:
-            for mtype, mflags, mseq, payload in self._receive("cannot list links"):
+            for mtype, mflags, mseq, payload in self._receive(what):
                 if mseq != seq:
                     continue
                 consistent = consistent and not mflags & rtnl.F_DUMP_INTR
                 if mtype in (nlwire.NLMSG_DONE, nlwire.NLMSG_ERROR):
                     code, detail = nlwire.error(mflags, payload, done=mtype == nlwire.NLMSG_DONE)
                     if code:
-                        reason = os.strerror(code)
-                        raise NetlinkError(code, self._message("cannot list links", reason, detail))
+                        raise NetlinkError(code, self._message(what, os.strerror(code), detail))
                     return found if consistent else None
-                if mtype == rtnl.RTM_NEWLINK:
-                    found.append(_link(payload))
+                if mtype == answer:
+                    found.append(parse(payload))
 
     def _receive(self, what: str) -> Iterator[tuple[int, int, int, memoryview]]:
         """The messages of the datagram read now (valid until the next read).

@@ -1,0 +1,1 @@
+"""The VXLAN overlay: segments across hosts, their tables, and who fills them."""
