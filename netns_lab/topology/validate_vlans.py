@@ -11,7 +11,7 @@ from __future__ import annotations
 from netns_lab.topology.convert import LeftOut
 from netns_lab.topology.errors import Found, did_you_mean, listing
 from netns_lab.topology.model import Host, Switch, Topology
-from netns_lab.topology.names import network_port, switch_port
+from netns_lab.topology.names import network_port, router_port, switch_port
 
 INTERNAL_TRUNK = "an internal-only vSwitch (no uplinks) has no trunk"
 
@@ -21,8 +21,8 @@ def check(found: Found, topo: Topology, left_out: LeftOut) -> None:
     _vlan_ids(found, topo)
     for host in topo.hosts:
         _vswitch_trunks(found, topo, host, left_out.complete("vms"))
-    # A host or network left out for another error takes its switch ports with it.
-    if left_out.complete("hosts") and left_out.complete("networks"):
+    # A host, router or network left out for another error takes its switch ports with it.
+    if left_out.complete("hosts") and left_out.complete("networks") and left_out.complete("routers"):
         cabling = _cabling(topo)
         for switch in topo.switches:
             _switch_ports(found, switch, cabling)
@@ -55,6 +55,7 @@ def _cabling(topo: Topology) -> dict[str, str]:
     """Switch port -> the switch it is on. Port names are unique across switches: a host port
     has a dash, a network's port (its name) has none."""
     cabling = {switch_port(h.name, p.name): p.switch for h in topo.hosts for p in h.pnics}
+    cabling |= {router_port(r.name, nic.name): nic.switch for r in topo.routers for nic in r.nics}
     return cabling | {network_port(n.name): n.switch for n in topo.networks}
 
 
