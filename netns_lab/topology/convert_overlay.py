@@ -31,8 +31,8 @@ from netns_lab.topology.model import (
     Router,
     RouterNic,
     Segment,
-    VSwitch,
     Vm,
+    VSwitch,
 )
 
 if TYPE_CHECKING:

@@ -28,10 +28,11 @@ from netns_lab.topology.names import (
     SWITCH_BRIDGE,
     default_mac,
     network_port,
-    switch_port,
     router_port,
+    switch_port,
     vm_port,
     vmknic_mac,
+    vxlan_dev,
 )
 
 IfEntry = tuple[str, str | None, str]  # interface name, where it is declared (None: built in), label
@@ -174,7 +175,11 @@ def _host_ifnames(topo: Topology, host: Host) -> Iterator[IfEntry]:
     for pnic in host.pnics:
         yield pnic.name, f"hosts.{host.name}.pnics.{pnic.name}", f"pNIC {pnic.name!r}"
     for vs in host.vswitches:
-        yield vs.name, f"hosts.{host.name}.vswitches.{vs.name}", f"vSwitch {vs.name!r}"
+        if vs.segment is None:
+            yield vs.name, f"hosts.{host.name}.vswitches.{vs.name}", f"vSwitch {vs.name!r}"
+    for segment in topo.host_segments(host.name):  # names no declared interface can take (a dash)
+        yield segment.bridge, None, f"the bridge of segment {segment.name}"
+        yield vxlan_dev(segment.vni), None, f"the VXLAN device of segment {segment.name}"
     for nic in host.vmknics:
         path = f"hosts.{host.name}.vmknics.{nic.name}"
         yield nic.name, path, f"VMkernel NIC {nic.name!r}"

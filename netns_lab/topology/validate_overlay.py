@@ -56,8 +56,8 @@ def _route_reflector(found: Found, topo: Topology, declared: Declared) -> None:
         if evpn:
             found.add(
                 "overlay.route_reflector",
-                f"missing: segment{'s' if len(evpn) > 1 else ''} {', '.join(evpn)} use{'' if len(evpn) > 1 else 's'}"
-                " evpn, whose routes go through a route reflector (name a router or a host)",
+                f"missing: evpn, the mode of {', '.join(evpn)}, sends its routes through a route "
+                "reflector (name a router or a host)",
             )
         return
     if routers is None or hosts is None or reflector in routers or reflector in hosts:
@@ -137,9 +137,7 @@ def _machines(found: Found, topo: Topology, left_out: LeftOut) -> None:
         first.setdefault(name, index)
     for host in topo.hosts:
         if host.machine is not None and host.machine not in first:
-            found.add(
-                f"hosts.{host.name}.machine", unknown("machine", "machines", host.machine, list(first))
-            )
+            found.add(f"hosts.{host.name}.machine", unknown("machine", "machines", host.machine, list(first)))
     if not left_out.complete("hosts"):  # a host left out may be on the machine that looks empty
         return
     for name, index in first.items():
