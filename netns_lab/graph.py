@@ -41,6 +41,9 @@ def _host(topo: Topology, host: Host) -> list[str]:
     lines = [f"  subgraph {_q('cluster', host.name)} {{", f'    label="{host.name}"; style=rounded;']
     for vs in host.vswitches:
         extra = "\\n(internal only)" if vs.internal_only else ""
+        if vs.segment is not None:
+            segment = topo.segment(vs.segment)
+            extra = f"\\n(segment {segment.name}, VNI {segment.vni}, {segment.tenant})"
         lines.append(f'    {_q(host.name, vs.name)} [label="{vs.name}{extra}", shape=hexagon];')
     for pnic in host.pnics:
         lines.append(f'    {_q(host.name, pnic.name)} [label="{pnic.name}\\n{pnic.driver}", shape=cds];')

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from netns_lab.features.overlay import checks
 from netns_lab.topology import names
 from netns_lab.topology.errors import TopologyError
 from netns_lab.topology.loader import SCHEMA_PATH, load, load_text, parse_yaml
@@ -419,3 +420,91 @@ def test_nlab_validate_exits_2_naming_the_field(tmp_path: Path) -> None:
     proc = subprocess.run([*cli, str(bad)], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert f"{bad}: segments.blue-web.vni: 0 is not in 1..16777215" in proc.stderr
+
+
+# -- VM-VN-R2 and VM-VN-R3 -----------------------------------------------------------------------
+def test_r2_flags_vlans_that_sprawl_over_more_than_two_hosts() -> None:
+    r2 = checks.vm_vn_r2(load(REFERENCE))
+    assert r2["status"] == "not met"
+    assert r2["objects"] == [
+        "VLAN management (10) on hv1, hv2, hv3",
+        "VLAN migration (20) on hv1, hv2, hv3",
+        "VLAN logging (30) on hv1, hv2, hv3",
+        "VLAN app (120) on hv1, hv2, hv3",
+    ]
+    # the threshold is the rule: with a limit of 3 hosts nothing sprawls, and no segment is overlay
+    assert checks.vm_vn_r2(load(REFERENCE), span_limit=3)["status"] == "not applicable"
+
+
+def test_r2_is_met_by_the_overlay_lab_and_broken_by_one_vlan_more() -> None:
+    topo = load(OVERLAY)
+    r2 = checks.vm_vn_r2(topo)
+    assert (r2["status"], r2["objects"]) == ("met", [])
+    assert "blue-web, red-web" in r2["reason"]  # blue-db is on hv2 only: it spans nothing
+    data = _data()
+    data["hosts"]["hv3"]["pnics"]["eth1"] = {"switch": "tor1", "driver": "i40e", "pci_bus": "0000:5e:00.1"}
+    data["hosts"]["hv3"]["vswitches"] = {"vs1": {"uplinks": ["eth1"]}}
+    data["switches"]["tor1"]["ports"]["hv3-eth1"] = {"trunk": ["legacy"]}
+    data["vms"]["leg3"] = {
+        "host": "hv3",
+        "nics": [{"vswitch": "vs1", "vlan": "legacy", "ip": "10.100.0.13/24"}],
+    }
+    sprawl = checks.vm_vn_r2(load_text(yaml.safe_dump(data), "lab.yaml"))
+    assert (sprawl["status"], sprawl["objects"]) == ("not met", ["VLAN legacy (100) on hv1, hv2, hv3"])
+
+
+def test_r3_wants_a_controller_or_evpn() -> None:
+    assert checks.vm_vn_r3(load(REFERENCE))["status"] == "not applicable"
+    r3 = checks.vm_vn_r3(load(OVERLAY))
+    assert (r3["status"], r3["objects"]) == ("met", [])
+    data = _data()
+    data["segments"]["red-web"]["mode"] = "flood"
+    data["segments"]["blue-db"]["mode"] = "evpn"
+    r3 = checks.vm_vn_r3(load_text(yaml.safe_dump(data), "lab.yaml"))
+    assert (r3["status"], r3["objects"]) == ("not met", ["segment red-web (VNI 20010, tenant red)"])
+    data["segments"]["red-web"]["mode"] = "evpn"
+    r3 = checks.vm_vn_r3(load_text(yaml.safe_dump(data), "lab.yaml"))
+    assert r3["status"] == "met"
+    assert r3["reason"] == (
+        "every segment's VTEP tables are programmed by the lab's controller (blue-web) "
+        "and by BGP EVPN (blue-db, red-web)"
+    )
+
+
+def test_checks_have_the_audit_shape() -> None:
+    for rec in checks.check(load(OVERLAY)) + checks.check(load(REFERENCE)):
+        assert set(rec) == {"id", "status", "reason", "objects"}
+        assert rec["status"] in ("met", "not met", "not applicable") and rec["reason"]
+    assert [rec["id"] for rec in checks.check(load(OVERLAY))] == ["VM-VN-R2", "VM-VN-R3"]
+
+
+# -- the status document -------------------------------------------------------------------------
+def test_status_shows_vni_tenant_and_vtep_from_the_model() -> None:
+    from netns_lab import status  # the kernel side is read for presence only: no lab of this name runs
+
+    topo = load(OVERLAY, lab="ovtopoq")
+    nics = {vm.name: status._vm(topo, vm)["nics"] for vm in topo.vms}
+    picked = [(n["vswitch"], n["vni"], n["segment"], n["tenant"]) for n in nics["bgw"] + nics["leg1"]]
+    assert picked == [
+        ("sg-10010", 10010, "blue-web", "blue"),
+        ("sg-10020", 10020, "blue-db", "blue"),
+        ("vs1", None, None, None),
+    ]
+    assert not any(n["present"] for nic_list in nics.values() for n in nic_list)
+    hv3 = status._host(topo, topo.host("hv3"))
+    assert hv3["vtep"] == "10.255.2.13"
+    assert [(v["name"], v["segment"], v["internal_only"]) for v in hv3["vswitches"]] == [
+        ("sg-10010", "blue-web", False),
+        ("sg-20010", "red-web", False),
+    ]
+    reference = load(REFERENCE, lab="ovtopoq")
+    assert status._host(reference, reference.host("hv1"))["vtep"] is None
+    assert status.segments_doc(topo)[2] == {
+        "name": "red-web",
+        "vni": 20010,
+        "tenant": "red",
+        "mode": "controller",
+        "bridge": "sg-20010",
+        "vxlan": "vx-20010",
+        "hosts": ["hv1", "hv3"],
+    }

@@ -1,0 +1,1 @@
+"""The lab's features, one package each: what they plan from the topology, install, and check."""
