@@ -508,3 +508,17 @@ def test_status_shows_vni_tenant_and_vtep_from_the_model() -> None:
         "vxlan": "vx-20010",
         "hosts": ["hv1", "hv3"],
     }
+
+
+def test_loading_and_checking_the_overlay_lab_leaves_the_kernel_side_out() -> None:
+    code = (
+        "import sys\n"
+        "from netns_lab.topology import loader\n"
+        "from netns_lab.features.overlay import checks\n"
+        f"checks.check(loader.load({str(OVERLAY)!r}))\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    loaded = set(proc.stdout.split())
+    assert {"netns_lab.topology.validate_overlay", "netns_lab.features.overlay.checks"} <= loaded
+    assert not loaded & {"bcc", "pyroute2", "scapy", "dataplane", "netns_lab.status"}
