@@ -82,9 +82,10 @@ def _vswitch_way_out(v: dict[str, Any]) -> str:
 
 
 def validated(path: str, d: dict[str, Any]) -> None:
+    overlay = "".join(f", {d[key]} {key}" for key in ("routers", "segments") if d[key])
     line(
         f"{path}: ok: lab {d['lab']}, {d['hosts']} hosts, {d['switches']} switches, "
-        f"{d['networks']} networks, {d['vms']} VMs"
+        f"{d['networks']} networks, {d['vms']} VMs{overlay}"
     )
 
 
