@@ -3,8 +3,9 @@
 VNIs are unique; a segment in evpn mode has a route reflector that is a router or a host of the
 lab; every host with a VM NIC on a segment has a VTEP, which names one of its pNICs that has an
 IPv4 address and is not a vSwitch uplink (an uplink is a bridge port and takes no address); a host
-has one default route; router NICs are cabled to switches of the lab; declared machines are each
-used by a host and are the only ones hosts name. Segment references, NICs that name a segment and
+has one default route and a first hop towards every VTEP it shares a segment with; a routed pNIC's
+switch port carries untagged frames; router NICs are cabled to switches of the lab; declared
+machines are each used by a host and are the only ones hosts name. Segment references, NICs that name a segment and
 a vSwitch or VLAN, and VMs on two tenants' segments are reported while the model is built
 (:mod:`netns_lab.topology.convert_overlay`); addresses are unique per address space (a segment
 is one, everything outside segments another) in :mod:`netns_lab.topology.validate`, which also
@@ -13,10 +14,14 @@ checks the next hops of pNICs and routers.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
+
 from netns_lab.topology.convert import Declared, LeftOut
 from netns_lab.topology.errors import Found, did_you_mean, listing, unknown
 from netns_lab.topology.model import Host, Topology
+from netns_lab.topology.names import switch_port
 
+_DEFAULT4 = ip_network("0.0.0.0/0")
 ROUTED = "a VTEP's pNIC is a routed interface of the host, not a vSwitch uplink (a bridge port)"
 
 
@@ -28,6 +33,11 @@ def check(found: Found, topo: Topology, declared: Declared, left_out: LeftOut) -
         _vtep(found, topo, host)
         _routed_pnics(found, host)
         _gateways(found, host)
+    if left_out.complete("hosts") and left_out.complete("vms"):  # else a VTEP's peers are missing
+        for host in topo.hosts:
+            _vtep_peers(found, topo, host)
+    if left_out.complete("hosts") and left_out.complete("switches"):
+        _untagged_underlay(found, topo)
     for router in topo.routers:
         for nic in router.nics:
             path = f"routers.{router.name}.nics.{nic.name}.switch"
@@ -60,7 +70,15 @@ def _route_reflector(found: Found, topo: Topology, declared: Declared) -> None:
                 "reflector (name a router or a host)",
             )
         return
-    if routers is None or hosts is None or reflector in routers or reflector in hosts:
+    if routers is None or hosts is None or reflector in routers:
+        return
+    host = next((h for h in topo.hosts if h.name == reflector), None)
+    if host is not None and not any(p.ip is not None for p in host.pnics):
+        found.add(
+            "overlay.route_reflector",
+            f"host {reflector} has no underlay address (a pNIC with 'ip') for the VTEPs to reach it at",
+        )
+    if reflector in hosts:
         return
     found.add(
         "overlay.route_reflector",
@@ -97,6 +115,48 @@ def _vtep(found: Found, topo: Topology, host: Host) -> None:
         found.add(path, f"pNIC {pnic.name} has no 'ip': the VTEP's address is that of its pNIC")
     elif pnic.ip.version != 4:
         found.add(path, f"pNIC {pnic.name}'s address {pnic.ip} is IPv6: VXLAN tunnels here run over IPv4")
+
+
+def _vtep_peers(found: Found, topo: Topology, host: Host) -> None:
+    """Each VTEP a host shares a segment with is on a subnet of its pNICs, or routed to. Only the
+    first hop is known here: the routers' own tables are checked as any node's."""
+    own = topo.vtep_ip(host.name)
+    if own is None:
+        return
+    subnets = [p.ip.network for p in host.pnics if p.ip is not None]
+    routed = [r.to for p in host.pnics for r in p.routes] + [
+        _DEFAULT4 for p in host.pnics if p.gateway is not None and p.gateway.version == 4
+    ]
+    for segment in topo.host_segments(host.name):
+        for peer in topo.segment_hosts(segment.name):
+            address = topo.vtep_ip(peer) if peer != host.name else None
+            if address is None or any(address in net for net in (*subnets, *routed)):
+                continue
+            found.add(
+                f"hosts.{host.name}.vtep",
+                f"{address} ({peer}'s VTEP, segment {segment.name}) is on no subnet of {host.name}'s "
+                "pNICs and no route or gateway leads there",
+            )
+            return  # one unreachable peer says what to fix
+
+
+def _untagged_underlay(found: Found, topo: Topology) -> None:
+    """A routed pNIC sends and expects untagged frames: its switch port must carry them."""
+    for host in topo.hosts:
+        uplinks = {u for vs in host.vswitches for u in vs.uplinks}  # an address there is reported
+        for pnic in host.pnics:
+            if pnic.name in uplinks:
+                continue
+            port = switch_port(host.name, pnic.name)
+            switch = next((s for s in topo.switches if s.name == pnic.switch), None)
+            if pnic.ip is None or switch is None or switch.port_profile(port).kind != "trunk":
+                continue
+            if not switch.port_profile(port).untagged:
+                found.add(
+                    f"switches.{switch.name}.ports.{port}",
+                    f"{host.name}'s pNIC {pnic.name} is routed (it has an 'ip') and sends untagged "
+                    "frames, which this trunk does not carry (add 'untagged: true' or make it plain)",
+                )
 
 
 def _routed_pnics(found: Found, host: Host) -> None:

@@ -164,6 +164,7 @@ def _both(*edits: Edit) -> Edit:
 HV1_ETH0 = ("hosts", "hv1", "pnics", "eth0")
 BWEB1_NIC = ("vms", "bweb1", "nics", 0)
 OVERLAY_ROOT = "lab.yaml: "
+PLAIN_PNIC = {"switch": "tor1", "driver": "ixgbe", "pci_bus": "0000:03:00.0"}
 SECOND_ROUTED_PNIC = {
     "switch": "tor2",
     "driver": "ixgbe",
@@ -361,6 +362,41 @@ BAD: list[tuple[str, Edit, set[str]]] = [
         },
     ),
     (
+        "reflector-host-without-address",
+        _both(
+            _set("hosts", "hv4", value={"pnics": {"eth0": {**PLAIN_PNIC, "switch": "tor2"}}}),
+            _set("overlay", "route_reflector", value="hv4"),
+        ),
+        {
+            "overlay.route_reflector: host hv4 has no underlay address (a pNIC with 'ip') for the "
+            "VTEPs to reach it at"
+        },
+    ),
+    (
+        "vtep-peer-unreachable",
+        _delete(*HV1_ETH0, "gateway"),
+        {
+            "hosts.hv1.vtep: 10.255.2.13 (hv3's VTEP, segment blue-web) is on no subnet of hv1's "
+            "pNICs and no route or gateway leads there"
+        },
+    ),
+    (
+        "vtep-peer-routed",
+        _both(
+            _delete(*HV1_ETH0, "gateway"),
+            _set(*HV1_ETH0, "routes", value=[{"to": "10.255.2.0/24", "via": "10.255.1.1"}]),
+        ),
+        set(),
+    ),
+    (
+        "routed-pnic-on-a-tagged-trunk",
+        _set("switches", "tor2", "ports", value={"hv3-eth0": {"trunk": ["legacy"]}}),
+        {
+            "switches.tor2.ports.hv3-eth0: hv3's pNIC eth0 is routed (it has an 'ip') and sends "
+            "untagged frames, which this trunk does not carry (add 'untagged: true' or make it plain)"
+        },
+    ),
+    (
         "machine-unknown",
         _both(
             _set("machines", value=["m1", "m2"]),
@@ -382,8 +418,12 @@ BAD: list[tuple[str, Edit, set[str]]] = [
 
 @pytest.mark.parametrize(("edit", "expected"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_bad_overlay_input_names_its_field(edit: Edit, expected: set[str]) -> None:
+    """An empty set is a positive control: the edit is allowed."""
     data = copy.deepcopy(_data())
     edit(data)
+    if not expected:
+        load_text(yaml.safe_dump(data, sort_keys=False), "lab.yaml")
+        return
     assert _errors(data) == {OVERLAY_ROOT + message for message in expected}
 
 
