@@ -1,1 +1,0 @@
-"""The lab's features, one package each: what they plan from the topology, install, and check."""

@@ -1,1 +1,1 @@
-"""The VXLAN overlay: segments of tenants across hosts, carried by VTEPs over an IP underlay."""
+"""The VXLAN overlay: segments across hosts, their tables, and who fills them."""
