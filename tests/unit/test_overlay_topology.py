@@ -562,3 +562,14 @@ def test_loading_and_checking_the_overlay_lab_leaves_the_kernel_side_out() -> No
     loaded = set(proc.stdout.split())
     assert {"netns_lab.topology.validate_overlay", "netns_lab.features.overlay.checks"} <= loaded
     assert not loaded & {"bcc", "pyroute2", "scapy", "dataplane", "netns_lab.status"}
+
+
+def test_the_drawing_shows_routers_segments_and_vteps() -> None:
+    from netns_lab import graph
+
+    text = graph.dot(load(OVERLAY))
+    assert '"router/spine" -- "switch/tor2" [label="eth1 10.255.2.1/24", fontsize=8];' in text
+    assert '"hv3/eth0" -- "switch/tor2" [label="10.255.2.13/24 VTEP", fontsize=8];' in text
+    assert '"bgw" -- "hv2/sg-10020" [label="eth1 vni 10020", fontsize=8];' in text
+    assert "sg-20010\\n(segment red-web, VNI 20010, red)" in text
+    assert "router" not in graph.dot(load(REFERENCE)).replace("[router]", "")  # the control
