@@ -48,6 +48,7 @@ class OverlayConverter:
         self.base = base  # parses addresses and routes, collects issues, counts failures
         self.settings = OverlaySettings()
         self.segments: tuple[Segment, ...] = ()
+        self.by_name: dict[str, Segment] = {}
         self.broken: set[str] = set()  # segments left out for a structural error
         self.malformed = False  # ``segments`` is not a mapping: any name may be declared
 
@@ -63,6 +64,7 @@ class OverlayConverter:
             for name, seg in entries.items()
             if name not in self.broken
         )
+        self.by_name = {s.name: s for s in self.segments}
 
     def router(self, name: str, raw: dict[str, Any]) -> Router:
         path = f"routers.{name}"
@@ -77,7 +79,7 @@ class OverlayConverter:
         """The vSwitch, VNI and segment of a NIC that names a segment; None when it cannot be
         attached (reported, unless the segment is left out for an error already reported)."""
         name = raw["segment"]
-        segment = next((s for s in self.segments if s.name == name), None)
+        segment = self.by_name.get(name)
         why = {
             "vswitch": f"a NIC on a segment plugs into the segment's own vSwitch{_bridge(segment)}: "
             "give 'segment' or 'vswitch', not both",
@@ -99,32 +101,31 @@ class OverlayConverter:
     def tenant(self, vm: str, declared: str | None, nics: tuple[Nic, ...]) -> str | None:
         """The VM's tenant: as declared, else that of its segments; NICs of another tenant are
         reported (a VM on two tenants' segments would join their networks)."""
-        tenants = {s.name: s.tenant for s in self.segments}
-        first: tuple[int, str] | None = None  # the NIC whose segment gives the tenant
+        first: tuple[int, Segment] | None = None  # the NIC whose segment gives the tenant
         for nic in nics:
             if nic.segment is None:
                 continue
-            tenant, path = tenants[nic.segment], f"vms.{vm}.nics[{nic.index}].segment"
+            segment, path = self.by_name[nic.segment], f"vms.{vm}.nics[{nic.index}].segment"
+            tenant = segment.tenant
             if declared is not None and tenant != declared:
                 self.base._report(
-                    path, f"segment {nic.segment!r} is of tenant {tenant}, not of {vm}'s tenant {declared}"
+                    path, f"segment {segment.name!r} is of tenant {tenant}, not of {vm}'s tenant {declared}"
                 )
-            elif declared is None and first is not None and tenant != tenants[first[1]]:
+            elif declared is None and first is not None and tenant != first[1].tenant:
                 self.base._report(
                     path,
-                    f"segment {nic.segment!r} is of tenant {tenant}, but nics[{first[0]}] is on "
-                    f"{first[1]!r} of tenant {tenants[first[1]]}: a VM belongs to one tenant",
+                    f"segment {segment.name!r} is of tenant {tenant}, but nics[{first[0]}] is on "
+                    f"{first[1].name!r} of tenant {first[1].tenant}: a VM belongs to one tenant",
                 )
-            first = first or (nic.index, nic.segment)
-        return declared if declared is not None or first is None else tenants[first[1]]
+            first = first or (nic.index, segment)
+        return declared if declared is not None or first is None else first[1].tenant
 
     def with_segment_vswitches(self, hosts: tuple[Host, ...], vms: tuple[Vm, ...]) -> tuple[Host, ...]:
         """Each host with one vSwitch ``sg-<vni>`` more per segment its VMs have a NIC on, by VNI."""
-        by_name = {s.name: s for s in self.segments}
         result = []
         for host in hosts:
             used = {nic.segment for vm in vms if vm.host == host.name for nic in vm.nics if nic.segment}
-            segments = sorted((by_name[name] for name in used), key=lambda s: s.vni)
+            segments = sorted((self.by_name[name] for name in used), key=lambda s: s.vni)
             added = tuple(VSwitch(s.bridge, segment=s.name) for s in segments)
             result.append(replace(host, vswitches=host.vswitches + added) if added else host)
         return tuple(result)

@@ -406,8 +406,17 @@ class Topology:
 
     def segment_hosts(self, name: str) -> list[str]:
         """The hosts of a segment (those with a VM NIC on it), in the order of ``hosts``."""
-        used = {vm.host for vm in self.vms for nic in vm.nics if nic.segment == name}
-        return [h.name for h in self.hosts if h.name in used]
+        return self.segment_spans().get(name, [])
+
+    def segment_spans(self) -> dict[str, list[str]]:
+        """Segment name -> its hosts, in the order of ``hosts``, for every segment a NIC uses."""
+        used: dict[str, set[str]] = {}
+        for vm in self.vms:
+            for nic in vm.nics:
+                if nic.segment is not None:
+                    used.setdefault(nic.segment, set()).add(vm.host)
+        order = [h.name for h in self.hosts]
+        return {name: [h for h in order if h in hosts] for name, hosts in used.items()}
 
     def host_segments(self, host: str) -> list[Segment]:
         """The segments a host hosts, by VNI."""

@@ -28,7 +28,9 @@ NO_OWNER = "allowed addresses belong to no interface, like a shared VIP"
 
 def check(found: Found, topo: Topology, interfaces: Iterable[Interface]) -> None:
     """Add every port-security issue of ``topo`` to ``found``."""
-    owners = [(owner, iface, space) for _, owner, iface, space in interfaces]
+    spaces: dict[str | None, list[tuple[str, IfAddr]]] = {}
+    for _, owner, iface, space in interfaces:
+        spaces.setdefault(space, []).append((owner, iface))
     for vm in topo.vms:
         for nic in vm.nics:
             owner = f"vms.{vm.name}.nics[{nic.index}]"
@@ -36,8 +38,7 @@ def check(found: Found, topo: Topology, interfaces: Iterable[Interface]) -> None
                 why = "dhcp_server needs port security (port_security is false: nothing is refused)"
                 found.add(f"{owner}.dhcp_server", why)
             # another segment's addresses are another network's, which the VM cannot spoof
-            space = [(o, i) for o, i, s in owners if s == nic.segment]
-            _allowed(found, owner, nic, space)
+            _allowed(found, owner, nic, spaces.get(nic.segment, []))
     _shares(found, topo)
 
 

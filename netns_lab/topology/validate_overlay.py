@@ -5,8 +5,9 @@ lab; every host with a VM NIC on a segment has a VTEP, which names one of its pN
 IPv4 address and is not a vSwitch uplink (an uplink is a bridge port and takes no address); a host
 has one default route and a first hop towards every VTEP it shares a segment with; a routed pNIC's
 switch port carries untagged frames; router NICs are cabled to switches of the lab; declared
-machines are each used by a host and are the only ones hosts name. Segment references, NICs that name a segment and
-a vSwitch or VLAN, and VMs on two tenants' segments are reported while the model is built
+machines are each used by a host and are the only ones hosts name. Segment references, NICs
+that name a segment and a vSwitch or VLAN, and VMs on two tenants' segments are reported while
+the model is built
 (:mod:`netns_lab.topology.convert_overlay`); addresses are unique per address space (a segment
 is one, everything outside segments another) in :mod:`netns_lab.topology.validate`, which also
 checks the next hops of pNICs and routers.
@@ -34,8 +35,9 @@ def check(found: Found, topo: Topology, declared: Declared, left_out: LeftOut) -
         _routed_pnics(found, host)
         _gateways(found, host)
     if left_out.complete("hosts") and left_out.complete("vms"):  # else a VTEP's peers are missing
+        spans = topo.segment_spans()
         for host in topo.hosts:
-            _vtep_peers(found, topo, host)
+            _vtep_peers(found, topo, host, spans)
     if left_out.complete("hosts") and left_out.complete("switches"):
         _untagged_underlay(found, topo)
     for router in topo.routers:
@@ -117,7 +119,7 @@ def _vtep(found: Found, topo: Topology, host: Host) -> None:
         found.add(path, f"pNIC {pnic.name}'s address {pnic.ip} is IPv6: VXLAN tunnels here run over IPv4")
 
 
-def _vtep_peers(found: Found, topo: Topology, host: Host) -> None:
+def _vtep_peers(found: Found, topo: Topology, host: Host, spans: dict[str, list[str]]) -> None:
     """Each VTEP a host shares a segment with is on a subnet of its pNICs, or routed to. Only the
     first hop is known here: the routers' own tables are checked as any node's."""
     own = topo.vtep_ip(host.name)
@@ -128,7 +130,7 @@ def _vtep_peers(found: Found, topo: Topology, host: Host) -> None:
         _DEFAULT4 for p in host.pnics if p.gateway is not None and p.gateway.version == 4
     ]
     for segment in topo.host_segments(host.name):
-        for peer in topo.segment_hosts(segment.name):
+        for peer in spans[segment.name]:
             address = topo.vtep_ip(peer) if peer != host.name else None
             if address is None or any(address in net for net in (*subnets, *routed)):
                 continue

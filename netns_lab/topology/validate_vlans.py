@@ -40,6 +40,8 @@ def _vswitch_trunks(found: Found, topo: Topology, host: Host, vms_complete: bool
     """A trunk needs an uplink, and an uplink that passes no frame at all is a mistake."""
     for vs in host.vswitches:
         path = f"hosts.{host.name}.vswitches.{vs.name}"
+        if vs.segment is not None:  # made by the loader, untagged: it has no uplink to carry anything
+            continue
         if vs.internal_only:
             for key, value in (("trunk", vs.trunk), ("untagged", vs.untagged)):
                 if value is not None:
