@@ -143,6 +143,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "switches": len(topo.switches),
         "networks": len(topo.networks),
         "vms": len(topo.vms),
+        "routers": len(topo.routers),
+        "segments": len(topo.segments),
     }
     emit(args, doc, lambda d: render.validated(args.topology, d))
     return 0

@@ -74,10 +74,18 @@ def line(text: str) -> None:
     out.print(escape(text), soft_wrap=True)
 
 
+def _vswitch_way_out(v: dict[str, Any]) -> str:
+    """Where a vSwitch's frames leave the host: its uplinks, its segment's VXLAN device, or nowhere."""
+    if v.get("segment"):
+        return f"segment {v['segment']}"
+    return "internal" if v["internal_only"] else "+".join(v["uplinks"])
+
+
 def validated(path: str, d: dict[str, Any]) -> None:
+    overlay = "".join(f", {d[key]} {key}" for key in ("routers", "segments") if d[key])
     line(
         f"{path}: ok: lab {d['lab']}, {d['hosts']} hosts, {d['switches']} switches, "
-        f"{d['networks']} networks, {d['vms']} VMs"
+        f"{d['networks']} networks, {d['vms']} VMs{overlay}"
     )
 
 
@@ -104,10 +112,7 @@ def status(doc: dict[str, Any]) -> None:
         infra.add_row(net["name"], "network", net["namespace"], f"{net['ip'] or '-'} on {net['switch']}")
     for host in doc["hosts"]:
         pnics = ", ".join(f"{p['name']}→{p['switch']} {_mark(p['up'])}" for p in host["pnics"])
-        vsw = ", ".join(
-            f"{v['name']}({'internal' if v['internal_only'] else '+'.join(v['uplinks'])})"
-            for v in host["vswitches"]
-        )
+        vsw = ", ".join(f"{v['name']}({_vswitch_way_out(v)})" for v in host["vswitches"])
         infra.add_row(host["name"], "host", host["namespace"], f"{pnics}; vSwitches {vsw}")
     out.print(infra)
     vms = Table(

@@ -171,15 +171,18 @@ def _host(topo: Topology, host: Host) -> dict[str, Any]:
     ns = names.namespace(topo.lab, host.name)
     kernel = _kernel_links(ns)
     links = {name: link.up for name, link in kernel.items()}
+    vtep = topo.vtep_ip(host.name)
     return {
         "name": host.name,
         "namespace": ns,
         "present": netns.exists(ns),
+        "vtep": str(vtep) if vtep is not None else None,
         "vswitches": [
             {
                 "name": vs.name,
                 "uplinks": list(vs.uplinks),
                 "internal_only": vs.internal_only,
+                "segment": vs.segment,
                 "up": links.get(vs.name, False),
             }
             for vs in host.vswitches
@@ -230,6 +233,8 @@ def _vm(topo: Topology, vm: Vm) -> dict[str, Any]:
                 "port": names.vm_port(vm.name, nic.index),
                 "vlan": nic.vlan,
                 "vni": nic.vni,
+                "segment": nic.segment,
+                "tenant": topo.nic_tenant(nic),
                 "present": nic.name in links,
                 "up": nic.name in links and links[nic.name].up,
                 "kernel_mac": links[nic.name].mac if nic.name in links else None,
@@ -237,6 +242,22 @@ def _vm(topo: Topology, vm: Vm) -> dict[str, Any]:
             for nic in vm.nics
         ],
     }
+
+
+def segments_doc(topo: Topology) -> list[dict[str, Any]]:
+    """The overlay's segments as the model has them, with the hosts each one spans."""
+    return [
+        {
+            "name": s.name,
+            "vni": s.vni,
+            "tenant": s.tenant,
+            "mode": s.mode,
+            "bridge": s.bridge,
+            "vxlan": names.vxlan_dev(s.vni),
+            "hosts": topo.segment_hosts(s.name),
+        }
+        for s in topo.segments
+    ]
 
 
 def _switch(topo: Topology, switch: Switch) -> dict[str, Any]:
@@ -270,6 +291,7 @@ def document(topo: Topology, state: LabState) -> dict[str, Any]:
         "source": state.source,
         "phase": state.phase,
         "vlans": [{"name": v.name, "id": v.id} for v in topo.vlans],
+        "segments": segments_doc(topo),
         "hosts": [_host(topo, h) for h in topo.hosts],
         "switches": [_switch(topo, s) for s in topo.switches],
         "networks": [_network(topo, n) for n in topo.networks],

@@ -1,7 +1,8 @@
 """A Graphviz drawing of a topology: hosts as clusters with their vSwitches, pNICs and VMs,
-physical switches and external networks outside them; VM links carry their VLAN, host-to-switch
-links their trunk, VMs their security groups, and mirror sessions are dashed arrows from what
-they copy to where. Pure text generation; `render` runs dot.
+physical switches, underlay routers and external networks outside them; VM links carry their
+VLAN or VNI, host-to-switch links their trunk (or a routed pNIC's address), VMs their security
+groups, and mirror sessions are dashed arrows from what they copy to where. Pure text
+generation; `render` runs dot.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def _host(topo: Topology, host: Host) -> list[str]:
     lines = [f"  subgraph {_q('cluster', host.name)} {{", f'    label="{host.name}"; style=rounded;']
     for vs in host.vswitches:
         extra = "\\n(internal only)" if vs.internal_only else ""
+        if vs.segment is not None:
+            segment = topo.segment(vs.segment)
+            extra = f"\\n(segment {segment.name}, VNI {segment.vni}, {segment.tenant})"
         lines.append(f'    {_q(host.name, vs.name)} [label="{vs.name}{extra}", shape=hexagon];')
     for pnic in host.pnics:
         lines.append(f'    {_q(host.name, pnic.name)} [label="{pnic.name}\\n{pnic.driver}", shape=cds];')
@@ -52,6 +56,7 @@ def _host(topo: Topology, host: Host) -> list[str]:
     for pnic in host.pnics:
         vs = next((v for v in host.vswitches if pnic.name in v.uplinks), None)
         trunk = describe.profile_text(topo, topo.uplink_profile(host.name, vs.name)) if vs else ""
+        trunk = f"{pnic.ip}{' VTEP' if pnic.name == host.vtep else ''}" if pnic.ip is not None else trunk
         label = f' [label="{trunk}", fontsize=8]' if trunk else ""
         lines.append(f"  {_q(host.name, pnic.name)} -- {_q('switch', pnic.switch)}{label};")
     return lines
@@ -82,12 +87,18 @@ def dot(topo: Topology) -> str:
         ip = f"\\n{net.ip}" if net.ip else ""
         lines.append(f'  {_q("net", net.name)} [label="{net.name}{ip}", shape=ellipse, style=dashed];')
         lines.append(f"  {_q('net', net.name)} -- {_q('switch', net.switch)};")
+    for router in topo.routers:
+        lines.append(f'  {_q("router", router.name)} [label="{router.name}\\n(router)", shape=octagon];')
+        for nic in router.nics:
+            label = f' [label="{nic.name} {nic.ip}", fontsize=8]'
+            lines.append(f"  {_q('router', router.name)} -- {_q('switch', nic.switch)}{label};")
     for host in topo.hosts:
         lines += _host(topo, host)
     for vm in topo.vms:
         for nic in vm.nics:
             words = [nic.name] if len(vm.nics) > 1 else []
             words += [f"vlan {topo.vlan_name(nic.vlan)}"] if nic.vlan is not None else []
+            words += [f"vni {nic.vni}"] if nic.segment is not None else []
             label = f' [label="{" ".join(words)}", fontsize=8]' if words else ""
             lines.append(f"  {_q(vm.name)} -- {_q(vm.host, nic.vswitch)}{label};")
     for session in topo.mirrors:

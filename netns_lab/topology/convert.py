@@ -8,7 +8,8 @@ node with a structural error, so that the semantic checks only ever see well-for
 What only the raw data shows is checked here too, and reported without leaving the node out:
 a trunk that lists a VLAN twice, an access port that also sets ``trunk`` or ``untagged``, a
 switch port that carries nothing. Security groups and firewall rules are built by
-:mod:`netns_lab.topology.convert_firewall`, the same way.
+:mod:`netns_lab.topology.convert_firewall`, the same way; segments, routers and the NICs on
+segments by :mod:`netns_lab.topology.convert_overlay`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 from netns_lab.topology.convert_firewall import FirewallConverter, fit_quotas
 from netns_lab.topology.convert_mirror import MirrorConverter
+from netns_lab.topology.convert_overlay import OverlayConverter, machines
 from netns_lab.topology.errors import Issue, did_you_mean
 from netns_lab.topology.model import (
     Host,
@@ -39,12 +41,13 @@ from netns_lab.topology.model import (
 )
 from netns_lab.topology.names import default_mac, vmknic_mac
 
-SECTIONS = ("switches", "networks", "hosts", "vms")  # in build order, as Topology.node_names
+SECTIONS = ("switches", "routers", "networks", "hosts", "vms")  # in build order, as Topology.node_names
 KEYED_SECTIONS = (
     *SECTIONS,
     "vlans",
     "security_groups",
     "mirrors",
+    "segments",
 )  # entries are left out one by one when broken
 Declared = Mapping[str, tuple[str, ...] | None]  # names per section; None: not a mapping
 VlanRef = int | float | str  # the schema's integer admits 10.0
@@ -60,6 +63,7 @@ class Converter:
         self.lab = lab
         self.issues: list[Issue] = []
         self.vlans = VlanTable(None, set())
+        self.overlay = OverlayConverter(self)
         self._failures = 0  # values that do not parse: the node they are in is left out
 
     def topology(self, data: dict[str, Any], broken: set[tuple[str, str]]) -> Topology:
@@ -72,18 +76,28 @@ class Converter:
         mirror = MirrorConverter(self.source, FirewallConverter(self.source, data, broken), self.vlans)
         mirrors = mirror.sessions(data.get("mirrors"), broken)
         self.issues += mirror.issues
+        self.overlay.read(data, broken)
+        switches = self._section(data, "switches", broken, self.switch)
+        routers = self._section(data, "routers", broken, self.overlay.router)
+        networks = self._section(data, "networks", broken, self.network)
+        hosts = self._section(data, "hosts", broken, self.host)
+        vms = self._section(data, "vms", broken, self.vm)
         topo = Topology(
             lab=self.lab,
             source=self.source,
             vlans=self.vlans.vlans,
-            switches=self._section(data, "switches", broken, self.switch),
-            networks=self._section(data, "networks", broken, self.network),
-            hosts=self._section(data, "hosts", broken, self.host),
-            vms=self._section(data, "vms", broken, self.vm),
+            switches=switches,
+            networks=networks,
+            hosts=self.overlay.with_segment_vswitches(hosts, vms),
+            vms=vms,
             description=desc if isinstance(desc, str) else "",
             security_groups=groups,
             firewall=settings,
             mirrors=mirrors,
+            segments=self.overlay.segments,
+            routers=routers,
+            overlay=self.overlay.settings,
+            machines=machines(data.get("machines")),
         )
         return fit_quotas(topo, firewall.given_limits)
 
@@ -143,9 +157,23 @@ class Converter:
         vmknics = raw.get("vmknics") or {}
         return Host(
             name=name,
-            pnics=tuple(PNic(pnic, p["switch"], p["driver"], p["pci_bus"]) for pnic, p in pnics.items()),
+            pnics=tuple(self.pnic(name, pnic, p) for pnic, p in pnics.items()),
             vswitches=tuple(self.vswitch(name, vs, v or {}) for vs, v in vswitches.items()),
             vmknics=tuple(self.vmknic(name, k, v) for k, v in vmknics.items()),
+            vtep=raw.get("vtep"),
+            machine=raw.get("machine"),
+        )
+
+    def pnic(self, host: str, name: str, raw: dict[str, Any]) -> PNic:
+        path = f"hosts.{host}.pnics.{name}"
+        return PNic(
+            name,
+            raw["switch"],
+            raw["driver"],
+            raw["pci_bus"],
+            ip=self.interface(f"{path}.ip", raw.get("ip")),
+            gateway=self.address(f"{path}.gateway", raw.get("gateway")),
+            routes=self.routes(f"{path}.routes", raw.get("routes", [])),
         )
 
     def vswitch(self, host: str, name: str, raw: dict[str, Any]) -> VSwitch:
@@ -170,26 +198,35 @@ class Converter:
 
     def vm(self, name: str, raw: dict[str, Any]) -> Vm:
         path = f"vms.{name}"
+        nics = tuple(self.nic(name, index, nic) for index, nic in enumerate(raw["nics"]))
         return Vm(
             name=name,
             host=raw["host"],
-            nics=tuple(self.nic(name, index, nic) for index, nic in enumerate(raw["nics"])),
+            nics=nics,
             role=raw.get("role", "none"),
             gateway=self.address(f"{path}.gateway", raw.get("gateway")),
             routes=self.routes(f"{path}.routes", raw.get("routes", [])),
             nftables=raw.get("nftables"),
-            tenant=raw.get("tenant"),
+            tenant=self.overlay.tenant(name, raw.get("tenant"), nics),
         )
 
     def nic(self, vm: str, index: int, raw: dict[str, Any]) -> Nic:
         mac = raw.get("mac")
+        path = f"vms.{vm}.nics[{index}]"
+        vlan, segment = None, None
+        if "segment" in raw:
+            vswitch, vni, segment = self.overlay.attachment(path, raw) or ("", None, None)
+        else:
+            vswitch, vni = raw["vswitch"], _whole(raw.get("vni"))
+            vlan = self.vlan(f"{path}.vlan", raw.get("vlan"))
         return Nic(
             index=index,
-            vswitch=raw["vswitch"],
+            vswitch=vswitch,
             mac=mac.lower() if mac else default_mac(self.lab, vm, index),
-            ip=self.interface(f"vms.{vm}.nics[{index}].ip", raw.get("ip")),
-            vlan=self.vlan(f"vms.{vm}.nics[{index}].vlan", raw.get("vlan")),
-            vni=_whole(raw.get("vni")),
+            ip=self.interface(f"{path}.ip", raw.get("ip")),
+            vlan=vlan,
+            vni=vni,
+            segment=segment,
             port_security=raw.get("port_security", True),
             allowed_addresses=self.allowed(f"vms.{vm}.nics[{index}].allowed_addresses", raw),
             promiscuous=raw.get("promiscuous", False),
@@ -309,6 +346,8 @@ class LeftOut:
             "vlans": topo.vlans,
             "security_groups": topo.security_groups,
             "mirrors": topo.mirrors,
+            "segments": topo.segments,
+            "routers": topo.routers,
         }
         self.built = {section: {node.name for node in nodes} for section, nodes in held.items()}
         self.declared = declared

@@ -302,7 +302,7 @@ def _reason(error: ValidationError) -> str:
             return f"{value!r} is not one of: {', '.join(map(str, error.validator_value))}"
         case "minimum" | "maximum":
             return f"{value} is not in {schema['minimum']}..{schema['maximum']}"
-        case "minItems" | "minLength":
+        case "minItems" | "minLength" | "minProperties":
             return "must not be empty"
     return error.message
 

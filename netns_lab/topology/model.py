@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import Literal
 
-from netns_lab.topology.names import default_mac, vm_port, vmknic_mac
+from netns_lab.topology.names import default_mac, segment_bridge, vm_port, vmknic_mac
 
 IfAddr = IPv4Interface | IPv6Interface
 IpAddr = IPv4Address | IPv6Address
@@ -29,6 +29,15 @@ PROTOS: tuple[str, ...] = ("tcp", "udp", "icmp", "icmpv6", "any")
 MirrorDirection = Literal["in", "out", "both"]
 TapPoint = Literal["before", "after"]
 SourceKind = Literal["vm", "vlan", "group"]
+OverlayMode = Literal["flood", "controller", "evpn"]
+OVERLAY_MODES: tuple[str, ...] = ("flood", "controller", "evpn")
+
+# A segment's frames cross the underlay inside outer Ethernet (14) + IPv4 (20) + UDP (8) + VXLAN (8)
+# headers: with the underlay's 1500-byte MTU left as it is, VM NICs on a segment get 50 bytes less
+# so that no encapsulated frame needs fragmenting (the VTEP refuses fragments).
+UNDERLAY_MTU = 1500
+VXLAN_OVERHEAD = 50
+SEGMENT_MTU = UNDERLAY_MTU - VXLAN_OVERHEAD
 
 
 @dataclass(frozen=True)
@@ -76,26 +85,39 @@ UNTAGGED = PortProfile()
 
 @dataclass(frozen=True)
 class PNic:
-    """A physical NIC of a hypervisor host, cabled to a port of a physical switch."""
+    """A physical NIC of a hypervisor host, cabled to a port of a physical switch.
+
+    With ``ip`` it is a routed interface of the host (the underlay of the overlay, never a vSwitch
+    uplink); ``gateway`` and ``routes`` go into the host's routing table through it.
+    """
 
     name: str
     switch: str
     driver: str
     pci_bus: str
+    ip: IfAddr | None = None
+    gateway: IpAddr | None = None
+    routes: tuple[Route, ...] = ()
 
 
 @dataclass(frozen=True)
 class VSwitch:
-    """A virtual switch in a host; no uplink means an internal-only switch."""
+    """A virtual switch in a host; no uplink means an internal-only switch.
+
+    A segment's vSwitch (``segment`` set, named ``sg-<vni>``) is not declared but made by the
+    loader on every host with a VM NIC on the segment: its way out is the host's VXLAN device, not
+    a pNIC, so it has no uplinks and is still not internal-only.
+    """
 
     name: str
     uplinks: tuple[str, ...] = ()
     trunk: frozenset[int] | None = None  # declared VLANs of the uplink; None: those of its ports
     untagged: bool | None = None  # declared: uplink passes untagged frames; None: derived
+    segment: str | None = None  # the overlay segment whose bridge this is
 
     @property
     def internal_only(self) -> bool:
-        return not self.uplinks
+        return not self.uplinks and self.segment is None
 
 
 @dataclass(frozen=True)
@@ -120,9 +142,14 @@ class Host:
     pnics: tuple[PNic, ...]
     vswitches: tuple[VSwitch, ...]
     vmknics: tuple[VmkNic, ...] = ()
+    vtep: str | None = None  # the pNIC whose address is the host's VTEP
+    machine: str | None = None  # the machine that builds this host (nlab up --machine)
 
     def vswitch(self, name: str) -> VSwitch:
         return next(v for v in self.vswitches if v.name == name)
+
+    def pnic(self, name: str) -> PNic:
+        return next(p for p in self.pnics if p.name == name)
 
 
 @dataclass(frozen=True)
@@ -148,6 +175,51 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A VXLAN segment (NIST 2.5): one layer-2 network of a tenant across hosts, VNI 1..16777215.
+    ``mode`` says how the VTEPs learn where its MACs are (flood and learn, the lab's controller,
+    or BGP EVPN)."""
+
+    name: str
+    vni: int
+    tenant: str
+    mode: OverlayMode = "controller"
+
+    @property
+    def bridge(self) -> str:
+        """The name of the segment's vSwitch (a bridge) on each host that hosts it."""
+        return segment_bridge(self.vni)
+
+
+@dataclass(frozen=True)
+class OverlaySettings:
+    """Lab-wide overlay settings: the default mode of segments, the BGP AS number of EVPN, and
+    the node (a router or a host) that reflects the EVPN routes of every VTEP."""
+
+    mode: OverlayMode = "controller"
+    asn: int = 65000
+    route_reflector: str | None = None
+
+
+@dataclass(frozen=True)
+class RouterNic:
+    """An interface of an underlay router, cabled to a port of a physical switch."""
+
+    name: str
+    switch: str
+    ip: IfAddr
+
+
+@dataclass(frozen=True)
+class Router:
+    """An IP router of the underlay (a spine, a routed ToR): its own namespace, forwarding on."""
+
+    name: str
+    nics: tuple[RouterNic, ...]
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True)
 class Nic:
     index: int
     vswitch: str
@@ -155,6 +227,7 @@ class Nic:
     ip: IfAddr | None = None
     vlan: int | None = None
     vni: int | None = None
+    segment: str | None = None  # the overlay segment; then vswitch is its sg-<vni> and vlan is None
     port_security: bool = True  # the VM sends only from its MAC and addresses
     allowed_addresses: tuple[IfAddr, ...] = ()  # more sources it may use (a VIP): /32, /128 or a prefix
     promiscuous: bool = False  # receives copies of its port group's frames (VM-TM-R2)
@@ -296,6 +369,10 @@ class Topology:
     security_groups: tuple[SecurityGroup, ...] = ()
     firewall: FirewallSettings = FirewallSettings()
     mirrors: tuple[MirrorSession, ...] = ()
+    segments: tuple[Segment, ...] = ()
+    routers: tuple[Router, ...] = ()
+    overlay: OverlaySettings = OverlaySettings()
+    machines: tuple[str, ...] = ()  # declared machine names; hosts may name machines without them
 
     def renamed(self, lab: str) -> Topology:
         """The same topology under another prefix (``nlab up --name``)."""
@@ -312,6 +389,47 @@ class Topology:
 
     def switch(self, name: str) -> Switch:
         return next(s for s in self.switches if s.name == name)
+
+    def router(self, name: str) -> Router:
+        return next(r for r in self.routers if r.name == name)
+
+    # -- the overlay ---------------------------------------------------------------------------
+    def segment(self, name: str) -> Segment:
+        return next(s for s in self.segments if s.name == name)
+
+    def vtep_ip(self, host: str) -> IPv4Address | None:
+        """The host's VTEP address: the IPv4 address of its VTEP pNIC; None without a VTEP."""
+        h = self.host(host)
+        pnic = next((p for p in h.pnics if p.name == h.vtep), None)
+        ip = pnic.ip.ip if pnic is not None and pnic.ip is not None else None
+        return ip if isinstance(ip, IPv4Address) else None
+
+    def segment_hosts(self, name: str) -> list[str]:
+        """The hosts of a segment (those with a VM NIC on it), in the order of ``hosts``."""
+        return self.segment_spans().get(name, [])
+
+    def segment_spans(self) -> dict[str, list[str]]:
+        """Segment name -> its hosts, in the order of ``hosts``, for every segment a NIC uses."""
+        used: dict[str, set[str]] = {}
+        for vm in self.vms:
+            for nic in vm.nics:
+                if nic.segment is not None:
+                    used.setdefault(nic.segment, set()).add(vm.host)
+        order = [h.name for h in self.hosts]
+        return {name: [h for h in order if h in hosts] for name, hosts in used.items()}
+
+    def host_segments(self, host: str) -> list[Segment]:
+        """The segments a host hosts, by VNI."""
+        used = {nic.segment for vm in self.vms if vm.host == host for nic in vm.nics}
+        return sorted((s for s in self.segments if s.name in used), key=lambda s: s.vni)
+
+    def nic_tenant(self, nic: Nic) -> str | None:
+        """The tenant of a NIC's segment; None for a NIC on a VLAN or a plain vSwitch."""
+        return self.segment(nic.segment).tenant if nic.segment is not None else None
+
+    def machine_hosts(self, machine: str) -> list[str]:
+        """The hosts a machine builds, in the order of ``hosts``."""
+        return [h.name for h in self.hosts if h.machine == machine]
 
     def vlan_name(self, vid: int | None) -> str | None:
         return None if vid is None else next((v.name for v in self.vlans if v.id == vid), str(vid))
@@ -339,7 +457,7 @@ class Topology:
 
     def node_names(self) -> list[str]:
         """Every node that becomes a namespace, in build order."""
-        groups = (self.switches, self.networks, self.hosts, self.vms)
+        groups = (self.switches, self.routers, self.networks, self.hosts, self.vms)
         return [node.name for group in groups for node in group]
 
     # -- the NIC firewall ------------------------------------------------------------------------

@@ -45,3 +45,18 @@ def network_port(network: str) -> str:
 SWITCH_BRIDGE = "fabric"  # the bridge inside a physical switch's namespace
 NETWORK_IFNAME = "eth0"  # the interface inside an external network's namespace
 MIRROR_PORT = ("mirror0", "mirror1")  # a hypervisor's mirror port: copies to truncate go in, out
+
+
+def segment_bridge(vni: int) -> str:
+    """The bridge (vSwitch) of an overlay segment in each host that hosts it: at most 11 bytes."""
+    return f"sg-{vni}"
+
+
+def vxlan_dev(vni: int) -> str:
+    """The VXLAN device of a segment in each host that hosts it, a port of its bridge."""
+    return f"vx-{vni}"
+
+
+def router_port(router: str, nic: str) -> str:
+    """The physical-switch port an underlay router's NIC is cabled to (as a host pNIC's)."""
+    return switch_port(router, nic)

@@ -3,7 +3,10 @@
 References between names, one namespace per node, interface names that fit the kernel's limit and
 do not collide inside a namespace, unique addresses, next hops that are on a subnet of the node,
 roles that make sense; VLANs and port profiles are checked in :mod:`netns_lab.topology.validate_vlans`,
-port security's allowed addresses in :mod:`netns_lab.topology.validate_firewall`.
+port security's allowed addresses in :mod:`netns_lab.topology.validate_firewall`, segments, VTEPs
+and the underlay in :mod:`netns_lab.topology.validate_overlay`. Addresses are unique per address
+space: each overlay segment is one (tenants may reuse each other's subnets), the rest of the lab
+(VLANs, plain vSwitches, networks, the underlay) is another.
 The checks read the model built from the nodes whose structure was valid; ``declared`` holds
 every name the file declares per section (``None`` for a section that is not a mapping), so that
 a reference to a node left out for another error is not reported as dangling, and a check that
@@ -15,22 +18,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Interface
 
-from netns_lab.topology import validate_firewall, validate_mirror, validate_vlans
+from netns_lab.topology import validate_firewall, validate_mirror, validate_overlay, validate_vlans
 from netns_lab.topology.convert import SECTIONS, Declared, LeftOut
 from netns_lab.topology.errors import Found, Issue, listing
-from netns_lab.topology.model import Host, IfAddr, IpAddr, Route, Topology, Vm
+from netns_lab.topology.model import Host, IfAddr, IpAddr, Route, Router, Topology, Vm
 from netns_lab.topology.names import (
     IFNAMSIZ,
     MIRROR_PORT,
     SWITCH_BRIDGE,
     default_mac,
     network_port,
+    router_port,
     switch_port,
     vm_port,
     vmknic_mac,
+    vxlan_dev,
 )
 
 IfEntry = tuple[str, str | None, str]  # interface name, where it is declared (None: built in), label
+Space = str | None  # an address space: a segment's name, None for everything outside segments
 
 
 def check(topo: Topology, declared: Declared) -> list[Issue]:
@@ -44,6 +50,8 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
             left_out.mark("hosts", host.name)
         _pci_buses(found, host)
         _ifnames(found, f"host {host.name}", _host_ifnames(topo, host))
+    for router in topo.routers:
+        _ifnames(found, f"router {router.name}", _router_ifnames(router))
     for switch, entries in _switch_ifnames(topo).items():
         _ifnames(found, f"switch {switch}", entries)
     _addresses(found, topo)
@@ -54,6 +62,7 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     validate_vlans.check(found, topo, left_out)
     validate_firewall.check(found, topo, _interfaces(topo))
     validate_mirror.check(found, topo, left_out)
+    validate_overlay.check(found, topo, declared, left_out)
     return found.issues
 
 
@@ -67,7 +76,7 @@ def _unique_nodes(found: Found, declared: Declared) -> None:
                 found.add(
                     f"{section}.{name}",
                     f"{name!r} is already the name of {first[name]}.{name} "
-                    "(switches, networks, hosts and vms share one set of names)",
+                    "(switches, routers, networks, hosts and vms share one set of names)",
                 )
             first.setdefault(name, section)
 
@@ -166,7 +175,11 @@ def _host_ifnames(topo: Topology, host: Host) -> Iterator[IfEntry]:
     for pnic in host.pnics:
         yield pnic.name, f"hosts.{host.name}.pnics.{pnic.name}", f"pNIC {pnic.name!r}"
     for vs in host.vswitches:
-        yield vs.name, f"hosts.{host.name}.vswitches.{vs.name}", f"vSwitch {vs.name!r}"
+        if vs.segment is None:
+            yield vs.name, f"hosts.{host.name}.vswitches.{vs.name}", f"vSwitch {vs.name!r}"
+    for segment in topo.host_segments(host.name):  # names no declared interface can take (a dash)
+        yield segment.bridge, None, f"the bridge of segment {segment.name}"
+        yield vxlan_dev(segment.vni), None, f"the VXLAN device of segment {segment.name}"
     for nic in host.vmknics:
         path = f"hosts.{host.name}.vmknics.{nic.name}"
         yield nic.name, path, f"VMkernel NIC {nic.name!r}"
@@ -176,6 +189,12 @@ def _host_ifnames(topo: Topology, host: Host) -> Iterator[IfEntry]:
             for nic in vm.nics:
                 port = vm_port(vm.name, nic.index)
                 yield port, f"vms.{vm.name}.nics[{nic.index}]", f"vSwitch port {port!r}"
+
+
+def _router_ifnames(router: Router) -> Iterator[IfEntry]:
+    yield "lo", None, "the loopback"
+    for nic in router.nics:
+        yield nic.name, f"routers.{router.name}.nics.{nic.name}", f"NIC {nic.name!r}"
 
 
 def _switch_ifnames(topo: Topology) -> dict[str, list[IfEntry]]:
@@ -193,6 +212,10 @@ def _switch_ifnames(topo: Topology) -> dict[str, list[IfEntry]]:
     for network in topo.networks:
         port = network_port(network.name)
         add(network.switch, (port, f"networks.{network.name}", f"switch port {port!r}"))
+    for router in topo.routers:
+        for nic in router.nics:
+            port = router_port(router.name, nic.name)
+            add(nic.switch, (port, f"routers.{router.name}.nics.{nic.name}", f"switch port {port!r}"))
     return entries
 
 
@@ -211,33 +234,42 @@ def _ifnames(found: Found, where: str, entries: Iterable[IfEntry]) -> None:
 
 
 # -- addresses -----------------------------------------------------------------------------------
-def _interfaces(topo: Topology) -> Iterator[tuple[str, str, IfAddr]]:
-    """(path of the address, owner, address) of every addressed interface, in build order."""
+def _interfaces(topo: Topology) -> Iterator[tuple[str, str, IfAddr, Space]]:
+    """(path of the address, owner, address, its space) of every addressed interface, in build order."""
+    for router in topo.routers:
+        for rnic in router.nics:
+            owner = f"routers.{router.name}.nics.{rnic.name}"
+            yield f"{owner}.ip", owner, rnic.ip, None
     for network in topo.networks:
         if network.ip is not None:
-            yield f"networks.{network.name}.ip", f"networks.{network.name}", network.ip
+            yield f"networks.{network.name}.ip", f"networks.{network.name}", network.ip, None
     for host in topo.hosts:
+        for pnic in host.pnics:
+            owner = f"hosts.{host.name}.pnics.{pnic.name}"
+            if pnic.ip is not None:
+                yield f"{owner}.ip", owner, pnic.ip, None
         for kernel_nic in host.vmknics:
             owner = f"hosts.{host.name}.vmknics.{kernel_nic.name}"
             if kernel_nic.ip is not None:
-                yield f"{owner}.ip", owner, kernel_nic.ip
+                yield f"{owner}.ip", owner, kernel_nic.ip, None
     for vm in topo.vms:
         for nic in vm.nics:
             if nic.ip is not None:
-                yield f"vms.{vm.name}.nics[{nic.index}].ip", f"vms.{vm.name}.nics[{nic.index}]", nic.ip
+                owner = f"vms.{vm.name}.nics[{nic.index}]"
+                yield f"{owner}.ip", owner, nic.ip, nic.segment
 
 
 def _addresses(found: Found, topo: Topology) -> None:
-    owners: dict[IpAddr, str] = {}
-    for path, owner, iface in _interfaces(topo):
+    owners: dict[tuple[Space, IpAddr], str] = {}
+    for path, owner, iface, space in _interfaces(topo):
         if isinstance(iface, IPv4Interface) and iface.network.prefixlen < 31:
             if iface.ip == iface.network.network_address:
                 found.add(path, f"{iface} is the network address of {iface.network}, not a host address")
             elif iface.ip == iface.network.broadcast_address:
                 found.add(path, f"{iface} is the broadcast address of {iface.network}, not a host address")
-        if iface.ip in owners:
-            found.add(path, f"{iface.ip} is already used by {owners[iface.ip]}")
-        owners.setdefault(iface.ip, owner)
+        if (space, iface.ip) in owners:
+            found.add(path, f"{iface.ip} is already used by {owners[space, iface.ip]}")
+        owners.setdefault((space, iface.ip), owner)
 
 
 def _mac_owners(topo: Topology) -> Iterator[tuple[str, str, str]]:
@@ -276,6 +308,14 @@ def _all_routes(found: Found, topo: Topology) -> None:
     for vm in topo.vms:
         addrs = [nic.ip for nic in vm.nics if nic.ip]
         _Node(found, f"vms.{vm.name}", vm.name, "NICs", addrs).check(vm.gateway, vm.routes)
+    for router in topo.routers:
+        addrs = [nic.ip for nic in router.nics]
+        _Node(found, f"routers.{router.name}", router.name, "NICs", addrs).check(None, router.routes)
+    for host in topo.hosts:
+        for pnic in host.pnics:
+            name, addrs = f"{host.name}.{pnic.name}", [pnic.ip] if pnic.ip else []
+            node = _Node(found, f"hosts.{host.name}.pnics.{pnic.name}", name, "address", addrs)
+            node.check(pnic.gateway, pnic.routes)
 
 
 class _Node:

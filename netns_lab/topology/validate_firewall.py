@@ -1,9 +1,10 @@
 """Semantic checks of port security: the extra source addresses a VM NIC may send from.
 
 An allowed address (or prefix) is one that no interface owns, like a VIP that the VMs of a
-cluster share: it is neither the NIC's own address nor the ``ip`` of another interface (a VM NIC,
-a VMkernel NIC, a network), and a prefix contains none of those, since port security would then
-let the VM spoof it. Each is listed once, and only on a NIC with port security (without it,
+cluster share: it is neither the NIC's own address nor the ``ip`` of another interface of its
+address space (a VM NIC, a VMkernel NIC, a network, a pNIC or router of the underlay; on a
+segment, the segment's VM NICs), and a prefix contains none of those, since port security would
+then let the VM spoof it. Each is listed once, and only on a NIC with port security (without it,
 every source is allowed). Security groups and rules are checked while they are built, in
 :mod:`netns_lab.topology.convert_firewall`.
 
@@ -21,20 +22,23 @@ from netns_lab.topology.errors import Found
 from netns_lab.topology.limits import CT_SIZE
 from netns_lab.topology.model import IfAddr, Nic, Topology
 
-Interface = tuple[str, str, IfAddr]  # path of the address, its owner, the address
+Interface = tuple[str, str, IfAddr, str | None]  # path of the address, its owner, the address, its space
 NO_OWNER = "allowed addresses belong to no interface, like a shared VIP"
 
 
 def check(found: Found, topo: Topology, interfaces: Iterable[Interface]) -> None:
     """Add every port-security issue of ``topo`` to ``found``."""
-    owners = [(owner, iface) for _, owner, iface in interfaces]
+    spaces: dict[str | None, list[tuple[str, IfAddr]]] = {}
+    for _, owner, iface, space in interfaces:
+        spaces.setdefault(space, []).append((owner, iface))
     for vm in topo.vms:
         for nic in vm.nics:
             owner = f"vms.{vm.name}.nics[{nic.index}]"
             if nic.dhcp_server and not nic.port_security:
                 why = "dhcp_server needs port security (port_security is false: nothing is refused)"
                 found.add(f"{owner}.dhcp_server", why)
-            _allowed(found, owner, nic, owners)
+            # another segment's addresses are another network's, which the VM cannot spoof
+            _allowed(found, owner, nic, spaces.get(nic.segment, []))
     _shares(found, topo)
 
 

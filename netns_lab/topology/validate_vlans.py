@@ -11,7 +11,7 @@ from __future__ import annotations
 from netns_lab.topology.convert import LeftOut
 from netns_lab.topology.errors import Found, did_you_mean, listing
 from netns_lab.topology.model import Host, Switch, Topology
-from netns_lab.topology.names import network_port, switch_port
+from netns_lab.topology.names import network_port, router_port, switch_port
 
 INTERNAL_TRUNK = "an internal-only vSwitch (no uplinks) has no trunk"
 
@@ -21,8 +21,8 @@ def check(found: Found, topo: Topology, left_out: LeftOut) -> None:
     _vlan_ids(found, topo)
     for host in topo.hosts:
         _vswitch_trunks(found, topo, host, left_out.complete("vms"))
-    # A host or network left out for another error takes its switch ports with it.
-    if left_out.complete("hosts") and left_out.complete("networks"):
+    # A host, router or network left out for another error takes its switch ports with it.
+    if left_out.complete("hosts") and left_out.complete("networks") and left_out.complete("routers"):
         cabling = _cabling(topo)
         for switch in topo.switches:
             _switch_ports(found, switch, cabling)
@@ -40,6 +40,8 @@ def _vswitch_trunks(found: Found, topo: Topology, host: Host, vms_complete: bool
     """A trunk needs an uplink, and an uplink that passes no frame at all is a mistake."""
     for vs in host.vswitches:
         path = f"hosts.{host.name}.vswitches.{vs.name}"
+        if vs.segment is not None:  # made by the loader, untagged: it has no uplink to carry anything
+            continue
         if vs.internal_only:
             for key, value in (("trunk", vs.trunk), ("untagged", vs.untagged)):
                 if value is not None:
@@ -52,9 +54,10 @@ def _vswitch_trunks(found: Found, topo: Topology, host: Host, vms_complete: bool
 
 
 def _cabling(topo: Topology) -> dict[str, str]:
-    """Switch port -> the switch it is on. Port names are unique across switches: a host port
-    has a dash, a network's port (its name) has none."""
+    """Switch port -> the switch it is on. Port names are unique across switches: a host's or a
+    router's port has a dash (node names are unique), a network's port (its name) has none."""
     cabling = {switch_port(h.name, p.name): p.switch for h in topo.hosts for p in h.pnics}
+    cabling |= {router_port(r.name, nic.name): nic.switch for r in topo.routers for nic in r.nics}
     return cabling | {network_port(n.name): n.switch for n in topo.networks}
 
 

@@ -28,7 +28,16 @@ def test_validate_reference_lab_json() -> None:
     proc = nlab("validate", str(REFERENCE), "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc == {"valid": True, "lab": "nist", "hosts": 3, "switches": 2, "networks": 3, "vms": 14}
+    assert doc == {
+        "valid": True,
+        "lab": "nist",
+        "hosts": 3,
+        "switches": 2,
+        "networks": 3,
+        "vms": 14,
+        "routers": 0,
+        "segments": 0,
+    }
 
 
 def test_validate_reports_every_error_and_exits_2(tmp_path: Path) -> None:

@@ -221,7 +221,8 @@ def test_a_port_check_waits_for_the_hosts_left_out() -> None:
 def _one_entry_broken(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every declared entry (node, VLAN, group, session, rule) of a topology, made structurally
     wrong one at a time: (where the one expected problem is, the broken data)."""
-    for section in ("switches", "networks", "hosts", "vms", "vlans", "security_groups", "mirrors"):
+    sections = ("switches", "routers", "networks", "hosts", "vms", "vlans", "security_groups", "mirrors")
+    for section in (*sections, "segments"):
         for name in data.get(section) or {}:
             broken = copy.deepcopy(data)
             entry = broken[section][name]
@@ -237,16 +238,25 @@ def _one_entry_broken(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any
 
 
 def _one_reference_broken(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every reference to a switch, host or vSwitch of a topology, made dangling one at a time."""
+    """Every reference to a switch, host, vSwitch, segment, VTEP pNIC or route reflector of a
+    topology, made dangling one at a time."""
     for name, vm in (data.get("vms") or {}).items():
         broken = copy.deepcopy(data)
         broken["vms"][name]["host"] = "nosuchhost"
         yield f"vms.{name}.host", broken
-        for index, _ in enumerate(vm.get("nics") or []):
+        for index, nic in enumerate(vm.get("nics") or []):
             broken = copy.deepcopy(data)
             broken["vms"][name]["nics"][index]["vswitch"] = "nosuchvs"
             yield f"vms.{name}.nics[{index}].vswitch", broken
+            if "segment" in nic:
+                broken = copy.deepcopy(data)
+                broken["vms"][name]["nics"][index]["segment"] = "nosuchseg"
+                yield f"vms.{name}.nics[{index}].segment", broken
     for name, host in (data.get("hosts") or {}).items():
+        if "vtep" in host:
+            broken = copy.deepcopy(data)
+            broken["hosts"][name]["vtep"] = "nosuchpnic"
+            yield f"hosts.{name}.vtep", broken
         for pnic in host.get("pnics") or {}:
             broken = copy.deepcopy(data)
             broken["hosts"][name]["pnics"][pnic]["switch"] = "nosuchsw"
@@ -260,6 +270,15 @@ def _one_reference_broken(data: dict[str, Any]) -> Iterator[tuple[str, dict[str,
         broken = copy.deepcopy(data)
         broken["networks"][name]["switch"] = "nosuchsw"
         yield f"networks.{name}.switch", broken
+    for name, router in (data.get("routers") or {}).items():
+        for nic in router["nics"]:
+            broken = copy.deepcopy(data)
+            broken["routers"][name]["nics"][nic]["switch"] = "nosuchsw"
+            yield f"routers.{name}.nics.{nic}.switch", broken
+    if (data.get("overlay") or {}).get("route_reflector"):
+        broken = copy.deepcopy(data)
+        broken["overlay"]["route_reflector"] = "nosuchnode"
+        yield "overlay.route_reflector", broken
 
 
 @pytest.mark.parametrize("path", GOOD, ids=lambda path: path.stem)
