@@ -19,15 +19,17 @@ machines) is checked in :mod:`netns_lab.topology.validate_overlay`.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from netns_lab.topology.errors import unknown
 from netns_lab.topology.model import (
     OVERLAY_MODES,
     Host,
+    IfAddr,
     Nic,
     OverlayMode,
     OverlaySettings,
+    Route,
     Router,
     RouterNic,
     Segment,
@@ -35,8 +37,17 @@ from netns_lab.topology.model import (
     VSwitch,
 )
 
-if TYPE_CHECKING:
-    from netns_lab.topology.convert import Converter
+
+class Converter(Protocol):
+    """What the overlay reader uses of the topology converter (convert.Converter)."""
+
+    _failures: int
+
+    def _fail(self, path: str, reason: str) -> None: ...
+    def _report(self, path: str, reason: str) -> None: ...
+    def interface(self, path: str, text: str | None) -> IfAddr | None: ...
+    def routes(self, path: str, raw: list[dict[str, str]]) -> tuple[Route, ...]: ...
+
 
 Attachment = tuple[str, int, str]  # vswitch, VNI, segment of a NIC on a segment
 

@@ -520,7 +520,7 @@ def test_checks_have_the_audit_shape() -> None:
 
 # -- the status document -------------------------------------------------------------------------
 def test_status_shows_vni_tenant_and_vtep_from_the_model() -> None:
-    from netns_lab import status  # the kernel side is read for presence only: no lab of this name runs
+    from netns_lab.lab import status  # the kernel side is read for presence only: no lab of this name runs
 
     topo = load(OVERLAY, lab="ovtopoq")
     nics = {vm.name: status._vm(topo, vm)["nics"] for vm in topo.vms}
@@ -561,11 +561,11 @@ def test_loading_and_checking_the_overlay_lab_leaves_the_kernel_side_out() -> No
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     loaded = set(proc.stdout.split())
     assert {"netns_lab.topology.validate_overlay", "netns_lab.features.overlay.checks"} <= loaded
-    assert not loaded & {"bcc", "pyroute2", "scapy", "dataplane", "netns_lab.status"}
+    assert not loaded & {"bcc", "pyroute2", "scapy", "dataplane", "netns_lab.lab.status"}
 
 
 def test_the_drawing_shows_routers_segments_and_vteps() -> None:
-    from netns_lab import graph
+    from netns_lab.observe import graph
 
     text = graph.dot(load(OVERLAY))
     assert '"router/spine" -- "switch/tor2" [label="eth1 10.255.2.1/24", fontsize=8];' in text
