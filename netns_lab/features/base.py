@@ -45,6 +45,7 @@ class BuildContext(Protocol):
     def dataplane(self, node: str) -> SwitchDataplane | None: ...  # None: built without dataplanes
     def vnic(self, node: str, ifname: str) -> tuple[Vm, Nic] | None: ...  # the VM NIC behind a port
     def memo(self, key: str, make: Callable[[], T]) -> T: ...  # computed once per build
+    def attach(self, node: str, ifname: str) -> None: ...  # a port the feature made: hooks, programs
 
 
 @dataclass

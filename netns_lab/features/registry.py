@@ -5,9 +5,10 @@ from __future__ import annotations
 from netns_lab.features.base import Feature
 from netns_lab.features.firewall import FEATURE as FIREWALL
 from netns_lab.features.mirror import FEATURE as MIRROR
+from netns_lab.features.overlay import FEATURE as OVERLAY
 from netns_lab.features.vlan import FEATURE as VLAN
 
-FEATURES: tuple[Feature, ...] = (VLAN, FIREWALL, MIRROR)
+FEATURES: tuple[Feature, ...] = (VLAN, FIREWALL, MIRROR, OVERLAY)
 
 
 def _check_order() -> None:

@@ -233,8 +233,9 @@ class Tables:
         self.nl.request(RTM_DELNEIGH, 0, body, f"cannot delete neighbour {entry.ip} from {entry.dev}")
 
     # -- devices ---------------------------------------------------------------------------
-    def vxlan(self, name: str, vni: int, local: str, bridge: str, learning: bool = False) -> int:
-        """A vxlan device `id VNI local LOCAL dstport 4789 [no]learning`, enslaved to `bridge`, up."""
+    def vxlan(self, name: str, vni: int, local: str, bridge: str | None, learning: bool = False) -> int:
+        """A vxlan device `id VNI local LOCAL dstport 4789 [no]learning`, enslaved to `bridge`, up;
+        `bridge` None: left down and alone (the builder attaches its programs first)."""
         self.ipr.link(
             "add",
             ifname=name,
@@ -245,8 +246,14 @@ class Tables:
             vxlan_learning=int(learning),
         )
         index = self.index(name)
-        self.ipr.link("set", index=index, master=self.index(bridge), state="up")
+        if bridge is not None:
+            self.ipr.link("set", index=index, master=self.index(bridge), state="up")
         return index
+
+    def bgp_port(self, port: str) -> None:
+        """Make vxlan port `port` learn nothing: BGP installs the remote MACs (FRR's advice for
+        its traditional bridge model); ARP/ND still floods (no neighbour entries to answer from)."""
+        self.ipr.brport("set", index=self.index(port), learning=0)
 
     def controller_port(self, port: str) -> None:
         """Make vxlan port `port` answer-only: the bridge answers ARP/ND for it from neighbour

@@ -31,7 +31,7 @@ from netns_lab.kernel.netlink import Netlink
 from netns_lab.lab import eventhub, teardown
 from netns_lab.lab.state import LabState, code_file, pin_dir
 from netns_lab.topology import model, names
-from netns_lab.topology.model import Host, Network, Switch, Topology, Vm
+from netns_lab.topology.model import Host, Network, Router, Switch, Topology, Vm
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +146,14 @@ class Builder:
                 self._loads.close()
 
     def plan(self) -> Iterator[Step]:
-        """Switches, networks, then each host followed by its VMs: a host's VMs are built while
-        the next host's dataplane compiles, instead of every VM waiting for the last compile."""
+        """Switches, underlay routers, networks, then each host followed by its VMs: a host's VMs
+        are built while the next host's dataplane compiles, instead of every VM waiting for the
+        last compile."""
         t = self.topo
         for switch in t.switches:
             yield Step(f"switch {switch.name}", lambda s=switch: self._switch(s))
+        for router in t.routers:
+            yield Step(f"router {router.name}", lambda r=router: self._router(r))
         for network in t.networks:
             yield Step(f"network {network.name}", lambda n=network: self._network(n))
         for host in t.hosts:
@@ -180,6 +183,11 @@ class Builder:
 
     def sock(self, node: str) -> Netlink:
         return self._sockets[self.ns(node)]
+
+    def attach(self, node: str, ifname: str) -> None:
+        """A port a feature made on a switching node (e.g. a segment's VXLAN device), not yet
+        enslaved nor up: configured by every feature, then its programs attached."""
+        self._attach(node, ifname)
 
     def _event_hub(self) -> None:
         """The one reader of every host's events (see eventhub.py), once all are loaded; in the
@@ -261,6 +269,16 @@ class Builder:
             )
             _configure_ip(nl, names.NETWORK_IFNAME, network.ip, network.gateway, network.routes)
 
+    def _router(self, router: Router) -> None:
+        """An IP router of the underlay: each NIC cabled to its switch like a network's port."""
+        ns = self.ns(router.name)
+        with self._namespace(router.name) as nl:
+            netlink.sysctl(ns, "net.ipv4.ip_forward", "1")
+            for nic in router.nics:
+                self._cable(nic.switch, names.router_port(router.name, nic.name), nic.name, ns)
+                _configure_ip(nl, nic.name, nic.ip, None, ())
+            _configure_routes(nl, None, router.routes)
+
     def _host(self, host: Host) -> None:
         nl = self._keep(host.name, self._namespace(host.name))
         self._switching(host.name)
@@ -272,7 +290,8 @@ class Builder:
                 self._attach(host.name, uplink)
                 nl.enslave(uplink, vswitch.name)
         for pnic in host.pnics:
-            nl.up(pnic.name)
+            # a routed pNIC (the underlay of the overlay) is the host's own interface, no port
+            _configure_ip(nl, pnic.name, pnic.ip, pnic.gateway, pnic.routes)
         for vmknic in host.vmknics:
             self._vmknic(host, vmknic)
         self._each("host_wired", host)
@@ -299,6 +318,8 @@ class Builder:
                 port = names.vm_port(vm.name, nic.index)
                 host.veth(port, nic.name, ns, mac=nic.mac, master=nic.vswitch, up=True)
                 self._attach(vm.host, port)
+                if nic.segment is not None:  # its frames cross the underlay inside VXLAN
+                    nl.iproute().link("set", index=nl.index(nic.name), mtu=model.SEGMENT_MTU)
                 _configure_ip(nl, nic.name, nic.ip, None, ())
             _configure_routes(nl, vm.gateway, vm.routes)
         if vm.forwards:

@@ -1,10 +1,11 @@
 """Which switch ports each switching node has, and the VLAN policy of each (pure, no I/O).
 
 A hypervisor's ports: every VM NIC and VMkernel NIC port (edge ports: access or plain,
-guarded against switch-control frames) and every vSwitch uplink (a trunk with the vSwitch's
-profile). A physical switch's ports: one per cabled pNIC and external network, with the
-profile declared in `switches.<name>.ports` (plain when not declared), all guarded: no host
-or network may speak STP/DTP to the fabric.
+guarded against switch-control frames), every vSwitch uplink (a trunk with the vSwitch's
+profile) and the VXLAN device of each segment's vSwitch (its uplink: plain, segments carry no
+VLAN). A physical switch's ports: one per cabled pNIC, underlay router NIC and external network,
+with the profile declared in `switches.<name>.ports` (plain when not declared), all guarded: no
+host, router or network may speak STP/DTP to the fabric.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from netns_lab.topology.model import PortProfile, Topology
 @dataclass(frozen=True)
 class SwitchPort:
     name: str  # interface name in the switching node's namespace
-    role: str  # "vm", "vmknic", "uplink", "host", "network"
-    owner: str  # the VM, VMkernel NIC, pNIC, host or network on the other side
+    role: str  # "vm", "vmknic", "uplink", "vxlan", "host", "router", "network"
+    owner: str  # the VM, VMkernel NIC, vSwitch, segment, pNIC, router NIC or network on the other side
     vlans: PortVlans
 
 
@@ -50,6 +51,10 @@ def host_ports(topo: Topology, host: str) -> list[SwitchPort]:
         ports += [
             SwitchPort(up, "uplink", f"{vs.name}", _from_profile(profile, guard=False)) for up in vs.uplinks
         ]
+    ports += [
+        SwitchPort(names.vxlan_dev(s.vni), "vxlan", s.name, PortVlans(untagged=True))
+        for s in topo.host_segments(host)
+    ]
     return ports
 
 
@@ -61,6 +66,13 @@ def switch_ports(topo: Topology, switch: str) -> list[SwitchPort]:
         for p in h.pnics
         if p.switch == switch
         for name in (names.switch_port(h.name, p.name),)
+    ]
+    ports += [
+        SwitchPort(name, "router", f"{r.name}.{n.name}", _from_profile(sw.port_profile(name), guard=True))
+        for r in topo.routers
+        for n in r.nics
+        if n.switch == switch
+        for name in (names.router_port(r.name, n.name),)
     ]
     ports += [
         SwitchPort(
