@@ -4,8 +4,8 @@ only when that command runs (or its --help is asked for); `nlab --help` lists th
 Exit codes: 0 success; 1 a failure of the system (rolled back); 2 bad input (topology file,
 argument, a refusal such as a lab that is already up); 3 a check ran and found a problem: the
 design non-compliant (`nlab vlans`), the lab not healthy (`nlab status`), a traced packet that
-does not arrive (`nlab trace`). With --json, stdout carries exactly one JSON document; progress
-and messages go to stderr.
+does not arrive (`nlab trace`), VTEP tables that differ from the model (`nlab overlay check`).
+With --json, stdout carries exactly one JSON document; progress and messages go to stderr.
 
 A group module has ``register(sub, name, summary)``, which adds the parser of command ``name``
 (with its handler as ``fn``) to the subparsers ``sub``; it imports `netns_lab.cli.base`, never
@@ -52,6 +52,7 @@ COMMANDS: dict[str, Command] = {
     "mirror": Command("mirror", "port-mirroring sessions of a running lab (NIST 5)"),
     "watch": Command("watch", "live firewall verdicts and mirrored packets (NIST 5)"),
     "vlans": Command("vlans", "check VLAN trunks against switch ports (NIST VM-VN-R1)"),
+    "overlay": Command("overlay", "VXLAN segments, VTEPs and their tables; check them (NIST 2.5)"),
 }
 _TOP_OPTIONS = ("-v", "--verbose")
 
