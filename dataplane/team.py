@@ -169,3 +169,14 @@ class Team:
         for ifindex in range(1, abi.MAX_IFINDEX):
             if syscalls.map_lookup(self.maps[name], ctypes.c_uint32(ifindex), value) and any(bytes(value)):
                 yield ifindex, value_type.from_buffer_copy(value)
+
+
+def is_beacon(frame: bytes) -> bool:
+    """The dataplane's test (team.h: is_beacon) on a frame's bytes as an AF_PACKET socket reads
+    them (the outer tag, if any, already in the packet's auxiliary data, not in the bytes: a
+    reader must also check that none was there)."""
+    return (
+        len(frame) >= abi.BEACON_MIN_LEN
+        and int.from_bytes(frame[12:14], "big") == abi.BEACON_ETHERTYPE
+        and frame[14:22] == BEACON_MAGIC
+    )
