@@ -30,23 +30,20 @@ if TYPE_CHECKING:
 IN, OUT = Direction.INGRESS, Direction.EGRESS
 PROGRAM = {IN: "vlan_from_port", OUT: "vlan_to_port"}
 HOST = "02:00:00:00:0b:01"
+BROADCAST = "ff:ff:ff:ff:ff:ff"
 BRIDGED_FROM = 7  # ingress_ifindex of a frame the bridge forwards (a VM's port, say)
 
 _BEACON = BEACON_MAGIC + b'{"lab":"t","host":"hv1","vswitch":"vs1","member":"eth0","seq":1}'
 _IPV4 = IP(src="10.0.10.1", dst="10.0.10.2") / UDP(sport=4000, dport=5000) / Raw(b"x" * 18)
 FRAMES = {
-    "ipv4": raw(Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST) / _IPV4),
-    "ipv4.v10": raw(Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST) / Dot1Q(vlan=10) / _IPV4),
-    "beacon": raw(Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST, type=BEACON_ETHERTYPE) / Raw(_BEACON)),
+    "ipv4": raw(Ether(dst=BROADCAST, src=HOST) / _IPV4),
+    "ipv4.v10": raw(Ether(dst=BROADCAST, src=HOST) / Dot1Q(vlan=10) / _IPV4),
+    "beacon": raw(Ether(dst=BROADCAST, src=HOST, type=BEACON_ETHERTYPE) / Raw(_BEACON)),
     # beacons are untagged: behind a tag, 0x88B5 is an ordinary frame (the mirror encapsulation's)
-    "beacon.v10": raw(
-        Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST) / Dot1Q(vlan=10, type=BEACON_ETHERTYPE) / Raw(_BEACON)
-    ),
+    "beacon.v10": raw(Ether(dst=BROADCAST, src=HOST) / Dot1Q(vlan=10, type=BEACON_ETHERTYPE) / Raw(_BEACON)),
     # the EtherType without the magic: anyone's experimental protocol, an ordinary frame
-    "nomagic": raw(
-        Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST, type=BEACON_ETHERTYPE) / Raw(b"NLABTEAX" + b"y" * 30)
-    ),
-    "short": raw(Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST, type=BEACON_ETHERTYPE) / Raw(BEACON_MAGIC[:7])),
+    "nomagic": raw(Ether(dst=BROADCAST, src=HOST, type=BEACON_ETHERTYPE) / Raw(b"NLABTEAX" + b"y" * 30)),
+    "short": raw(Ether(dst=BROADCAST, src=HOST, type=BEACON_ETHERTYPE) / Raw(BEACON_MAGIC[:7])),
 }
 
 PROFILES = {
