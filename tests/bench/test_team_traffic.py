@@ -65,12 +65,10 @@ def _passed(dp: SwitchDataplane, ifindex: int) -> int:
     return sum(c.packets for (_, reason), c in dp.counters(ifindex).items() if reason == 0)
 
 
-def test_tcp_throughput_team_against_one_uplink(setup: tuple[TeamLab, SwitchDataplane], capsys: Any) -> None:
+def _rounds(lab: TeamLab, base: SwitchDataplane, gbps: dict[str, list[float]]) -> None:
     from tests.lab.teamlab import PEER_IP
 
-    lab, base = setup
     eth0 = lab.members["eth0"]
-    gbps: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for i in range(ROUNDS):
         for kind in KINDS[i % 3 :] + KINDS[: i % 3]:
             _use(lab, kind, base)
@@ -83,6 +81,15 @@ def test_tcp_throughput_team_against_one_uplink(setup: tuple[TeamLab, SwitchData
                 assert _passed(measured, eth0) > before, f"{kind}: nothing crossed eth0"
             gbps[kind].append(bps / 1e9)
     _use(lab, "team", base)
+
+
+def test_tcp_throughput_team_against_one_uplink(
+    benchmark: Any, setup: tuple[TeamLab, SwitchDataplane], capsys: Any
+) -> None:
+    """One pytest-benchmark round around the interleaved runs (`make bench` runs benchmarks only)."""
+    lab, base = setup
+    gbps: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    benchmark.pedantic(lambda: _rounds(lab, base, gbps), rounds=1, iterations=1)
 
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(gbps[a], gbps[b], strict=True))
@@ -100,6 +107,7 @@ def test_tcp_throughput_team_against_one_uplink(setup: tuple[TeamLab, SwitchData
         "goal_met": ratio("team", "one") >= GOAL,
         "load_average_1min": os.getloadavg()[0],
     }
+    benchmark.extra_info.update(report)
     REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
     REPORT_FILE.write_text(json.dumps(report, indent=2) + "\n")
     with capsys.disabled():
