@@ -30,9 +30,10 @@ static __always_inline int is_beacon(struct __sk_buff *skb, int dir)
     struct ethhdr *eth = data;
     __u64 magic;
 
-    if (data + NLAB_BEACON_MIN_LEN > data_end || skb->vlan_present)
+    /* the EtherType first: it turns away nearly every frame */
+    if (data + NLAB_BEACON_MIN_LEN > data_end || eth->h_proto != bpf_htons(NLAB_BEACON_ETHERTYPE))
         return 0;
-    if (eth->h_proto != bpf_htons(NLAB_BEACON_ETHERTYPE))
+    if (skb->vlan_present)
         return 0;
     if (dir == NLAB_DIR_EGRESS && skb->ingress_ifindex)
         return 0;
