@@ -139,29 +139,28 @@ class Team:
             result[ifindex] = PortCounts(rx, tx, self._drops(ifindex))
         return result
 
-    def _beacons(self) -> dict[int, tuple[int, int]]:
+    def _packets(self, name: str, index: int) -> int:
+        """Packets of entry `index` of per-CPU counter map `name`, summed over the CPUs."""
         values = (abi.Counter * self._ncpu)()
-        found: dict[int, list[int]] = {}
+        if not syscalls.map_lookup(self.maps[name], ctypes.c_uint32(index), values):
+            return 0
+        return sum(v.packets for v in values)
+
+    def _beacons(self) -> dict[int, tuple[int, int]]:
+        found = {}
         for ifindex in range(1, abi.MAX_IFINDEX):
-            for direction in Direction:
-                key = ctypes.c_uint32(ifindex * abi.NR_DIRS + direction)
-                if syscalls.map_lookup(self.maps["team_beacons"], key, values):
-                    packets = sum(v.packets for v in values)
-                    if packets:
-                        found.setdefault(ifindex, [0, 0])[direction] = packets
-        return {ifindex: (rx, tx) for ifindex, (rx, tx) in found.items()}
+            rx, tx = (self._packets("team_beacons", ifindex * abi.NR_DIRS + d) for d in Direction)
+            if rx or tx:
+                found[ifindex] = (rx, tx)
+        return found
 
     def _drops(self, ifindex: int) -> tuple[tuple[Direction, Reason, int], ...]:
-        values = (abi.Counter * self._ncpu)()
-        dropped = []
-        for direction in Direction:
-            for reason in TEAM_REASONS:
-                key = ctypes.c_uint32(abi.counter_index(ifindex, direction, reason))
-                if syscalls.map_lookup(self.maps["counters"], key, values):
-                    packets = sum(v.packets for v in values)
-                    if packets:
-                        dropped.append((direction, reason, packets))
-        return tuple(dropped)
+        counted = (
+            (d, r, self._packets("counters", abi.counter_index(ifindex, d, r)))
+            for d in Direction
+            for r in TEAM_REASONS
+        )
+        return tuple((d, r, n) for d, r, n in counted if n)
 
     def _entries(self, name: str, value_type: type[ctypes.Structure]):  # type: ignore[no-untyped-def]
         """(ifindex, value) of every entry of array map `name` that is not all zero."""
