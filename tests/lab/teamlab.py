@@ -26,7 +26,7 @@ from dataplane.abi import Direction, Reason
 from dataplane.switch import PortVlans, SwitchDataplane
 from netns_lab.kernel import netlink, netns
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.state import pin_dir
+from netns_lab.lab.state import pin_dir
 
 NODES = ("host", "s1", "s2", "upstream", "vm", "peer")
 VM_MAC, PEER_MAC = "02:00:00:00:0e:01", "02:00:00:00:0e:02"
