@@ -19,6 +19,7 @@ from dataplane import abi, bpf, syscalls, tc
 from dataplane.abi import Direction, Reason
 from dataplane.firewall import FIREWALL_MAPS, Firewall
 from dataplane.mirror import Mirrors
+from dataplane.team import TEAM_MAPS, Team
 
 SOURCE = "vswitch.c"
 PROGRAMS = (
@@ -31,10 +32,10 @@ PROGRAMS = (
     "nlab_empty",
 )
 MIRROR_MAPS = ("mirror_ports", "mirror_sessions", "mirror_stats")
-MAPS = ("ports", "counters", *FIREWALL_MAPS, *MIRROR_MAPS)
+MAPS = ("ports", "counters", *TEAM_MAPS, *FIREWALL_MAPS, *MIRROR_MAPS)
 # a physical switch has no VM ports: no port security, no firewall (-DNLAB_SWITCH_ONLY)
 SWITCH_PROGRAMS = ("vlan_from_port", "vlan_to_port", "nlab_empty")
-SWITCH_MAPS = ("ports", "counters")
+SWITCH_MAPS = ("ports", "counters", *TEAM_MAPS)
 
 
 class PortError(ValueError):
@@ -160,6 +161,11 @@ class SwitchDataplane:
     @property
     def mirrors(self) -> Mirrors:
         return Mirrors(self.maps)
+
+    @property
+    def team(self) -> Team:
+        """Team members and port faults (either kind of dataplane)."""
+        return Team(self.maps)
 
     def attach_mirror_port(self, sock: socket.socket, ifindex: int) -> None:
         """The far end of a host's mirror port (a veth pair): truncates copies, sends them on."""

@@ -79,14 +79,22 @@ class Result:
 
 
 def run(
-    prog_fd: int, frame: bytes, ifindex: int = 1, repeat: int = 1, cb: tuple[int, ...] = (), mark: int = 0
+    prog_fd: int,
+    frame: bytes,
+    ifindex: int = 1,
+    repeat: int = 1,
+    cb: tuple[int, ...] = (),
+    mark: int = 0,
+    ingress_ifindex: int = 0,
 ) -> Result:
-    """Run the program `repeat` times on `frame`; ns_per_run is the kernel's mean per run."""
+    """Run the program `repeat` times on `frame`; ns_per_run is the kernel's mean per run.
+    `ingress_ifindex`: the device the frame came in on (0, the default: sent by this node)."""
     data_in = ctypes.create_string_buffer(frame, len(frame))
     data_out = ctypes.create_string_buffer(len(frame) + 64)
     ctx_in, ctx_out = SkBuff(), SkBuff()
     ctx_in.ifindex = ifindex
     ctx_in.mark = mark
+    ctx_in.ingress_ifindex = ingress_ifindex
     for i, word in enumerate(cb):
         ctx_in.cb[i] = word
     opts = syscalls.TestRunOpts(

@@ -1,5 +1,6 @@
 /* The switch-port dataplane of a vSwitch (in a hypervisor namespace) or of a physical switch:
- * VLAN access and trunk ports, with every verdict counted per port, direction and reason.
+ * VLAN access and trunk ports, NIC teams and injected faults, with every verdict counted per
+ * port, direction and reason.
  * Loaded once per switching namespace by dataplane/bpf.py; ports are configured in `ports`.
  *
  * Compile-time settings: -DNLAB_MAX_IFINDEX=N (capacity of the port and counter arrays). */
@@ -18,6 +19,20 @@ BPF_ARRAY(ports, struct nlab_port, NLAB_MAX_IFINDEX);
 /* Verdict counters, index ((ifindex * NLAB_NR_DIRS) + dir) * NLAB_NR_REASONS + reason.
  * Per-CPU so that counting needs no atomic operation; user space sums the CPUs. */
 BPF_PERCPU_ARRAY(counters, struct nlab_counter, NLAB_MAX_IFINDEX * NLAB_NR_DIRS * NLAB_NR_REASONS);
+
+/* ---- NIC teaming and fault injection (every switching node) ---- */
+/* Team member state by ifindex; all zero: not a member. One byte write flips a team. */
+BPF_ARRAY(team_state, struct nlab_team_member, NLAB_MAX_IFINDEX);
+/* Injected fault by ifindex (host pNIC or physical switch port); all zero: none. */
+BPF_ARRAY(port_faults, struct nlab_fault, NLAB_MAX_IFINDEX);
+/* Beacons per port and direction, index ifindex * NLAB_NR_DIRS + dir. */
+BPF_PERCPU_ARRAY(team_beacons, struct nlab_counter, NLAB_MAX_IFINDEX * NLAB_NR_DIRS);
+
+static __always_inline struct nlab_team_member *map_team_member(__u32 *idx) { return team_state.lookup(idx); }
+static __always_inline struct nlab_fault *map_port_fault(__u32 *idx) { return port_faults.lookup(idx); }
+static __always_inline struct nlab_counter *map_team_beacons(__u32 *idx) { return team_beacons.lookup(idx); }
+
+#include "team.h"
 
 /* ---- firewall and port security (VM ports of hypervisors only) ----
  * A physical switch is built with -DNLAB_SWITCH_ONLY: it has no VM ports, and leaving the
@@ -349,7 +364,11 @@ int ct_reap(struct __sk_buff *skb)
 int vlan_from_port(struct __sk_buff *skb)
 {
     __u32 len = skb->len;
-    int act = verdict(skb, len, NLAB_DIR_INGRESS, classify(skb, NLAB_DIR_INGRESS));
+    int rc = port_gate(skb, NLAB_DIR_INGRESS);
+
+    if (rc == NLAB_GATE_BEACON)
+        return beacon_exit(skb, len, NLAB_DIR_INGRESS);
+    int act = verdict(skb, len, NLAB_DIR_INGRESS, rc ? rc : classify(skb, NLAB_DIR_INGRESS));
 
 #ifndef NLAB_SWITCH_ONLY
     if (act == TC_ACT_OK && mirror_encapsulated(skb))  /* a hypervisor's uplink: remote mirror copies */
@@ -362,8 +381,11 @@ int vlan_from_port(struct __sk_buff *skb)
 int vlan_to_port(struct __sk_buff *skb)
 {
     __u32 len = skb->len;
+    int rc = port_gate(skb, NLAB_DIR_EGRESS);
 
-    return verdict(skb, len, NLAB_DIR_EGRESS, classify(skb, NLAB_DIR_EGRESS));
+    if (rc == NLAB_GATE_BEACON)
+        return beacon_exit(skb, len, NLAB_DIR_EGRESS);
+    return verdict(skb, len, NLAB_DIR_EGRESS, rc ? rc : classify(skb, NLAB_DIR_EGRESS));
 }
 
 /* The floor of benchmarks: an empty TC program, loaded from the same object. */

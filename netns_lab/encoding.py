@@ -36,6 +36,10 @@ _VM_PORT = re.compile(r"(?P<vm>[a-z][a-z0-9]*)-(?P<index>[0-9]+)")
 _EXPECTED_TOWARDS_PEER = frozenset(
     {Reason.VLAN_MISMATCH, Reason.VLAN_NOT_ALLOWED, Reason.UNTAGGED, Reason.ANALYZER_RX, Reason.DST_MAC}
 )
+# A standby team member and an injected fault drop by design, both ways: nobody sent wrong.
+_EXPECTED_BOTH_WAYS = frozenset(
+    {Reason.TEAM_STANDBY_RX, Reason.TEAM_STANDBY_TX, Reason.FAULT_SILENT, Reason.FAULT_LOSS}
+)
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -105,4 +109,6 @@ def flow_text(doc: dict[str, Any]) -> str:
 # -- drops ---------------------------------------------------------------------------------------
 def drop_class(reason: Reason, direction: str) -> Literal["expected", "violation"]:
     """``expected`` filtering or a ``violation``, for a drop seen in ``direction`` (from the peer)."""
-    return "expected" if direction == "in" and reason in _EXPECTED_TOWARDS_PEER else "violation"
+    if reason in _EXPECTED_BOTH_WAYS or (direction == "in" and reason in _EXPECTED_TOWARDS_PEER):
+        return "expected"
+    return "violation"

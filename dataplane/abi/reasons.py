@@ -49,6 +49,10 @@ class Reason(enum.IntEnum):
     SPOOF_ND = 29
     DST_MAC = 30
     FRAG_REORDERED = 31
+    TEAM_STANDBY_RX = 58
+    TEAM_STANDBY_TX = 59
+    FAULT_SILENT = 60
+    FAULT_LOSS = 61
 
     @property
     def label(self) -> str:
@@ -88,4 +92,8 @@ REASON_TEXT = {
     Reason.SPOOF_ND: "neighbour discovery for an address or MAC that is not the vNIC's",
     Reason.DST_MAC: "unicast frame for another MAC (flooded)",
     Reason.FRAG_REORDERED: "first fragment after later ones (its datagram was lost to reordering)",
+    Reason.TEAM_STANDBY_RX: "from a standby team member (not a beacon)",
+    Reason.TEAM_STANDBY_TX: "towards a standby team member (not a beacon)",
+    Reason.FAULT_SILENT: "injected silent fault: everything dropped, carrier up",
+    Reason.FAULT_LOSS: "injected random loss",
 }

@@ -9,5 +9,6 @@
 #include "abi/port.h"
 #include "abi/fw.h"
 #include "abi/mirror.h"
+#include "abi/team.h"
 
 #endif

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import statistics
-import subprocess
 from collections.abc import Iterator
 from ipaddress import ip_address
 from pathlib import Path
@@ -29,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.bench import fwbench
+from tests.bench import fwbench, revision
 
 if TYPE_CHECKING:
     from dataplane.switch import SwitchDataplane
@@ -44,38 +41,14 @@ REPORT_FILE = Path(".benchmarks") / "vm-port-cost.json"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: loads eBPF programs")
 
 
-def _base_tree(base: str, into: Path) -> None:
-    """`base`'s ebpf/ as files under `into` (ebpf/vswitch.c, ebpf/include/...)."""
-
-    def git(*args: str) -> bytes:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, check=True).stdout
-
-    for name in git("ls-tree", "-r", "--name-only", base, "ebpf").decode().split():
-        path = into / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(git("show", f"{base}:{name}"))
-
-
-def _same_as_worktree(base: str) -> bool:
-    diff = subprocess.run(["git", "diff", "--quiet", base, "--", "ebpf"], cwd=REPO, check=False)
-    return diff.returncode == 0
-
-
 def _load(
     ebpf_dir: Path | None, monkeypatch: pytest.MonkeyPatch, like: SwitchDataplane | None = None
 ) -> SwitchDataplane:
-    from dataplane import bpf, fwpolicy, switch
+    from dataplane import fwpolicy
     from dataplane.firewall import Settings
-    from dataplane.switch import PortVlans, SwitchDataplane
+    from dataplane.switch import PortVlans
 
-    with monkeypatch.context() as m:
-        if ebpf_dir is not None:
-            m.setattr(bpf, "EBPF_DIR", ebpf_dir)
-            m.setattr(bpf, "INCLUDE_DIR", ebpf_dir / "include")
-            source = (ebpf_dir / switch.SOURCE).read_text()  # the maps the base does not have yet
-            declared = tuple(name for name in switch.MAPS if re.search(rf"[(\s]{name}\s*,", source))
-            m.setattr(switch, "MAPS", declared)
-        dp = SwitchDataplane.load(like=like)
+    dp = revision.load(ebpf_dir, monkeypatch, like)
     dp.firewall.set_settings(Settings())
     dp.configure(PORT, PortVlans(untagged=True, guard=True))
     dp.firewall.set_vnic(
@@ -96,46 +69,21 @@ def _establish(dp: SwitchDataplane, dst: str) -> None:
 @pytest.fixture(scope="module")
 def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SwitchDataplane]]:
     pytest.importorskip("bcc", reason="needs bcc (Debian python3-bpfcc, seen through the venv)")
-    base = os.environ.get("NLAB_COST_BASE", "main")
-    if _same_as_worktree(base):
-        pytest.skip(f"ebpf/ of {base} is the working tree's: nothing to compare")
-    tree = tmp_path_factory.mktemp("base")
-    _base_tree(base, tree)
-    monkeypatch = pytest.MonkeyPatch()
-    loaded: dict[str, SwitchDataplane] = {}
-    try:
-        loaded["base"] = _load(tree / "ebpf", monkeypatch)
-        loaded["now"] = _load(None, monkeypatch)
-        loaded["twin"] = _load(None, monkeypatch, like=loaded["now"])
+    with revision.planes(tmp_path_factory.mktemp("base"), _load, ("twin",)) as loaded:
         yield loaded
-    finally:
-        for dp in loaded.values():
-            dp.close()
-        monkeypatch.undo()
 
 
 def _median_ns(planes: dict[str, SwitchDataplane], program: str, frame: bytes) -> dict[str, float]:
     """Median ns of each plane and of the floor, and the median of each round's now/base and
-    twin/now ratios: the runs of a round are side by side, so drift of this shared machine
-    cancels out of them. twin/now (the same programs twice) is the method's own noise."""
-    from dataplane import testrun
-
-    names = ("base", "now", "twin")
-    samples: dict[str, list[int]] = {name: [] for name in ("floor", *names)}
-    floor = planes["now"].programs["nlab_empty"]
-    for i in range(ROUNDS):
-        order = names[i % 3 :] + names[: i % 3]  # none always runs first
-        samples["floor"].append(testrun.run(floor, frame, ifindex=PORT, repeat=REPEAT).ns_per_run)
-        for name in order:
-            result = testrun.run(planes[name].programs[program], frame, ifindex=PORT, repeat=REPEAT)
-            assert result.passed, f"{name} {program}: dropped ({result.retval})"
-            samples[name].append(result.ns_per_run)
-
-    def ratio(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
-
-    medians = {name: statistics.median(s) for name, s in samples.items()}
-    return {**medians, "ratio": ratio("now", "base"), "noise": ratio("twin", "now")}
+    twin/now ratios. twin/now (the same programs twice) is the method's own noise."""
+    return revision.interleaved(
+        {name: planes[name].programs[program] for name in ("base", "now", "twin")},
+        planes["now"].programs["nlab_empty"],
+        frame,
+        ROUNDS,
+        REPEAT,
+        {"ratio": ("now", "base"), "noise": ("twin", "now")},
+    )
 
 
 def test_established_tcp_cost_against_base(planes: dict[str, SwitchDataplane], capsys: Any) -> None:

@@ -20,7 +20,7 @@ from types import ModuleType
 import pytest
 
 from dataplane import abi, lpm
-from dataplane.abi import fw, mirror, port, reasons
+from dataplane.abi import fw, mirror, port, reasons, team
 from tests.bpf.conftest import require_kernel
 
 INCLUDE = Path(__file__).resolve().parents[2] / "ebpf" / "include"
@@ -29,7 +29,13 @@ STRUCT = re.compile(r"^struct\s+(nlab_\w+)\s*\{", re.MULTILINE)
 GUARD = re.compile(r"NLAB_ABI_\w+_H")
 
 # header under ebpf/include/abi/ -> the module that mirrors it
-SECTIONS: dict[str, ModuleType] = {"reasons.h": reasons, "port.h": port, "fw.h": fw, "mirror.h": mirror}
+SECTIONS: dict[str, ModuleType] = {
+    "reasons.h": reasons,
+    "port.h": port,
+    "fw.h": fw,
+    "mirror.h": mirror,
+    "team.h": team,
+}
 # prefix of a family of defines -> the enum of the module that mirrors it
 ENUMS: dict[str, tuple[str, type[enum.IntEnum]]] = {
     "NLAB_DROP_": ("reasons.h", abi.Reason),
@@ -76,6 +82,10 @@ STABLE_REASONS = [
     "DST_MAC",
     "FRAG_REORDERED",
 ]
+# Reasons handed out from a feature's range: (range start, names from it in order)
+RANGE_REASONS = {
+    reasons.REASONS_TEAM: ["TEAM_STANDBY_RX", "TEAM_STANDBY_TX", "FAULT_SILENT", "FAULT_LOSS"],
+}
 
 
 def header_defines(header: str) -> dict[str, int]:
@@ -196,6 +206,18 @@ def test_reason_numbers_are_stable() -> None:
         (name, number) for number, name in enumerate(STABLE_REASONS)
     ]
     assert len(set(abi.Reason.__members__.values())) == len(abi.Reason.__members__), "a number is reused"
+    for start, names in RANGE_REASONS.items():
+        assert [abi.Reason[name].value for name in names] == list(range(start, start + len(names)))
+
+
+def test_reason_labels_of_the_team() -> None:
+    labels = [r.label for r in abi.Reason if reasons.REASONS_TEAM <= r < reasons.REASONS_FREE]
+    assert labels == ["team-standby-rx", "team-standby-tx", "fault-silent", "fault-loss"]
+
+
+def test_beacon_magic_spells_its_name() -> None:
+    assert team.BEACON_MAGIC.to_bytes(8, "big") == b"NLABTEAM"
+    assert team.BEACON_MIN_LEN == 14 + 8
 
 
 def test_reason_ranges() -> None:

@@ -69,6 +69,11 @@ def test_flooded_frames_towards_a_port_are_expected_everything_else_is_a_violati
         assert {encoding.drop_class(reason, d) for d in ("in", "out")} == {"violation"}
 
 
+def test_team_and_fault_drops_are_expected_both_ways() -> None:
+    for reason in (Reason.TEAM_STANDBY_RX, Reason.TEAM_STANDBY_TX, Reason.FAULT_SILENT, Reason.FAULT_LOSS):
+        assert {encoding.drop_class(reason, d) for d in ("in", "out")} == {"expected"}
+
+
 def test_every_reason_has_a_class_in_both_directions() -> None:
     for reason in Reason:
         for direction in ("in", "out"):

@@ -56,6 +56,11 @@
 #define NLAB_DROP_DST_MAC          30  /* unicast frame for another MAC (flooded) towards a port-secured vNIC */
 /* firewall: fragments */
 #define NLAB_DROP_FRAG_REORDERED   31  /* first fragment after later ones of its datagram (dropped as orphans) */
+/* NIC teaming and fault injection */
+#define NLAB_DROP_TEAM_STANDBY_RX  58  /* from the device of a standby team member (not a beacon) */
+#define NLAB_DROP_TEAM_STANDBY_TX  59  /* towards the device of a standby team member (not a beacon) */
+#define NLAB_DROP_FAULT_SILENT     60  /* injected silent fault: the port drops everything, carrier up */
+#define NLAB_DROP_FAULT_LOSS       61  /* injected random loss on the port */
 
 /* First number of each feature's reserved range (see above). */
 #define NLAB_REASONS_SWITCH   32
