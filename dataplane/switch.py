@@ -19,6 +19,8 @@ from dataplane import abi, bpf, syscalls, tc
 from dataplane.abi import Direction, Reason
 from dataplane.firewall import FIREWALL_MAPS, Firewall
 from dataplane.mirror import Mirrors
+from dataplane.overlay import MAPS as OVERLAY_MAPS
+from dataplane.overlay import Overlay
 from dataplane.team import TEAM_MAPS, Team
 
 SOURCE = "vswitch.c"
@@ -29,10 +31,11 @@ PROGRAMS = (
     "port_to_vm",
     "mirror_port_rx",
     "ct_reap",
+    "overlay_from_underlay",
     "nlab_empty",
 )
 MIRROR_MAPS = ("mirror_ports", "mirror_sessions", "mirror_stats")
-MAPS = ("ports", "counters", *TEAM_MAPS, *FIREWALL_MAPS, *MIRROR_MAPS)
+MAPS = ("ports", "counters", *TEAM_MAPS, *FIREWALL_MAPS, *MIRROR_MAPS, *OVERLAY_MAPS)
 # a physical switch has no VM ports: no port security, no firewall (-DNLAB_SWITCH_ONLY)
 SWITCH_PROGRAMS = ("vlan_from_port", "vlan_to_port", "nlab_empty")
 SWITCH_MAPS = ("ports", "counters", *TEAM_MAPS)
@@ -166,6 +169,11 @@ class SwitchDataplane:
     def team(self) -> Team:
         """Team members and port faults (either kind of dataplane)."""
         return Team(self.maps)
+
+    @property
+    def overlay(self) -> Overlay:
+        """The underlay guard of a VTEP host (a hypervisor's dataplane only)."""
+        return Overlay(self.maps, self.programs, self.counters)
 
     def attach_mirror_port(self, sock: socket.socket, ifindex: int) -> None:
         """The far end of a host's mirror port (a veth pair): truncates copies, sends them on."""
