@@ -146,7 +146,11 @@ class Overlay:
     # -- the program -----------------------------------------------------------------------------
     def attach_underlay(self, sock: socket.socket, ifindex: int) -> None:
         """The guard on TC ingress of the host's underlay pNIC (`sock`: NETLINK_ROUTE in the host's
-        namespace). Fill the tables first: from here on, VXLAN not in them is dropped."""
+        namespace). Fill the tables first: from here on, VXLAN not in them is dropped.
+
+        The kernel's vxlan socket takes VXLAN arriving on any interface of the namespace: a VTEP
+        host with another routed interface (an address of its own, not a bridge port) needs the
+        guard there too. It takes the interface's TC ingress hook (handle 1) for itself."""
         tc.add_clsact(sock, ifindex)
         tc.attach(sock, ifindex, "ingress", self._program, PROGRAM)
 

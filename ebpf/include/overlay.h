@@ -37,9 +37,9 @@ static __always_inline int overlay_group_dst(const struct flow *f)
            (f->daddr[0] == 0xff && f->daddr[1] == 0xff && f->daddr[2] == 0xff && f->daddr[3] == 0xff);
 }
 
-/* Whether the packet is for this host's vxlan sockets to see. `f` holds the family and the
- * addresses even when the parser refused the rest (IPv6); a refused IPv4 header leaves them zero,
- * and the kernel drops such a header itself. */
+/* Whether the packet is for this host's vxlan sockets to see. `f` holds the addresses even when
+ * the parser refused the rest (IPv6: an extension-header chain); a refused IPv4 header leaves
+ * them zero, and the stack drops such a header itself (version, length, header length). */
 static __always_inline int overlay_to_host(struct flow *f)
 {
     struct nlab_overlay_addr key = {.family = f->family};
@@ -103,6 +103,7 @@ static __always_inline int overlay_guard(struct __sk_buff *skb)
         rc = parse_ipv6(skb, &f);
     else
         return 0;  /* ARP and the rest */
+    f.family = proto == bpf_htons(NLAB_ETH_P_IP) ? 4 : 6;  /* the parser sets it only past the version */
     if (!overlay_to_host(&f))
         return 0;
     if (rc < 0)

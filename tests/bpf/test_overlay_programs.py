@@ -139,6 +139,10 @@ CASES: dict[str, Case] = {
     "rogue4-limited-broadcast": drop(vx(ROGUE4, "255.255.255.255"), R.VXLAN_UNKNOWN_VTEP),
     "rogue4-multicast": drop(vx(ROGUE4, "239.1.1.1"), R.VXLAN_UNKNOWN_VTEP),
     "rogue6-multicast": drop(vx(ROGUE6, "ff02::1"), R.VXLAN_UNKNOWN_VTEP),
+    "rogue6-atomic-fragment": drop(
+        IPv6(src=ROGUE6, dst=LOCAL6) / IPv6ExtHdrFragment(nh=17) / vx(ROGUE6, LOCAL6)[UDP],
+        R.VXLAN_UNKNOWN_VTEP,
+    ),
     "rogue4-both-ports-4789": drop(vx(ROGUE4, sport=4789), R.VXLAN_UNKNOWN_VTEP),
     # VNIs: only those hosted here; 0 is never hosted
     "peer4-vni-not-hosted": drop(vx(vni=NOT_HOSTED), R.VXLAN_UNKNOWN_VNI),
