@@ -10,11 +10,12 @@ pNIC; a registered VTEP's own traffic keeps arriving.
                                                                     tapped
 
 The barrier is an inner broadcast frame sent into hv1's vx-10010, encapsulated by hv1's kernel;
-its arrival on hv2's vx-10010 (decapsulated, entering the segment's bridge) means the attack
-frames sent before it have been decided. Phase one, no guard: the rogue's frames arrive (the
-attack is real; the kernel's vxlan socket listens on every address, broadcast included, and
-the stack strips a priority tag). Phase two, the guard attached: none arrives, each is counted
-with its reason, the barrier still arrives and is counted on its VNI.
+its arrival in hv2's bridge sg-10010 (decapsulated by vx-10010, flooded up to the bridge's own
+port, where the tap is) means the attack frames sent before it have been decided. Phase one, no
+guard: the rogue's frames arrive (the attack is real: the kernel's vxlan socket listens on every
+address, the subnet broadcast included, and the stack strips priority tags, stacked ones too).
+Phase two, the guard attached: none arrives, each is counted with its reason, the barrier still
+arrives and is counted on its VNI.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ def test_rogue_vxlan_reaches_the_segment_until_the_guard_stops_it(
 ) -> None:
     u = underlay
     rogue_mac, hv1_mac = kernel_mac(u.rogue, "eth0"), kernel_mac(u.hv1, "eth0")
-    tap = Tap(u.hv2, VXLAN)
+    tap = Tap(u.hv2, SEGMENT)  # what the segment's bridge took in (a broadcast: passed up to it too)
     try:
         # without the guard: the kernel's vxlan device takes the rogue's frames into the segment
         unguarded = attacks(u, rogue_mac, hv1_mac, guarded=False)
