@@ -26,7 +26,7 @@ from scapy.packet import Packet, Raw, raw
 
 from dataplane import testrun
 from dataplane.abi import Direction, Reason
-from dataplane.overlay import OverlayError, local_addresses
+from dataplane.overlay import OverlayError
 from tests.bpf.conftest import PORT, Counters
 from tests.bpf.fwtools import fragment, with_ext_headers
 
@@ -268,13 +268,6 @@ def test_counters_by_reason_and_vni(dataplane: SwitchDataplane, overlay: Overlay
     assert after.reasons[R.PASS] - before.reasons.get(R.PASS, 0) == 2
     assert after.reasons[R.VXLAN_UNKNOWN_VTEP] - before.reasons.get(R.VXLAN_UNKNOWN_VTEP, 0) == 1
     assert after.vnis[HOSTED].packets - before.vnis[HOSTED].packets == 2
-
-
-def test_local_addresses() -> None:
-    found = local_addresses(["10.255.1.11/24", "10.9.9.9/31", "fd00::1/64", ip_address("10.1.1.1")])
-    assert found == {
-        ip_address(a) for a in ("10.255.1.11", "10.255.1.255", "10.9.9.9", "fd00::1", "10.1.1.1")
-    }
 
 
 @pytest.mark.parametrize("vni", [0, 0x1000000, -1])
