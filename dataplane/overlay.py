@@ -4,8 +4,9 @@ VTEPs, the hosted VNIs, the counters.
     underlay pNIC ──TC ingress: overlay_from_underlay──> host stack ──> vxlan sockets (vx-<vni>)
 
 Works on the maps of a loaded or reopened `SwitchDataplane` (like `Firewall` and `Mirrors`), in
-addresses, VNIs and ifindexes only. A host without a VTEP leaves the maps empty and the program
-unattached: it pays nothing. Order of writes for a new VTEP: local addresses, peers and VNIs
+addresses, VNIs and ifindexes only. A host without a VTEP leaves the maps empty (they are not
+preallocated) and the program neither loaded nor attached (`SwitchDataplane.program` loads it at
+the first `attach_underlay`): it pays nothing. Order of writes for a new VTEP: local addresses, peers and VNIs
 first, then `attach_underlay`, so the guard never meets a half-filled table (the kernel's vxlan
 devices decapsulate nothing the guard has not checked).
 """
@@ -83,9 +84,9 @@ def local_addresses(addresses: Iterable[Address | IPv4Interface | IPv6Interface 
 
 
 class Overlay:
-    def __init__(self, maps: dict[str, int], programs: dict[str, int], port_counters: PortCounters) -> None:
+    def __init__(self, maps: dict[str, int], program: Callable[[], int], port_counters: PortCounters) -> None:
         self._maps = maps
-        self._program = programs[PROGRAM]
+        self._program = program  # the guard's fd, loaded at the first call where it is not yet
         self._port_counters = port_counters
         self._ncpu = syscalls.num_possible_cpus()
 
@@ -152,7 +153,7 @@ class Overlay:
         host with another routed interface (an address of its own, not a bridge port) needs the
         guard there too. It takes the interface's TC ingress hook (handle 1) for itself."""
         tc.add_clsact(sock, ifindex)
-        tc.attach(sock, ifindex, "ingress", self._program, PROGRAM)
+        tc.attach(sock, ifindex, "ingress", self._program(), PROGRAM)
 
     @staticmethod
     def detach_underlay(sock: socket.socket, ifindex: int) -> None:

@@ -114,7 +114,7 @@ def test_overlay_cost(
 
     dataplane = planes[tables]
     data = frame(path, size)
-    prog, floor = dataplane.programs["overlay_from_underlay"], dataplane.programs["nlab_empty"]
+    prog, floor = dataplane.program("overlay_from_underlay"), dataplane.programs["nlab_empty"]
     assert testrun.run(prog, data, ifindex=PORT).dropped == (path in DROPS), f"{path} does not take its path"
     pairs: list[tuple[int, int]] = []
 

@@ -12,10 +12,12 @@ the port (one frame, its reason, its length) and of the hosted VNI (accepted fra
 
 from __future__ import annotations
 
+import secrets
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,9 +26,9 @@ from scapy.layers.inet6 import ICMPv6ND_NS, IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet, Raw, raw
 
-from dataplane import testrun
+from dataplane import bpf, testrun
 from dataplane.abi import Direction, Reason
-from dataplane.overlay import OverlayError
+from dataplane.overlay import PROGRAM, OverlayError
 from tests.bpf.conftest import PORT, Counters
 from tests.bpf.fwtools import fragment, with_ext_headers
 
@@ -41,6 +43,7 @@ HOSTED, NOT_HOSTED = 10010, 10020
 HOST_MAC, PEER_MAC = "02:00:0a:ff:01:0b", "02:00:0a:ff:01:0c"
 INNER = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:01") / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP()
 R = Reason
+PIN_ROOT = Path("/sys/fs/bpf/netns-lab")
 
 
 def vxlan_header(vni: int = HOSTED, flags: int = 0x08000000, low: int = 0) -> bytes:
@@ -224,7 +227,7 @@ def overlay(dataplane: SwitchDataplane) -> Iterator[Overlay]:
 
 
 def run(dataplane: SwitchDataplane, frame: bytes) -> testrun.Result:
-    return testrun.run(dataplane.programs["overlay_from_underlay"], frame, ifindex=PORT)
+    return testrun.run(dataplane.program(PROGRAM), frame, ifindex=PORT)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -268,6 +271,31 @@ def test_counters_by_reason_and_vni(dataplane: SwitchDataplane, overlay: Overlay
     assert after.reasons[R.PASS] - before.reasons.get(R.PASS, 0) == 2
     assert after.reasons[R.VXLAN_UNKNOWN_VTEP] - before.reasons.get(R.VXLAN_UNKNOWN_VTEP, 0) == 1
     assert after.vnis[HOSTED].packets - before.vnis[HOSTED].packets == 2
+
+
+def test_guard_is_loaded_and_pinned_only_where_first_used(dataplane: SwitchDataplane) -> None:
+    from dataplane.switch import SwitchDataplane
+
+    dataplane.program(PROGRAM)  # a template with the guard loaded still makes instances without it
+    pins = PIN_ROOT / f"tovl{secrets.token_hex(3)}"
+    instance = SwitchDataplane.load(pins, like=dataplane)
+    try:
+        assert PROGRAM not in instance.programs and not (pins / f"prog_{PROGRAM}").exists()
+        with SwitchDataplane.open(pins) as reopened, pytest.raises(bpf.LoadError, match="not loaded"):
+            reopened.program(PROGRAM)
+        guard = instance.overlay
+        guard.set_local([LOCAL4])
+        guard.add_peer(PEER4)
+        guard.add_vni(HOSTED)
+        fd = instance.program(PROGRAM)
+        assert instance.program(PROGRAM) == fd and (pins / f"prog_{PROGRAM}").exists()
+        assert testrun.run(fd, raw(eth(vx())), ifindex=PORT).passed  # on the instance's own maps
+        assert guard.vnis()[HOSTED].packets == 1
+        with SwitchDataplane.open(pins) as reopened:
+            assert PROGRAM in reopened.programs
+    finally:
+        instance.close()
+        bpf.unpin(pins)
 
 
 @pytest.mark.parametrize("vni", [0, 0x1000000, -1])
