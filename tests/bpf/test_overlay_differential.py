@@ -30,6 +30,7 @@ from dataplane.abi import IPV6_MAX_EXT, Direction, Reason
 from dataplane.overlay import PROGRAM, local_addresses
 from tests.bpf import pktref
 from tests.bpf.conftest import PORT, Counters
+from tests.bpf.test_overlay_programs import hosting
 
 if TYPE_CHECKING:
     from dataplane.overlay import Overlay
@@ -183,18 +184,8 @@ def generate(rnd: random.Random) -> bytes:
 # -- running -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def guard(dataplane: SwitchDataplane) -> Iterator[Overlay]:
-    overlay = dataplane.overlay
-    overlay.set_local(LOCAL)
-    for peer in PEERS:
-        overlay.add_peer(peer)
-    overlay.add_vni(HOSTED)
-    try:
+    with hosting(dataplane, LOCAL, PEERS, HOSTED) as overlay:
         yield overlay
-    finally:
-        overlay.set_local([])
-        for peer in PEERS:
-            overlay.remove_peer(peer)
-        overlay.remove_vni(HOSTED)
 
 
 def test_guard_agrees_with_the_reference(

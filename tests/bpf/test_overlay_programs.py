@@ -12,9 +12,10 @@ the port (one frame, its reason, its length) and of the hosted VNI (accepted fra
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -210,20 +211,29 @@ CASES: dict[str, Case] = {
 }
 
 
-@pytest.fixture(scope="module")
-def overlay(dataplane: SwitchDataplane) -> Iterator[Overlay]:
+@contextlib.contextmanager
+def hosting(
+    dataplane: SwitchDataplane, local: Iterable[str], peers: Iterable[str], vni: int
+) -> Iterator[Overlay]:
+    """The session's dataplane as a VTEP host for the block; its tables are left empty after."""
     guard = dataplane.overlay
-    guard.set_local([f"{LOCAL4}/24", LOCAL6])
-    for peer in (PEER4, PEER6):
+    guard.set_local(local)
+    for peer in peers:
         guard.add_peer(peer)
-    guard.add_vni(HOSTED)
+    guard.add_vni(vni)
     try:
         yield guard
     finally:
         guard.set_local([])
-        for peer in (PEER4, PEER6):
+        for peer in guard.peers():
             guard.remove_peer(peer)
-        guard.remove_vni(HOSTED)
+        guard.remove_vni(vni)
+
+
+@pytest.fixture(scope="module")
+def overlay(dataplane: SwitchDataplane) -> Iterator[Overlay]:
+    with hosting(dataplane, [f"{LOCAL4}/24", LOCAL6], [PEER4, PEER6], HOSTED) as guard:
+        yield guard
 
 
 def run(dataplane: SwitchDataplane, frame: bytes) -> testrun.Result:
