@@ -6,9 +6,8 @@ VTEPs, the hosted VNIs, the counters.
 Works on the maps of a loaded or reopened `SwitchDataplane` (like `Firewall` and `Mirrors`), in
 addresses, VNIs and ifindexes only. A host without a VTEP leaves the maps empty (they are not
 preallocated) and the program neither loaded nor attached (`SwitchDataplane.program` loads it at
-the first `attach_underlay`): it pays nothing. Order of writes for a new VTEP: local addresses, peers and VNIs
-first, then `attach_underlay`, so the guard never meets a half-filled table (the kernel's vxlan
-devices decapsulate nothing the guard has not checked).
+the first `attach_underlay`): it pays nothing. Order of writes for a new VTEP: local addresses,
+peers and VNIs first, then `attach_underlay`, so the guard never meets a half-filled table.
 """
 
 from __future__ import annotations
