@@ -107,8 +107,8 @@ static __always_inline struct nlab_mirror_session *map_mirror_session(__u32 *id)
 static __always_inline struct nlab_mirror_stats *map_mirror_stats(__u32 *id) { return mirror_stats.lookup(id); }
 
 /* ---- overlay: the underlay guard of a VTEP (NIST 2.5) ----
- * Empty, and nothing attached, on a host without a VTEP; not preallocated, so they cost nothing
- * there. Written by user space only (dataplane/overlay.py). */
+ * Empty on a host without a VTEP, where the program is not even loaded (switch.ON_DEMAND); not
+ * preallocated, so they cost nothing there. Written by user space only (dataplane/overlay.py). */
 /* Addresses this host takes VXLAN at (its VTEP address, its pNIC's subnet broadcast). Hash: a
  * handful of exact addresses, IPv4 and IPv6 in one key. */
 BPF_F_TABLE("hash", struct nlab_overlay_addr, u8, overlay_local, NLAB_MAX_OVERLAY_LOCAL, BPF_F_NO_PREALLOC);

@@ -68,7 +68,7 @@ REASON_TEXT = {
     Reason.PASS: "passed",
     Reason.NO_PORT: "port not configured (fail closed)",
     Reason.MALFORMED: "frame too short for its headers",
-    Reason.TAGGED_ON_ACCESS: "802.1Q-tagged frame on an access port or from a guarded vNIC",
+    Reason.TAGGED_ON_ACCESS: "802.1Q-tagged frame on an access port, from a guarded vNIC, on a VTEP underlay",
     Reason.QINQ: "802.1ad or double-tagged frame",
     Reason.CONTROL_FRAME: "switch-control frame (STP/LLDP/CDP/DTP) from an edge port",
     Reason.VLAN_MISMATCH: "frame of another VLAN towards an access port",

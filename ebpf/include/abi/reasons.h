@@ -21,7 +21,7 @@
 /* VLAN and switching */
 #define NLAB_DROP_NO_PORT           1  /* port not configured (fail closed) */
 #define NLAB_DROP_MALFORMED         2  /* too short for its headers */
-#define NLAB_DROP_TAGGED_ON_ACCESS  3  /* 802.1Q tag on an access port, or from a guarded vNIC */
+#define NLAB_DROP_TAGGED_ON_ACCESS  3  /* 802.1Q tag on an access port, from a guarded vNIC, on a VTEP's underlay */
 #define NLAB_DROP_QINQ              4  /* 802.1ad or double tag: never carried */
 #define NLAB_DROP_CONTROL_FRAME     5  /* STP/LLDP/CDP/DTP/VTP from an edge (guarded) port */
 #define NLAB_DROP_VLAN_MISMATCH     6  /* towards an access port, not of its VLAN */
