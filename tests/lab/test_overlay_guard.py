@@ -5,9 +5,8 @@ pNIC; a registered VTEP's own traffic keeps arriving.
     zzovXXXXXX-hv1  VTEP 10.255.7.11 ─ eth0 ═╗
     zzovXXXXXX-rog  rogue 10.255.7.66 ─ eth0 ═╬═ p1 p2 p3: bridge ul (zzovXXXXXX-ul)
     zzovXXXXXX-hv2  VTEP 10.255.7.12 ─ eth0 ═╝   <- TC ingress: overlay_from_underlay
-          hv1: vx-10010 (id 10010, local .11, remote .12)    hv2: vx-10010 (id 10010, local .12,
-          the kernel encapsulates the barrier frames                nolearning) in bridge sg-10010,
-                                                                    tapped
+          hv1, hv2: vx-10010 (id 10010, local VTEP, nolearning) in bridge sg-10010 (hv2's tapped);
+          hv1 replicates broadcasts to hv2 (its all-zeros FDB entry)
 
 The barrier is an inner broadcast frame sent into hv1's vx-10010, encapsulated by hv1's kernel;
 its arrival in hv2's bridge sg-10010 (decapsulated by vx-10010, flooded up to the bridge's own
@@ -33,7 +32,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw, raw
 
 from dataplane.abi import Reason
-from netns_lab.kernel import netns
+from netns_lab.kernel import fdb, netns
 from netns_lab.kernel.netlink import Netlink
 from tests.lab.vlan_attacks import Tap, inject, kernel_mac
 
@@ -59,21 +58,6 @@ class Underlay:
     hv2_pnic: int  # ifindex of hv2's eth0
 
 
-def add_vxlan(nl: Netlink, local: str, remote: str | None = None) -> None:
-    """vx-<VNI>: UDP 4789, learning off; `remote`: the default destination of what it sends."""
-    extra = {"vxlan_group": remote} if remote else {}
-    nl.iproute().link(
-        "add",
-        ifname=VXLAN,
-        kind="vxlan",
-        vxlan_id=VNI,
-        vxlan_local=local,
-        vxlan_port=4789,
-        vxlan_learning=0,
-        **extra,
-    )
-
-
 @pytest.fixture(scope="module")
 def underlay() -> Iterator[Underlay]:
     root_links = socket.if_nameindex()
@@ -93,14 +77,13 @@ def underlay() -> Iterator[Underlay]:
                 nl.address("eth0", f"{address}/{PREFIX}")
                 nl.up("eth0")
                 nl.up("lo")
+        for role, vtep in (("hv1", HV1), ("hv2", HV2)):
+            with Netlink(names[role]) as nl, fdb.Tables(names[role]) as tables:
+                nl.bridge(SEGMENT)
+                tables.vxlan(VXLAN, VNI, vtep, SEGMENT)
                 if role == "hv1":
-                    add_vxlan(nl, HV1, remote=HV2)
-                    nl.up(VXLAN)
-                elif role == "hv2":
-                    nl.bridge(SEGMENT)
-                    add_vxlan(nl, HV2)
-                    nl.enslave(VXLAN, SEGMENT)
-                    nl.up(VXLAN)
+                    tables.append_flood(VXLAN, HV2)  # the barrier (a broadcast) goes to hv2
+                else:
                     pnic = nl.index("eth0")
         yield Underlay(names["hv1"], names["hv2"], names["rog"], kernel_mac(names["hv2"], "eth0"), pnic)
     finally:
