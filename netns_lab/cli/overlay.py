@@ -43,6 +43,7 @@ def cmd_show(args: argparse.Namespace, lab: str) -> dict[str, Any]:
     topo, _ = running(lab)
     doc = _overview(topo)
     doc["hosts"] = controller.show(lab, install.hosted(topo))
+    doc["guard"] = install.guard_counts(lab, topo)
     return doc
 
 
@@ -119,6 +120,15 @@ def render(verb: str, doc: dict[str, Any]) -> None:
             for n in s["neighbours"]:
                 table.add_row(host, str(s["vni"]), "neigh", n["dev"], n["ip"], n["mac"] or "-", n["origin"])
     out.print(table)
+    guard = Table(
+        "host", "pNIC", "decisions", "accepted per VNI", title="underlay guard", title_justify="left"
+    )
+    for host, g in doc["guard"].items():
+        vnis = ", ".join(f"{vni} {c['packets']}" for vni, c in g["vnis"].items()) or "-"
+        for pnic, reasons in g["pnics"].items():
+            decisions = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) or "-"
+            guard.add_row(host, pnic, decisions, vnis)
+    out.print(guard)
 
 
 def register(sub: Any, name: str, summary: str) -> None:

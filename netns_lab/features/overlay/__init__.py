@@ -33,6 +33,9 @@ class OverlayFeature(Feature):
             return
         from netns_lab.kernel import fdb
 
+        dp = b.dataplane(host.name)
+        if dp is not None:  # before the first VXLAN device: nothing unguarded is ever decapsulated
+            install.guard(dp, b.sock(host.name), b.topo, host.name)
         local = str(b.topo.vtep_ip(host.name))
         with fdb.Tables(b.ns(host.name)) as tables:
             for segment in segments:

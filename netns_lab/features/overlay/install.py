@@ -18,15 +18,20 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from netns_lab.features.overlay import controller
 from netns_lab.features.overlay import plan as overlay_plan
 from netns_lab.features.overlay.plan import Plan
 from netns_lab.features.overlay.reconcile import apply, read_host
 from netns_lab.kernel import fdb
-from netns_lab.lab.state import state_dir
+from netns_lab.kernel.netlink import Netlink
+from netns_lab.lab.state import pin_dir, state_dir
 from netns_lab.topology import names
-from netns_lab.topology.model import Segment, Topology
+from netns_lab.topology.model import PNic, Segment, Topology
+
+if TYPE_CHECKING:
+    from dataplane.switch import SwitchDataplane
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,55 @@ def plan_of(topo: Topology) -> Plan:
 def hosted(topo: Topology) -> dict[str, list[int]]:
     """Per host, the VNIs of every segment it hosts, whatever their mode."""
     return overlay_plan.hosted(overlay_plan.from_topology(topo))
+
+
+def routed_pnics(topo: Topology, host: str) -> list[PNic]:
+    """The host's pNICs with an address of their own: VXLAN may arrive at any of them (the
+    kernel's vxlan socket listens on every address), so each gets the underlay guard."""
+    return [p for p in topo.host(host).pnics if p.ip is not None]
+
+
+def peers(topo: Topology, host: str) -> list[str]:
+    """The VTEP addresses of the hosts that share a segment with `host`: the only senders of
+    VXLAN it accepts."""
+    spans = topo.segment_spans()
+    mine = {s.name for s in topo.host_segments(host)}
+    others = {h for name in mine for h in spans.get(name, []) if h != host}
+    return sorted(str(topo.vtep_ip(h)) for h in others if topo.vtep_ip(h) is not None)
+
+
+def guard(dp: SwitchDataplane, nl: Netlink, topo: Topology, host: str) -> None:
+    """The underlay guard on every routed pNIC of a VTEP host, its tables filled first (from
+    then on, VXLAN from an unregistered VTEP or for a VNI not hosted here is dropped, counted)."""
+    overlay = dp.overlay
+    pnics = routed_pnics(topo, host)
+    overlay.set_local([p.ip for p in pnics if p.ip is not None])
+    for address in peers(topo, host):
+        overlay.add_peer(address)
+    for segment in topo.host_segments(host):
+        overlay.add_vni(segment.vni)
+    for pnic in pnics:
+        overlay.attach_underlay(nl.tc_socket(), nl.index(pnic.name))
+
+
+def guard_counts(lab: str, topo: Topology) -> dict[str, Any]:
+    """Per VTEP host: what the guard on each routed pNIC decided (by reason) and the frames
+    accepted per hosted VNI."""
+    from dataplane.switch import SwitchDataplane
+
+    found: dict[str, Any] = {}
+    for host in hosted(topo):
+        pnics = routed_pnics(topo, host)
+        with SwitchDataplane.open(pin_dir(lab) / host) as dp, Netlink(names.namespace(lab, host)) as nl:
+            counts = {p.name: dp.overlay.counters(nl.index(p.name)) for p in pnics}
+        found[host] = {
+            "pnics": {name: {r.label: n for r, n in c.reasons.items()} for name, c in counts.items()},
+            "vnis": {
+                str(vni): {"packets": v.packets, "bytes": v.bytes}
+                for vni, v in (next(iter(counts.values())).vnis.items() if counts else ())
+            },
+        }
+    return found
 
 
 def make_device(tables: fdb.Tables, segment: Segment, local: str) -> None:
