@@ -6,7 +6,8 @@
     install.py     the kernel side at build time and on a running lab
     checks.py      VM-VN-R2/R3 on the topology
 
-A lab without segments meets none of it: every hook returns at once.
+A lab without segments meets none of it: every hook returns at once. The kernel side is
+imported by the hooks that need it, so the checks stay as light as the topology package.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from netns_lab.features.base import BuildContext, Feature
-from netns_lab.features.overlay import install
 from netns_lab.topology import names
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ class OverlayFeature(Feature):
         segments = b.topo.host_segments(host.name)
         if not segments:
             return
+        from netns_lab.features.overlay import install
         from netns_lab.kernel import fdb
 
         dp = b.dataplane(host.name)
@@ -48,6 +49,8 @@ class OverlayFeature(Feature):
         replication entries too), else the flood segments' entries written once."""
         if not b.topo.segments:
             return
+        from netns_lab.features.overlay import install
+
         plan = install.plan_of(b.topo)
         if install.needs_controller(b.topo):
             from netns_lab.features.overlay import controller
@@ -75,6 +78,8 @@ class OverlayFeature(Feature):
         """The controller enforces the new plan at once; flood mode's entries are written."""
         if not new.segments:
             return
+        from netns_lab.features.overlay import install
+
         plan = install.plan_of(new)
         if plan == install.plan_of(lab.topo):
             return
