@@ -32,13 +32,15 @@ class LoadError(Exception):
 class Loaded:
     """File descriptors of the programs and maps of one loaded object; `code`: each program's
     instructions as loaded (their map references are the fds of `maps` and of the object's
-    other maps), from which `instantiate` loads another copy without compiling."""
+    other maps), from which `instantiate` loads another copy without compiling. Programs left for
+    later (`load(later=...)`, `load_relocatable(programs=...)`) are loaded by `load_later`."""
 
     programs: dict[str, int]
     maps: dict[str, int]
     _bpf: object = None  # the bcc object; closing it closes the fds
     code: dict[str, bytes] = field(default_factory=dict)
     _fds: list[int] = field(default_factory=list)  # an instance's own fds
+    source: Relocatable | None = None  # an instance's: every program it may load, loaded or not
 
     def close(self) -> None:
         if self._bpf is not None:
@@ -50,9 +52,15 @@ class Loaded:
 
 
 def load(
-    source: str, programs: tuple[str, ...], maps: tuple[str, ...], defines: dict[str, int] | None = None
+    source: str,
+    programs: tuple[str, ...],
+    maps: tuple[str, ...],
+    defines: dict[str, int] | None = None,
+    later: tuple[str, ...] = (),
 ) -> Loaded:
-    """Compile `ebpf/<source>` and load `programs` as SCHED_CLS (TC) programs."""
+    """Compile `ebpf/<source>` and load `programs` as SCHED_CLS (TC) programs; `later`: programs
+    compiled with them but loaded only when `load_later` asks (the kernel verifies a program at
+    load: one that few instances need is not verified in every one)."""
     from bcc import (
         BPF,  # imported here: bcc is slow to import and needs Debian's python
         libbcc,
@@ -66,8 +74,11 @@ def load(
     except Exception as err:  # bcc raises bare Exception on compile and verifier errors
         raise LoadError(f"cannot load ebpf/{source}: {err}") from err
     code = {}
-    for name in programs:  # as bcc loaded them: its map placeholders already replaced by fds
+    for name in programs + later:  # as bcc compiled them: its map placeholders already replaced by fds
         start = libbcc.lib.bpf_function_start(bpf.module, name.encode())
+        if not start:
+            bpf.cleanup()
+            raise LoadError(f"cannot load ebpf/{source}: no program {name}")
         code[name] = ctypes.string_at(start, libbcc.lib.bpf_function_size(bpf.module, name.encode()))
     return Loaded(fds, map_fds, bpf, code)
 
@@ -120,6 +131,8 @@ class Relocatable:
 
 
 def relocatable(loaded: Loaded) -> Relocatable:
+    if loaded.source is not None:  # an instance: what it was made from, every program included
+        return loaded.source
     names = {fd: name for name, fd in loaded.maps.items()}
     infos: dict[str, dict[str, int]] = {}
     refs: dict[str, list[tuple[int, str]]] = {}
@@ -150,7 +163,7 @@ def load_relocatable(r: Relocatable, programs: tuple[str, ...] | None = None) ->
             info = syscalls.MapInfo(name=name[:15].encode(), **spec)
             maps[name] = syscalls.map_create_like(info)
             made.append(maps[name])
-        loaded = Loaded({}, maps, None, {}, made)
+        loaded = Loaded({}, maps, None, {}, made, r)
         for prog in r.code if programs is None else programs:
             load_program(loaded, r, prog)
     except BaseException:
@@ -171,11 +184,19 @@ def load_program(loaded: Loaded, r: Relocatable, prog: str) -> int:
     return loaded.programs[prog]
 
 
-def instantiate(template: Loaded) -> Loaded:
+def load_later(loaded: Loaded, prog: str) -> int:
+    """Program `prog` of `loaded`, loaded now if it was left for later."""
+    if prog not in loaded.programs:
+        load_program(loaded, relocatable(loaded), prog)
+    return loaded.programs[prog]
+
+
+def instantiate(template: Loaded, programs: tuple[str, ...] | None = None) -> Loaded:
     """Another copy of a loaded object, with maps of its own, without compiling again (a compile
     takes seconds, this tens of milliseconds): every map is made anew like the template's, and
-    each program's instructions are loaded again with their map fds replaced."""
-    return load_relocatable(relocatable(template))
+    each program's instructions (or only those of `programs`; `load_later` the others) are loaded
+    again with their map fds replaced."""
+    return load_relocatable(relocatable(template), programs)
 
 
 def pin(loaded: Loaded, directory: Path) -> None:

@@ -19,6 +19,9 @@ from dataplane import abi, bpf, syscalls, tc
 from dataplane.abi import Direction, Reason
 from dataplane.firewall import FIREWALL_MAPS, Firewall
 from dataplane.mirror import Mirrors
+from dataplane.overlay import MAPS as OVERLAY_MAPS
+from dataplane.overlay import PROGRAM as OVERLAY_PROGRAM
+from dataplane.overlay import Overlay
 from dataplane.team import TEAM_MAPS, Team
 
 SOURCE = "vswitch.c"
@@ -31,8 +34,11 @@ PROGRAMS = (
     "ct_reap",
     "nlab_empty",
 )
+# Compiled with the others, loaded and pinned only where first used (`program`): the kernel
+# verifies a program at each load, and only a VTEP host needs the underlay guard.
+ON_DEMAND = (OVERLAY_PROGRAM,)
 MIRROR_MAPS = ("mirror_ports", "mirror_sessions", "mirror_stats")
-MAPS = ("ports", "counters", *TEAM_MAPS, *FIREWALL_MAPS, *MIRROR_MAPS)
+MAPS = ("ports", "counters", *TEAM_MAPS, *FIREWALL_MAPS, *MIRROR_MAPS, *OVERLAY_MAPS)
 # a physical switch has no VM ports: no port security, no firewall (-DNLAB_SWITCH_ONLY)
 SWITCH_PROGRAMS = ("vlan_from_port", "vlan_to_port", "nlab_empty")
 SWITCH_MAPS = ("ports", "counters", *TEAM_MAPS)
@@ -70,10 +76,17 @@ class Counts:
 
 
 class SwitchDataplane:
-    def __init__(self, programs: dict[str, int], maps: dict[str, int], owned: bpf.Loaded | None) -> None:
+    def __init__(
+        self,
+        programs: dict[str, int],
+        maps: dict[str, int],
+        owned: bpf.Loaded | None,
+        pin_dir: Path | None = None,
+    ) -> None:
         self.programs = programs
         self.maps = maps
         self._owned = owned
+        self._pin_dir = pin_dir
         self._ncpu = syscalls.num_possible_cpus()
 
     @classmethod
@@ -85,11 +98,12 @@ class SwitchDataplane:
         with maps of their own (one dataplane per switching namespace, as each kernel has its own)."""
         defines = {"NLAB_MAX_IFINDEX": abi.MAX_IFINDEX}
         if like is not None:
-            if like._owned is None or set(like.programs) != set(PROGRAMS if vm_ports else SWITCH_PROGRAMS):
+            kind = PROGRAMS if vm_ports else SWITCH_PROGRAMS
+            if like._owned is None or set(like.programs) - set(ON_DEMAND) != set(kind):
                 raise ValueError("`like` must be a dataplane of the same kind loaded by this process")
-            loaded = bpf.instantiate(like._owned)
+            loaded = bpf.instantiate(like._owned, kind)
         elif vm_ports:
-            loaded = bpf.load(SOURCE, PROGRAMS, MAPS, defines)
+            loaded = bpf.load(SOURCE, PROGRAMS, MAPS, defines, later=ON_DEMAND)
         else:
             loaded = bpf.load(SOURCE, SWITCH_PROGRAMS, SWITCH_MAPS, {**defines, "NLAB_SWITCH_ONLY": 1})
         if pin_dir is not None:
@@ -98,15 +112,21 @@ class SwitchDataplane:
             except BaseException:
                 loaded.close()  # pins already made stay for the owner of pin_dir to remove
                 raise
-        return cls(loaded.programs, loaded.maps, loaded)
+        return cls(loaded.programs, loaded.maps, loaded, pin_dir)
 
     @classmethod
     def open(cls, pin_dir: Path) -> SwitchDataplane:
-        """Reopen the pins of a loaded dataplane (either kind)."""
+        """Reopen the pins of a loaded dataplane (either kind), with the programs loaded on demand
+        that were."""
         vm_ports = (pin_dir / "prog_port_from_vm").exists()
         programs = {
             name: syscalls.obj_get(pin_dir / f"prog_{name}")
             for name in (PROGRAMS if vm_ports else SWITCH_PROGRAMS)
+        }
+        programs |= {
+            name: syscalls.obj_get(pin_dir / f"prog_{name}")
+            for name in ON_DEMAND
+            if vm_ports and (pin_dir / f"prog_{name}").exists()
         }
         maps = {name: syscalls.obj_get(pin_dir / name) for name in (MAPS if vm_ports else SWITCH_MAPS)}
         return cls(programs, maps, None)
@@ -124,6 +144,17 @@ class SwitchDataplane:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def program(self, name: str) -> int:
+        """A program's fd; one of ON_DEMAND is loaded (and pinned beside the others) at its first use,
+        by the process that loaded this dataplane."""
+        if name not in self.programs:
+            if name not in ON_DEMAND or self._owned is None:
+                raise bpf.LoadError(f"program {name} is not loaded (only the process that loaded it can)")
+            fd = bpf.load_later(self._owned, name)
+            if self._pin_dir is not None:
+                syscalls.obj_pin(fd, self._pin_dir / f"prog_{name}")
+        return self.programs[name]
 
     # -- ports -----------------------------------------------------------------------------------
     def configure(self, ifindex: int, vlans: PortVlans) -> None:
@@ -166,6 +197,11 @@ class SwitchDataplane:
     def team(self) -> Team:
         """Team members and port faults (either kind of dataplane)."""
         return Team(self.maps)
+
+    @property
+    def overlay(self) -> Overlay:
+        """The underlay guard of a VTEP host (a hypervisor's dataplane only)."""
+        return Overlay(self.maps, lambda: self.program(OVERLAY_PROGRAM), self.counters)
 
     def attach_mirror_port(self, sock: socket.socket, ifindex: int) -> None:
         """The far end of a host's mirror port (a veth pair): truncates copies, sends them on."""

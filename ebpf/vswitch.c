@@ -106,9 +106,26 @@ static __always_inline struct nlab_mirror_port *map_mirror_port(__u32 *idx) { re
 static __always_inline struct nlab_mirror_session *map_mirror_session(__u32 *id) { return mirror_sessions.lookup(id); }
 static __always_inline struct nlab_mirror_stats *map_mirror_stats(__u32 *id) { return mirror_stats.lookup(id); }
 
+/* ---- overlay: the underlay guard of a VTEP (NIST 2.5) ----
+ * Empty on a host without a VTEP, where the program is not even loaded (switch.ON_DEMAND); not
+ * preallocated, so they cost nothing there. Written by user space only (dataplane/overlay.py). */
+/* Addresses this host takes VXLAN at (its VTEP address, its pNIC's subnet broadcast). Hash: a
+ * handful of exact addresses, IPv4 and IPv6 in one key. */
+BPF_F_TABLE("hash", struct nlab_overlay_addr, u8, overlay_local, NLAB_MAX_OVERLAY_LOCAL, BPF_F_NO_PREALLOC);
+/* The other hosts' VTEP addresses: the only underlay sources VXLAN is accepted from. */
+BPF_F_TABLE("hash", struct nlab_overlay_addr, u8, vtep_peers, NLAB_MAX_VTEP_PEERS, BPF_F_NO_PREALLOC);
+/* VNI (host order) -> frames accepted for it. Per-CPU hash: VNIs are sparse in 24 bits, and the
+ * lookup that admits a VNI also finds its counter, which then needs no atomics. */
+BPF_F_TABLE("percpu_hash", u32, struct nlab_overlay_vni, overlay_vnis, NLAB_MAX_OVERLAY_VNIS, BPF_F_NO_PREALLOC);
+
+static __always_inline u8 *map_overlay_local(struct nlab_overlay_addr *k) { return overlay_local.lookup(k); }
+static __always_inline u8 *map_vtep_peer(struct nlab_overlay_addr *k) { return vtep_peers.lookup(k); }
+static __always_inline struct nlab_overlay_vni *map_overlay_vni(__u32 *vni) { return overlay_vnis.lookup(vni); }
+
 #include "portsec.h"
 #include "fw.h"
 #include "mirror.h"
+#include "overlay.h"
 #endif /* !NLAB_SWITCH_ONLY */
 
 /* The one exit of every program: count the verdict, turn a negative reason into a drop. */
@@ -356,6 +373,14 @@ int ct_reap(struct __sk_buff *skb)
         return 0;  /* the datapath deleted it first, and released its share */
     ct_release(&req.key, origin);
     return 1;
+}
+
+/* attach: TC ingress of a VTEP host's underlay pNIC (outer frames from the physical network) */
+int overlay_from_underlay(struct __sk_buff *skb)
+{
+    __u32 len = skb->len;
+
+    return verdict(skb, len, NLAB_DIR_INGRESS, overlay_guard(skb));
 }
 
 #endif /* !NLAB_SWITCH_ONLY */

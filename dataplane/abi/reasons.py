@@ -49,6 +49,11 @@ class Reason(enum.IntEnum):
     SPOOF_ND = 29
     DST_MAC = 30
     FRAG_REORDERED = 31
+    # overlay (REASONS_OVERLAY)
+    VXLAN_UNKNOWN_VTEP = 52
+    VXLAN_UNKNOWN_VNI = 53
+    VXLAN_MALFORMED = 54
+    VXLAN_FRAGMENT = 55
     TEAM_STANDBY_RX = 58
     TEAM_STANDBY_TX = 59
     FAULT_SILENT = 60
@@ -63,7 +68,7 @@ REASON_TEXT = {
     Reason.PASS: "passed",
     Reason.NO_PORT: "port not configured (fail closed)",
     Reason.MALFORMED: "frame too short for its headers",
-    Reason.TAGGED_ON_ACCESS: "802.1Q-tagged frame on an access port or from a guarded vNIC",
+    Reason.TAGGED_ON_ACCESS: "802.1Q-tagged frame on an access port, from a guarded vNIC, on a VTEP underlay",
     Reason.QINQ: "802.1ad or double-tagged frame",
     Reason.CONTROL_FRAME: "switch-control frame (STP/LLDP/CDP/DTP) from an edge port",
     Reason.VLAN_MISMATCH: "frame of another VLAN towards an access port",
@@ -92,6 +97,10 @@ REASON_TEXT = {
     Reason.SPOOF_ND: "neighbour discovery for an address or MAC that is not the vNIC's",
     Reason.DST_MAC: "unicast frame for another MAC (flooded)",
     Reason.FRAG_REORDERED: "first fragment after later ones (its datagram was lost to reordering)",
+    Reason.VXLAN_UNKNOWN_VTEP: "VXLAN from an underlay source that is not a registered VTEP",
+    Reason.VXLAN_UNKNOWN_VNI: "VXLAN for a VNI this host does not host",
+    Reason.VXLAN_MALFORMED: "VXLAN header cut, I flag clear or a reserved bit set",
+    Reason.VXLAN_FRAGMENT: "outer IP fragment to this host's VTEP",
     Reason.TEAM_STANDBY_RX: "from a standby team member (not a beacon)",
     Reason.TEAM_STANDBY_TX: "towards a standby team member (not a beacon)",
     Reason.FAULT_SILENT: "injected silent fault: everything dropped, carrier up",

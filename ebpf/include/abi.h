@@ -10,5 +10,6 @@
 #include "abi/fw.h"
 #include "abi/mirror.h"
 #include "abi/team.h"
+#include "abi/overlay.h"
 
 #endif

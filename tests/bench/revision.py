@@ -49,8 +49,8 @@ def load(
     like: SwitchDataplane | None = None,
     vm_ports: bool = True,
 ) -> SwitchDataplane:
-    """A dataplane compiled from `ebpf_dir` (None: the working tree's), with the maps of ours
-    its source declares (a base may lack some)."""
+    """A dataplane compiled from `ebpf_dir` (None: the working tree's), with the maps and the
+    programs loaded on demand of ours its source declares (a base may lack some)."""
     from dataplane import bpf, switch
     from dataplane.switch import SwitchDataplane
 
@@ -62,6 +62,8 @@ def load(
             for names in ("MAPS", "SWITCH_MAPS"):
                 declared = tuple(n for n in getattr(switch, names) if re.search(rf"[(\s]{n}\s*,", source))
                 m.setattr(switch, names, declared)
+            later = tuple(n for n in switch.ON_DEMAND if re.search(rf"\bint\s+{n}\s*\(", source))
+            m.setattr(switch, "ON_DEMAND", later)
         return SwitchDataplane.load(vm_ports=vm_ports, like=like)
 
 

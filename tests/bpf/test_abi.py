@@ -20,7 +20,7 @@ from types import ModuleType
 import pytest
 
 from dataplane import abi, lpm
-from dataplane.abi import fw, mirror, port, reasons, team
+from dataplane.abi import fw, mirror, overlay, port, reasons, team
 from tests.bpf.conftest import require_kernel
 
 INCLUDE = Path(__file__).resolve().parents[2] / "ebpf" / "include"
@@ -35,6 +35,7 @@ SECTIONS: dict[str, ModuleType] = {
     "fw.h": fw,
     "mirror.h": mirror,
     "team.h": team,
+    "overlay.h": overlay,
 }
 # prefix of a family of defines -> the enum of the module that mirrors it
 ENUMS: dict[str, tuple[str, type[enum.IntEnum]]] = {
@@ -85,6 +86,7 @@ STABLE_REASONS = [
 # Reasons handed out from a feature's range: (range start, names from it in order)
 RANGE_REASONS = {
     reasons.REASONS_TEAM: ["TEAM_STANDBY_RX", "TEAM_STANDBY_TX", "FAULT_SILENT", "FAULT_LOSS"],
+    reasons.REASONS_OVERLAY: ["VXLAN_UNKNOWN_VTEP", "VXLAN_UNKNOWN_VNI", "VXLAN_MALFORMED", "VXLAN_FRAGMENT"],
 }
 
 
@@ -208,6 +210,8 @@ def test_reason_numbers_are_stable() -> None:
     assert len(set(abi.Reason.__members__.values())) == len(abi.Reason.__members__), "a number is reused"
     for start, names in RANGE_REASONS.items():
         assert [abi.Reason[name].value for name in names] == list(range(start, start + len(names)))
+    listed = {name for names in RANGE_REASONS.values() for name in names}
+    assert {r.name for r in abi.Reason if r >= len(STABLE_REASONS)} == listed, "a ranged reason is not listed"
 
 
 def test_reason_labels_of_the_team() -> None:

@@ -21,7 +21,7 @@
 /* VLAN and switching */
 #define NLAB_DROP_NO_PORT           1  /* port not configured (fail closed) */
 #define NLAB_DROP_MALFORMED         2  /* too short for its headers */
-#define NLAB_DROP_TAGGED_ON_ACCESS  3  /* 802.1Q tag on an access port, or from a guarded vNIC */
+#define NLAB_DROP_TAGGED_ON_ACCESS  3  /* 802.1Q tag on an access port, from a guarded vNIC, on a VTEP's underlay */
 #define NLAB_DROP_QINQ              4  /* 802.1ad or double tag: never carried */
 #define NLAB_DROP_CONTROL_FRAME     5  /* STP/LLDP/CDP/DTP/VTP from an edge (guarded) port */
 #define NLAB_DROP_VLAN_MISMATCH     6  /* towards an access port, not of its VLAN */
@@ -56,6 +56,11 @@
 #define NLAB_DROP_DST_MAC          30  /* unicast frame for another MAC (flooded) towards a port-secured vNIC */
 /* firewall: fragments */
 #define NLAB_DROP_FRAG_REORDERED   31  /* first fragment after later ones of its datagram (dropped as orphans) */
+/* overlay: the underlay guard of a VTEP (VXLAN to this host) */
+#define NLAB_DROP_VXLAN_UNKNOWN_VTEP 52  /* source is not a registered VTEP */
+#define NLAB_DROP_VXLAN_UNKNOWN_VNI  53  /* VNI not hosted on this host (VNI 0 included) */
+#define NLAB_DROP_VXLAN_MALFORMED    54  /* VXLAN header cut, I flag clear or a reserved bit set */
+#define NLAB_DROP_VXLAN_FRAGMENT     55  /* an outer IP fragment to this host's VTEP */
 /* NIC teaming and fault injection */
 #define NLAB_DROP_TEAM_STANDBY_RX  58  /* from the device of a standby team member (not a beacon) */
 #define NLAB_DROP_TEAM_STANDBY_TX  59  /* towards the device of a standby team member (not a beacon) */
