@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netns_lab.lab import fanout, sweeper
+from netns_lab.lab import fanout, processes
 from netns_lab.lab.state import pin_dir, state_dir
 from netns_lab.topology import names
 
@@ -51,17 +51,10 @@ def socket_path(lab: str) -> Path:
 
 def start(lab: str, namespace: str) -> subprocess.Popen[bytes]:
     """The lab's hub in `namespace`, detached from our session (a Ctrl-C must not reach it)."""
-    with open(state_dir(lab) / LOG, "ab") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "netns_lab.lab.eventhub", "--lab", lab, "--netns", namespace],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
+    return processes.spawn(lab, "netns_lab.lab.eventhub", ["--lab", lab, "--netns", namespace], "eventhub")
 
 
-stop = sweeper.stop
+stop = processes.stop
 
 
 def wait_ready(lab: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

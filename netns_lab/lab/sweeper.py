@@ -24,32 +24,18 @@ from pathlib import Path
 
 from dataplane.switch import SwitchDataplane
 from netns_lab.kernel import netns
+from netns_lab.lab import processes
 
 log = logging.getLogger("netns_lab.lab.sweeper")
 
 
-def start(namespace: str, pins: Path, interval: int, log_file: Path) -> subprocess.Popen[bytes]:
-    """A sweeper for the dataplane pinned at `pins`, in `namespace`, detached from our session
-    (a Ctrl-C of `nlab up` must not reach it; rollback and teardown stop it)."""
-    with open(log_file, "ab") as err:
-        command = [sys.executable, "-m", "netns_lab.lab.sweeper", "--netns", namespace, "--pins", str(pins)]
-        return subprocess.Popen(
-            [*command, "--interval", str(interval)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
+def start(lab: str, host: str, namespace: str, pins: Path, interval: int) -> subprocess.Popen[bytes]:
+    """A sweeper for the dataplane pinned at `pins`, in `namespace` (see lab/processes.py)."""
+    args = ["--netns", namespace, "--pins", str(pins), "--interval", str(interval)]
+    return processes.spawn(lab, "netns_lab.lab.sweeper", args, f"sweeper-{host}")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Used by the builder's rollback: the namespace it lives in is deleted next."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+stop = processes.stop
 
 
 def sweep_forever(pins: Path, interval: float) -> None:

@@ -48,8 +48,8 @@ def install(record: Record, patch: Callable[[object, str, object], None] = setat
         assert inode is not None, name
         record(name, inode)
 
-    def start_and_wait(namespace: str, *args: object, **kwargs: object) -> subprocess.Popen[bytes]:
-        proc = start(namespace, *args, **kwargs)  # type: ignore[arg-type]
+    def start_and_wait(lab: str, host: str, namespace: str, *args: object) -> subprocess.Popen[bytes]:
+        proc = start(lab, host, namespace, *args)  # type: ignore[arg-type]
         inode = netns.inode(namespace)
         assert inode is not None, namespace
         _in_namespace(proc.pid, inode)

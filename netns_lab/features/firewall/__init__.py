@@ -15,7 +15,7 @@ from dataplane.firewall import Settings
 from netns_lab.features.base import BuildContext, Feature
 from netns_lab.features.firewall import live, plan
 from netns_lab.lab import sweeper
-from netns_lab.lab.state import log_path, pin_dir
+from netns_lab.lab.state import pin_dir
 
 if TYPE_CHECKING:
     from netns_lab.features.base import HostPlane, LiveContext
@@ -48,10 +48,7 @@ class FirewallFeature(Feature):
         )
         dp.firewall.install(fwpolicy.compile(plan.host_policy(b.topo, host.name)))
         proc = sweeper.start(
-            b.ns(host.name),
-            pin_dir(b.topo.lab) / host.name,
-            s.sweep_interval,
-            log_path(b.topo.lab, f"sweeper-{host.name}"),
+            b.topo.lab, host.name, b.ns(host.name), pin_dir(b.topo.lab) / host.name, s.sweep_interval
         )
         b.undo.callback(sweeper.stop, proc)
 

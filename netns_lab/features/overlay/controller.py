@@ -38,27 +38,25 @@ from pyroute2.netlink.exceptions import NetlinkError
 from netns_lab.features.overlay.plan import Plan, segment_bridge, vxlan_dev
 from netns_lab.features.overlay.reconcile import Change, apply, read_host
 from netns_lab.kernel import fdb, netns
-from netns_lab.lab import sweeper
+from netns_lab.lab import processes, state
 from netns_lab.lab.state import state_dir
 from netns_lab.topology import names
 
 log = logging.getLogger("netns_lab.overlay.controller")
 
-PLAN, LOG, READY = "overlay-plan.json", "controller.log", "controller.ready"
+PLAN, LOG, READY = "overlay-plan", "controller.log", "controller.ready"
 INTERVAL = 30.0  # seconds between two full passes when nothing changes
 SETTLE = 0.05  # after a change, wait this long for its siblings before reading the tables
 WAKE = 1.0  # longest sleep: the lab's end is noticed within it
 
 
 def plan_file(lab: str) -> Path:
-    return state_dir(lab) / PLAN
+    return state_dir(lab) / f"{PLAN}.json"
 
 
 def write_plan(lab: str, plan: Plan) -> None:
     """Replace the plan the controller enforces (atomically: it may be reading); SIGHUP it after."""
-    tmp = plan_file(lab).with_suffix(".tmp")
-    tmp.write_text(json.dumps(plan.to_dict(), indent=1))
-    tmp.replace(plan_file(lab))
+    state.write_record(lab, PLAN, plan.to_dict())
 
 
 def start(lab: str, namespace: str, plan: Plan, interval: float = INTERVAL) -> subprocess.Popen[bytes]:
@@ -66,26 +64,11 @@ def start(lab: str, namespace: str, plan: Plan, interval: float = INTERVAL) -> s
     write_plan(lab, plan)
     with contextlib.suppress(FileNotFoundError):
         (state_dir(lab) / READY).unlink()
-    command = [
-        sys.executable,
-        "-m",
-        "netns_lab.features.overlay.controller",
-        "--lab",
-        lab,
-        "--netns",
-        namespace,
-    ]
-    with open(state_dir(lab) / LOG, "ab") as err:
-        return subprocess.Popen(
-            [*command, "--interval", str(interval)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
+    args = ["--lab", lab, "--netns", namespace, "--interval", str(interval)]
+    return processes.spawn(lab, "netns_lab.features.overlay.controller", args, "controller")
 
 
-stop = sweeper.stop
+stop = processes.stop
 
 
 def wait_ready(lab: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
