@@ -48,14 +48,15 @@ def cmd_show(args: argparse.Namespace, lab: str) -> dict[str, Any]:
 
 
 def check_document(lab: str) -> dict[str, Any]:
-    """The kernel tables of every VTEP against the plan (flood and controller segments; evpn
-    segments are BGP's: their entries are shown, not checked)."""
+    """The kernel tables of every VTEP against the plan: every entry of controller segments, the
+    replication entries of flood and evpn segments (their MACs are learned, or BGP's as traffic
+    makes them known)."""
     from netns_lab.features.overlay import controller, install
 
     topo, _ = running(lab)
     doc = _overview(topo)
-    drift = controller.check(lab, install.plan_of(topo))
-    doc["checked"] = sorted(s.name for s in topo.segments if s.mode != "evpn")
+    drift = controller.check(lab, install.plan_of(topo)) + controller.check(lab, install.evpn_plan(topo))
+    doc["checked"] = sorted(s.name for s in topo.segments)
     doc["drift"] = [c.as_dict() for c in drift]
     doc["clean"] = not drift
     return doc

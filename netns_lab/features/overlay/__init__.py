@@ -34,6 +34,11 @@ class OverlayFeature(Feature):
         from netns_lab.features.overlay import install
         from netns_lab.kernel import fdb
 
+        refusal = b.memo("overlay.refusal", lambda: install.evpn_refusal(b.topo))
+        if refusal is not None:
+            from netns_lab.lab.builder import BuildError
+
+            raise BuildError(b.topo.source, *refusal)
         dp = b.dataplane(host.name)
         if dp is not None:  # before the first VXLAN device: nothing unguarded is ever decapsulated
             install.guard(dp, b.sock(host.name), b.topo, host.name)
@@ -46,7 +51,8 @@ class OverlayFeature(Feature):
 
     def lab_built(self, b: BuildContext) -> None:
         """Fill the tables: the controller when a segment wants one (it keeps flood segments'
-        replication entries too), else the flood segments' entries written once."""
+        replication entries too), else the flood segments' entries written once; FRR where
+        segments are evpn's."""
         if not b.topo.segments:
             return
         from netns_lab.features.overlay import install
@@ -59,6 +65,10 @@ class OverlayFeature(Feature):
             b.undo.callback(controller.stop, proc)
         elif plan.hosts:
             install.program(b.topo.lab, plan)
+        if install.evpn_hosts(b.topo):
+            from netns_lab.features.overlay import frr
+
+            install.start_evpn(b.topo.lab, b.topo, lambda node: b.undo.callback(frr.stop, node))
 
     def live_install(self, lab: LiveContext, host: HostPlane, old: Topology, new: Topology) -> None:
         """A change may move MACs and addresses inside the segments a host has; devices are made

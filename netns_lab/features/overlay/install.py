@@ -8,15 +8,23 @@ Per segment mode, how the VXLAN device `vx-<vni>` on `sg-<vni>` is set up and wh
                                                                  written once here; the rest learned
     controller  off              neigh_suppress on, learning off the lab's controller process
     evpn        off              learning off                    BGP (FRR's zebra)
+
+EVPN runs zebra + bgpd in each host namespace that hosts an evpn segment, and in the route
+reflector's (a router, or a host without evpn segments of its own), every file in the lab's
+state dir (`frr.py`); teardown ends the daemons with the lab's other processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import subprocess
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,3 +175,78 @@ def reload_controller(lab: str, plan: Plan) -> bool:
         os.kill(pid, signal.SIGHUP)
         return True
     return False
+
+
+# -- EVPN --------------------------------------------------------------------------------------
+EVPN_TIMEOUT = 30.0  # seconds for every session and every type-3 route to be in place
+
+
+def evpn_hosts(topo: Topology) -> dict[str, IPv4Address]:
+    """The VTEP hosts that host an evpn segment, with their VTEP address."""
+    found = {}
+    for h in topo.hosts:
+        ip = topo.vtep_ip(h.name)
+        if ip is not None and any(s.mode == "evpn" for s in topo.host_segments(h.name)):
+            found[h.name] = ip
+    return found
+
+
+def reflector(topo: Topology) -> tuple[str, IPv4Address]:
+    """The route reflector and the address the VTEPs peer with: a router's first NIC, or a
+    host's VTEP (else first routed pNIC)."""
+    name = topo.overlay.route_reflector
+    if name is None:
+        raise RuntimeError("overlay.route_reflector: evpn segments need a route reflector")
+    if any(r.name == name for r in topo.routers):
+        ip = topo.router(name).nics[0].ip.ip
+    else:
+        ip = topo.vtep_ip(name) or next(p.ip.ip for p in routed_pnics(topo, name) if p.ip is not None)
+    if not isinstance(ip, IPv4Address):
+        raise RuntimeError(f"overlay.route_reflector: {name} has no IPv4 underlay address")
+    return name, ip
+
+
+def evpn_refusal(topo: Topology) -> tuple[str, str] | None:
+    """(path, reason) when the lab's EVPN cannot be built as declared, else None."""
+    vteps = evpn_hosts(topo)
+    for host in vteps:
+        others = sorted(s.name for s in topo.host_segments(host) if s.mode != "evpn")
+        if others:
+            # zebra's advertise-all-vni exports every VXLAN device of the namespace: the other
+            # mode's tables would be BGP's too
+            return f"hosts.{host}", f"hosts evpn segments and {', '.join(others)} in another mode"
+    if topo.overlay.route_reflector in vteps:
+        return "overlay.route_reflector", "a VTEP host that hosts evpn segments cannot also reflect"
+    return None
+
+
+def start_evpn(lab: str, topo: Topology, started: Callable[[Any], None]) -> None:
+    """FRR on the reflector, then on every evpn VTEP (`started` is told each node, for the
+    caller's undo); returns once every session is established and every VTEP holds the
+    replication entries of its segments' other VTEPs (type-3 routes)."""
+    from netns_lab.features.overlay import evpn, frr
+
+    vteps = evpn_hosts(topo)
+    rr_name, rr_ip = reflector(topo)
+    configs = evpn.part_configs(topo.overlay.asn, (rr_name, rr_ip), vteps)
+    for name in sorted(configs, key=lambda n: n != rr_name):  # the reflector first
+        node = frr.Node(lab, name)
+        frr.start(node, configs[name])
+        started(node)
+    frr.wait_established(frr.Node(lab, rr_name), list(vteps.values()), EVPN_TIMEOUT)
+    want = evpn_plan(topo)
+    deadline = time.monotonic() + EVPN_TIMEOUT
+    while drift := controller.check(lab, want):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"EVPN: after {EVPN_TIMEOUT:g} s still {drift[0]} (and {len(drift) - 1} more)")
+        time.sleep(0.05)
+
+
+def evpn_plan(topo: Topology) -> Plan:
+    """What BGP must have put on every VTEP whatever the VMs did so far: a head-end replication
+    entry per other VTEP of each evpn segment (type-3 routes); the MACs (type-2) follow traffic."""
+    data = overlay_plan.from_topology(topo)
+    segments = tuple(dataclasses.replace(s, mode="flood") for s in data.segments if s.mode == "evpn")
+    names_ = {s.name for s in segments}
+    members = tuple(m for m in data.members if m.segment in names_)
+    return overlay_plan.plan(dataclasses.replace(data, segments=segments, members=members))
