@@ -1,0 +1,279 @@
+"""A BGP EVPN fabric built with netns_lab.kernel helpers (no builder), for lab tests and benchmarks.
+
+Flat underlay (one switch) or two "machines" joined by a routed link; each part's hosts peer
+with the route reflector over the underlay only:
+
+    flat                                      two machines
+                 rr .254                        rr .254  h1 .11  h2 .12      h3 .13
+                  |                              \\       |      /            |
+     h1 .11 --- [ul] --- h2 .12                  [ul1] 10.255.1.0/24        [ul2] 10.255.2.0/24
+                  |                                 |                         |
+                h3 .13  (10.255.0.0/24)            m1 .1 --- 192.0.2.0/30 --- .2 m2
+                                                      (routers: the machines' own namespaces)
+    per host: sg-<vni> (bridge) + vx-<vni> (vxlan id VNI local VTEP dstport 4789 nolearning)
+              VM namespaces on sg-<vni>
+
+The lab is journaled like a real one (LabState, one namespace per line) so that
+`netns_lab.teardown.down` removes it, FRR daemons included.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from netns_lab import probe
+from netns_lab.features.overlay import evpn, frr
+from netns_lab.kernel import netlink, netns
+from netns_lab.state import LabState
+from netns_lab.topology import names
+
+VXLAN_PORT = 4789
+ASN = 65000
+VM_MTU = 1450  # underlay 1500 - 50 bytes of VXLAN/UDP/IPv4/Ethernet
+NTF_SELF, NTF_MASTER, NTF_EXT_LEARNED = 0x02, 0x04, 0x10
+ZERO_MAC = "00:00:00:00:00:00"
+UNDERLAY = "ul"
+
+
+@dataclass(frozen=True)
+class VM:
+    name: str
+    host: str
+    vni: int
+    ip: str  # with prefix length
+    mac: str
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A machine's share of a routed underlay: its switch, its subnet's gateway, its WAN end."""
+
+    name: str
+    switch: str
+    gateway: str  # with prefix length, on the machine's switch
+    wan: str  # with prefix length, on the routed link between the machines
+
+
+@dataclass
+class Fabric:
+    lab: str
+    hosts: dict[str, str]  # host -> VTEP address with prefix length
+    reflector: str  # with prefix length
+    machines: dict[str, Machine] = field(default_factory=dict)  # node -> its machine (routed)
+    placement: dict[str, str] = field(default_factory=dict)  # rr/host -> machine name
+    vms: dict[str, VM] = field(default_factory=dict)
+    state: LabState | None = None
+
+    # -- names and plain data ----------------------------------------------------------------
+    def ns(self, node: str) -> str:
+        return names.namespace(self.lab, node)
+
+    def node(self, name: str) -> frr.Node:
+        return frr.Node(self.lab, name)
+
+    def vtep(self, host: str) -> IPv4Address:
+        return ipaddress.ip_interface(self.hosts[host]).ip
+
+    @property
+    def rr_ip(self) -> IPv4Address:
+        return ipaddress.ip_interface(self.reflector).ip
+
+    def segments(self, host: str) -> set[int]:
+        return {vm.vni for vm in self.vms.values() if vm.host == host}
+
+    def expected_fdb(self, host: str) -> dict[int, set[tuple[str, IPv4Address]]]:
+        """What BGP must program on `host`'s vx-<vni>, from the model alone: a head-end
+        replication entry per other VTEP hosting the VNI, each remote VM's MAC at its VTEP."""
+        table: dict[int, set[tuple[str, IPv4Address]]] = {}
+        for vni in self.segments(host):
+            remote = [h for h in self.hosts if h != host and vni in self.segments(h)]
+            entries = {(ZERO_MAC, self.vtep(h)) for h in remote}
+            entries |= {
+                (vm.mac, self.vtep(vm.host)) for vm in self.vms.values() if vm.vni == vni and vm.host != host
+            }
+            table[vni] = entries
+        return table
+
+    # -- building --------------------------------------------------------------------------
+    def _namespace(self, node: str) -> str:
+        name = self.ns(node)
+        assert self.state is not None
+        self.state.record_namespace(name)  # journal first: teardown covers a crash in create()
+        netns.create(name)
+        with netlink.session(name) as nl:
+            nl.up("lo")
+        return name
+
+    def _switch(self, switch: str) -> None:
+        self._namespace(switch)
+        with netlink.session(self.ns(switch)) as nl:
+            nl.bridge(names.SWITCH_BRIDGE)
+
+    def _cable(self, node: str, switch: str, ifname: str, ifaddr: str) -> None:
+        with netlink.session(self.ns(switch)) as nl:
+            nl.veth(f"{node}-{ifname}", ifname, self.ns(node), master=names.SWITCH_BRIDGE, up=True)
+        with netlink.session(self.ns(node)) as nl:
+            nl.up(ifname)
+            nl.address(ifname, ifaddr)
+
+    def _underlay_node(self, node: str, ifaddr: str) -> None:
+        self._namespace(node)
+        machine = self.machines.get(self.placement.get(node, ""))
+        self._cable(node, machine.switch if machine else UNDERLAY, "eth0", ifaddr)
+        if machine:
+            with netlink.session(self.ns(node)) as nl:
+                nl.route("default", str(ipaddress.ip_interface(machine.gateway).ip))
+
+    def build(self) -> None:
+        self.state = LabState.begin(self.lab, "tests/lab/evpn_fabric.py", "")
+        if not self.machines:
+            self._switch(UNDERLAY)
+        self._machines()
+        self._underlay_node("rr", self.reflector)
+        for host, ifaddr in self.hosts.items():
+            self._underlay_node(host, ifaddr)
+        for vm in list(self.vms.values()):
+            self.attach(vm)
+        self.start_frr()
+
+    def _machines(self) -> None:
+        ms = list(self.machines.values())
+        for m in ms:
+            self._switch(m.switch)
+            self._namespace(m.name)
+            self._cable(m.name, m.switch, "eth0", m.gateway)
+            netlink.sysctl(self.ns(m.name), "net.ipv4.ip_forward", "1")
+        if len(ms) == 2:  # the routed link: a veth between the two machines, each its own subnet
+            a, b = ms
+            with netlink.session(self.ns(a.name)) as nl:
+                nl.veth("wan0", "wan0", self.ns(b.name), up=True)
+                nl.address("wan0", a.wan)
+            with netlink.session(self.ns(b.name)) as nl:
+                nl.up("wan0")
+                nl.address("wan0", b.wan)
+            for here, there in ((a, b), (b, a)):
+                with netlink.session(self.ns(here.name)) as nl:
+                    subnet = ipaddress.ip_interface(there.gateway).network
+                    nl.route(str(subnet), str(ipaddress.ip_interface(there.wan).ip))
+
+    def segment(self, host: str, vni: int) -> None:
+        """sg-<vni> + vx-<vni> on `host` (once)."""
+        bridge, vx = f"sg-{vni}", f"vx-{vni}"
+        with netlink.session(self.ns(host)) as nl:
+            if any(link.name == bridge for link in nl.links()):
+                return
+            nl.bridge(bridge)
+            ipr = nl.iproute()
+            ipr.link(
+                "add",
+                ifname=vx,
+                kind="vxlan",
+                vxlan_id=vni,
+                vxlan_local=str(self.vtep(host)),
+                vxlan_port=VXLAN_PORT,
+                vxlan_learning=0,
+            )
+            index = nl.index(vx)
+            ipr.link("set", index=index, master=nl.index(bridge))
+            nl.up(vx)
+        # FRR's advice for its traditional model: the bridge must not learn remote MACs on the
+        # vxlan port either (BGP installs them). pyroute2 has no bridge-port call: ip(8), test-only.
+        subprocess.run(
+            ["ip", "-n", self.ns(host), "link", "set", vx, "type", "bridge_slave", "learning", "off"],
+            check=True,
+        )
+
+    def attach(self, vm: VM) -> None:
+        """The VM's namespace with eth0 on `sg-<vni>` of its host (MTU sized for VXLAN)."""
+        self.vms[vm.name] = vm
+        self.segment(vm.host, vm.vni)
+        self._namespace(vm.name)
+        with netlink.session(self.ns(vm.host)) as nl:
+            port = names.vm_port(vm.name, 0)
+            nl.veth(port, "eth0", self.ns(vm.name), mac=vm.mac, master=f"sg-{vm.vni}", up=True)
+        with netlink.session(self.ns(vm.name)) as nl:
+            nl.iproute().link("set", index=nl.index("eth0"), mtu=VM_MTU)
+            nl.up("eth0")
+            nl.address("eth0", vm.ip)
+
+    def start_frr(self) -> None:
+        rr = evpn.Reflector("rr", self.rr_ip, ASN, clients=tuple(self.vtep(h) for h in self.hosts))
+        frr.start(self.node("rr"), evpn.reflector_config(rr))
+        for host in self.hosts:
+            vtep = evpn.Vtep(host, self.vtep(host), ASN, self.rr_ip)
+            frr.start(self.node(host), evpn.vtep_config(vtep))
+
+    def wait_sessions(self, timeout: float = 30.0) -> None:
+        frr.wait_established(self.node("rr"), [self.vtep(h) for h in self.hosts], timeout)
+        for host in self.hosts:
+            frr.wait_established(self.node(host), [self.rr_ip], timeout)
+
+
+# -- the kernel's view ----------------------------------------------------------------------------
+def vxlan_fdb(ns: str, vni: int) -> set[tuple[str, IPv4Address, bool]]:
+    """(MAC, dst VTEP, extern_learn) of each entry with a destination on vx-<vni>."""
+    found = set()
+    with netlink.session(ns) as nl:
+        index = nl.index(f"vx-{vni}")
+        for msg in nl.iproute().fdb("dump", ifindex=index):
+            dst = msg.get_attr("NDA_DST")
+            if msg["ifindex"] != index or dst is None:
+                continue
+            found.add((msg.get_attr("NDA_LLADDR"), IPv4Address(dst), bool(msg["flags"] & NTF_EXT_LEARNED)))
+    return found
+
+
+def announce(ns: str, vm: VM) -> None:
+    """One gratuitous ARP from the VM: its host's bridge learns the MAC (what zebra advertises)."""
+    with netns.inside(ns):
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    with sock:
+        sock.bind(("eth0", 0))
+        ip = ipaddress.ip_interface(vm.ip).ip.packed
+        mac = bytes.fromhex(vm.mac.replace(":", ""))
+        arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\0" * 6 + ip
+        sock.send(b"\xff" * 6 + mac + struct.pack("!H", 0x0806) + arp)
+
+
+def answered_by(ns: str, dst: str) -> str | None:
+    """The MAC behind `dst` after a ping from `ns` (its neighbour entry), None if no reply:
+    with overlapping addresses, which VM answered is the point."""
+    if not probe.ping(ns, dst):
+        return None
+    with netlink.session(ns) as nl:
+        for msg in nl.iproute().get_neighbours(dst=dst):
+            if (mac := msg.get_attr("NDA_LLADDR")) is not None:
+                return mac
+    return None
+
+
+def wait_fdb(fabric: Fabric, hosts: Iterable[str], timeout: float = 30.0) -> float:
+    """Poll until each host's vx-<vni> FDB equals the model's (BGP-programmed); the seconds taken."""
+    began = time.monotonic()
+    while True:
+        diffs = {h: fdb_diff(fabric, h) for h in hosts}
+        if not any(diffs.values()):
+            return time.monotonic() - began
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"FDB not as the model says after {timeout:g} s: {diffs}")
+        time.sleep(0.02)
+
+
+def fdb_diff(fabric: Fabric, host: str) -> dict[int, dict[str, list]]:
+    """Per VNI, entries missing from or extra in the kernel (remote MACs must be extern_learn)."""
+    diffs = {}
+    for vni, want in fabric.expected_fdb(host).items():
+        have = vxlan_fdb(fabric.ns(host), vni)
+        got = {(mac, dst) for mac, dst, ext in have if mac == ZERO_MAC or ext}
+        not_bgp = sorted((m, str(d)) for m, d, ext in have if m != ZERO_MAC and not ext)
+        missing, extra = sorted(want - got), sorted(got - want)
+        if missing or extra or not_bgp:
+            diffs[vni] = {"missing": missing, "extra": extra, "not extern_learn": not_bgp}
+    return diffs
