@@ -17,6 +17,7 @@ VENV=.venv
 APT_PACKAGES=(
     python3-bpfcc bpfcc-tools linux-headers-amd64 iproute2 iputils-ping tcpdump tshark
     nftables iptables iperf3 graphviz python3-venv util-linux procps libbpf1 netcat-openbsd
+    frr
 )
 
 # 1. Debian packages: install only the missing ones.
@@ -32,8 +33,32 @@ else
     # tshark asks whether non-root users may capture; answer no without a prompt.
     echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
     export DEBIAN_FRONTEND=noninteractive
+    # FRR runs only inside lab namespaces (netns_lab/features/overlay/frr.py), each node with its
+    # own files under the lab's state dir. Its package would start the system frr service in the
+    # root namespace (zebra taking over the machine's routes) and enable it at boot. So: a
+    # temporary policy-rc.d forbids any service start during this install (unless the machine
+    # already has one, e.g. a container's: it is left alone), and a freshly installed frr's
+    # service is then disabled. An frr installed before bootstrap is not touched.
+    new_frr=no; own_policy=no
+    case " ${missing[*]} " in *" frr "*) new_frr=yes ;; esac
+    if [ "$new_frr" = yes ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# netns-lab bootstrap: no service starts during its apt-get install\nexit 101\n' \
+            > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=yes
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$own_policy" = yes ]; then
+        rm -f /usr/sbin/policy-rc.d
+        trap - EXIT
+    fi
+    if [ "$new_frr" = yes ]; then
+        if command -v deb-systemd-helper >/dev/null; then deb-systemd-helper disable frr.service; fi
+        if command -v update-rc.d >/dev/null; then update-rc.d frr disable >/dev/null 2>&1 || true; fi
+        say "frr: installed, system service disabled (FRR runs only in lab namespaces)"
+    fi
 fi
 
 # 2. Kernel headers for bcc. The running kernel ships none: point build/source at Debian's
