@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from netns_lab import probe
+from netns_lab import probe, teardown
 from netns_lab.features.overlay import evpn, frr
 from netns_lab.kernel import netlink, netns
 from netns_lab.state import LabState
@@ -63,20 +63,41 @@ class Machine:
 
 @dataclass
 class Fabric:
+    """Flat: one lab `lab`. Routed: the machines' own namespaces (and their link) are lab `lab`,
+    each machine's part (switch, hosts, VMs, route reflector) is lab `<lab>-<machine>`, as
+    `nlab up --machine` would make it: each part is torn down on its own."""
+
     lab: str
     hosts: dict[str, str]  # host -> VTEP address with prefix length
     reflector: str  # with prefix length
-    machines: dict[str, Machine] = field(default_factory=dict)  # node -> its machine (routed)
+    machines: dict[str, Machine] = field(default_factory=dict)  # machine name -> its underlay
     placement: dict[str, str] = field(default_factory=dict)  # rr/host -> machine name
     vms: dict[str, VM] = field(default_factory=dict)
-    state: LabState | None = None
+    states: dict[str, LabState] = field(default_factory=dict)  # lab -> its journal, in creation order
 
     # -- names and plain data ----------------------------------------------------------------
+    def lab_of(self, node: str) -> str:
+        """The lab (part) a node belongs to."""
+        if node in self.vms:
+            node = self.vms[node].host
+        if node in self.placement:
+            return f"{self.lab}-{self.placement[node]}"
+        switch_of = {m.switch: name for name, m in self.machines.items()}
+        return f"{self.lab}-{switch_of[node]}" if node in switch_of else self.lab
+
     def ns(self, node: str) -> str:
-        return names.namespace(self.lab, node)
+        return names.namespace(self.lab_of(node), node)
 
     def node(self, name: str) -> frr.Node:
-        return frr.Node(self.lab, name)
+        return frr.Node(self.lab_of(name), name)
+
+    def namespaces(self) -> list[str]:
+        return [ns for state in self.states.values() for ns in state.namespaces()]
+
+    def down(self, part: str | None = None) -> list[int]:
+        """Tear down one part's lab (None: every lab, parts first); the pids teardown ended."""
+        labs = [part] if part is not None else list(reversed(self.states))
+        return [pid for lab in labs for pid in teardown.down(lab).processes]
 
     def vtep(self, host: str) -> IPv4Address:
         return ipaddress.ip_interface(self.hosts[host]).ip
@@ -103,9 +124,10 @@ class Fabric:
 
     # -- building --------------------------------------------------------------------------
     def _namespace(self, node: str) -> str:
-        name = self.ns(node)
-        assert self.state is not None
-        self.state.record_namespace(name)  # journal first: teardown covers a crash in create()
+        name, lab = self.ns(node), self.lab_of(node)
+        if lab not in self.states:
+            self.states[lab] = LabState.begin(lab, "tests/lab/evpn_fabric.py", "")
+        self.states[lab].record_namespace(name)  # journal first: teardown covers a crash in create()
         netns.create(name)
         with netlink.session(name) as nl:
             nl.up("lo")
@@ -132,7 +154,6 @@ class Fabric:
                 nl.route("default", str(ipaddress.ip_interface(machine.gateway).ip))
 
     def build(self) -> None:
-        self.state = LabState.begin(self.lab, "tests/lab/evpn_fabric.py", "")
         if not self.machines:
             self._switch(UNDERLAY)
         self._machines()
@@ -146,8 +167,8 @@ class Fabric:
     def _machines(self) -> None:
         ms = list(self.machines.values())
         for m in ms:
-            self._switch(m.switch)
             self._namespace(m.name)
+            self._switch(m.switch)
             self._cable(m.name, m.switch, "eth0", m.gateway)
             netlink.sysctl(self.ns(m.name), "net.ipv4.ip_forward", "1")
         if len(ms) == 2:  # the routed link: a veth between the two machines, each its own subnet
@@ -204,7 +225,13 @@ class Fabric:
             nl.address("eth0", vm.ip)
 
     def start_frr(self) -> None:
-        rr = evpn.Reflector("rr", self.rr_ip, ASN, clients=tuple(self.vtep(h) for h in self.hosts))
+        # the reflector knows its own machine's VTEPs; another machine's it accepts by subnet
+        here = self.placement.get("rr")
+        clients = tuple(self.vtep(h) for h in self.hosts if self.placement.get(h) == here)
+        listen = tuple(
+            ipaddress.ip_interface(m.gateway).network for name, m in self.machines.items() if name != here
+        )
+        rr = evpn.Reflector("rr", self.rr_ip, ASN, clients, listen)
         frr.start(self.node("rr"), evpn.reflector_config(rr))
         for host in self.hosts:
             vtep = evpn.Vtep(host, self.vtep(host), ASN, self.rr_ip)

@@ -15,12 +15,13 @@ removed by `teardown.down`, which must also end the FRR daemons.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from netns_lab import probe, teardown
+from netns_lab import probe
 from netns_lab.features.overlay import evpn, frr
 from netns_lab.kernel import netns
 from tests.lab import evpn_fabric as ef
@@ -50,22 +51,27 @@ def frr_pids(fabric: ef.Fabric) -> list[int]:
 @pytest.fixture(scope="module")
 def fabric() -> Iterator[ef.Fabric]:
     f = ef.Fabric(unique_name(), dict(HOSTS), "10.255.0.254/24", vms={vm.name: vm for vm in VMS})
-    inodes: set[int] = set()
-    try:
+    with torn_down(f):
         f.build()
-        inodes = {i for i in (netns.inode(n) for n in f.state.namespaces()) if i} if f.state else set()
         f.wait_sessions()
         for vm in VMS:
             ef.announce(f.ns(vm.name), vm)
         ef.wait_fdb(f, f.hosts)
         yield f
+
+
+@contextlib.contextmanager
+def torn_down(f: ef.Fabric) -> Iterator[None]:
+    """Teardown of every lab of the fabric even on failure; it must end the FRR daemons too."""
+    try:
+        yield
     finally:
-        if f.state is not None:
-            inodes |= {i for i in (netns.inode(n) for n in f.state.namespaces()) if i}
-        pids = frr_pids(f) if f.state is not None else []
-        result = teardown.down(f.lab)
-        assert set(pids) <= set(result.processes), f"teardown missed FRR daemons {pids}"
-        assert not leftovers(f.lab, inodes)
+        inodes = {i for i in (netns.inode(n) for n in f.namespaces()) if i}
+        pids = frr_pids(f)
+        ended = f.down()
+        assert set(pids) <= set(ended), f"teardown missed FRR daemons {set(pids) - set(ended)}"
+        for lab in f.states:
+            assert not leftovers(lab, inodes), lab
 
 
 def test_sessions_established_through_the_reflector(fabric: ef.Fabric) -> None:
@@ -141,3 +147,49 @@ def test_stop_ends_exactly_the_recorded_daemons(fabric: ef.Fabric) -> None:
     assert frr.running(node) == {}
     others = set(frr_pids(fabric))
     assert others and not others & pids  # the other nodes' daemons live on
+
+
+# Two machines, emulated: each machine's part is its own lab; the parts meet only through the
+# routed underlay (VXLAN over UDP) and BGP (h3 peers with the reflector on the other machine).
+#
+#   machine m1: rr .254, h1 .11, h2 .12 on ul1 10.255.1.0/24 -- m1 .1 == 192.0.2.0/30 == .2 m2
+#   machine m2: h3 .13 on ul2 10.255.2.0/24 ----------------------------------------------'
+MACHINES = {
+    "m1": ef.Machine("m1", "ul1", "10.255.1.1/24", "192.0.2.1/30"),
+    "m2": ef.Machine("m2", "ul2", "10.255.2.1/24", "192.0.2.2/30"),
+}
+SPLIT_HOSTS = {"h1": "10.255.1.11/24", "h2": "10.255.1.12/24", "h3": "10.255.2.13/24"}
+SPLIT_VMS = (
+    ef.VM("b1", "h1", BLUE, "10.0.0.1/24", "02:0b:00:00:00:01"),
+    ef.VM("b3", "h3", BLUE, "10.0.0.3/24", "02:0b:00:00:00:03"),
+    ef.VM("r2", "h2", RED, "10.0.0.3/24", "02:0a:00:00:00:03"),  # b3's address, on b1's machine
+    ef.VM("r3", "h3", RED, "10.0.0.1/24", "02:0a:00:00:00:01"),  # b1's address
+)
+
+
+def test_two_machines_meet_only_through_bgp_and_vxlan() -> None:
+    placement = {"rr": "m1", "h1": "m1", "h2": "m1", "h3": "m2"}
+    f = ef.Fabric(unique_name(), dict(SPLIT_HOSTS), "10.255.1.254/24", dict(MACHINES), placement)
+    f.vms = {vm.name: vm for vm in SPLIT_VMS}
+    with torn_down(f):
+        f.build()
+        f.wait_sessions()
+        for vm in SPLIT_VMS:
+            ef.announce(f.ns(vm.name), vm)
+        ef.wait_fdb(f, f.hosts)
+        # h3 reached the reflector through the listen range, across the routed link
+        assert frr.sessions(f.node("rr"))["peers"][str(f.vtep("h3"))]["dynamicPeer"] is True
+        # cross-machine, same segment: the other machine's VM answers, not the overlapping one
+        # on this machine's other segment
+        assert ef.answered_by(f.ns("b1"), "10.0.0.3") == "02:0b:00:00:00:03"
+        assert ef.answered_by(f.ns("r2"), "10.0.0.1") == "02:0a:00:00:00:01"
+        # one part's teardown removes only its own objects: m1's part and its FRR live on
+        m1 = f.lab_of("h1")
+        m1_pids = {pid for n in ("rr", "h1", "h2") for pid in frr.running(f.node(n)).values()}
+        m2_pids = set(frr.running(f.node("h3")).values())
+        ended = set(f.down(f.lab_of("h3")))
+        assert m2_pids <= ended and not ended & m1_pids
+        assert {pid for n in ("rr", "h1", "h2") for pid in frr.running(f.node(n)).values()} == m1_pids
+        assert all(netns.exists(ns) for ns in f.states[m1].namespaces())
+        assert not any(netns.exists(ns) for ns in f.states[f.lab_of("h3")].namespaces())
+        assert not probe.ping(f.ns("b1"), "10.0.0.3")  # positive control above: b3 is gone

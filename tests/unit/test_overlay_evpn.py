@@ -61,7 +61,9 @@ def test_vtep_config_peers_with_the_reflector_and_advertises_every_vni() -> None
     config = evpn.vtep_config(H1)
     assert config["bgpd"] == VTEP_BGPD
     # zebra gets no BGP commands: it would log each as a config error
-    assert config["zebra"] == "frr defaults datacenter\nhostname h1\nlog timestamp precision 3\n!\n"
+    assert config["zebra"] == (
+        "frr defaults datacenter\nhostname h1\nlog timestamp precision 3\n!\nip nht resolve-via-default\n!\n"
+    )
 
 
 def test_reflector_config_reflects_to_every_client_and_hosts_no_vni() -> None:

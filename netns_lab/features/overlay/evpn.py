@@ -99,7 +99,11 @@ def _configs(name: str, bgp: list[str]) -> Config:
     # One file per daemon: each rejects (and logs as errors) the other's commands. Logging is
     # set on the command line (frr.py), so that config errors are logged as well.
     preamble = ["frr defaults datacenter", f"hostname {name}", "log timestamp precision 3", "!"]
-    return {"zebra": "\n".join(preamble) + "\n", "bgpd": "\n".join([*preamble, *bgp]) + "\n"}
+    # A routed underlay reaches the other side through a default route (a host's `gateway:`),
+    # which zebra does not resolve next hops through unless told: the reflector would stay
+    # unreachable for bgpd (session Active forever) and VTEPs behind routers unusable.
+    zebra = [*preamble, "ip nht resolve-via-default", "!"]
+    return {"zebra": "\n".join(zebra) + "\n", "bgpd": "\n".join([*preamble, *bgp]) + "\n"}
 
 
 def vtep_config(vtep: Vtep) -> Config:
