@@ -237,6 +237,14 @@ class Fabric:
             vtep = evpn.Vtep(host, self.vtep(host), ASN, self.rr_ip)
             frr.start(self.node(host), evpn.vtep_config(vtep))
 
+    def converge(self) -> None:
+        """Build, wait for the sessions, let every VM announce itself, wait for the FDBs."""
+        self.build()
+        self.wait_sessions()
+        for vm in self.vms.values():
+            announce(self.ns(vm.name), vm)
+        wait_fdb(self, self.hosts)
+
     def wait_sessions(self, timeout: float = 30.0) -> None:
         frr.wait_established(self.node("rr"), [self.vtep(h) for h in self.hosts], timeout)
         for host in self.hosts:

@@ -52,11 +52,7 @@ def frr_pids(fabric: ef.Fabric) -> list[int]:
 def fabric() -> Iterator[ef.Fabric]:
     f = ef.Fabric(unique_name(), dict(HOSTS), "10.255.0.254/24", vms={vm.name: vm for vm in VMS})
     with torn_down(f):
-        f.build()
-        f.wait_sessions()
-        for vm in VMS:
-            ef.announce(f.ns(vm.name), vm)
-        ef.wait_fdb(f, f.hosts)
+        f.converge()
         yield f
 
 
@@ -172,11 +168,7 @@ def test_two_machines_meet_only_through_bgp_and_vxlan() -> None:
     f = ef.Fabric(unique_name(), dict(SPLIT_HOSTS), "10.255.1.254/24", dict(MACHINES), placement)
     f.vms = {vm.name: vm for vm in SPLIT_VMS}
     with torn_down(f):
-        f.build()
-        f.wait_sessions()
-        for vm in SPLIT_VMS:
-            ef.announce(f.ns(vm.name), vm)
-        ef.wait_fdb(f, f.hosts)
+        f.converge()
         # h3 reached the reflector through the listen range, across the routed link
         assert frr.sessions(f.node("rr"))["peers"][str(f.vtep("h3"))]["dynamicPeer"] is True
         # cross-machine, same segment: the other machine's VM answers, not the overlapping one
