@@ -265,16 +265,17 @@ def vxlan_fdb(ns: str, vni: int) -> set[tuple[str, IPv4Address, bool]]:
     return found
 
 
-def announce(ns: str, vm: VM) -> None:
-    """One gratuitous ARP from the VM: its host's bridge learns the MAC (what zebra advertises)."""
+def announce(ns: str, vm: VM, mac: str | None = None) -> None:
+    """One gratuitous ARP from the VM (source `mac`, default its own): its host's bridge learns
+    the MAC, which is what zebra advertises."""
     with netns.inside(ns):
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     with sock:
         sock.bind(("eth0", 0))
         ip = ipaddress.ip_interface(vm.ip).ip.packed
-        mac = bytes.fromhex(vm.mac.replace(":", ""))
-        arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\0" * 6 + ip
-        sock.send(b"\xff" * 6 + mac + struct.pack("!H", 0x0806) + arp)
+        src = bytes.fromhex((mac or vm.mac).replace(":", ""))
+        arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + src + ip + b"\0" * 6 + ip
+        sock.send(b"\xff" * 6 + src + struct.pack("!H", 0x0806) + arp)
 
 
 def answered_by(ns: str, dst: str) -> str | None:
