@@ -19,6 +19,7 @@ The lab is journaled like a real one (LabState, one namespace per line) so that
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import struct
@@ -214,8 +215,26 @@ class Fabric:
     def attach(self, vm: VM) -> None:
         """The VM's namespace with eth0 on `sg-<vni>` of its host (MTU sized for VXLAN)."""
         self.vms[vm.name] = vm
-        self.segment(vm.host, vm.vni)
         self._namespace(vm.name)
+        self._plug(vm)
+
+    def move(self, name: str, host: str) -> VM:
+        """The VM's eth0 re-cabled to `host` (same namespace, MAC and address), as a live
+        migration ends; its old host's segment goes when no VM is left on it."""
+        old = self.vms[name]
+        with netlink.session(self.ns(old.host)) as nl:
+            nl.iproute().link("del", index=nl.index(names.vm_port(name, 0)))
+        vm = dataclasses.replace(old, host=host)
+        self.vms[name] = vm
+        if old.vni not in self.segments(old.host):
+            with netlink.session(self.ns(old.host)) as nl:
+                for ifname in (f"vx-{old.vni}", f"sg-{old.vni}"):
+                    nl.iproute().link("del", index=nl.index(ifname))
+        self._plug(vm)
+        return vm
+
+    def _plug(self, vm: VM) -> None:
+        self.segment(vm.host, vm.vni)
         with netlink.session(self.ns(vm.host)) as nl:
             port = names.vm_port(vm.name, 0)
             nl.veth(port, "eth0", self.ns(vm.name), mac=vm.mac, master=f"sg-{vm.vni}", up=True)

@@ -134,6 +134,23 @@ def test_a_vm_added_live_becomes_reachable(fabric: ef.Fabric, record_property) -
     assert ef.answered_by(fabric.ns("r1"), "10.0.0.3") == "02:0a:00:00:00:03"
 
 
+def test_a_vm_moved_live_is_reached_at_its_new_host(fabric: ef.Fabric, record_property) -> None:
+    """b2 leaves h2 (h2's last blue VM: its blue segment goes, type-3 withdrawn) for h3."""
+    moved = fabric.move("b2", "h3")
+    began = time.monotonic()
+    ef.announce(fabric.ns("b2"), moved)
+    ef.wait_fdb(fabric, fabric.hosts)
+    record_property("evpn_moved_vm_converge_s", round(time.monotonic() - began, 3))
+    assert fabric.expected_fdb("h1")[BLUE] == {
+        (ef.ZERO_MAC, fabric.vtep("h3")),
+        ("02:0b:00:00:00:02", fabric.vtep("h3")),
+        ("02:0b:00:00:00:03", fabric.vtep("h3")),
+    }
+    assert BLUE not in fabric.expected_fdb("h2")
+    assert ef.answered_by(fabric.ns("b1"), "10.0.0.2") == "02:0b:00:00:00:02"
+    assert ef.answered_by(fabric.ns("r1"), "10.0.0.3") == "02:0a:00:00:00:03"  # red untouched
+
+
 def test_stop_ends_exactly_the_recorded_daemons(fabric: ef.Fabric) -> None:
     """Last (module order): stopping one node's FRR withdraws its routes from the others."""
     node = fabric.node("h3")
