@@ -25,7 +25,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -39,7 +39,7 @@ VXLAN_PORT = 4789
 ASN = 65000
 VM_MTU = 1450  # underlay 1500 - 50 bytes of VXLAN/UDP/IPv4/Ethernet
 NTF_SELF, NTF_MASTER, NTF_EXT_LEARNED = 0x02, 0x04, 0x10
-ZERO_MAC = "00:00:00:00:00:00"
+ZERO_MAC = evpn.ZERO_MAC
 UNDERLAY = "ul"
 
 
@@ -218,18 +218,19 @@ class Fabric:
         self._namespace(vm.name)
         self._plug(vm)
 
-    def move(self, name: str, host: str) -> VM:
+    def move(self, name: str, host: str, between: Callable[[], object] = lambda: None) -> VM:
         """The VM's eth0 re-cabled to `host` (same namespace, MAC and address), as a live
-        migration ends; its old host's segment goes when no VM is left on it."""
-        old = self.vms[name]
+        migration ends; its old host's segment goes when no VM is left on it. `between` runs
+        while the VM is cabled nowhere (and out of the model)."""
+        old = self.vms.pop(name)
         with netlink.session(self.ns(old.host)) as nl:
             nl.iproute().link("del", index=nl.index(names.vm_port(name, 0)))
-        vm = dataclasses.replace(old, host=host)
-        self.vms[name] = vm
         if old.vni not in self.segments(old.host):
             with netlink.session(self.ns(old.host)) as nl:
                 for ifname in (f"vx-{old.vni}", f"sg-{old.vni}"):
                     nl.iproute().link("del", index=nl.index(ifname))
+        between()
+        vm = self.vms[name] = dataclasses.replace(old, host=host)
         self._plug(vm)
         return vm
 

@@ -32,6 +32,7 @@ PEER_GROUP = "vteps"  # the route reflector's clients
 # most of a test's wait.
 CONNECT_RETRY_S = 1
 TYPE_MACIP, TYPE_MULTICAST = 2, 3
+ZERO_MAC = "00:00:00:00:00:00"  # the FDB key of a head-end replication entry
 Config = dict[str, str]  # daemon ("zebra", "bgpd") -> its config file's text
 
 
@@ -212,3 +213,23 @@ def _vni_from_rt(path: dict[str, Any]) -> int | None:
             with contextlib.suppress(ValueError):
                 return int(word.rsplit(":", 1)[1])
     return None
+
+
+def zebra_fdb(macs: dict[str, Any], vnis: dict[str, Any]) -> dict[int, set[tuple[str, IPv4Address]]]:
+    """What zebra programs into each `vx-<vni>`, per VNI: (ZERO_MAC, VTEP) per remote VTEP
+    (type-3) and (MAC, VTEP) per remote MAC (type-2), from `show evpn vni json` and
+    `show evpn mac vni all json`.
+
+    The kernel does not say who installed an FDB entry (no protocol attribute on bridge FDB
+    entries; FRR's are `extern_learn`, as a controller's may be): this is how an entry is
+    known to be BGP's.
+    """
+    table: dict[int, set[tuple[str, IPv4Address]]] = {}
+    for key, info in vnis.items():
+        if isinstance(info, dict) and info.get("type", "L2") == "L2":
+            table[int(key)] = {(ZERO_MAC, IPv4Address(v)) for v in info.get("remoteVteps", [])}
+    for key, info in macs.items():
+        for mac, entry in (info.get("macs", {}) if isinstance(info, dict) else {}).items():
+            if entry.get("type") == "remote" and "remoteVtep" in entry:
+                table.setdefault(int(key), set()).add((mac, IPv4Address(entry["remoteVtep"])))
+    return table

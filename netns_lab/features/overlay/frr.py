@@ -283,3 +283,8 @@ def routes(node: Node) -> list[evpn.EvpnRoute]:
 def macs(node: Node) -> dict[str, Any]:
     """zebra's `show evpn mac vni all json`: per VNI, each MAC local or remote (with its VTEP)."""
     return show_json(node, "show evpn mac vni all", daemon="zebra")
+
+
+def programmed(node: Node) -> dict[int, set[tuple[str, IPv4Address]]]:
+    """Per VNI, the FDB entries zebra installed from BGP (origin `bgp` for `nlab overlay show`)."""
+    return evpn.zebra_fdb(macs(node), show_json(node, "show evpn vni", daemon="zebra"))

@@ -190,3 +190,26 @@ def test_every_file_of_a_node_is_in_the_labs_state_dir() -> None:
         assert len(paths) == 5  # config, zserv socket, pid file, vty socket dir, log
         assert all(p.startswith(str(node.dir)) for p in paths), paths
         assert "-N" not in argv  # a pathspace would leave /var/run/frr/<name> behind
+
+
+def test_zebra_fdb_is_remote_vteps_and_remote_macs_per_vni() -> None:
+    vnis = {
+        "10010": {"vni": 10010, "type": "L2", "remoteVteps": ["10.255.0.12"]},
+        "20020": {"vni": 20020, "type": "L2", "remoteVteps": []},
+    }
+    macs = {
+        "10010": {
+            "numMacs": 2,
+            "macs": {
+                "02:0b:00:00:00:02": {"type": "remote", "remoteVtep": "10.255.0.12"},
+                "02:0b:00:00:00:01": {"type": "local", "intf": "b1-0"},
+            },
+        }
+    }
+    assert evpn.zebra_fdb(macs, vnis) == {
+        10010: {
+            (evpn.ZERO_MAC, IPv4Address("10.255.0.12")),
+            ("02:0b:00:00:00:02", IPv4Address("10.255.0.12")),
+        },
+        20020: set(),
+    }
