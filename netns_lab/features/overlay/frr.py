@@ -116,6 +116,16 @@ def _prepare(node: Node, configs: evpn.Config) -> None:
     if missing:
         raise FrrError(f"{node}: no config for {', '.join(sorted(missing))}")
     node.dir.mkdir(parents=True, exist_ok=True)
+    # The daemons run as frr: every directory above theirs must let others through (a umask
+    # of 077 when the lab was made would stop them with nothing in their logs).
+    node.dir.parent.chmod(0o755)
+    for parent in node.dir.parents:
+        if parent.stat().st_mode & 0o001 == 0:
+            raise FrrError(
+                f"{node}: {parent} is not searchable by others, FRR (user {FRR_USER}) cannot reach {node.dir}"
+            )
+        if parent == state_dir(node.lab).parent:
+            break
     uid, gid = pwd.getpwnam(FRR_USER).pw_uid, grp.getgrnam(FRR_GROUP).gr_gid
     os.chown(node.dir, uid, gid)  # the daemons run as frr and make their sockets here
     for daemon in DAEMONS:
