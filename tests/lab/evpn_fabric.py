@@ -245,17 +245,17 @@ class Fabric:
             nl.address("eth0", vm.ip)
 
     def start_frr(self) -> None:
-        # the reflector knows its own machine's VTEPs; another machine's it accepts by subnet
-        here = self.placement.get("rr")
-        clients = tuple(self.vtep(h) for h in self.hosts if self.placement.get(h) == here)
-        listen = tuple(
-            ipaddress.ip_interface(m.gateway).network for name, m in self.machines.items() if name != here
-        )
-        rr = evpn.Reflector("rr", self.rr_ip, ASN, clients, listen)
-        frr.start(self.node("rr"), evpn.reflector_config(rr))
-        for host in self.hosts:
-            vtep = evpn.Vtep(host, self.vtep(host), ASN, self.rr_ip)
-            frr.start(self.node(host), evpn.vtep_config(vtep))
+        """Each part's FRR, from that part's data only: its VTEPs, and the reflector if placed
+        there (which knows its own part's VTEPs and accepts other machines' subnets)."""
+        rr_part = self.placement.get("rr")
+        for part in {rr_part, *(self.placement.get(h) for h in self.hosts)}:
+            vteps = {h: self.vtep(h) for h in self.hosts if self.placement.get(h) == part}
+            others = [
+                ipaddress.ip_interface(m.gateway).network for n, m in self.machines.items() if n != part
+            ]
+            configs = evpn.part_configs(ASN, ("rr", self.rr_ip), vteps, part == rr_part, others)
+            for node, config in sorted(configs.items(), key=lambda kv: kv[0] != "rr"):  # reflector first
+                frr.start(self.node(node), config)
 
     def converge(self) -> None:
         """Build, wait for the sessions, let every VM announce itself, wait for the FDBs."""

@@ -213,3 +213,13 @@ def test_zebra_fdb_is_remote_vteps_and_remote_macs_per_vni() -> None:
         },
         20020: set(),
     }
+
+
+def test_a_part_gets_its_vteps_and_the_reflector_only_where_it_is_placed() -> None:
+    vteps = {"h1": IPv4Address("10.255.0.11"), "h2": IPv4Address("10.255.0.12")}
+    here = evpn.part_configs(65000, ("spine", RR), vteps, True, [IPv4Network("10.255.2.0/24")])
+    assert sorted(here) == ["h1", "h2", "spine"]
+    assert here["h1"] == evpn.vtep_config(H1)
+    assert " bgp listen range 10.255.2.0/24 peer-group vteps" in here["spine"]["bgpd"]
+    elsewhere = evpn.part_configs(65000, ("spine", RR), {"h3": IPv4Address("10.255.2.13")}, False)
+    assert sorted(elsewhere) == ["h3"]

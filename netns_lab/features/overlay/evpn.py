@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -160,6 +160,24 @@ def reflector_config(rr: Reflector) -> Config:
         "!",
     ]
     return _configs(rr.name, bgp)
+
+
+def part_configs(
+    asn: int,
+    reflector: tuple[str, IPv4Address],
+    vteps: Mapping[str, IPv4Address],
+    reflector_here: bool = True,
+    listen: Sequence[IPv4Network] = (),
+) -> dict[str, Config]:
+    """node -> configs of one lab part: its VTEP hosts, and the reflector if it is placed here
+    (peering with these VTEPs by address and with other parts' VTEPs by `listen` range)."""
+    rr_name, rr_ip = reflector
+    configs = {host: vtep_config(Vtep(host, ip, asn, rr_ip)) for host, ip in vteps.items()}
+    if reflector_here:
+        configs[rr_name] = reflector_config(
+            Reflector(rr_name, rr_ip, asn, tuple(vteps.values()), tuple(listen))
+        )
+    return configs
 
 
 # -- what bgpd reports --------------------------------------------------------------------------
