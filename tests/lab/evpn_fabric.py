@@ -333,3 +333,38 @@ def fdb_diff(fabric: Fabric, host: str) -> dict[int, dict[str, list]]:
         if missing or extra or not_bgp:
             diffs[vni] = {"missing": missing, "extra": extra, "not extern_learn": not_bgp}
     return diffs
+
+
+@dataclass(frozen=True)
+class Encapsulated:
+    """A VXLAN packet seen on the underlay: outer destination, VNI, the inner frame's fields."""
+
+    vtep: IPv4Address
+    vni: int
+    dst_mac: str
+    ethertype: int
+    arp_target: IPv4Address | None  # an ARP request's target address
+
+
+def vxlan_packets(frames: Iterable[bytes]) -> list[Encapsulated]:
+    """The IPv4/UDP 4789 frames of `frames`, decapsulated (anything else is left out)."""
+    found = []
+    for data in frames:
+        if len(data) < 34 or data[12:14] != b"\x08\x00" or data[23] != 17:  # IPv4, UDP
+            continue
+        udp = 14 + (data[14] & 0x0F) * 4
+        if int.from_bytes(data[udp + 2 : udp + 4], "big") != VXLAN_PORT or len(data) < udp + 30:
+            continue
+        inner = data[udp + 16 :]
+        ethertype = int.from_bytes(inner[12:14], "big")
+        arp = ethertype == 0x0806 and len(inner) >= 42 and inner[20:22] == b"\x00\x01"
+        found.append(
+            Encapsulated(
+                IPv4Address(data[30:34]),
+                int.from_bytes(data[udp + 12 : udp + 15], "big"),
+                ":".join(f"{b:02x}" for b in inner[:6]),
+                ethertype,
+                IPv4Address(inner[38:42]) if arp else None,
+            )
+        )
+    return found

@@ -9,21 +9,26 @@
     tenant blue, VNI 10010: b1 10.0.0.1, b2 10.0.0.2, b3 10.0.0.3 (live)
     tenant red,  VNI 20020: r1 10.0.0.1, r3 10.0.0.3                (overlapping addresses)
 
-Built with kernel helpers (tests/lab/evpn_fabric.py), not the builder; journaled as a lab and
-removed by `teardown.down`, which must also end the FRR daemons.
+The tests share one fabric and run in file order: b3 is added live, then b2 moves to h3,
+last h3's FRR is stopped. Built with kernel helpers (tests/lab/evpn_fabric.py), not the
+builder; journaled as a lab and removed by `teardown.down`, which must also end the FRR daemons.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address
 
 import pytest
+from pyroute2.netlink.exceptions import NetlinkError
 
 from netns_lab import probe
+from netns_lab.capture import Capture
 from netns_lab.features.overlay import evpn, frr
-from netns_lab.kernel import netns
+from netns_lab.kernel import netlink, netns
 from tests.lab import evpn_fabric as ef
 from tests.lab.conftest import leftovers, unique_name
 
@@ -41,6 +46,7 @@ VMS = (
     ef.VM("r3", "h3", RED, "10.0.0.3/24", "02:0a:00:00:00:03"),
 )
 B3 = ef.VM("b3", "h3", BLUE, "10.0.0.3/24", "02:0b:00:00:00:03")
+BARRIER = "10.0.0.254"  # nobody has it: an ARP request for it only marks the end of a capture
 HOSTS = {"h1": "10.255.0.11/24", "h2": "10.255.0.12/24", "h3": "10.255.0.13/24"}
 
 
@@ -118,6 +124,37 @@ def test_same_segment_reaches_across_hosts_other_tenant_does_not(fabric: ef.Fabr
     assert not probe.ping(fabric.ns("r1"), "10.0.0.2")
     assert not probe.arp(fabric.ns("b1"), "eth0", "10.0.0.1", "10.0.0.3")
     assert not probe.ping(fabric.ns("b1"), "10.0.0.3")
+
+
+def test_a_broadcast_goes_once_to_each_vtep_of_its_segment_and_unicast_to_one(fabric: ef.Fabric) -> None:
+    """On h1's underlay port: b1's ARP request for b2 is replicated to h2 only (h3 hosts red,
+    not blue), the echo request goes to h2 alone; a second ARP request is the barrier."""
+    b1 = fabric.ns("b1")
+    with netlink.session(b1) as nl, contextlib.suppress(NetlinkError):
+        nl.iproute().neigh("del", dst="10.0.0.2", ifindex=nl.index("eth0"))  # so that ping ARPs
+    tap = Capture(fabric.ns(ef.UNDERLAY), "h1-eth0")
+    try:
+        assert probe.ping(b1, "10.0.0.2")
+        assert not probe.arp(b1, "eth0", "10.0.0.1", BARRIER, timeout=0.1, tries=1)
+        seen = read_until(tap, lambda p: p.arp_target == IPv4Address(BARRIER))
+    finally:
+        tap.close()
+    h2 = fabric.vtep("h2")
+    arps = [(p.vtep, p.vni) for p in seen if p.arp_target == IPv4Address("10.0.0.2")]
+    assert arps == [(h2, BLUE)]
+    echoes = [(p.vtep, p.vni) for p in seen if p.dst_mac == "02:0b:00:00:00:02" and p.ethertype == 0x0800]
+    assert echoes == [(h2, BLUE)]
+    assert {p.vtep for p in seen} == {h2}
+
+
+def read_until(tap: Capture, last: Callable[[ef.Encapsulated], bool], timeout: float = 5.0) -> list:
+    seen: list[ef.Encapsulated] = []
+    deadline = time.monotonic() + timeout
+    while not any(last(p) for p in seen):
+        assert time.monotonic() < deadline, f"barrier not seen on the underlay: {seen}"
+        select.select([tap], [], [], 0.1)
+        seen += ef.vxlan_packets(f.data for f in tap.read())
+    return seen
 
 
 def test_a_vm_added_live_becomes_reachable(fabric: ef.Fabric, record_property) -> None:
