@@ -197,15 +197,30 @@ def test_a_vm_moved_live_is_reached_at_its_new_host(fabric: ef.Fabric, record_pr
     assert ef.answered_by(fabric.ns("r1"), "10.0.0.3") == "02:0a:00:00:00:03"  # red untouched
 
 
-def test_stop_ends_exactly_the_recorded_daemons(fabric: ef.Fabric) -> None:
-    """Last (module order): stopping one node's FRR withdraws its routes from the others."""
+def test_stop_and_start_again(fabric: ef.Fabric) -> None:
+    """Last (module order): stopping h3's FRR ends exactly its daemons and withdraws its routes
+    from the others; started again, it brings them back (its VMs' MACs still in its bridge)."""
     node = fabric.node("h3")
     pids = set(frr.running(node).values())
     assert len(pids) == 2
+    with pytest.raises(frr.FrrError, match="already runs here"):
+        frr.start(node, {"zebra": "", "bgpd": ""})
+    assert set(frr.running(node).values()) == pids  # the refused start changed nothing
     assert set(frr.stop(node)) == pids
     assert frr.running(node) == {}
     others = set(frr_pids(fabric))
     assert others and not others & pids  # the other nodes' daemons live on
+    h3 = fabric.vtep("h3")
+    deadline = time.monotonic() + 30
+    # (after the move: h1 hosts blue only, h2 red only, h3 both)
+    while any(
+        dst == h3 for h, vni in (("h1", BLUE), ("h2", RED)) for _, dst, _ in ef.vxlan_fdb(fabric.ns(h), vni)
+    ):
+        assert time.monotonic() < deadline, "h3's routes still in h1's or h2's FDB after its FRR stopped"
+        time.sleep(0.05)
+    frr.start(node, evpn.vtep_config(evpn.Vtep("h3", h3, ef.ASN, fabric.rr_ip)))
+    fabric.wait_sessions()
+    ef.wait_fdb(fabric, fabric.hosts)
 
 
 # Two machines, emulated: each machine's part is its own lab; the parts meet only through the

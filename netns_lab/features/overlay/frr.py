@@ -88,6 +88,8 @@ def available() -> str | None:
             return f"{FRR_BIN / daemon} missing (apt-get install frr)"
     if shutil.which(VTYSH) is None:
         return "vtysh missing (apt-get install frr)"
+    if shutil.which("nsenter") is None:
+        return "nsenter missing (apt-get install util-linux)"
     try:
         pwd.getpwnam(FRR_USER)
     except KeyError:
@@ -126,6 +128,9 @@ def _prepare(node: Node, configs: evpn.Config) -> None:
             )
         if parent == state_dir(node.lab).parent:
             break
+    # sockets of daemons that died (a crash, a KILL): start() waits for fresh ones to appear
+    for stale in ("zserv.api", *(f"{d}.{ext}" for d in DAEMONS for ext in ("vty", "pid"))):
+        (node.dir / stale).unlink(missing_ok=True)
     uid, gid = pwd.getpwnam(FRR_USER).pw_uid, grp.getgrnam(FRR_GROUP).gr_gid
     os.chown(node.dir, uid, gid)  # the daemons run as frr and make their sockets here
     for daemon in DAEMONS:
@@ -162,6 +167,8 @@ def start(node: Node, configs: evpn.Config, timeout: float = 10.0) -> None:
     """
     if reason := available():
         raise FrrError(f"{node}: FRR cannot run: {reason}")
+    if alive := running(node):
+        raise FrrError(f"{node}: FRR already runs here ({', '.join(f'{d} {p}' for d, p in alive.items())})")
     _prepare(node, configs)
     started: list[dict[str, Any]] = []
     try:
