@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
@@ -145,6 +146,19 @@ def test_a_broadcast_goes_once_to_each_vtep_of_its_segment_and_unicast_to_one(fa
     echoes = [(p.vtep, p.vni) for p in seen if p.dst_mac == "02:0b:00:00:00:02" and p.ethertype == 0x0800]
     assert echoes == [(h2, BLUE)]
     assert {p.vtep for p in seen} == {h2}
+
+
+def test_a_full_size_vm_packet_crosses_the_overlay_unfragmented(fabric: ef.Fabric) -> None:
+    """VM MTU 1450 + 50 bytes of VXLAN/UDP/IPv4/Ethernet fill the 1500-byte underlay exactly."""
+
+    def ping(size: int) -> subprocess.CompletedProcess[str]:
+        argv = ["ping", "-n", "-c", "1", "-W", "1", "-M", "do", "-s", str(size), "10.0.0.2"]
+        with netns.inside(fabric.ns("b1")):
+            return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+    assert ping(1422).returncode == 0  # 1422 + 8 ICMP + 20 IPv4 = 1450, DF set
+    over = ping(1423)
+    assert over.returncode != 0 and "mtu=1450" in over.stdout + over.stderr
 
 
 def read_until(tap: Capture, last: Callable[[ef.Encapsulated], bool], timeout: float = 5.0) -> list:
