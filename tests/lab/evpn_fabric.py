@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from pathlib import Path
 
 from netns_lab import probe, teardown
 from netns_lab.features.overlay import evpn, frr
@@ -41,6 +44,7 @@ VM_MTU = 1450  # underlay 1500 - 50 bytes of VXLAN/UDP/IPv4/Ethernet
 NTF_SELF, NTF_MASTER, NTF_EXT_LEARNED = 0x02, 0x04, 0x10
 ZERO_MAC = evpn.ZERO_MAC
 UNDERLAY = "ul"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -154,23 +158,24 @@ class Fabric:
             with netlink.session(self.ns(node)) as nl:
                 nl.route("default", str(ipaddress.ip_interface(machine.gateway).ip))
 
-    def build(self) -> None:
-        if not self.machines:
-            self._switch(UNDERLAY)
-        self._machines()
-        self._underlay_node("rr", self.reflector)
-        for host, ifaddr in self.hosts.items():
-            self._underlay_node(host, ifaddr)
-        for vm in list(self.vms.values()):
-            self.attach(vm)
-        self.start_frr()
+    def parts(self) -> list[str | None]:
+        return list(self.machines) if self.machines else [None]
 
-    def _machines(self) -> None:
+    def build(self, spawn: bool = False) -> None:
+        """The machines (if any), then each part: in this process, or (`spawn`) each part by a
+        process of its own, as `nlab up --machine` on each machine would."""
+        self.build_world()
+        for part in self.parts():
+            if spawn:
+                self.spawn_part(part)
+            else:
+                self.build_part(part)
+
+    def build_world(self) -> None:
+        """The machines' own namespaces and the routed link between them (lab `lab`)."""
         ms = list(self.machines.values())
         for m in ms:
             self._namespace(m.name)
-            self._switch(m.switch)
-            self._cable(m.name, m.switch, "eth0", m.gateway)
             netlink.sysctl(self.ns(m.name), "net.ipv4.ip_forward", "1")
         if len(ms) == 2:  # the routed link: a veth between the two machines, each its own subnet
             a, b = ms
@@ -184,6 +189,45 @@ class Fabric:
                 with netlink.session(self.ns(here.name)) as nl:
                     subnet = ipaddress.ip_interface(there.gateway).network
                     nl.route(str(subnet), str(ipaddress.ip_interface(there.wan).ip))
+        if ms:
+            self.states[self.lab].mark_up()
+
+    def build_part(self, part: str | None) -> None:
+        """One machine's part (None: the flat fabric): its switch, the reflector if placed
+        there, its hosts and their VMs, their FRR."""
+        machine = self.machines.get(part or "")
+        self._switch(machine.switch if machine else UNDERLAY)
+        if machine:
+            self._cable(machine.name, machine.switch, "eth0", machine.gateway)
+        if self.placement.get("rr") == part:
+            self._underlay_node("rr", self.reflector)
+        for host, ifaddr in self.hosts.items():
+            if self.placement.get(host) == part:
+                self._underlay_node(host, ifaddr)
+        for vm in list(self.vms.values()):
+            if self.placement.get(vm.host) == part:
+                self.attach(vm)
+        self.start_frr(part)
+        for lab in {self.lab_of(n) for n in (*self.hosts, "rr") if self.placement.get(n) == part}:
+            self.states[lab].mark_up()
+
+    def spawn_part(self, part: str | None) -> None:
+        """build_part(part) by another process, knowing only the fabric's plain data."""
+        spec = {
+            "lab": self.lab,
+            "hosts": self.hosts,
+            "reflector": self.reflector,
+            "machines": {n: dataclasses.asdict(m) for n, m in self.machines.items()},
+            "placement": self.placement,
+            "vms": {n: dataclasses.asdict(vm) for n, vm in self.vms.items()},
+        }
+        argv = [sys.executable, "-m", "tests.lab.evpn_fabric", json.dumps(spec), json.dumps(part)]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO)
+        assert proc.returncode == 0, f"part {part} failed:\n{proc.stderr}"
+        lab = f"{self.lab}-{part}" if part else self.lab
+        state = LabState.read(lab)
+        assert state is not None, f"part {part} left no state"
+        self.states[lab] = state
 
     def segment(self, host: str, vni: int) -> None:
         """sg-<vni> + vx-<vni> on `host` (once)."""
@@ -244,22 +288,19 @@ class Fabric:
             nl.up("eth0")
             nl.address("eth0", vm.ip)
 
-    def start_frr(self) -> None:
-        """Each part's FRR, from that part's data only: its VTEPs, and the reflector if placed
+    def start_frr(self, part: str | None) -> None:
+        """A part's FRR, from that part's data only: its VTEPs, and the reflector if placed
         there (which knows its own part's VTEPs and accepts other machines' subnets)."""
-        rr_part = self.placement.get("rr")
-        for part in {rr_part, *(self.placement.get(h) for h in self.hosts)}:
-            vteps = {h: self.vtep(h) for h in self.hosts if self.placement.get(h) == part}
-            others = [
-                ipaddress.ip_interface(m.gateway).network for n, m in self.machines.items() if n != part
-            ]
-            configs = evpn.part_configs(ASN, ("rr", self.rr_ip), vteps, part == rr_part, others)
-            for node, config in sorted(configs.items(), key=lambda kv: kv[0] != "rr"):  # reflector first
-                frr.start(self.node(node), config)
+        vteps = {h: self.vtep(h) for h in self.hosts if self.placement.get(h) == part}
+        others = [ipaddress.ip_interface(m.gateway).network for n, m in self.machines.items() if n != part]
+        here = self.placement.get("rr") == part
+        configs = evpn.part_configs(ASN, ("rr", self.rr_ip), vteps, here, others)
+        for node, config in sorted(configs.items(), key=lambda kv: kv[0] != "rr"):  # reflector first
+            frr.start(self.node(node), config)
 
-    def converge(self) -> None:
+    def converge(self, spawn: bool = False) -> None:
         """Build, wait for the sessions, let every VM announce itself, wait for the FDBs."""
-        self.build()
+        self.build(spawn)
         self.wait_sessions()
         for vm in self.vms.values():
             announce(self.ns(vm.name), vm)
@@ -368,3 +409,21 @@ def vxlan_packets(frames: Iterable[bytes]) -> list[Encapsulated]:
             )
         )
     return found
+
+
+def main(spec: str, part: str) -> None:
+    """Build one part of a fabric described by `spec` (JSON), as its own process."""
+    data = json.loads(spec)
+    fabric = Fabric(
+        data["lab"],
+        data["hosts"],
+        data["reflector"],
+        {n: Machine(**m) for n, m in data["machines"].items()},
+        data["placement"],
+        {n: VM(**vm) for n, vm in data["vms"].items()},
+    )
+    fabric.build_part(json.loads(part))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

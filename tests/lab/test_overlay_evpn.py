@@ -237,8 +237,9 @@ def test_stop_and_start_again(fabric: ef.Fabric) -> None:
     ef.wait_fdb(fabric, fabric.hosts)
 
 
-# Two machines, emulated: each machine's part is its own lab; the parts meet only through the
-# routed underlay (VXLAN over UDP) and BGP (h3 peers with the reflector on the other machine).
+# Two machines, emulated: each machine's part is its own lab, built by its own process; the parts
+# meet only through the routed underlay (VXLAN over UDP) and BGP (h3 peers with the reflector on
+# the other machine).
 #
 #   machine m1: rr .254, h1 .11, h2 .12 on ul1 10.255.1.0/24 -- m1 .1 == 192.0.2.0/30 == .2 m2
 #   machine m2: h3 .13 on ul2 10.255.2.0/24 ----------------------------------------------'
@@ -260,7 +261,7 @@ def test_two_machines_meet_only_through_bgp_and_vxlan() -> None:
     f = ef.Fabric(unique_name(), dict(SPLIT_HOSTS), "10.255.1.254/24", dict(MACHINES), placement)
     f.vms = {vm.name: vm for vm in SPLIT_VMS}
     with torn_down(f):
-        f.converge()
+        f.converge(spawn=True)  # each part built by a process of its own, from the plain data
         # h3 reached the reflector through the listen range, across the routed link
         assert frr.sessions(f.node("rr"))["peers"][str(f.vtep("h3"))]["dynamicPeer"] is True
         # cross-machine, same segment: the other machine's VM answers, not the overlapping one
