@@ -35,7 +35,7 @@ else
     export DEBIAN_FRONTEND=noninteractive
     # FRR runs only inside lab namespaces (netns_lab/features/overlay/frr.py), each node with its
     # own files under the lab's state dir. Its package would start the system frr service in the
-    # root namespace (zebra taking over the machine's routes) and enable it at boot. So: a
+    # root namespace (zebra and staticd on the machine's own routing table) and enable it at boot. So: a
     # temporary policy-rc.d forbids any service start during this install (unless the machine
     # already has one, e.g. a container's: it is left alone), and a freshly installed frr's
     # service is then disabled. An frr installed before bootstrap is not touched.
@@ -55,7 +55,9 @@ else
         trap - EXIT
     fi
     if [ "$new_frr" = yes ]; then
-        if command -v deb-systemd-helper >/dev/null; then deb-systemd-helper disable frr.service; fi
+        if command -v deb-systemd-helper >/dev/null; then
+            deb-systemd-helper disable frr.service || say "warning: could not disable frr.service"
+        fi
         if command -v update-rc.d >/dev/null; then update-rc.d frr disable >/dev/null 2>&1 || true; fi
         say "frr: installed, system service disabled (FRR runs only in lab namespaces)"
     fi
