@@ -14,11 +14,12 @@ with the route reflector over the underlay only:
               VM namespaces on sg-<vni>
 
 The lab is journaled like a real one (LabState, one namespace per line) so that
-`netns_lab.teardown.down` removes it, FRR daemons included.
+`netns_lab.lab.teardown.down` removes it, FRR daemons included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -32,10 +33,13 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from netns_lab import probe, teardown
+from pyroute2.netlink.exceptions import NetlinkError
+
 from netns_lab.features.overlay import evpn, frr
-from netns_lab.kernel import netlink, netns
-from netns_lab.state import LabState
+from netns_lab.kernel import fdb, netlink, netns
+from netns_lab.lab import teardown
+from netns_lab.lab.state import LabState
+from netns_lab.observe import probe
 from netns_lab.topology import names
 
 VXLAN_PORT = 4789
@@ -230,31 +234,17 @@ class Fabric:
         self.states[lab] = state
 
     def segment(self, host: str, vni: int) -> None:
-        """sg-<vni> + vx-<vni> on `host` (once)."""
+        """sg-<vni> + vx-<vni> on `host` (once), through the overlay's FDB door (kernel/fdb)."""
         bridge, vx = f"sg-{vni}", f"vx-{vni}"
-        with netlink.session(self.ns(host)) as nl:
-            if any(link.name == bridge for link in nl.links()):
+        with fdb.Tables(self.ns(host)) as tables:
+            if bridge in tables.refresh():
                 return
-            nl.bridge(bridge)
-            ipr = nl.iproute()
-            ipr.link(
-                "add",
-                ifname=vx,
-                kind="vxlan",
-                vxlan_id=vni,
-                vxlan_local=str(self.vtep(host)),
-                vxlan_port=VXLAN_PORT,
-                vxlan_learning=0,
-            )
-            index = nl.index(vx)
-            ipr.link("set", index=index, master=nl.index(bridge))
-            nl.up(vx)
-        # FRR's advice for its traditional model: the bridge must not learn remote MACs on the
-        # vxlan port either (BGP installs them). pyroute2 has no bridge-port call: ip(8), test-only.
-        subprocess.run(
-            ["ip", "-n", self.ns(host), "link", "set", vx, "type", "bridge_slave", "learning", "off"],
-            check=True,
-        )
+            tables.nl.bridge(bridge)
+            index = tables.vxlan(vx, vni, str(self.vtep(host)), bridge, learning=False)
+            # FRR's advice for its traditional model: the bridge must not learn remote MACs on
+            # the vxlan port either (BGP installs them); no neigh_suppress (nothing fills the
+            # bridge's neighbour table in this mode)
+            tables.ipr.brport("set", index=index, learning=0)
 
     def attach(self, vm: VM) -> None:
         """The VM's namespace with eth0 on `sg-<vni>` of its host (MTU sized for VXLAN)."""
@@ -315,15 +305,13 @@ class Fabric:
 # -- the kernel's view ----------------------------------------------------------------------------
 def vxlan_fdb(ns: str, vni: int) -> set[tuple[str, IPv4Address, bool]]:
     """(MAC, dst VTEP, extern_learn) of each entry with a destination on vx-<vni>."""
-    found = set()
-    with netlink.session(ns) as nl:
-        index = nl.index(f"vx-{vni}")
-        for msg in nl.iproute().fdb("dump", ifindex=index):
-            dst = msg.get_attr("NDA_DST")
-            if msg["ifindex"] != index or dst is None:
-                continue
-            found.add((msg.get_attr("NDA_LLADDR"), IPv4Address(dst), bool(msg["flags"] & NTF_EXT_LEARNED)))
-    return found
+    with fdb.Tables(ns) as tables:
+        entries = tables.fdb(f"vx-{vni}")
+    return {
+        (e.mac, IPv4Address(e.dst), bool(e.flags & NTF_EXT_LEARNED))
+        for e in entries
+        if e.dst and not e.master
+    }
 
 
 def announce(ns: str, vm: VM, mac: str | None = None) -> None:
@@ -339,9 +327,17 @@ def announce(ns: str, vm: VM, mac: str | None = None) -> None:
         sock.send(b"\xff" * 6 + src + struct.pack("!H", 0x0806) + arp)
 
 
+def forget(ns: str, ip: str) -> None:
+    """Drop `ns`'s neighbour entry for `ip`: the next packet resolves it afresh, at once (an
+    entry still INCOMPLETE from an earlier unanswered probe would wait for its next retry)."""
+    with netlink.session(ns) as nl, contextlib.suppress(NetlinkError):
+        nl.iproute().neigh("del", dst=ip, ifindex=nl.index("eth0"))
+
+
 def answered_by(ns: str, dst: str) -> str | None:
-    """The MAC behind `dst` after a ping from `ns` (its neighbour entry), None if no reply:
-    with overlapping addresses, which VM answered is the point."""
+    """The MAC behind `dst` after a ping from `ns` (its neighbour entry, resolved afresh), None
+    if no reply: with overlapping addresses, which VM answered is the point."""
+    forget(ns, dst)
     if not probe.ping(ns, dst):
         return None
     with netlink.session(ns) as nl:

@@ -24,12 +24,11 @@ from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
 
-from netns_lab import probe
-from netns_lab.capture import Capture
 from netns_lab.features.overlay import evpn, frr
-from netns_lab.kernel import netlink, netns
+from netns_lab.kernel import fdb, netns
+from netns_lab.observe import probe
+from netns_lab.observe.capture import Capture
 from tests.lab import evpn_fabric as ef
 from tests.lab.conftest import leftovers, unique_name
 
@@ -96,7 +95,13 @@ def test_kernel_fdb_is_what_the_model_says_and_bgp_put_it_there(fabric: ef.Fabri
     assert {h: ef.fdb_diff(fabric, h) for h in fabric.hosts} == {h: {} for h in fabric.hosts}
     h1 = ef.vxlan_fdb(fabric.ns("h1"), BLUE)
     assert ("02:0b:00:00:00:02", fabric.vtep("h2"), True) in h1  # extern_learn: from BGP
-    # and zebra says it installed exactly those: how `overlay show` knows the origin is bgp
+    # the overlay's FDB door reads both copies of a remote MAC (vxlan `dst` entry and the
+    # bridge's on the vxlan port) as BGP's
+    with fdb.Tables(fabric.ns("h1")) as tables:
+        b2 = [(e.master, e.origin) for e in tables.fdb(f"vx-{BLUE}") if e.mac == "02:0b:00:00:00:02"]
+    assert sorted(b2) == [(False, "bgp"), (True, "bgp")]
+    # and zebra says it installed exactly the model's entries, head-end replication included
+    # (those are `permanent` without extern_learn in the kernel: only zebra tells they are BGP's)
     for host in fabric.hosts:
         assert frr.programmed(fabric.node(host)) == fabric.expected_fdb(host), host
 
@@ -131,8 +136,7 @@ def test_a_broadcast_goes_once_to_each_vtep_of_its_segment_and_unicast_to_one(fa
     """On h1's underlay port: b1's ARP request for b2 is replicated to h2 only (h3 hosts red,
     not blue), the echo request goes to h2 alone; a second ARP request is the barrier."""
     b1 = fabric.ns("b1")
-    with netlink.session(b1) as nl, contextlib.suppress(NetlinkError):
-        nl.iproute().neigh("del", dst="10.0.0.2", ifindex=nl.index("eth0"))  # so that ping ARPs
+    ef.forget(b1, "10.0.0.2")  # so that the ping ARPs
     tap = Capture(fabric.ns(ef.UNDERLAY), "h1-eth0")
     try:
         assert probe.ping(b1, "10.0.0.2")

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from netns_lab.features.overlay import evpn, frr
-from netns_lab.state import state_dir
+from netns_lab.lab.state import state_dir
 
 RR = IPv4Address("10.255.0.254")
 H1 = evpn.Vtep("h1", IPv4Address("10.255.0.11"), 65000, RR)

@@ -238,9 +238,9 @@ def zebra_fdb(macs: dict[str, Any], vnis: dict[str, Any]) -> dict[int, set[tuple
     (type-3) and (MAC, VTEP) per remote MAC (type-2), from `show evpn vni json` and
     `show evpn mac vni all json`.
 
-    The kernel does not say who installed an FDB entry (no protocol attribute on bridge FDB
-    entries; FRR's are `extern_learn`, as a controller's may be): this is how an entry is
-    known to be BGP's.
+    zebra marks the remote MACs it installs `extern_learn` (kernel/fdb.py reads them as origin
+    `bgp`), but its head-end replication entries are plain `permanent` ones, which the kernel
+    cannot tell from a hand-made static entry: zebra's own list is how they are known as BGP's.
     """
     table: dict[int, set[tuple[str, IPv4Address]]] = {}
     for key, info in vnis.items():

@@ -44,7 +44,7 @@ from typing import Any
 
 from netns_lab.features.overlay import evpn
 from netns_lab.kernel import netns
-from netns_lab.state import state_dir
+from netns_lab.lab.state import state_dir
 from netns_lab.topology import names
 
 log = logging.getLogger(__name__)
