@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 
 from netns_lab.features.overlay import evpn, frr
 from netns_lab.lab.state import state_dir
+from netns_lab.topology import loader
+from netns_lab.topology.model import Topology
 
 RR = IPv4Address("10.255.0.254")
 H1 = evpn.Vtep("h1", IPv4Address("10.255.0.11"), 65000, RR)
@@ -223,3 +226,47 @@ def test_a_part_gets_its_vteps_and_the_reflector_only_where_it_is_placed() -> No
     assert " bgp listen range 10.255.2.0/24 peer-group vteps" in here["spine"]["bgpd"]
     elsewhere = evpn.part_configs(65000, ("spine", RR), {"h3": IPv4Address("10.255.2.13")}, False)
     assert sorted(elsewhere) == ["h3"]
+
+
+OVERLAY_LAB = Path(__file__).resolve().parents[2] / "labs" / "overlay.yaml"
+
+
+def _overlay_lab(**edits: str) -> Topology:
+    text = OVERLAY_LAB.read_text()
+    for old, new in {"  mode: controller": "  mode: evpn", **edits}.items():
+        assert text.count(old) == 1, f"{OVERLAY_LAB} no longer has {old!r} once: update the test"
+        text = text.replace(old, new)
+    return loader.load_text(text, str(OVERLAY_LAB))
+
+
+def test_the_overlay_lab_in_evpn_mode_peers_every_vtep_with_the_spine() -> None:
+    configs = evpn.from_topology(_overlay_lab())
+    assert sorted(configs) == ["hv1", "hv2", "hv3", "spine"]
+    assert configs["hv3"] == evpn.vtep_config(
+        evpn.Vtep("hv3", IPv4Address("10.255.2.13"), 65000, IPv4Address("10.255.1.1"))
+    )
+    spine = configs["spine"]["bgpd"]
+    assert [line for line in spine.splitlines() if line.startswith(" neighbor 10.")] == [
+        " neighbor 10.255.1.11 peer-group vteps",
+        " neighbor 10.255.1.12 peer-group vteps",
+        " neighbor 10.255.2.13 peer-group vteps",
+    ]
+    assert "advertise-all-vni" not in spine
+
+
+def test_a_machine_gets_its_own_vteps_and_the_reflector_only_if_it_hosts_it() -> None:
+    topo = _overlay_lab(**{"  hv3:\n    vtep: eth0": "  hv3:\n    machine: m2\n    vtep: eth0"})
+    assert sorted(evpn.from_topology(topo, "m2")) == ["hv3"]
+    assert evpn.from_topology(topo, "m1") == {}  # hv1/hv2 name no machine; the spine is a router
+
+
+def test_a_host_as_reflector_also_advertises_its_own_vnis() -> None:
+    configs = evpn.from_topology(_overlay_lab(**{"route_reflector: spine": "route_reflector: hv1"}))
+    assert sorted(configs) == ["hv1", "hv2", "hv3"]
+    hv1 = configs["hv1"]["bgpd"]
+    assert " bgp router-id 10.255.1.11" in hv1 and "  advertise-all-vni" in hv1
+    assert "  neighbor vteps route-reflector-client" in hv1 and " neighbor 10.255.1.11 peer-group" not in hv1
+
+
+def test_only_evpn_segments_make_evpn_nodes() -> None:
+    assert evpn.from_topology(loader.load(OVERLAY_LAB)) == {}  # the shipped lab is in controller mode

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from netns_lab.topology.model import Topology
+
 ASN_RANGE = range(1, 2**32)  # 4-byte ASNs (RFC 6793); 0 is reserved
 _HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 PEER_GROUP = "vteps"  # the route reflector's clients
@@ -63,6 +65,7 @@ class Reflector:
     asn: int
     clients: tuple[IPv4Address, ...] = ()
     listen: tuple[IPv4Network, ...] = ()
+    vnis: bool = False  # also a VTEP (a host as reflector): advertise its own VNIs too
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,8 @@ def vtep_config(vtep: Vtep) -> Config:
 
 
 def reflector_config(rr: Reflector) -> Config:
-    """The configs of the route reflector's daemons: every client in one peer group, no VNI."""
+    """The configs of the route reflector's daemons: every client in one peer group; no VNI of
+    its own unless it is a VTEP host too."""
     _check(f"router {rr.name}", rr.name, rr.asn)
     if not rr.clients and not rr.listen:
         raise EvpnConfigError(f"router {rr.name}: a route reflector needs clients or a listen range")
@@ -155,6 +159,7 @@ def reflector_config(rr: Reflector) -> Config:
         " address-family l2vpn evpn",
         f"  neighbor {group} activate",
         f"  neighbor {group} route-reflector-client",
+        *(["  advertise-all-vni"] if rr.vnis else []),
         " exit-address-family",
         "exit",
         "!",
@@ -178,6 +183,50 @@ def part_configs(
             Reflector(rr_name, rr_ip, asn, tuple(vteps.values()), tuple(listen))
         )
     return configs
+
+
+def from_topology(topo: Topology, machine: str | None = None) -> dict[str, Config]:
+    """node -> configs for the EVPN nodes one machine builds (None: the whole lab): each of its
+    hosts that hosts an `evpn` segment, and the route reflector if the part builds it.
+
+    The reflector peers with every VTEP of the lab by address, the other machines' too (every
+    part reads the same topology file), from one address: its first IPv4 NIC's (a router) or
+    its VTEP (a host, which then also advertises its own VNIs); VTEPs on other subnets reach it
+    through their gateway. Routers name no machine: with `machine` given, the reflector is
+    included only when it is one of that machine's hosts (the integrator places routers).
+    """
+    evpn_vnis = {s.name for s in topo.segments if s.mode == "evpn"}
+    vteps: dict[str, IPv4Address] = {}
+    for host in topo.hosts:
+        ip = topo.vtep_ip(host.name)
+        if ip is not None and any(s.name in evpn_vnis for s in topo.host_segments(host.name)):
+            vteps[host.name] = ip
+    if not vteps:
+        return {}
+    rr_name = topo.overlay.route_reflector
+    if rr_name is None:
+        raise EvpnConfigError("overlay.route_reflector: evpn segments need a route reflector")
+    rr_ip = _reflector_address(topo, rr_name)
+    here = {h.name for h in topo.hosts if machine is None or h.machine == machine}
+    asn = topo.overlay.asn
+    configs = {
+        h: vtep_config(Vtep(h, ip, asn, rr_ip)) for h, ip in vteps.items() if h in here and h != rr_name
+    }
+    if machine is None or rr_name in here:
+        clients = tuple(ip for h, ip in vteps.items() if h != rr_name)
+        configs[rr_name] = reflector_config(Reflector(rr_name, rr_ip, asn, clients, vnis=rr_name in vteps))
+    return configs
+
+
+def _reflector_address(topo: Topology, name: str) -> IPv4Address:
+    router = next((r for r in topo.routers if r.name == name), None)
+    if router is not None:
+        ip = next((n.ip.ip for n in router.nics if isinstance(n.ip.ip, IPv4Address)), None)
+    else:
+        ip = topo.vtep_ip(name) if any(h.name == name for h in topo.hosts) else None
+    if ip is None:
+        raise EvpnConfigError(f"overlay.route_reflector: {name!r} has no IPv4 underlay address")
+    return ip
 
 
 # -- what bgpd reports --------------------------------------------------------------------------
