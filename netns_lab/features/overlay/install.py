@@ -10,7 +10,7 @@ Per segment mode, how the VXLAN device `vx-<vni>` on `sg-<vni>` is set up and wh
     evpn        off              learning off                    BGP (FRR's zebra)
 
 EVPN runs zebra + bgpd in each host namespace that hosts an evpn segment, and in the route
-reflector's (a router, or a host without evpn segments of its own), every file in the lab's
+reflector's (a router or a host; configs from `evpn.from_topology`), every file in the lab's
 state dir (`frr.py`); teardown ends the daemons with the lab's other processes.
 """
 
@@ -191,21 +191,6 @@ def evpn_hosts(topo: Topology) -> dict[str, IPv4Address]:
     return found
 
 
-def reflector(topo: Topology) -> tuple[str, IPv4Address]:
-    """The route reflector and the address the VTEPs peer with: a router's first NIC, or a
-    host's VTEP (else first routed pNIC)."""
-    name = topo.overlay.route_reflector
-    if name is None:
-        raise RuntimeError("overlay.route_reflector: evpn segments need a route reflector")
-    if any(r.name == name for r in topo.routers):
-        ip = topo.router(name).nics[0].ip.ip
-    else:
-        ip = topo.vtep_ip(name) or next(p.ip.ip for p in routed_pnics(topo, name) if p.ip is not None)
-    if not isinstance(ip, IPv4Address):
-        raise RuntimeError(f"overlay.route_reflector: {name} has no IPv4 underlay address")
-    return name, ip
-
-
 def evpn_refusal(topo: Topology) -> tuple[str, str] | None:
     """(path, reason) when the lab's EVPN cannot be built as declared, else None."""
     vteps = evpn_hosts(topo)
@@ -215,8 +200,6 @@ def evpn_refusal(topo: Topology) -> tuple[str, str] | None:
             # zebra's advertise-all-vni exports every VXLAN device of the namespace: the other
             # mode's tables would be BGP's too
             return f"hosts.{host}", f"hosts evpn segments and {', '.join(others)} in another mode"
-    if topo.overlay.route_reflector in vteps:
-        return "overlay.route_reflector", "a VTEP host that hosts evpn segments cannot also reflect"
     return None
 
 
@@ -226,14 +209,14 @@ def start_evpn(lab: str, topo: Topology, started: Callable[[Any], None]) -> None
     replication entries of its segments' other VTEPs (type-3 routes)."""
     from netns_lab.features.overlay import evpn, frr
 
-    vteps = evpn_hosts(topo)
-    rr_name, rr_ip = reflector(topo)
-    configs = evpn.part_configs(topo.overlay.asn, (rr_name, rr_ip), vteps)
+    configs = evpn.from_topology(topo)
+    rr_name = str(topo.overlay.route_reflector)
     for name in sorted(configs, key=lambda n: n != rr_name):  # the reflector first
         node = frr.Node(lab, name)
         frr.start(node, configs[name])
         started(node)
-    frr.wait_established(frr.Node(lab, rr_name), list(vteps.values()), EVPN_TIMEOUT)
+    clients = [ip for host, ip in evpn_hosts(topo).items() if host != rr_name]
+    frr.wait_established(frr.Node(lab, rr_name), clients, EVPN_TIMEOUT)
     want = evpn_plan(topo)
     deadline = time.monotonic() + EVPN_TIMEOUT
     while drift := controller.check(lab, want):
