@@ -107,7 +107,8 @@ def render(verb: str, doc: dict[str, Any]) -> None:
                 c["want"] or "-",
             )
         out.print(table)
-        out.print(f"[red]{len(doc['drift'])} entries differ from the plan[/]")
+        n = len(doc["drift"])
+        out.print(f"[red]{n} {'entry differs' if n == 1 else 'entries differ'} from the plan[/]")
         return
     table = Table(
         "host", "VNI", "table", "device", "MAC / IP", "to", "origin", title="tables", title_justify="left"
