@@ -17,8 +17,7 @@ import signal
 import socket
 import struct
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,11 +32,11 @@ from netns_lab.observe.capture import Capture, Frame
 from netns_lab.topology import loader
 from netns_lab.topology.model import Topology
 from tests.lab.conftest import REPO, Lab, leftovers, nlab, running
+from tests.lab.test_overlay_controller import collect, wait_until
 
 OVERLAY = REPO / "labs" / "overlay.yaml"
 IPV4 = 0x0800
 MARKER_PORT = 9  # discard: nothing in the lab listens on it
-TIMEOUT = 10.0
 VXLAN_PORT = 4789
 BLUE_WEB, BLUE_DB, RED_WEB = 10010, 10020, 20010
 
@@ -98,30 +97,12 @@ def taps(lab: Lab, *where: str) -> dict[str, Capture]:
     return found
 
 
-def collect(caps: dict[str, Capture], seen: dict[str, list[Frame]], done: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        for name, cap in caps.items():
-            seen.setdefault(name, []).extend(cap.read())
-        if done():
-            return
-        assert time.monotonic() < deadline, {name: len(frames) for name, frames in seen.items()}
-        time.sleep(0.01)
-
-
 def carrying(frames: list[Frame], payload: bytes) -> int:
     return sum(1 for f in frames if payload in f.data)
 
 
 def ipv4_from(frames: list[Frame], mac: bytes) -> int:
     return sum(1 for f in frames if f.data[6:12] == mac and f.data[12:14] == struct.pack("!H", IPV4))
-
-
-def wait_until(what: str, probe: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not probe():
-        assert time.monotonic() < deadline, f"not within {TIMEOUT} s: {what}"
-        time.sleep(0.01)
 
 
 def overlay_cli(lab: Lab, verb: str) -> tuple[int, dict]:
