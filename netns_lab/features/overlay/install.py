@@ -136,7 +136,9 @@ def program(lab: str, plan: Plan) -> int:
 
 
 def needs_controller(topo: Topology) -> bool:
-    return any(s.mode == "controller" for s in topo.segments if topo.segment_hosts(s.name))
+    """A segment in controller mode that some host hosts."""
+    spans = topo.segment_spans()
+    return any(s.mode == "controller" and s.name in spans for s in topo.segments)
 
 
 def start_controller(lab: str, plan: Plan) -> subprocess.Popen[bytes]:
