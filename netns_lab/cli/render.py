@@ -110,6 +110,9 @@ def status(doc: dict[str, Any]) -> None:
         )
     for net in doc["networks"]:
         infra.add_row(net["name"], "network", net["namespace"], f"{net['ip'] or '-'} on {net['switch']}")
+    for router in doc.get("routers", []):
+        nics = ", ".join(f"{n['name']} {n['ip']}→{n['switch']} {_mark(n['up'])}" for n in router["nics"])
+        infra.add_row(router["name"], "router", router["namespace"], nics)
     for host in doc["hosts"]:
         pnics = ", ".join(f"{p['name']}→{p['switch']} {_mark(p['up'])}" for p in host["pnics"])
         vsw = ", ".join(f"{v['name']}({_vswitch_way_out(v)})" for v in host["vswitches"])

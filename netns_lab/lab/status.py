@@ -22,7 +22,7 @@ from netns_lab.kernel.netlink import Link, Netlink
 from netns_lab.lab import running
 from netns_lab.lab.state import LabState, pin_dir
 from netns_lab.topology import names
-from netns_lab.topology.model import Host, Network, Switch, Topology, Vm
+from netns_lab.topology.model import Host, Network, Router, Switch, Topology, Vm
 from netns_lab.topology.names import MIRROR_PORT
 
 
@@ -285,6 +285,20 @@ def _network(topo: Topology, net: Network) -> dict[str, Any]:
     }
 
 
+def _router(topo: Topology, router: Router) -> dict[str, Any]:
+    ns = names.namespace(topo.lab, router.name)
+    links = _links(ns)
+    return {
+        "name": router.name,
+        "namespace": ns,
+        "present": netns.exists(ns),
+        "nics": [
+            {"name": n.name, "switch": n.switch, "ip": str(n.ip), "up": links.get(n.name, False)}
+            for n in router.nics
+        ],
+    }
+
+
 def document(topo: Topology, state: LabState) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "lab": topo.lab,
@@ -295,9 +309,10 @@ def document(topo: Topology, state: LabState) -> dict[str, Any]:
         "hosts": [_host(topo, h) for h in topo.hosts],
         "switches": [_switch(topo, s) for s in topo.switches],
         "networks": [_network(topo, n) for n in topo.networks],
+        "routers": [_router(topo, r) for r in topo.routers],
         "vms": [_vm(topo, v) for v in topo.vms],
     }
-    nodes = [*doc["hosts"], *doc["switches"], *doc["networks"], *doc["vms"]]
+    nodes = [*doc["hosts"], *doc["switches"], *doc["networks"], *doc["routers"], *doc["vms"]]
     doc["missing"] = [n["namespace"] for n in nodes if not n["present"]]
     doc["problems"] = problems(doc)
     doc["healthy"] = not doc["problems"]
@@ -376,6 +391,9 @@ def problems(doc: dict[str, Any]) -> list[str]:
     for net in doc["networks"]:
         if net["present"] and not net["up"]:
             found.append(f"{net['name']}: interface {names.NETWORK_IFNAME} is down")
+    for router in doc["routers"]:
+        if router["present"]:
+            found += _down(router["name"], "NIC", router["nics"])
     for vm in doc["vms"]:
         if vm["present"]:
             found += _nic_problems(vm)

@@ -132,6 +132,11 @@ def test_status_shows_each_nic_vni_and_tenant_and_each_host_vtep(lab: Lab) -> No
     nics = {(vm["name"], n["name"]): (n["vni"], n["tenant"]) for vm in doc["vms"] for n in vm["nics"]}
     assert nics[("bweb1", "eth0")] == (BLUE_WEB, "blue") and nics[("rweb1", "eth0")] == (RED_WEB, "red")
     assert nics[("bgw", "eth1")] == (BLUE_DB, "blue") and nics[("leg1", "eth0")] == (None, None)
+    (spine,) = doc["routers"]
+    assert spine["present"] and [(n["name"], n["ip"], n["up"]) for n in spine["nics"]] == [
+        ("eth0", "10.255.1.1/24", True),
+        ("eth1", "10.255.2.1/24", True),
+    ]
     # every VXLAN device is a port with its VLAN policy and its programs, like an uplink
     ports = {(h["name"], p["name"]): p for h in doc["hosts"] for p in h["ports"]}
     vx = ports[("hv3", f"vx-{RED_WEB}")]
