@@ -75,6 +75,8 @@ COMMANDS: dict[str, tuple[list[str], list[str], Callable[[subprocess.CompletedPr
     "fw events": (["fw", "events"], ["--json", "--duration", "0.2"], _stream),
     "mirror list": (["mirror", "list"], ["--json"], _lab_of_json),
     "watch": (["watch"], ["--json", "--duration", "0.2"], _stream),
+    "overlay show": (["overlay", "show"], ["--json"], _lab_of_json),
+    "overlay check": (["overlay", "check"], ["--json"], _lab_of_json),
 }
 
 
