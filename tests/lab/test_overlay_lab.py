@@ -340,6 +340,32 @@ def test_killed_controller_leaves_traffic_flowing_and_a_restart_reconciles(lab: 
     assert ping(lab, "rweb3", "10.0.0.11").returncode == 0
 
 
+def test_a_live_change_gives_the_controller_its_new_plan_and_a_new_segment_is_refused(
+    lab: Lab, topo: Topology
+) -> None:
+    from netns_lab.lab import running as running_lab
+
+    rweb3 = topo.vm("rweb3").nics[0].mac
+
+    def readdress(data: dict) -> None:
+        data["vms"]["rweb3"]["nics"][0]["ip"] = "10.0.0.23/24"
+
+    def resegment(data: dict) -> None:
+        data["vms"]["rweb1"]["nics"][0]["segment"] = "blue-db"
+
+    def neighbours() -> dict[str, str | None]:
+        with fdb.Tables(lab.ns("hv1")) as t:
+            return {n.ip: n.mac for n in t.neighbours(f"sg-{RED_WEB}")}
+
+    with running_lab.opened(lab.name) as live:
+        with pytest.raises(RuntimeError, match="hv1: the overlay segments or VTEP"):
+            live.change(resegment)  # rolled back on every host: nothing changed
+        live.change(readdress)
+    wait_until("rweb3's new address on hv1", lambda: neighbours().get("10.0.0.23") == rweb3)
+    assert "10.0.0.13" not in neighbours()
+    assert overlay_cli(lab, "check")[0] == 0  # against the changed topology
+
+
 def test_down_removes_everything_the_overlay_made(lab: Lab) -> None:
     pid = install.controller_pid(lab.name)
     assert pid is not None
