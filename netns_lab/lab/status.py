@@ -288,15 +288,11 @@ def _network(topo: Topology, net: Network) -> dict[str, Any]:
 def _router(topo: Topology, router: Router) -> dict[str, Any]:
     ns = names.namespace(topo.lab, router.name)
     links = _links(ns)
-    return {
-        "name": router.name,
-        "namespace": ns,
-        "present": netns.exists(ns),
-        "nics": [
-            {"name": n.name, "switch": n.switch, "ip": str(n.ip), "up": links.get(n.name, False)}
-            for n in router.nics
-        ],
-    }
+    nics = [
+        {"name": n.name, "switch": n.switch, "ip": str(n.ip), "up": links.get(n.name, False)}
+        for n in router.nics
+    ]
+    return {"name": router.name, "namespace": ns, "present": netns.exists(ns), "nics": nics}
 
 
 def document(topo: Topology, state: LabState) -> dict[str, Any]:

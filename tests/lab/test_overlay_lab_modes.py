@@ -17,7 +17,7 @@ import pytest
 from netns_lab.features.overlay import frr, install
 from netns_lab.topology import loader
 from netns_lab.topology.model import Topology
-from tests.lab.conftest import REPO, Lab, leftovers, nlab, running
+from tests.lab.conftest import REPO, Lab, leftovers, nlab, running, unique_name
 from tests.lab.test_overlay_lab import BLUE_WEB, RED_WEB, alive, ping
 
 OVERLAY = REPO / "labs" / "overlay.yaml"
@@ -95,3 +95,19 @@ def test_down_ends_every_daemon(moded: tuple[str, Lab, Topology]) -> None:
     assert not [pid for pid in pids if alive(pid)]
     # FRR's crash-log directories go with a daemon that ends on SIGTERM (teardown sends it first)
     assert not [p for pid in pids for p in Path("/var/tmp/frr").glob(f"*.{pid}")]
+
+
+def test_a_host_mixing_evpn_with_another_mode_is_refused_and_nothing_remains(tmp_path: Path) -> None:
+    text = variant(tmp_path, "evpn").read_text()
+    red = "  red-web: {vni: 20010, tenant: red}\n"
+    assert text.count(red) == 1, "labs/overlay.yaml changed: update the test"
+    path = tmp_path / "mixed.yaml"
+    path.write_text(text.replace(red, "  red-web: {vni: 20010, tenant: red, mode: controller}\n"))
+    lab = Lab(unique_name(), path)
+    try:
+        proc = lab.up()
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == f"{path}: hosts.hv1: hosts evpn segments and red-web in another mode"
+        assert not leftovers(lab.name, lab.inodes)
+    finally:
+        lab.down()

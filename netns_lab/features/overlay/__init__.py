@@ -36,9 +36,9 @@ class OverlayFeature(Feature):
 
         refusal = b.memo("overlay.refusal", lambda: install.evpn_refusal(b.topo))
         if refusal is not None:
-            from netns_lab.lab.builder import BuildError
+            from netns_lab.topology.errors import Issue, TopologyError
 
-            raise BuildError(b.topo.source, *refusal)
+            raise TopologyError([Issue(b.topo.source, *refusal)])
         dp = b.dataplane(host.name)
         if dp is not None:  # before the first VXLAN device: nothing unguarded is ever decapsulated
             install.guard(dp, b.sock(host.name), b.topo, host.name)
