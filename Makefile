@@ -7,6 +7,9 @@ NLAB        := $(VENV)/bin/nlab
 LAB         ?= labs/nist-800-125b.yaml
 LABNAME     ?= nist
 PYTEST_ARGS ?=
+# Test files run in TEST_JOBS processes, a file's tests together in one (its module-scoped lab is
+# built once); every lab a test makes has a name of its own, so files do not meet.
+TEST_JOBS ?= 2
 BENCH_ARGS  ?=
 PREFIX      ?= /usr/local
 
@@ -41,7 +44,7 @@ down:
 
 # PYTEST_RC_FILE (used by .ci/run) receives pytest's own exit status, which make reports only as 2.
 test: setup
-	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n "$(PYTEST_RC_FILE)" ]; then echo $$rc > "$(PYTEST_RC_FILE)"; fi; \
 	exit $$rc
 
