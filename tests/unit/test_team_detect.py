@@ -155,6 +155,19 @@ def test_one_way_loss_fails_the_member_that_stops_receiving() -> None:
     assert failovers(out) == [] and sim.det.state()["eth0"] == "failed (beacon)"
 
 
+def test_a_healing_silence_is_not_a_one_way_loss() -> None:
+    sim = Sim(settings())
+    sim.run(0.5)
+    sim.isolate("eth0")
+    sim.run(1.0)
+    sim.heal()
+    sim.cut(("eth0", "eth1"))  # eth0 hears eth1 again one interval before eth1 hears eth0
+    sim.run(INTERVAL)
+    sim.heal()
+    sim.run(0.5)
+    assert [(c.member, c.healthy) for c in changes(sim.out)] == [("eth0", False), ("eth0", True)]
+
+
 def test_three_members_the_silent_one_fails_while_the_others_hear_each_other() -> None:
     sim = Sim(settings(members=("eth0", "eth1", "eth2")))
     sim.run(0.5)

@@ -18,9 +18,11 @@ Who is to blame for missing beacons. Every member broadcasts a beacon each inter
 other member should hear it. When member X hears nobody:
 1. three or more members, and two others still hear each other: the network is alive and the
    silence is X's: X fails;
-2. someone still hears X (one-way loss): X, the member that stopped receiving, fails. Its own
-   beacons get out, so either its receive side or every peer's transmit side is broken; the
-   first is one fault, the second several, so X is blamed. This rule cannot tell them apart;
+2. someone has heard X steadily for a whole window (one-way loss): X, the member that stopped
+   receiving, fails. Its own beacons get out, so either its receive side or every peer's
+   transmit side is broken; the first is one fault, the second several, so X is blamed. This
+   rule cannot tell them apart. (Steadily: when a silence heals, one direction comes back a
+   moment before the other, which is not a one-way loss;)
 3. nobody hears anybody (always the case when a path between two members breaks both ways):
    beacons cannot say which path broke. With an ARP target, beacons blame nobody and the ARP
    probe through the active member decides. Without one the decision is taken once, when the
@@ -109,6 +111,7 @@ class _Member:
     last_traffic: float = float("-inf")
     last_arp: float = 0.0
     heard: dict[str, float] = field(default_factory=dict)  # sender -> last beacon from it
+    resumed: dict[str, float] = field(default_factory=dict)  # sender -> first beacon after a gap
 
 
 class TeamDetector:
@@ -132,6 +135,7 @@ class TeamDetector:
         }
         for name, member in self.m.items():
             member.heard = {other: now for other in settings.members if other != name}
+            member.resumed = dict.fromkeys(member.heard, float("-inf"))
         self.blamed: frozenset[str] | None = None  # sticky blame of an ambiguous silence
         self._ambiguous_failure = False
         for name, member in self.m.items():
@@ -154,6 +158,8 @@ class TeamDetector:
     def beacon(self, sender: str, receiver: str, t: float) -> list[Output]:
         heard = self.m[receiver].heard if receiver in self.m else {}
         if sender in heard:  # a beacon of another team's member says nothing about ours
+            if t - heard[sender] >= self.s.window:
+                self.m[receiver].resumed[sender] = t
             heard[sender] = t
         return self.tick(t)
 
@@ -201,6 +207,10 @@ class TeamDetector:
     def _hears(self, receiver: str, sender: str, t: float) -> bool:
         return t - self.m[receiver].heard[sender] < self.s.window
 
+    def _steady(self, receiver: str, sender: str, t: float) -> bool:
+        """Heard, and for a whole window already."""
+        return self._hears(receiver, sender, t) and t - self.m[receiver].resumed[sender] >= self.s.window
+
     def _any_pair(self, members: Iterable[str], t: float) -> bool:
         return any(self._hears(a, b, t) for a, b in itertools.permutations(members, 2))
 
@@ -237,7 +247,7 @@ class TeamDetector:
             return False
         if len(peers) >= 2 and self._any_pair(peers, t):
             return True
-        if any(self._hears(p, name, t) for p in peers):
+        if any(self._steady(p, name, t) for p in peers):
             return True
         return self.blamed is not None and name in self.blamed
 
