@@ -35,6 +35,7 @@ class LinkState:
     carrier: bool  # up and with carrier (IFF_LOWER_UP)
     rx_packets: int | None  # None when the message carried no counters
     gone: bool = False  # RTM_DELLINK
+    dumped: bool = False  # an answer to `request_dump()` (its counters were read in that call)
 
 
 class LinkWatch:
@@ -61,7 +62,10 @@ class LinkWatch:
         self.sock.close()
 
     def request_dump(self) -> None:
-        """Ask for every link with its counters; the answers come through `poll()`."""
+        """Ask for every link with its counters; the answers come through `poll()`.
+
+        The kernel fills the first answer datagram within this call (a few links fit in it), so
+        their counters are as of now."""
         self._seq += 1
         self.sock.send(
             nlwire.request(rtnl.RTM_GETLINK, nlwire.F_REQUEST | nlwire.F_DUMP, self._seq, rtnl.ifinfo())
@@ -80,9 +84,9 @@ class LinkWatch:
                     raise
                 self.overrun = True
                 continue
-            for kind, _, _, payload in nlwire.messages(memoryview(self._buf)[:size]):
+            for kind, _, seq, payload in nlwire.messages(memoryview(self._buf)[:size]):
                 if kind in (rtnl.RTM_NEWLINK, RTM_DELLINK):
-                    found.append(_state(payload, gone=kind == RTM_DELLINK))
+                    found.append(_state(payload, gone=kind == RTM_DELLINK, dumped=seq != 0))
 
     def snapshot(self, timeout: float = 2.0) -> dict[str, LinkState]:
         """Every link now, by name (a blocking dump; events read meanwhile are folded in)."""
@@ -102,7 +106,7 @@ class LinkWatch:
             self.sock.setblocking(False)
 
 
-def _state(payload: memoryview, gone: bool) -> LinkState:
+def _state(payload: memoryview, gone: bool, dumped: bool = False) -> LinkState:
     index, flags = rtnl.link_header(payload)
     attrs = rtnl.link_attrs(payload)
     stats = attrs.get(IFLA_STATS64)
@@ -114,4 +118,5 @@ def _state(payload: memoryview, gone: bool) -> LinkState:
         carrier=bool(flags & rtnl.IFF_UP and flags & IFF_LOWER_UP),
         rx_packets=_RX_PACKETS.unpack_from(stats)[0] if stats is not None and len(stats) >= 8 else None,
         gone=gone,
+        dumped=dumped,
     )

@@ -168,6 +168,35 @@ def test_a_healing_silence_is_not_a_one_way_loss() -> None:
     assert [(c.member, c.healthy) for c in changes(sim.out)] == [("eth0", False), ("eth0", True)]
 
 
+def test_a_member_back_before_its_path_forwards_is_blamed_not_the_active_one() -> None:
+    sim = Sim(settings())
+    sim.run(0.5)
+    sim.link("eth0", False)
+    sim.run(0.5)
+    sim.isolate("eth0")  # carrier back, but its switch port does not forward yet
+    sim.link("eth0", True)
+    sim.run(1.0)
+    assert sim.det.state() == {"eth0": "failed (beacon)", "eth1": "active"}
+    sim.heal()
+    sim.run(3.0)  # its hold-down doubled: it failed again right after its carrier came back
+    moves = [(f.old, f.new, f.cause) for f in failovers(sim.out)]
+    assert moves == [("eth0", "eth1", "carrier"), ("eth1", "eth0", "failback")]
+
+
+def test_silence_from_the_start_moves_nothing() -> None:
+    sim = Sim(settings())
+    sim.isolate("eth0")
+    sim.isolate("eth1")
+    sim.run(2.0)
+    assert failovers(sim.out) == [] and sim.det.state() == {
+        "eth0": "failed (beacon)",
+        "eth1": "failed (beacon)",
+    }
+    sim.heal()
+    sim.run(1.0)
+    assert failovers(sim.out) == [] and sim.det.state() == {"eth0": "active", "eth1": "standby"}
+
+
 def test_three_members_the_silent_one_fails_while_the_others_hear_each_other() -> None:
     sim = Sim(settings(members=("eth0", "eth1", "eth2")))
     sim.run(0.5)

@@ -26,7 +26,10 @@ other member should hear it. When member X hears nobody:
 3. nobody hears anybody (always the case when a path between two members breaks both ways):
    beacons cannot say which path broke. With an ARP target, beacons blame nobody and the ARP
    probe through the active member decides. Without one the decision is taken once, when the
-   silence begins: if the active member still received other frames in the window, its receive
+   silence begins. Members no peer has heard since their carrier came up (or since the monitor
+   started) are blamed first: a path that has just come back, or was never seen to work, is the
+   likelier one not to forward yet. Otherwise, if the active member still received other frames
+   in the window, its receive
    path works and the standby members are blamed; otherwise the active member is blamed (with
    any member beacons had failed before the silence spread) and the team moves (the event says
    ``ambiguous``). The blame stays until beacons flow again, so the
@@ -112,6 +115,7 @@ class _Member:
     last_arp: float = 0.0
     heard: dict[str, float] = field(default_factory=dict)  # sender -> last beacon from it
     resumed: dict[str, float] = field(default_factory=dict)  # sender -> first beacon after a gap
+    proven: bool = False  # a peer heard it since its carrier came up (or since we started)
 
 
 class TeamDetector:
@@ -153,6 +157,7 @@ class TeamDetector:
                 if member in other.heard:
                     other.heard[member] = t
             m.last_arp = t
+            m.proven = False
         return self.tick(t)
 
     def beacon(self, sender: str, receiver: str, t: float) -> list[Output]:
@@ -161,6 +166,7 @@ class TeamDetector:
             if t - heard[sender] >= self.s.window:
                 self.m[receiver].resumed[sender] = t
             heard[sender] = t
+            self.m[sender].proven = True
         return self.tick(t)
 
     def traffic(self, member: str, t: float) -> list[Output]:
@@ -223,8 +229,11 @@ class TeamDetector:
         if self.blamed is not None or self.s.arp:
             return
         already = {n for n in live if self.m[n].failure == "beacon"}  # blamed before the silence spread
+        unproven = {n for n in live if not self.m[n].proven}
         active_rx = t - self.m[self.active].last_traffic < self.s.window
-        if active_rx and self.active in live:
+        if unproven:
+            self.blamed = frozenset(unproven | already)
+        elif active_rx and self.active in live:
             self.blamed = frozenset(n for n in live if n != self.active)
         else:
             self.blamed = frozenset({self.active, *already})

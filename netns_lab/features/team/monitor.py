@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from netns_lab import sweeper
 from netns_lab.features.team import frames
 from netns_lab.features.team.detect import Failover, MemberChange, Output, TeamDetector
 from netns_lab.features.team.plan import Tagged, TeamPlan
@@ -105,6 +106,7 @@ def packet_socket(ns: str | None, ifname: str, ethertype: int) -> socket.socket:
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
+PACKET_STATISTICS = 6
 SO_ATTACH_FILTER = 26
 # ldh [12]; jeq #ethertype, 0, 1; ret #65535; ret #0  (code jt jf k)
 _ETHERTYPE_FILTER = "40 0 0 12;21 0 1 {ethertype};6 0 0 65535;6 0 0 0"
@@ -158,8 +160,10 @@ class _Team:
         self.seq = 0
         self.next_beacon = now
         self.next_probe = now
-        self.own_rx = dict.fromkeys(plan.members, 0)  # our beacons received, per member
-        self.high = dict.fromkeys(plan.members, -1)  # high-water of rx_packets - own_rx
+        self.own_rx = dict.fromkeys(plan.members, 0)  # our team's beacons received, per member
+        self.beacons = dict.fromkeys(plan.members, 0)  # 0x88B5 frames arrived, per the kernel
+        self.beacons_at_dump = dict.fromkeys(plan.members, 0)
+        self.high = dict.fromkeys(plan.members, -1)  # high-water of rx_packets - beacons_at_dump
 
 
 class Monitor:
@@ -226,7 +230,7 @@ class Monitor:
                 else:
                     self._frames(fd, now)
             if now >= next_dump:  # counters for the receive-path evidence, resync after overruns
-                self.watch.request_dump()
+                self._sample_counters()
                 next_dump = now + tick * 4
             for team in self.teams.values():
                 self._send(team, now)
@@ -239,10 +243,22 @@ class Monitor:
                     self._handle(team, team.det.link(st.name, st.carrier and not st.gone, now))
                     self._counters(team, st, now)
 
+    def _sample_counters(self) -> None:
+        """Receive counters, then the beacons the kernel has queued for us: sampled in this order
+        the difference never counts a beacon as another frame (it may miss one for a round)."""
+        self.watch.request_dump()
+        for team in self.teams.values():
+            for member in team.plan.members:
+                sock = self.socks[(team.plan.name, member, frames.ETH_P_BEACON)]
+                packets, _drops = struct.unpack("=II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+                team.beacons[member] += packets  # the kernel adds drops to packets, and resets both
+                team.beacons_at_dump[member] = team.beacons[member]
+
     def _counters(self, team: _Team, st: LinkState, now: float) -> None:
-        if st.rx_packets is None:
+        """Frames other than beacons arrived on a member since the last dump: it receives."""
+        if st.rx_packets is None or not st.dumped:
             return
-        other = st.rx_packets - team.own_rx[st.name]
+        other = st.rx_packets - team.beacons_at_dump[st.name]
         if team.high[st.name] >= 0 and other > team.high[st.name]:
             team.det.traffic(st.name, now)
         team.high[st.name] = max(team.high[st.name], other)
@@ -358,13 +374,7 @@ def start(lab: str, host: str, namespace: str) -> subprocess.Popen[bytes]:
         )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+stop = sweeper.stop  # the same detached child: TERM, then KILL
 
 
 def _plans(lab: str, host: str) -> list[TeamPlan]:
