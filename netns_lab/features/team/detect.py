@@ -10,7 +10,7 @@ feeds it, tests drive it with made-up times.
 A member is healthy when none of the configured detectors fails it:
 - ``carrier`` (detection ``link``): its carrier is down.
 - ``beacon``: it has received no beacon from any other member with carrier for ``beacon_miss``
-  intervals (plus a quarter interval of grace for scheduling jitter), judged as below.
+  intervals (plus a tenth of an interval of grace for scheduling jitter), judged as below.
 - ``arp`` (an ARP target is set): the active member has had no ARP reply for ``beacon_miss``
   intervals. Standby members drop everything but beacons, so only the active one is probed.
 
@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Cause = Literal["carrier", "beacon", "arp", "failback"]
-GRACE = 0.25  # of a beacon interval: a beacon late by scheduling jitter is not yet missed
+GRACE = 0.1  # of a beacon interval: a beacon late by scheduling jitter is not yet missed
 MAX_HOLD_FACTOR = 16
 
 
