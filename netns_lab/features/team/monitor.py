@@ -40,24 +40,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from netns_lab import sweeper
 from netns_lab.features.team import frames
 from netns_lab.features.team.detect import Failover, MemberChange, Output, TeamDetector
 from netns_lab.features.team.plan import Tagged, TeamPlan
 from netns_lab.kernel import netns
 from netns_lab.kernel.linkwatch import LinkState, LinkWatch
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.state import state_dir
+from netns_lab.lab import processes
+from netns_lab.lab.state import state_dir
 
 log = logging.getLogger("netns_lab.team")
 
 MAX_TICK = 0.25  # seconds between two looks at the detectors when no frame arrives
 MIN_TICK = 0.004  # one kernel tick (HZ=250): finer timeouts are rounded up anyway
 TICKS = 20  # looks per beacon interval
-
-
-def log_path(lab: str, host: str) -> Path:
-    return state_dir(lab) / f"team-{host}.log"
 
 
 def events_path(lab: str, host: str) -> Path:
@@ -370,23 +366,17 @@ class Monitor:
 
 # -- the process ---------------------------------------------------------------------------------
 def start(lab: str, host: str, namespace: str) -> subprocess.Popen[bytes]:
-    """The monitor of `host`, detached from our session (a Ctrl-C of `nlab up` must not reach it)."""
-    with open(log_path(lab, host), "ab") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "netns_lab.features.team.monitor", "--lab", lab, "--host", host],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
+    """The monitor of `host` in its namespace, detached (log: team-<host>.log)."""
+    args = ["--lab", lab, "--host", host, "--netns", namespace]
+    return processes.spawn(lab, "netns_lab.features.team.monitor", args, f"team-{host}")
 
 
-stop = sweeper.stop  # the same detached child: TERM, then KILL
+stop = processes.stop
 
 
 def _plans(lab: str, host: str) -> list[TeamPlan]:
     from netns_lab.features.team.plan import teams
-    from netns_lab.state import LabState
+    from netns_lab.lab.state import LabState
     from netns_lab.topology.loader import load_text
 
     state = LabState.read(lab)
