@@ -42,7 +42,7 @@ VM_MAC = "02:00:5e:00:53:0a"
 REMOTE_MAC = "02:00:5e:00:53:0b"  # a station behind the upstream switch, learned by vs1 on m0
 ANNOUNCE = 3
 MISS = 3
-TEAM = Team(detection=("link", "beacon"), beacon_interval_ms=50, beacon_miss=MISS, announce=ANNOUNCE)
+TEAM = Team(detection=("link", "beacon"), beacon_interval_ms=100, beacon_miss=MISS, announce=ANNOUNCE)
 PLAN = TeamPlan("h", "vs1", ("m0", "m1"), TEAM, macs=((VM_MAC, None),))
 BARRIER = 0x88B6
 WAIT = 20.0  # seconds before a missing event is a failure (never reached when things work)
@@ -136,7 +136,10 @@ def wait_event(n: Net, **match: Any) -> dict[str, Any]:
     def hit() -> dict[str, Any] | None:
         return next((e for e in events(n) if all(e.get(k) == v for k, v in match.items())), None)
 
-    return wait_for(f"event {match}", hit)
+    try:
+        return wait_for(f"event {match}", hit)
+    except AssertionError as err:  # say what the monitor did instead
+        raise AssertionError(f"{err}; events: {json.dumps(events(n), indent=1)}") from None
 
 
 def beacons_flowing(mon: Monitor, count: int = MISS + 2) -> None:
@@ -220,13 +223,12 @@ def test_carrier_loss_fails_over_flushes_announces_and_fails_back(net: Net) -> N
 
 
 # -- silent failure ------------------------------------------------------------------------------
+# Everything into and out of switch A's port to m0 (switch A's own frames too: its IGMP reports
+# reaching m0 would rightly prove that m0 still receives), carrier untouched.
 SILENT = """
 table bridge teamfault {
-    chain forward {
-        type filter hook forward priority 0; policy accept;
-        iifname "hA" drop
-        oifname "hA" drop
-    }
+    chain into { type filter hook prerouting priority 0; policy accept; iifname "hA" drop; }
+    chain out { type filter hook postrouting priority 0; policy accept; oifname "hA" drop; }
 }
 """
 
@@ -255,6 +257,34 @@ def test_silent_failure_is_seen_by_beacons_only_and_heals(net: Net) -> None:
         back = wait_event(net, event="failback")
         assert (back["from"], back["to"]) == ("m1", "m0")
         assert net.flips == [("h.vs1", "m1"), ("h.vs1", "m0")]
+
+
+def test_a_silent_standby_path_is_blamed_while_the_active_member_receives(net: Net) -> None:
+    stop = threading.Event()
+
+    def traffic() -> None:  # a station upstream keeps talking: frames reach m0 (and would reach m1)
+        with packet_socket(net.ns("u"), "br", BARRIER) as sock:
+            frame = b"\xff" * 6 + frames.mac_bytes(REMOTE_MAC) + BARRIER.to_bytes(2, "big") + bytes(46)
+            while not stop.wait(0.02):
+                sock.send(frame)
+
+    sender = threading.Thread(target=traffic, daemon=True)
+    sender.start()
+    try:
+        with monitoring(net) as mon:
+            beacons_flowing(mon)
+            nft.load(net.ns("b"), SILENT.replace('"hA"', '"hB"'))
+            failed = wait_event(net, event="member", member="m1")
+            assert (failed["state"], failed["cause"]) == ("failed", "beacon")
+            team = mon.teams[PLAN.name]
+            later = team.seq + 2 * MISS  # as many beacon rounds again as the detection took
+            wait_for("more beacon rounds", lambda: team.seq >= later)
+            # the team stayed: m0 kept receiving after the beacons stopped, so m1's path is blamed
+            assert [e for e in events(net) if e["event"] == "failover"] == [] and net.flips == []
+            assert mon.teams[PLAN.name].det.state() == {"m0": "active", "m1": "failed (beacon)"}
+    finally:
+        stop.set()
+        sender.join(5)
 
 
 # -- restart -------------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ other member should hear it. When member X hears nobody:
    probe through the active member decides. Without one the decision is taken once, when the
    silence begins. Members no peer has heard since their carrier came up (or since the monitor
    started) are blamed first: a path that has just come back, or was never seen to work, is the
-   likelier one not to forward yet. Otherwise, if the active member still received other frames
-   in the window, its receive
+   likelier one not to forward yet. Otherwise, if the active member received other frames after
+   the last beacon was heard, its receive
    path works and the standby members are blamed; otherwise the active member is blamed (with
    any member beacons had failed before the silence spread) and the team moves (the event says
    ``ambiguous``). The blame stays until beacons flow again, so the
@@ -170,7 +170,8 @@ class TeamDetector:
         return self.tick(t)
 
     def traffic(self, member: str, t: float) -> list[Output]:
-        """Frames other than our beacons arrived on ``member``: its receive path works."""
+        """Frames other than our beacons arrived on ``member`` after ``t``: its receive path
+        worked then."""
         self.m[member].last_traffic = t
         return []
 
@@ -230,7 +231,8 @@ class TeamDetector:
             return
         already = {n for n in live if self.m[n].failure == "beacon"}  # blamed before the silence spread
         unproven = {n for n in live if not self.m[n].proven}
-        active_rx = t - self.m[self.active].last_traffic < self.s.window
+        began = max(self.m[r].heard[s] for r, s in itertools.permutations(live, 2))
+        active_rx = self.m[self.active].last_traffic > began  # frames after the beacons stopped
         if unproven:
             self.blamed = frozenset(unproven | already)
         elif active_rx and self.active in live:

@@ -79,7 +79,7 @@ class TeamActions(Protocol):
         """Send `count` RARP frames from each MAC (tagged with its VLAN) out of `member`."""
 
 
-def packet_socket(ns: str | None, ifname: str, ethertype: int) -> socket.socket:
+def packet_socket(ns: str | None, ifname: str, ethertype: int, count_others: bool = False) -> socket.socket:
     """A packet socket on `ifname` in `ns` (it stays there after the thread leaves) that receives
     the frames of `ethertype` arriving there (ETH_P_ALL: every frame), and sends any frame.
 
@@ -87,13 +87,19 @@ def packet_socket(ns: str | None, ifname: str, ethertype: int) -> socket.socket:
     to that ethertype: a bridge port hands its frames to the bridge before protocol handlers run,
     so only taps see them, before TC ingress. The kernel filters, so other frames cost no copy;
     outgoing frames are not looked at (PACKET_IGNORE_OUTGOING: no clone per transmitted frame).
+
+    `count_others`: the opposite, every frame but `ethertype`, kept one byte each in the smallest
+    receive buffer and never read: once it is full the kernel only counts them (tp_drops, checked
+    before any copy), and PACKET_STATISTICS says how many arrived.
     """
     with netns.inside(ns) if ns is not None else contextlib.nullcontext():
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # 0: nothing queued before bind
     try:
-        if ethertype != ETH_P_ALL:
-            program = _ETHERTYPE_FILTER.format(ethertype=ethertype)
-            _attach_filter(sock, [tuple(int(x) for x in ins.split()) for ins in program.split(";")])
+        if count_others:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)  # the kernel's minimum
+            _attach_filter(sock, _program(_OTHERS_FILTER, ethertype))
+        elif ethertype != ETH_P_ALL:
+            _attach_filter(sock, _program(_ETHERTYPE_FILTER, ethertype))
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         sock.bind((ifname, ETH_P_ALL))
     except BaseException:
@@ -102,13 +108,24 @@ def packet_socket(ns: str | None, ifname: str, ethertype: int) -> socket.socket:
     return sock
 
 
+def arrived(sock: socket.socket) -> int:
+    """Frames that passed the socket's filter since the last call (queued or dropped)."""
+    packets, _drops = struct.unpack("=II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    return int(packets)  # the kernel has added the drops, and resets both
+
+
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 PACKET_STATISTICS = 6
 SO_ATTACH_FILTER = 26
-# ldh [12]; jeq #ethertype, 0, 1; ret #65535; ret #0  (code jt jf k)
+# classic BPF, "code jt jf k;...": ldh [12]; jeq #ethertype; ret #65535 (all of it) or #0 (none)
 _ETHERTYPE_FILTER = "40 0 0 12;21 0 1 {ethertype};6 0 0 65535;6 0 0 0"
+_OTHERS_FILTER = "40 0 0 12;21 0 1 {ethertype};6 0 0 0;6 0 0 1"  # others: one byte each
+
+
+def _program(text: str, ethertype: int) -> list[tuple[int, ...]]:
+    return [tuple(int(x) for x in ins.split()) for ins in text.format(ethertype=ethertype).split(";")]
 
 
 def _attach_filter(sock: socket.socket, program: list[tuple[int, ...]]) -> None:
@@ -160,9 +177,6 @@ class _Team:
         self.next_beacon = now
         self.next_probe = now
         self.own_rx = dict.fromkeys(plan.members, 0)  # our team's beacons received, per member
-        self.beacons = dict.fromkeys(plan.members, 0)  # 0x88B5 frames arrived, per the kernel
-        self.beacons_at_dump = dict.fromkeys(plan.members, 0)
-        self.high = dict.fromkeys(plan.members, -1)  # high-water of rx_packets - beacons_at_dump
 
 
 class Monitor:
@@ -187,6 +201,7 @@ class Monitor:
         self.teams: dict[str, _Team] = {}
         self.sockets: dict[int, tuple[_Team, str, int]] = {}  # fd -> (team, member, ethertype)
         self.socks: dict[tuple[str, str, int], socket.socket] = {}  # (team, member, ethertype) ->
+        self.counters: dict[tuple[str, str], socket.socket] = {}  # (team, member) -> other frames
         self.macs: dict[str, str] = {}
         for p in plans:
             active = actions.active(p.name) or saved.get(p.name) or p.members[0]
@@ -196,6 +211,9 @@ class Monitor:
             for member in p.members:
                 self.macs[member] = (links[member].mac if member in links else None) or "02:00:00:00:00:00"
                 self._open(team, member, frames.ETH_P_BEACON)
+                self.counters[(p.name, member)] = packet_socket(
+                    self.ns, member, frames.ETH_P_BEACON, count_others=True
+                )
                 if p.team.arp_target is not None:
                     self._open(team, member, frames.ETH_P_ARP)
             self._event(event="state", team=p.name, active=active, members=team.det.state())
@@ -208,7 +226,7 @@ class Monitor:
         self.socks[(team.plan.name, member, proto)] = sock
 
     def close(self) -> None:
-        for sock in self.socks.values():
+        for sock in [*self.socks.values(), *self.counters.values()]:
             sock.close()
         self.watch.close()
 
@@ -221,7 +239,7 @@ class Monitor:
         # Judging a few times per beacon interval keeps a detection within a small fraction of
         # an interval of its deadline; beacons leave on time, not on the next tick.
         tick = min([MAX_TICK, *(max(MIN_TICK, t.s.beacon_interval / TICKS) for t in self.teams.values())])
-        next_dump = 0.0
+        next_dump = last_count = self.clock()
         while not stopped():
             due = min((t.next_beacon for t in self.teams.values() if t.s.beacon), default=math.inf)
             wait = max(0.0, min(tick, due - self.clock()))
@@ -232,9 +250,10 @@ class Monitor:
                     self._links(self.watch.poll(), now)
                 else:
                     self._frames(fd, now)
-            if now >= next_dump:  # counters for the receive-path evidence, resync after overruns
-                self._sample_counters()
-                next_dump = now + max(tick * 4, 0.05)
+            if now >= next_dump:  # receive-path evidence; a dump resyncs after event overruns
+                self._count_others(last_count)
+                self.watch.request_dump()
+                last_count, next_dump = now, now + max(tick * 4, 0.05)
             for team in self.teams.values():
                 self._send(team, now)
                 self._handle(team, team.det.tick(now))
@@ -244,27 +263,14 @@ class Monitor:
             for team in self.teams.values():
                 if st.name in team.plan.members:
                     self._handle(team, team.det.link(st.name, st.carrier and not st.gone, now))
-                    self._counters(team, st, now)
 
-    def _sample_counters(self) -> None:
-        """Receive counters, then the beacons the kernel has queued for us: sampled in this order
-        the difference never counts a beacon as another frame (it may miss one for a round)."""
-        self.watch.request_dump()
+    def _count_others(self, since: float) -> None:
+        """Frames other than beacons that arrived on a member since `since` prove that it receives
+        (the detector's two-member rule); they are stamped `since`, when they had not yet come."""
         for team in self.teams.values():
             for member in team.plan.members:
-                sock = self.socks[(team.plan.name, member, frames.ETH_P_BEACON)]
-                packets, _drops = struct.unpack("=II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-                team.beacons[member] += packets  # the kernel adds drops to packets, and resets both
-                team.beacons_at_dump[member] = team.beacons[member]
-
-    def _counters(self, team: _Team, st: LinkState, now: float) -> None:
-        """Frames other than beacons arrived on a member since the last dump: it receives."""
-        if st.rx_packets is None or not st.dumped:
-            return
-        other = st.rx_packets - team.beacons_at_dump[st.name]
-        if team.high[st.name] >= 0 and other > team.high[st.name]:
-            team.det.traffic(st.name, now)
-        team.high[st.name] = max(team.high[st.name], other)
+                if arrived(self.counters[(team.plan.name, member)]):
+                    team.det.traffic(member, since)
 
     def _frames(self, fd: int, now: float) -> None:
         team, member, proto = self.sockets[fd]
