@@ -10,8 +10,9 @@ state is gone:
 It feeds each team's detector (:mod:`netns_lab.features.team.detect`) with carrier changes from
 rtnetlink link events (RTNLGRP_LINK, no polling), beacons it sends on every member each beacon
 interval and receives on every member (a packet socket sees frames before TC ingress, so the
-standby's receive drop does not hide them), receive counters (frames other than our beacons
-prove a member's receive path) and, with an ARP target, ARP probes through the active member.
+standby's receive drop does not hide them), counts of the other frames each member receives
+(kept by the kernel on a tap that stores none: they prove a member's receive path) and, with an
+ARP target, ARP probes through the active member.
 
 A failover goes through :class:`TeamActions`: flip the dataplane to the new member, flush the
 bridge FDB entries learned on the old one, announce every VM MAC behind the team on the new one.
