@@ -31,11 +31,12 @@ from typing import Any
 import pytest
 
 from netns_lab.features.team import frames
-from netns_lab.features.team.monitor import ETH_P_ALL, KernelActions, Monitor, packet_socket
+from netns_lab.features.team.monitor import KernelActions, Monitor
 from netns_lab.features.team.plan import TeamPlan
 from netns_lab.kernel import netns, nft
 from netns_lab.kernel.linkwatch import LinkWatch
 from netns_lab.kernel.netlink import Netlink, sysctl
+from netns_lab.kernel.packet import ETH_P_ALL, packet_socket
 from netns_lab.topology.model import Team
 
 VM_MAC = "02:00:5e:00:53:0a"
