@@ -150,6 +150,15 @@ class Netlink:
     def up(self, name: str) -> None:
         self._set(name, True, b"", f"cannot bring {name!r} up")
 
+    def down(self, name: str) -> None:
+        """Administratively down: a veth's peer loses its carrier, as with a pulled cable."""
+        index, ref = rtnl.link_ref(self._index.get(name, 0), name)
+        self._call(rtnl.RTM_NEWLINK, 0, rtnl.ifinfo_down(index, ref), f"cannot bring {name!r} down")
+
+    def flush_fdb(self, port: str) -> None:
+        """Forget the dynamic FDB entries the bridge of `port` learned on it (static ones stay)."""
+        self._set(port, False, rtnl.brport_flush(), f"cannot flush the FDB entries of {port!r}")
+
     def links(self) -> list[Link]:
         return self.dump(rtnl.RTM_GETLINK, rtnl.dump_links(), "cannot list links", rtnl.RTM_NEWLINK, _link)
 

@@ -40,6 +40,9 @@ IFLA_NET_NS_FD = 28
 IFLA_EXT_MASK = 29
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
+IFLA_INFO_SLAVE_KIND = 4
+IFLA_INFO_SLAVE_DATA = 5
+IFLA_BRPORT_FLUSH = 24  # a flag: forget the dynamic FDB entries learned on the port
 VETH_INFO_PEER = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # replies without the ~1 kB of counters we never read
 IFA_ADDRESS = 1
@@ -66,6 +69,17 @@ def ifinfo(index: int = 0, up: bool = False, attrs: bytes = b"") -> bytes:
     """An ifinfomsg; `up` sets IFF_UP, otherwise the device's flags are left as they are."""
     flags = IFF_UP if up else 0
     return _IFINFO.pack(0, 0, index, flags, flags) + attrs
+
+
+def ifinfo_down(index: int, attrs: bytes) -> bytes:
+    """An ifinfomsg that clears IFF_UP (`ifinfo` can only set it)."""
+    return _IFINFO.pack(0, 0, index, 0, IFF_UP) + attrs
+
+
+def brport_flush() -> bytes:
+    """IFLA_LINKINFO asking a bridge port's master to flush what it learned there."""
+    data = attr(IFLA_BRPORT_FLUSH, b"")
+    return attr(IFLA_LINKINFO, name(IFLA_INFO_SLAVE_KIND, "bridge") + attr(IFLA_INFO_SLAVE_DATA, data))
 
 
 def link_ref(index: int, ifname: str) -> tuple[int, bytes]:

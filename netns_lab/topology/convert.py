@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from netns_lab.topology.convert_firewall import FirewallConverter, fit_quotas
 from netns_lab.topology.convert_mirror import MirrorConverter
 from netns_lab.topology.convert_overlay import OverlayConverter, machines
+from netns_lab.topology.convert_team import team
 from netns_lab.topology.errors import Issue, did_you_mean
 from netns_lab.topology.model import (
     Host,
@@ -178,11 +179,15 @@ class Converter:
 
     def vswitch(self, host: str, name: str, raw: dict[str, Any]) -> VSwitch:
         trunk = raw.get("trunk")
+        teaming, problems = team(f"hosts.{host}.vswitches.{name}.team", raw.get("team"))
+        for path, reason in problems:
+            self._fail(path, reason)
         return VSwitch(
             name=name,
             uplinks=tuple(raw.get("uplinks", ())),
             trunk=None if trunk is None else self.trunk(f"hosts.{host}.vswitches.{name}.trunk", trunk),
             untagged=raw.get("untagged"),
+            team=teaming,
         )
 
     def vmknic(self, host: str, name: str, raw: dict[str, Any]) -> VmkNic:

@@ -101,6 +101,21 @@ class PNic:
 
 
 @dataclass(frozen=True)
+class Team:
+    """NIC teaming of a vSwitch's uplinks (NIST 3): the order of ``uplinks`` is the active-standby
+    order. ``detection``: carrier (``link``) and/or ``beacon`` probes; an ``arp_target`` adds
+    ARP probing through the active member. ``announce``: RARP frames per VM MAC after a failover."""
+
+    policy: str = "active-standby"
+    failback: bool = True
+    detection: tuple[str, ...] = ("link",)
+    beacon_interval_ms: int = 1000
+    beacon_miss: int = 3
+    arp_target: IpAddr | None = None
+    announce: int = 3
+
+
+@dataclass(frozen=True)
 class VSwitch:
     """A virtual switch in a host; no uplink means an internal-only switch.
 
@@ -114,6 +129,7 @@ class VSwitch:
     trunk: frozenset[int] | None = None  # declared VLANs of the uplink; None: those of its ports
     untagged: bool | None = None  # declared: uplink passes untagged frames; None: derived
     segment: str | None = None  # the overlay segment whose bridge this is
+    team: Team | None = None  # several uplinks need one
 
     @property
     def internal_only(self) -> bool:

@@ -18,9 +18,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Interface
 
-from netns_lab.topology import validate_firewall, validate_mirror, validate_overlay, validate_vlans
+from netns_lab.topology import (
+    validate_firewall,
+    validate_mirror,
+    validate_overlay,
+    validate_team,
+    validate_vlans,
+)
 from netns_lab.topology.convert import SECTIONS, Declared, LeftOut
-from netns_lab.topology.errors import Found, Issue, listing
+from netns_lab.topology.errors import Found, Issue, did_you_mean, listing
 from netns_lab.topology.model import Host, IfAddr, IpAddr, Route, Router, Topology, Vm
 from netns_lab.topology.names import (
     IFNAMSIZ,
@@ -49,6 +55,7 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
         if not _uplinks(found, topo, host):
             left_out.mark("hosts", host.name)
         _pci_buses(found, host)
+        validate_team.check(found, host)
         _ifnames(found, f"host {host.name}", _host_ifnames(topo, host))
     for router in topo.routers:
         _ifnames(found, f"router {router.name}", _router_ifnames(router))
@@ -132,22 +139,20 @@ def _vswitch_of(found: Found, topo: Topology, host: Host, vswitch: str, path: st
 
 
 def _uplinks(found: Found, topo: Topology, host: Host) -> bool:
-    """One vSwitch per pNIC and one pNIC per vSwitch: more would loop without NIC teaming.
+    """One vSwitch per pNIC (several pNICs per vSwitch form a team: validate_team).
     False when an uplink names no pNIC of the host."""
     pnics = [pnic.name for pnic in host.pnics]
     resolved = True
     owner: dict[str, str] = {}
     for vs in host.vswitches:
         path = f"hosts.{host.name}.vswitches.{vs.name}.uplinks"
-        if len(vs.uplinks) > 1:
-            found.add(path, "more than one uplink needs NIC teaming, which this version does not build")
         for index, pnic in enumerate(vs.uplinks):
             if pnic not in pnics:
                 elsewhere = [h.name for h in topo.hosts if any(p.name == pnic for p in h.pnics)]
                 hint = (
                     f"it belongs to {', '.join(elsewhere)}"
                     if elsewhere
-                    else listing("pNICs", host.name, pnics)
+                    else did_you_mean(pnic, pnics) + listing("pNICs", host.name, pnics)
                 )
                 found.add(f"{path}[{index}]", f"{pnic!r} is not a pNIC of {host.name} ({hint})")
                 resolved = False

@@ -65,9 +65,16 @@ def errors_of(text: str, lab: str | None = None, source: str = "lab.yaml") -> se
 
 def as_json(topo: Topology) -> str:
     """The model as JSON, without its source path (which depends on where tests run)."""
-    data = dataclasses.asdict(topo)
+    data = dataclasses.asdict(topo, dict_factory=_without_absent_blocks)
     del data["source"]
     return json.dumps(data, indent=2, default=_json_value) + "\n"
+
+
+OPTIONAL_BLOCKS = {"team"}  # a file without such a block keeps its golden as it was
+
+
+def _without_absent_blocks(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {key: value for key, value in pairs if not (key in OPTIONAL_BLOCKS and value is None)}
 
 
 def _json_value(value: Any) -> Any:
