@@ -15,7 +15,8 @@ def _check_order() -> None:
     seen: set[str] = set()
     for feature in FEATURES:
         missing = [r for r in feature.requires if r not in seen]
-        assert not missing, f"feature {feature.name} needs {missing} registered before it"
+        if missing:  # a registry edit that breaks the order must fail at import, not mid-build
+            raise RuntimeError(f"feature {feature.name} needs {missing} registered before it")
         seen.add(feature.name)
 
 
