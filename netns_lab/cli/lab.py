@@ -29,6 +29,8 @@ from netns_lab.cli.base import (
 )
 from netns_lab.cli.source import DEFAULT_TOPOLOGY, default_topology, load, running, target
 from netns_lab.lab import state
+from netns_lab.topology import machines
+from netns_lab.topology.model import Topology
 from netns_lab.topology.names import namespace
 
 
@@ -36,6 +38,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from netns_lab.lab import builder, teardown
 
     topo, text = load(args.topology or default_topology(), args.name)
+    wires = _links(args.link)
+    if args.machine is not None:
+        topo = machines.part(topo, args.machine, wires)
+    elif wires:
+        raise UsageError("--link: plugs a machine's part into a link: give --machine too")
     if state.LabState.read(topo.lab) is not None:
         if not args.replace:
             raise UsageError(
@@ -45,11 +52,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with render.progress(enabled=not args.json and sys.stderr.isatty()) as report:
         try:
-            builder.up(topo, text, report)
+            builder.up(topo, text, report, _recorder(topo, wires))
         except builder.BuildError as err:
             raise Refused(str(err)) from err
     summary = {
         "lab": topo.lab,
+        "machine": topo.machine,
         "source": topo.source,
         "seconds": round(time.perf_counter() - started, 3),
         "namespaces": len(topo.node_names()),
@@ -60,6 +68,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     }
     emit(args, summary, render.up_summary)
     return 0
+
+
+def _recorder(topo: Topology, wires: dict[str, str]) -> Callable[[state.LabState], None] | None:
+    """A machine's part records which machine it is, so that every later command (and the
+    lab's own processes) sees the part, not the whole lab."""
+    machine = topo.machine
+    return None if machine is None else lambda st: st.record_part(machine, wires)
+
+
+def _links(given: list[str] | None) -> dict[str, str]:
+    """`--link NAME=NETNS` options: link name -> namespace."""
+    wires: dict[str, str] = {}
+    for item in given or []:
+        name, eq, ns = item.partition("=")
+        if not (name and eq and ns):
+            raise UsageError(f"--link {item}: expected NAME=NETNS")
+        if name in wires:
+            raise UsageError(f"--link {name}: given twice")
+        wires[name] = ns
+    return wires
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -176,6 +204,13 @@ def _up(p: argparse.ArgumentParser) -> None:
     p.add_argument("topology", nargs="?", help=f"topology file (default {DEFAULT_TOPOLOGY})")
     p.add_argument("--name", help="run the file under another lab name (prefix)")
     p.add_argument("--replace", action="store_true", help="tear down a lab of that name first")
+    p.add_argument("--machine", help="build only this machine's part of a lab that spans machines")
+    p.add_argument(
+        "--link",
+        action="append",
+        metavar="NAME=NETNS",
+        help="plug this part's end of link NAME into the bridge of namespace NETNS (repeatable)",
+    )
 
 
 def _down(p: argparse.ArgumentParser) -> None:

@@ -32,12 +32,13 @@ def load(path: str, name: str | None = None) -> tuple[Topology, str]:
 
 
 def running(lab: str) -> tuple[Topology, state.LabState]:
-    """The topology a running lab was built from, and its state."""
+    """The topology a running lab was built from (one machine's part of it, for a part), and
+    its state."""
     st = state.LabState.read(lab)
     text = st.topology_text() if st else None
     if st is None or text is None:
         raise not_up(lab)
-    return loader.load_text(text, st.source or "topology.yaml", lab=lab), st
+    return st.topology(text, st.source or "topology.yaml"), st
 
 
 def is_file(target: str | None) -> bool:

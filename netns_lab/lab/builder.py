@@ -275,7 +275,10 @@ class Builder:
         with self._namespace(router.name) as nl:
             netlink.sysctl(ns, "net.ipv4.ip_forward", "1")
             for nic in router.nics:
-                self._cable(nic.switch, names.router_port(router.name, nic.name), nic.name, ns)
+                if nic.wire is not None:
+                    _plug(nic.wire, names.router_port(router.name, nic.name), nic.name, ns)
+                else:
+                    self._cable(nic.switch, names.router_port(router.name, nic.name), nic.name, ns)
                 _configure_ip(nl, nic.name, nic.ip, None, ())
             _configure_routes(nl, None, router.routes)
 
@@ -334,6 +337,16 @@ class Builder:
                 ) from None
 
 
+def _plug(wire: str, port: str, peer: str, peer_ns: str) -> None:
+    """The routed link to another machine's part (topology/machines.py): a cable from the
+    wire's bridge, in a namespace this lab does not own, to `peer` in `peer_ns`. The port goes
+    with `peer_ns`, so the wire keeps nothing of the lab after its teardown."""
+    if not netns.exists(wire):
+        raise RuntimeError(f"link: no namespace {wire!r} to plug {peer_ns}'s {peer} into")
+    with Netlink(wire) as nl:
+        nl.veth(port, peer, peer_ns, master=names.SWITCH_BRIDGE, up=True)
+
+
 def _configure_ip(
     nl: Netlink,
     ifname: str,
@@ -355,11 +368,18 @@ def _configure_routes(nl: Netlink, gateway: model.IpAddr | None, routes: tuple[m
 
 
 def up(
-    topo: Topology, topology_text: str, progress: Progress | None = None, dataplane: bool = True
+    topo: Topology,
+    topology_text: str,
+    progress: Progress | None = None,
+    claimed: Callable[[LabState], None] | None = None,
+    dataplane: bool = True,
 ) -> LabState:
-    """Build the lab; on any failure nothing of it remains (namespaces, journal, state, pins)."""
+    """Build the lab; on any failure nothing of it remains (namespaces, journal, state, pins).
+    `claimed` is told the new state before the first step (e.g. to record more of the lab)."""
     state = LabState.begin(topo.lab, topo.source, topology_text)
     try:
+        if claimed is not None:
+            claimed(state)
         Builder(topo, state, progress, dataplane).build()
     except BaseException:
         teardown.down(topo.lab)  # the journal catches anything the undo stack missed

@@ -37,7 +37,7 @@ class RunningLab:
         if state is None or text is None:
             raise NotRunning(lab)
         self.lab, self.state, self.text = lab, state, text
-        self.topo = loader.load_text(text, state.source or "topology.yaml", lab=lab)
+        self.topo = state.topology(text, state.source or "topology.yaml")
         self.hosts: list[HostPlane] = []
         try:
             for h in self.topo.hosts:
@@ -77,7 +77,7 @@ class RunningLab:
         data, _ = loader.parse_yaml(self.text, "state")  # the loader's YAML 1.2 reading, not PyYAML's 1.1
         edit(data)
         text = yaml.safe_dump(data, sort_keys=False)
-        new = loader.load_text(text, f"{self.lab} (live change)", lab=self.lab)
+        new = self.state.topology(text, f"{self.lab} (live change)")
         old = self.topo
         self._txn = {}
         touched: list[HostPlane] = []

@@ -23,7 +23,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from netns_lab.topology.model import Topology
 
 STATE_ROOT = Path(os.environ.get("NETNS_LAB_STATE", "/run/netns-lab"))
 PIN_ROOT = Path("/sys/fs/bpf/netns-lab")
@@ -38,6 +41,9 @@ class LabExists(Exception):
 
 class NotRunning(Exception):
     """The lab has no state on this machine (never built, or taken down)."""
+
+
+PART_FILE = "machine.json"  # {"machine", "links"} of one machine's part
 
 
 def state_dir(lab: str) -> Path:
@@ -147,6 +153,27 @@ class LabState:
         except FileNotFoundError:
             return []
         return list(dict.fromkeys(line for line in lines if line))
+
+    def record_part(self, machine: str, links: dict[str, str]) -> None:
+        """This lab is one machine's part of the recorded topology (topology/machines.py)."""
+        _replace(self.dir / PART_FILE, json.dumps({"machine": machine, "links": links}))
+
+    def part(self) -> tuple[str, dict[str, str]] | None:
+        """(machine, links) of a machine's part; None for a whole lab."""
+        try:
+            doc = json.loads((self.dir / PART_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        return doc["machine"], doc["links"]
+
+    def topology(self, text: str, source: str) -> Topology:
+        """The lab's topology from `text` (its recorded one, or a change of it): one machine's
+        part of it for a part."""
+        from netns_lab.topology import loader, machines
+
+        topo = loader.load_text(text, source, lab=self.lab)
+        part = self.part()
+        return topo if part is None else machines.part(topo, *part)
 
     def topology_text(self) -> str | None:
         try:

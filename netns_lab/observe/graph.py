@@ -91,7 +91,8 @@ def dot(topo: Topology) -> str:
         lines.append(f'  {_q("router", router.name)} [label="{router.name}\\n(router)", shape=octagon];')
         for nic in router.nics:
             label = f' [label="{nic.name} {nic.ip}", fontsize=8]'
-            lines.append(f"  {_q('router', router.name)} -- {_q('switch', nic.switch)}{label};")
+            peer = _q("link", nic.link) if nic.link is not None else _q("switch", nic.switch)
+            lines.append(f"  {_q('router', router.name)} -- {peer}{label};")
     for host in topo.hosts:
         lines += _host(topo, host)
     for vm in topo.vms:

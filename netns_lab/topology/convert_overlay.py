@@ -83,7 +83,7 @@ class OverlayConverter:
         for nic, r in raw["nics"].items():
             ip = self.base.interface(f"{path}.nics.{nic}.ip", r["ip"])
             if ip is not None:
-                nics.append(RouterNic(nic, r["switch"], ip))
+                nics.append(RouterNic(nic, r.get("switch", ""), ip, r.get("link")))
         return Router(name, tuple(nics), self.base.routes(f"{path}.routes", raw.get("routes", [])))
 
     def attachment(self, path: str, raw: dict[str, Any]) -> Attachment | None:

@@ -219,11 +219,14 @@ class OverlaySettings:
 
 @dataclass(frozen=True)
 class RouterNic:
-    """An interface of an underlay router, cabled to a port of a physical switch."""
+    """An interface of an underlay router, cabled to a port of a physical switch, or (``link``)
+    the routed link to another machine's part: no switch of the lab, see topology/machines.py."""
 
     name: str
-    switch: str
+    switch: str  # "" on a link
     ip: IfAddr
+    link: str | None = None
+    wire: str | None = None  # the namespace a machine's part plugs the link into (nlab up --link)
 
 
 @dataclass(frozen=True)
@@ -389,6 +392,14 @@ class Topology:
     routers: tuple[Router, ...] = ()
     overlay: OverlaySettings = OverlaySettings()
     machines: tuple[str, ...] = ()  # declared machine names; hosts may name machines without them
+    # one machine's part (topology/machines.py): the machine, and the whole lab it is part of
+    machine: str | None = None
+    whole: Topology | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def lab_wide(self) -> Topology:
+        """The whole lab: every machine's nodes (itself unless it is one machine's part)."""
+        return self.whole if self.whole is not None else self
 
     def renamed(self, lab: str) -> Topology:
         """The same topology under another prefix (``nlab up --name``)."""

@@ -218,7 +218,7 @@ def _switch_ifnames(topo: Topology) -> dict[str, list[IfEntry]]:
         port = network_port(network.name)
         add(network.switch, (port, f"networks.{network.name}", f"switch port {port!r}"))
     for router in topo.routers:
-        for nic in router.nics:
+        for nic in (n for n in router.nics if n.link is None):
             port = router_port(router.name, nic.name)
             add(nic.switch, (port, f"routers.{router.name}.nics.{nic.name}", f"switch port {port!r}"))
     return entries

@@ -41,7 +41,7 @@ def check(found: Found, topo: Topology, declared: Declared, left_out: LeftOut) -
     if left_out.complete("hosts") and left_out.complete("switches"):
         _untagged_underlay(found, topo)
     for router in topo.routers:
-        for nic in router.nics:
+        for nic in (n for n in router.nics if n.link is None):
             path = f"routers.{router.name}.nics.{nic.name}.switch"
             names = declared["switches"]
             if names is not None and nic.switch not in names:

@@ -57,7 +57,9 @@ def _cabling(topo: Topology) -> dict[str, str]:
     """Switch port -> the switch it is on. Port names are unique across switches: a host's or a
     router's port has a dash (node names are unique), a network's port (its name) has none."""
     cabling = {switch_port(h.name, p.name): p.switch for h in topo.hosts for p in h.pnics}
-    cabling |= {router_port(r.name, nic.name): nic.switch for r in topo.routers for nic in r.nics}
+    cabling |= {
+        router_port(r.name, nic.name): nic.switch for r in topo.routers for nic in r.nics if nic.link is None
+    }
     return cabling | {network_port(n.name): n.switch for n in topo.networks}
 
 

@@ -206,7 +206,7 @@ def from_topology(topo: Topology, machine: str | None = None) -> dict[str, Confi
     rr_name = topo.overlay.route_reflector
     if rr_name is None:
         raise EvpnConfigError("overlay.route_reflector: evpn segments need a route reflector")
-    rr_ip = _reflector_address(topo, rr_name)
+    rr_ip = reflector_address(topo, rr_name)
     here = {h.name for h in topo.hosts if machine is None or h.machine == machine}
     asn = topo.overlay.asn
     configs = {
@@ -218,7 +218,7 @@ def from_topology(topo: Topology, machine: str | None = None) -> dict[str, Confi
     return configs
 
 
-def _reflector_address(topo: Topology, name: str) -> IPv4Address:
+def reflector_address(topo: Topology, name: str) -> IPv4Address:
     router = next((r for r in topo.routers if r.name == name), None)
     if router is not None:
         ip = next((n.ip.ip for n in router.nics if isinstance(n.ip.ip, IPv4Address)), None)

@@ -63,10 +63,11 @@ def routed_pnics(topo: Topology, host: str) -> list[PNic]:
 def peers(topo: Topology, host: str) -> list[str]:
     """The VTEP addresses of the hosts that share a segment with `host`: the only senders of
     VXLAN it accepts."""
-    spans = topo.segment_spans()
-    mine = {s.name for s in topo.host_segments(host)}
+    whole = topo.lab_wide  # one machine's part: the other machines' VTEPs too
+    spans = whole.segment_spans()
+    mine = {s.name for s in whole.host_segments(host)}
     others = {h for name in mine for h in spans.get(name, []) if h != host}
-    return sorted(str(topo.vtep_ip(h)) for h in others if topo.vtep_ip(h) is not None)
+    return sorted(str(whole.vtep_ip(h)) for h in others if whole.vtep_ip(h) is not None)
 
 
 def guard(dp: SwitchDataplane, nl: Netlink, topo: Topology, host: str) -> None:
@@ -211,15 +212,22 @@ def start_evpn(lab: str, topo: Topology, started: Callable[[Any], None]) -> None
     replication entries of its segments' other VTEPs (type-3 routes)."""
     from netns_lab.features.overlay import evpn, frr
 
-    configs = evpn.from_topology(topo)
+    # the reflector knows every VTEP of the lab; a machine's part runs only its own nodes' daemons
+    built = set(topo.node_names())
+    configs = {n: c for n, c in evpn.from_topology(topo.lab_wide).items() if n in built}
     rr_name = str(topo.overlay.route_reflector)
     for name in sorted(configs, key=lambda n: n != rr_name):  # the reflector first
         node = frr.Node(lab, name)
         frr.start(node, configs[name])
         started(node)
     clients = [ip for host, ip in evpn_hosts(topo).items() if host != rr_name]
-    frr.wait_established(frr.Node(lab, rr_name), clients, EVPN_TIMEOUT)
-    want = evpn_plan(topo)
+    if rr_name in built:
+        frr.wait_established(frr.Node(lab, rr_name), clients, EVPN_TIMEOUT)
+    else:  # the reflector is another machine's: each VTEP here waits for its own session
+        rr_ip = evpn.reflector_address(topo.lab_wide, rr_name)
+        for host in (h for h in evpn_hosts(topo) if h != rr_name):
+            frr.wait_established(frr.Node(lab, host), [rr_ip], EVPN_TIMEOUT)
+    want = evpn_plan(topo)  # a part waits for its own VTEPs' routes only
     deadline = time.monotonic() + EVPN_TIMEOUT
     while drift := controller.check(lab, want):
         if time.monotonic() > deadline:
