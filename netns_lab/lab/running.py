@@ -23,7 +23,7 @@ from netns_lab.kernel.netlink import Netlink
 from netns_lab.lab.state import LabState, NotRunning, pin_dir
 
 __all__ = ["HostPlane", "NotRunning", "RunningLab", "opened"]
-from netns_lab.topology import loader, names
+from netns_lab.topology import loader, machines, names
 from netns_lab.topology.model import Topology
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class RunningLab:
         data, _ = loader.parse_yaml(self.text, "state")  # the loader's YAML 1.2 reading, not PyYAML's 1.1
         edit(data)
         text = yaml.safe_dump(data, sort_keys=False)
-        new = self.state.topology(text, f"{self.lab} (live change)")
+        new = machines.like(loader.load_text(text, f"{self.lab} (live change)", lab=self.lab), self.topo)
         old = self.topo
         self._txn = {}
         touched: list[HostPlane] = []

@@ -141,6 +141,14 @@ def part(topo: Topology, machine: str, wires: dict[str, str] | None = None) -> T
     )
 
 
+def like(topo: Topology, running: Topology) -> Topology:
+    """`topo` (a change of a running lab's file) as the same part as `running` is."""
+    if running.machine is None:
+        return topo
+    wires = {n.link: n.wire for r in running.routers for n in r.nics if n.link and n.wire}
+    return part(topo, running.machine, wires)
+
+
 def _across(topo: Topology, place: dict[str, str]) -> list[Issue]:
     """What cannot span machines: a segment outside evpn mode, a link not on two machines."""
     issues = []

@@ -323,7 +323,15 @@ class Mapping:
 
 
 MAPPINGS = [
-    Mapping(("properties",), Topology, derived={"source": "the topology file's path"}),
+    Mapping(
+        ("properties",),
+        Topology,
+        derived={
+            "source": "the topology file's path",
+            "machine": "nlab up --machine (topology/machines.py)",
+            "whole": "the lab a machine's part is cut from",
+        },
+    ),
     Mapping(("$defs", "host", "properties"), Host, derived={"name": KEY}),
     Mapping(("$defs", "pnic", "properties"), PNic, derived={"name": KEY}),
     Mapping(
@@ -345,7 +353,11 @@ MAPPINGS = [
     Mapping(("$defs", "segment", "properties"), Segment, derived={"name": KEY}),
     Mapping(("properties", "overlay", "properties"), OverlaySettings),
     Mapping(("$defs", "router", "properties"), Router, derived={"name": KEY}),
-    Mapping(("$defs", "routerNic", "properties"), RouterNic, derived={"name": KEY}),
+    Mapping(
+        ("$defs", "routerNic", "properties"),
+        RouterNic,
+        derived={"name": KEY, "wire": "nlab up --machine M --link NAME=NETNS"},
+    ),
     Mapping(("$defs", "route", "properties"), Route),
     Mapping(("$defs", "rule", "properties"), FwRule, renamed={"peer": "peers"}),
     Mapping(
