@@ -84,6 +84,8 @@ def _links(given: list[str] | None) -> dict[str, str]:
         name, eq, ns = item.partition("=")
         if not (name and eq and ns):
             raise UsageError(f"--link {item}: expected NAME=NETNS")
+        if "/" in ns or ns.startswith("."):  # a name under /run/netns, never a path
+            raise UsageError(f"--link {item}: {ns!r} is not a namespace name")
         if name in wires:
             raise UsageError(f"--link {name}: given twice")
         wires[name] = ns

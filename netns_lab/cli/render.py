@@ -97,7 +97,8 @@ def status(doc: dict[str, Any]) -> None:
     health = (
         "[green]healthy[/]" if doc["healthy"] else f"[red]NOT healthy[/] ({len(doc['problems'])} problems)"
     )
-    out.print(f"[bold]lab {doc['lab']}[/] ({doc['source']}): {health}")
+    part = f", machine {doc['machine']}'s part" if doc.get("machine") else ""
+    out.print(f"[bold]lab {doc['lab']}[/] ({doc['source']}{part}): {health}")
     for problem in doc["problems"]:
         out.print(f" [red]problem[/] {escape(problem)}")
     infra = Table("node", "kind", "namespace", "ports / NICs", title="infrastructure", title_justify="left")
@@ -111,7 +112,10 @@ def status(doc: dict[str, Any]) -> None:
     for net in doc["networks"]:
         infra.add_row(net["name"], "network", net["namespace"], f"{net['ip'] or '-'} on {net['switch']}")
     for router in doc.get("routers", []):
-        nics = ", ".join(f"{n['name']} {n['ip']}→{n['switch']} {_mark(n['up'])}" for n in router["nics"])
+        nics = ", ".join(
+            f"{n['name']} {n['ip']}→{n['switch'] or 'link ' + str(n.get('link'))} {_mark(n['up'])}"
+            for n in router["nics"]
+        )
         infra.add_row(router["name"], "router", router["namespace"], nics)
     for host in doc["hosts"]:
         pnics = ", ".join(f"{p['name']}→{p['switch']} {_mark(p['up'])}" for p in host["pnics"])

@@ -289,7 +289,7 @@ def _router(topo: Topology, router: Router) -> dict[str, Any]:
     ns = names.namespace(topo.lab, router.name)
     links = _links(ns)
     nics = [
-        {"name": n.name, "switch": n.switch, "ip": str(n.ip), "up": links.get(n.name, False)}
+        {"name": n.name, "switch": n.switch, "link": n.link, "ip": str(n.ip), "up": links.get(n.name, False)}
         for n in router.nics
     ]
     return {"name": router.name, "namespace": ns, "present": netns.exists(ns), "nics": nics}
@@ -298,6 +298,7 @@ def _router(topo: Topology, router: Router) -> dict[str, Any]:
 def document(topo: Topology, state: LabState) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "lab": topo.lab,
+        "machine": topo.machine,  # one machine's part of a lab (nlab up --machine), else None
         "source": state.source,
         "phase": state.phase,
         "vlans": [{"name": v.name, "id": v.id} for v in topo.vlans],

@@ -7,6 +7,7 @@ machines in evpn mode, the route reflector (r1) is on m1.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -52,6 +53,7 @@ def parts() -> Iterator[Parts]:
             for lab, machine in ((p.m1, "m1"), (p.m2, "m2")):
                 proc = p.up(lab, machine)
                 assert proc.returncode == 0, proc.stderr
+                print(f"part {machine}: {json.loads(proc.stdout)['seconds']} s")
             yield p
         finally:
             for lab in (p.m2, p.m1):
@@ -90,7 +92,9 @@ def test_each_part_builds_only_its_nodes(parts: Parts) -> None:
         assert lab_namespaces(lab.name) == sorted(lab.ns(n) for n in PARTS_OF[machine])
         doc = lab.status()
         assert doc["healthy"], doc["problems"]
+        assert doc["machine"] == machine
         assert [h["name"] for h in doc["hosts"]] == [PARTS_OF[machine][2]]
+        assert [n["link"] for r in doc["routers"] for n in r["nics"]] == [None, "wan"]
     # the wire holds one port per part, nothing else of the labs
     assert wire_ports(parts.wire) == {"r1-wan", "r2-wan"}
 

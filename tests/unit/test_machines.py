@@ -111,3 +111,5 @@ def test_cli_refuses_before_building() -> None:
     assert none.returncode == 2 and "--machine" in none.stderr
     linked = nlab("up", str(TWO), "--link", "wan=x", "--name", "zz")
     assert linked.returncode == 2 and "--link" in linked.stderr
+    path = nlab("up", str(TWO), "--machine", "m1", "--link", "wan=../x", "--name", "zz")
+    assert path.returncode == 2 and "not a namespace name" in path.stderr
