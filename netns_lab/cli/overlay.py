@@ -10,7 +10,7 @@ from rich.table import Table
 
 from netns_lab.cli.base import EXIT_NONCOMPLIANT, emit, running_lab, verb_group
 from netns_lab.cli.render import out
-from netns_lab.cli.source import running
+from netns_lab.cli.source import running, target
 from netns_lab.lab.state import NotRunning
 from netns_lab.topology.model import Topology
 
@@ -75,6 +75,38 @@ def run_check(args: argparse.Namespace) -> int:
     return 0 if doc["clean"] else EXIT_NONCOMPLIANT
 
 
+def compliance_document(topo: Topology) -> dict[str, Any]:
+    """Every feature's static checks of the recommendations it realises (VM-VN-R2 and VM-VN-R3
+    come from the overlay); compliant unless one is not met."""
+    from netns_lab.features.registry import FEATURES
+
+    results = [r for feature in FEATURES for r in feature.checks(topo)]
+    return {
+        "lab": topo.lab,
+        "recommendations": results,
+        "compliant": not any(r["status"] == "not met" for r in results),
+    }
+
+
+def run_compliance(args: argparse.Namespace) -> int:
+    """Exit 0 when every recommendation is met or does not apply, 3 when one is not met."""
+    topo, _ = target(args)
+    doc = compliance_document(topo)
+    emit(args, doc, lambda d: render("compliance", d))
+    return 0 if doc["compliant"] else EXIT_NONCOMPLIANT
+
+
+def _compliance(doc: dict[str, Any]) -> None:
+    verdict = "[green]compliant[/]" if doc["compliant"] else "[red]NOT compliant[/]"
+    ids = ", ".join(r["id"] for r in doc["recommendations"]) or "no recommendation"
+    out.print(f"[bold]{ids}[/] lab {doc['lab']}: {verdict}")
+    colour = {"met": "green", "not met": "red", "not applicable": "yellow"}
+    for r in doc["recommendations"]:
+        out.print(f"[{colour[r['status']]}]{r['status']}[/] {r['id']}: {r['reason']}")
+        for obj in r["objects"]:
+            out.print(f"  {obj}")
+
+
 def _segments(doc: dict[str, Any]) -> None:
     controller = doc["controller"]
     out.print(
@@ -89,6 +121,9 @@ def _segments(doc: dict[str, Any]) -> None:
 
 
 def render(verb: str, doc: dict[str, Any]) -> None:
+    if verb == "compliance":
+        _compliance(doc)
+        return
     _segments(doc)
     if verb == "check":
         if doc["clean"]:
@@ -143,3 +178,10 @@ def register(sub: Any, name: str, summary: str) -> None:
         "the kernel tables against the model (exit 3 on drift)",
     )
     check.set_defaults(fn=run_check)
+    compliance = verb(
+        "compliance",
+        lambda args, lab: compliance_document(running(lab)[0]),
+        "VM-VN-R2 and VM-VN-R3 of a topology file or a running lab (exit 3 when one is not met)",
+    )
+    compliance.set_defaults(fn=run_compliance)
+    compliance.add_argument("target", nargs="?", help="a topology file, or a lab (the same as --lab)")

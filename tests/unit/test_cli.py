@@ -101,6 +101,51 @@ def test_vlans_probe_of_a_file_is_a_usage_error() -> None:
     assert "vlans --probe needs a lab that is up" in proc.stderr
 
 
+OVERLAY = REPO / "labs" / "overlay.yaml"
+
+
+def test_overlay_compliance_of_files_met_not_met_and_not_applicable(tmp_path: Path) -> None:
+    """`nlab overlay compliance FILE`: the overlay lab meets VM-VN-R2 and VM-VN-R3 (exit 0); in
+    flood mode R3 is not met, naming every segment (exit 3); the reference lab's VLANs that span
+    three hosts do not meet R2 and R3 does not apply (it has no overlay)."""
+    good = nlab("overlay", "compliance", str(OVERLAY), "--json")
+    assert good.returncode == 0, good.stderr
+    doc = json.loads(good.stdout)
+    assert doc["compliant"] is True
+    assert [(r["id"], r["status"], r["objects"]) for r in doc["recommendations"]] == [
+        ("VM-VN-R2", "met", []),
+        ("VM-VN-R3", "met", []),
+    ]
+    text = OVERLAY.read_text()
+    assert text.count("  mode: controller\n") == 1, "the overlay lab changed: update the test"
+    flood = tmp_path / "flood.yaml"
+    flood.write_text(text.replace("  mode: controller\n", "  mode: flood\n"))
+    proc = nlab("overlay", "compliance", str(flood), "--json")
+    assert proc.returncode == 3, proc.stderr
+    r2, r3 = json.loads(proc.stdout)["recommendations"]
+    assert (r2["status"], r3["status"]) == ("met", "not met")
+    assert r3["objects"] == [
+        "segment blue-web (VNI 10010, tenant blue)",
+        "segment blue-db (VNI 10020, tenant blue)",
+        "segment red-web (VNI 20010, tenant red)",
+    ]
+    human = nlab("overlay", "compliance", str(REFERENCE))
+    assert human.returncode == 3, human.stderr
+    lines = human.stdout.splitlines()
+    assert lines[0] == "VM-VN-R2, VM-VN-R3 lab nist: NOT compliant"
+    assert lines[1].startswith("not met VM-VN-R2: 4 VLANs span more than 2 hosts")
+    assert "  VLAN app (120) on hv1, hv2, hv3" in lines
+    assert "not applicable VM-VN-R3: the lab has no overlay segments" in lines
+
+
+def test_overlay_compliance_of_a_bad_file_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(OVERLAY.read_text().replace("vni: 10020", "vni: 16777216"))
+    proc = nlab("overlay", "compliance", str(bad))
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert "segments.blue-db.vni" in proc.stderr and "Traceback" not in proc.stderr
+
+
 # -- the JSON error document -----------------------------------------------------------------------
 NOT_UP = "nosuchlab1"
 BAD = "lab: Bad\nhosts:\n  hv1: {pnics: {}, vswitches: {}, colour: red}\n"
@@ -140,6 +185,7 @@ def _failing(bad: Path) -> dict[tuple[str, ...], list[str]]:
         ("vlans",): ["vlans", str(bad)],
         ("overlay", "show"): ["overlay", "show", "--lab", NOT_UP],
         ("overlay", "check"): ["overlay", "check", "--lab", NOT_UP],
+        ("overlay", "compliance"): ["overlay", "compliance", str(bad)],
     }
 
 
