@@ -53,6 +53,8 @@ COMMANDS: dict[str, Command] = {
     "watch": Command("watch", "live firewall verdicts and mirrored packets (NIST 5)"),
     "vlans": Command("vlans", "check VLAN trunks against switch ports (NIST VM-VN-R1)"),
     "overlay": Command("overlay", "VXLAN segments, VTEPs and their tables; check them (NIST 2.5)"),
+    "fail": Command("faults", "inject a fault on a cable of a running lab (NIST 3)"),
+    "heal": Command("faults", "end an injected fault (or --all)"),
 }
 _TOP_OPTIONS = ("-v", "--verbose")
 

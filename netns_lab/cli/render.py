@@ -122,6 +122,15 @@ def status(doc: dict[str, Any]) -> None:
         vsw = ", ".join(f"{v['name']}({_vswitch_way_out(v)})" for v in host["vswitches"])
         infra.add_row(host["name"], "host", host["namespace"], f"{pnics}; vSwitches {vsw}")
     out.print(infra)
+    for host in doc["hosts"]:
+        for team in host.get("teams", []):
+            members = ", ".join(f"[bold]{m}[/]" if m == team["active"] else m for m in team["members"])
+            detection = "+".join(team["detection"])
+            active = team["active"] or "?"
+            out.print(f" team {host['name']}.{team['vswitch']}: {members} (active {active}; {detection})")
+    for fault in doc.get("faults", []):
+        extra = f" p={fault['p']}" if "p" in fault else f" {fault['hz']} Hz" if "hz" in fault else ""
+        out.print(f" [yellow]fault[/] {fault['link']}: {fault['mode']}{extra}")
     vms = Table(
         "vm",
         "host",

@@ -6,9 +6,10 @@ from netns_lab.features.base import Feature
 from netns_lab.features.firewall import FEATURE as FIREWALL
 from netns_lab.features.mirror import FEATURE as MIRROR
 from netns_lab.features.overlay import FEATURE as OVERLAY
+from netns_lab.features.team import FEATURE as TEAM
 from netns_lab.features.vlan import FEATURE as VLAN
 
-FEATURES: tuple[Feature, ...] = (VLAN, FIREWALL, MIRROR, OVERLAY)
+FEATURES: tuple[Feature, ...] = (VLAN, TEAM, FIREWALL, MIRROR, OVERLAY)
 
 
 def _check_order() -> None:

@@ -16,6 +16,7 @@ from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS, PortV
 from dataplane.syscalls import BpfError
 from netns_lab import encoding
 from netns_lab.features.mirror import live as mirror_live
+from netns_lab.features.team import faults as team_faults
 from netns_lab.features.vlan import plan as ports
 from netns_lab.kernel import netns
 from netns_lab.kernel.netlink import Link, Netlink
@@ -212,6 +213,7 @@ def _host(topo: Topology, host: Host) -> dict[str, Any]:
             for k in host.vmknics
         ],
         "mirror_port": _mirror_port(ns, kernel),
+        "teams": team_faults.teams_doc(topo, host.name),
     }
 
 
@@ -311,6 +313,7 @@ def document(topo: Topology, state: LabState) -> dict[str, Any]:
     }
     nodes = [*doc["hosts"], *doc["switches"], *doc["networks"], *doc["routers"], *doc["vms"]]
     doc["missing"] = [n["namespace"] for n in nodes if not n["present"]]
+    doc["faults"] = team_faults.active(topo.lab)
     doc["problems"] = problems(doc)
     doc["healthy"] = not doc["problems"]
     doc["mirrors"] = _mirrors(topo.lab) if doc["healthy"] else []
@@ -373,6 +376,7 @@ def _nic_problems(vm: dict[str, Any]) -> list[str]:
 def problems(doc: dict[str, Any]) -> list[str]:
     """Each way the lab differs from its model in the kernel, in words; [] for a healthy lab."""
     found = [] if doc["phase"] == "up" else [f"lab: phase is {doc['phase']}, not up"]
+    found += [f"{f['link']}: fault injected ({f['mode']})" for f in doc.get("faults", [])]
     found += [f"{ns}: namespace is missing" for ns in doc["missing"]]
     for node in (*doc["switches"], *doc["hosts"]):
         if not node["present"]:

@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None, actions: TeamActions | None = None) -> i
         netns.enter(args.netns or f"{args.lab}-{args.host}")
         plans = _plans(args.lab, args.host)
         if actions is None:
-            actions = KernelActions(None, _unbound_flip)
+            actions = dataplane_actions(args.lab, args.host, plans)
         monitor = Monitor(
             args.lab, None, plans, actions, events_path(args.lab, args.host), state_path(args.lab, args.host)
         )
@@ -363,9 +363,27 @@ def main(argv: list[str] | None = None, actions: TeamActions | None = None) -> i
     return 0
 
 
-def _unbound_flip(team: str, member: str) -> None:
-    """Until the dataplane's team map is bound here, a failover cannot move traffic."""
-    raise NotImplementedError("no dataplane is bound to flip() (dataplane/team.py)")
+def dataplane_actions(lab: str, host: str, plans: Sequence[TeamPlan]) -> KernelActions:
+    """Actions bound to the host's pinned dataplane (this process is in the host's namespace):
+    a flip is `Team.activate`, one map write per member; the active member is read from the map,
+    so a restarted monitor goes on from what the dataplane does."""
+    from dataplane.switch import SwitchDataplane
+    from netns_lab.lab.state import pin_dir
+
+    team = SwitchDataplane.open(pin_dir(lab) / host).team  # open for the life of the process
+    with Netlink(None) as nl:
+        index = {m: nl.index(m) for p in plans for m in p.members}
+    members = {p.name: [index[m] for m in p.members] for p in plans}
+
+    def flip(name: str, member: str) -> None:
+        team.activate(index[member], members[name])
+
+    def active(name: str) -> str | None:
+        state = team.members()
+        return next((m for m in plans_by_name[name].members if state.get(index[m])), None)
+
+    plans_by_name = {p.name: p for p in plans}
+    return KernelActions(None, flip, active)
 
 
 if __name__ == "__main__":
