@@ -1,0 +1,210 @@
+"""NIC teaming built by `nlab up` and driven by `nlab fail` / `nlab heal` (NIST 3): one host
+dual-homed to two switches (tests/lab/team_pair.yaml), the switches cabled to each other by the
+test, so that the standby member is all that keeps the physical loop open.
+
+What the monitor decides is read from its events file (`team-hv1.events`) and from `nlab
+status`, whose active member is read from the dataplane's team map. Waiting for an event polls
+the file with a deadline: the event is the barrier, no assertion is on time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dataplane.switch import SwitchDataplane
+from netns_lab.features.vlan import plan as vlan_plan
+from netns_lab.kernel.netlink import Netlink
+from netns_lab.lab.state import LabState, pin_dir, state_dir
+from netns_lab.topology import names
+from netns_lab.topology.loader import load_text
+from tests.lab.conftest import Lab, nlab, running
+
+TOPOLOGY = Path(__file__).with_name("team_pair.yaml")
+PEER, VM_IP = "peer", "10.14.0.11"
+
+
+def cable_switches(lab: Lab) -> None:
+    """tor1 - tor2, a port on each switch configured like its hv1 port (the same VLANs) and gated
+    by the switch's own programs, as the builder attaches a port."""
+    st = LabState.read(lab.name)
+    assert st is not None
+    topo = load_text(st.topology_text() or "", st.source, lab=lab.name)
+    policies = vlan_plan.port_vlans(topo)
+    with Netlink(lab.ns("tor1")) as a, Netlink(lab.ns("tor2")) as b:
+        a.veth("isl", "isl", lab.ns("tor2"), master=names.SWITCH_BRIDGE)
+        b.enslave("isl", names.SWITCH_BRIDGE)
+        for nl, switch, pnic in ((a, "tor1", "eth0"), (b, "tor2", "eth1")):
+            with SwitchDataplane.open(pin_dir(lab.name) / switch) as dp:
+                ifindex = nl.index("isl")
+                dp.configure(ifindex, policies[switch][names.switch_port("hv1", pnic)])
+                dp.attach(nl.tc_socket(), ifindex, vm=False)
+        a.up("isl")
+        b.up("isl")
+
+
+def events(lab: Lab) -> list[dict[str, Any]]:
+    path = state_dir(lab.name) / "team-hv1.events"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_event(
+    lab: Lab, after: int, match: Callable[[dict[str, Any]], bool], timeout: float = 15
+) -> dict[str, Any]:
+    """The first event past the first `after` ones that `match`es."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in events(lab)[after:] if match(e)]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no such team event after #{after}: {events(lab)[after:]}")
+
+
+def pair_status(lab: Lab) -> dict[str, Any]:
+    """`nlab status --json` also while it exits 3 (an injected fault is a problem of the lab)."""
+    proc = nlab("status", lab.name, "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def team(lab: Lab) -> dict[str, Any]:
+    (entry,) = pair_status(lab)["hosts"][0]["teams"]
+    return entry
+
+
+def ping(lab: Lab, count: int, interval: float = 0.2) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.ns(PEER),
+            "ping",
+            "-n",
+            "-c",
+            str(count),
+            "-i",
+            str(interval),
+            "-W",
+            "1",
+            VM_IP,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def received(proc: subprocess.CompletedProcess[str]) -> int:
+    return sum(1 for line in proc.stdout.splitlines() if "bytes from" in line and "DUP!" not in line)
+
+
+def fail(lab: Lab, *args: str) -> dict[str, Any]:
+    return json.loads(nlab("fail", *args, "--lab", lab.name, "--json", check=True).stdout)
+
+
+def heal(lab: Lab, *args: str) -> dict[str, Any]:
+    return json.loads(nlab("heal", *args, "--lab", lab.name, "--json", check=True).stdout)
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Lab]:
+    with running(TOPOLOGY) as lab:
+        cable_switches(lab)
+        # both members hear each other's beacons once the switches meet (a barrier for the tests)
+        wait_event(
+            lab, 0, lambda e: e.get("event") == "member" and e["member"] == "eth1" and e["state"] == "ok"
+        )
+        yield lab
+
+
+def test_the_team_is_built_active_standby_and_keeps_the_loop_open(pair: Lab) -> None:
+    entry = team(pair)
+    assert entry == {
+        "vswitch": "vs1",
+        "members": ["eth0", "eth1"],
+        "active": "eth0",
+        "policy": "active-standby",
+        "failback": True,
+        "detection": ["link", "beacon"],
+        "beacon_interval": "100ms",
+    }
+    # the peer's ARP broadcast reaches hv1 through both switches: delivered once, answered once
+    proc = ping(pair, 5)
+    assert received(proc) == 5, proc.stdout
+    assert "DUP!" not in proc.stdout
+    with SwitchDataplane.open(pin_dir(pair.name) / "hv1") as dp, Netlink(pair.ns("hv1")) as nl:
+        assert dp.team.members() == {nl.index("eth0"): True, nl.index("eth1"): False}
+
+
+def test_a_carrier_fault_fails_over_and_traffic_goes_on(pair: Lab) -> None:
+    before = len(events(pair))
+    failed = fail(pair, "hv1.eth0")["failed"]
+    assert (failed["mode"], failed["switch"], failed["port"]) == ("carrier", "tor1", "hv1-eth0")
+    move = wait_event(pair, before, lambda e: e.get("event") == "failover")
+    assert (move["from"], move["to"], move["cause"]) == ("eth0", "eth1", "carrier")
+    assert team(pair)["active"] == "eth1"
+    status = pair_status(pair)
+    assert [(f["link"], f["mode"]) for f in status["faults"]] == [("hv1.eth0", "carrier")]
+    proc = ping(pair, 5)
+    assert received(proc) == 5, proc.stdout  # through tor1, the switches' cable, tor2, eth1
+    assert "DUP!" not in proc.stdout
+
+    before = len(events(pair))
+    assert [f["link"] for f in heal(pair, "hv1.eth0")["healed"]] == ["hv1.eth0"]
+    back = wait_event(pair, before, lambda e: e.get("event") == "failback")
+    assert (back["from"], back["to"]) == ("eth1", "eth0")
+    assert team(pair)["active"] == "eth0"
+    assert pair_status(pair)["faults"] == []
+
+
+def test_a_silent_standby_is_seen_by_beacons_only(pair: Lab) -> None:
+    """The carrier stays up: no link event; the beacons stop both ways; the active member still
+    receives the peer's traffic, so the standby is blamed (the two-member rule) and nothing moves."""
+    stream = subprocess.Popen(
+        ["ip", "netns", "exec", pair.ns(PEER), "ping", "-n", "-c", "100", "-i", "0.02", VM_IP],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        before = len(events(pair))
+        fail(pair, "hv1.eth1", "--silent")
+        down = wait_event(pair, before, lambda e: e.get("event") == "member" and e["state"] == "failed")
+        assert (down["member"], down["cause"]) == ("eth1", "beacon")
+        assert [(f["link"], f["mode"]) for f in pair_status(pair)["faults"]] == [("hv1.eth1", "silent")]
+        assert team(pair)["active"] == "eth0"
+        before = len(events(pair))
+        assert [f["link"] for f in heal(pair, "--all")["healed"]] == ["hv1.eth1"]
+        up = wait_event(pair, before, lambda e: e.get("event") == "member" and e["state"] == "ok")
+        assert up["member"] == "eth1"
+    finally:
+        out, _ = stream.communicate(timeout=30)
+    assert not [e for e in events(pair)[before:] if e.get("event") in ("failover", "failback")]
+    assert "DUP!" not in out
+
+
+def test_a_bad_link_is_named(pair: Lab) -> None:
+    proc = nlab("fail", "hv1.eht0", "--lab", pair.name)
+    assert proc.returncode == 2
+    assert "unknown link 'hv1.eht0'" in proc.stderr and "did you mean 'hv1.eth0'?" in proc.stderr
+    proc = nlab("heal", "tor1.peer", "--lab", pair.name)
+    assert proc.returncode == 2 and "no fault is injected" in proc.stderr
+
+
+def test_a_flapping_member_is_left_to_down(pair: Lab) -> None:
+    """`nlab down` (the fixture's) ends the flapping process with the lab: leftovers are checked."""
+    before = len(events(pair))
+    failed = fail(pair, "tor2.hv1-eth1", "--flap", "10")["failed"]
+    assert failed["mode"] == "flap" and failed["hz"] == 10
+    for state in ("failed", "ok", "failed"):
+        seen = wait_event(pair, before, lambda e, s=state: e.get("event") == "member" and e["state"] == s)
+        before = events(pair).index(seen) + 1
+        assert (seen["member"], seen.get("cause")) == ("eth1", "carrier" if state == "failed" else None)
+    assert team(pair)["active"] == "eth0"
