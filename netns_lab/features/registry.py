@@ -9,7 +9,7 @@ from netns_lab.features.overlay import FEATURE as OVERLAY
 from netns_lab.features.team import FEATURE as TEAM
 from netns_lab.features.vlan import FEATURE as VLAN
 
-FEATURES: tuple[Feature, ...] = (VLAN, TEAM, FIREWALL, MIRROR, OVERLAY)
+FEATURES: tuple[Feature, ...] = (VLAN, FIREWALL, MIRROR, OVERLAY, TEAM)
 
 
 def _check_order() -> None:

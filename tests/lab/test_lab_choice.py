@@ -77,6 +77,7 @@ COMMANDS: dict[str, tuple[list[str], list[str], Callable[[subprocess.CompletedPr
     "watch": (["watch"], ["--json", "--duration", "0.2"], _stream),
     "overlay show": (["overlay", "show"], ["--json"], _lab_of_json),
     "overlay check": (["overlay", "check"], ["--json"], _lab_of_json),
+    "heal": (["heal"], ["--all", "--json"], _lab_of_json),
 }
 
 

@@ -196,7 +196,20 @@ def _leaves(
     return found
 
 
-ON_A_LAB = {"down", "status", "exec", "graph", "trace", "fw", "mirror", "watch", "vlans", "overlay"}
+ON_A_LAB = {
+    "down",
+    "status",
+    "exec",
+    "graph",
+    "trace",
+    "fw",
+    "mirror",
+    "watch",
+    "vlans",
+    "overlay",
+    "fail",
+    "heal",
+}
 
 
 def test_every_command_on_a_running_lab_shows_lab_in_its_help() -> None:
