@@ -114,14 +114,32 @@ def heal(lab: Lab, *args: str) -> dict[str, Any]:
     return json.loads(nlab("heal", *args, "--lab", lab.name, "--json", check=True).stdout)
 
 
+def wait_beacons_flow(lab: Lab, timeout: float = 15) -> None:
+    """Both members have received a few of each other's beacons since now (the dataplane's beacon
+    counters), and neither is failed in the monitor's latest word on it."""
+    with SwitchDataplane.open(pin_dir(lab.name) / "hv1") as dp, Netlink(lab.ns("hv1")) as nl:
+        members = [nl.index("eth0"), nl.index("eth1")]
+
+        def received_beacons() -> list[int]:
+            counts = dp.team.counters(members)
+            return [counts[i].beacons_rx for i in members]
+
+        start = received_beacons()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            latest = {e["member"]: e["state"] for e in events(lab) if e.get("event") == "member"}
+            flowing = all(now >= then + 3 for now, then in zip(received_beacons(), start, strict=True))
+            if flowing and all(state == "ok" for state in latest.values()):
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"beacons do not flow between hv1's members: {events(lab)}")
+
+
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Lab]:
     with running(TOPOLOGY) as lab:
         cable_switches(lab)
-        # both members hear each other's beacons once the switches meet (a barrier for the tests)
-        wait_event(
-            lab, 0, lambda e: e.get("event") == "member" and e["member"] == "eth1" and e["state"] == "ok"
-        )
+        wait_beacons_flow(lab)  # the barrier of every test: the members hear each other
         yield lab
 
 
@@ -188,6 +206,32 @@ def test_a_silent_standby_is_seen_by_beacons_only(pair: Lab) -> None:
         out, _ = stream.communicate(timeout=30)
     assert not [e for e in events(pair)[before:] if e.get("event") in ("failover", "failback")]
     assert "DUP!" not in out
+
+
+def test_a_silent_active_member_fails_over_on_beacons(pair: Lab) -> None:
+    """Silence on the active member's cable while the peer pings through it: its frames stop
+    with the beacons, so the active member is blamed and the team moves (cause beacon)."""
+    stream = subprocess.Popen(
+        ["ip", "netns", "exec", pair.ns(PEER), "ping", "-n", "-c", "150", "-i", "0.02", VM_IP],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        before = len(events(pair))
+        fail(pair, "hv1.eth0", "--silent")
+        move = wait_event(pair, before, lambda e: e.get("event") == "failover")
+        assert (move["from"], move["to"], move["cause"]) == ("eth0", "eth1", "beacon")
+        assert team(pair)["active"] == "eth1"
+        before = len(events(pair))
+        heal(pair, "hv1.eth0")
+        # the hold-down has grown with the earlier moves of this module
+        back = wait_event(pair, before, lambda e: e.get("event") == "failback", timeout=60)
+        assert (back["from"], back["to"]) == ("eth1", "eth0")
+    finally:
+        out, _ = stream.communicate(timeout=60)
+    assert "DUP!" not in out
+    proc = ping(pair, 3)
+    assert received(proc) == 3, proc.stdout
 
 
 def test_a_bad_link_is_named(pair: Lab) -> None:

@@ -134,6 +134,19 @@ def test_ambiguous_silence_with_traffic_on_the_active_blames_the_standby() -> No
     assert failovers(out) == [] and sim.det.state() == {"eth0": "active", "eth1": "failed (beacon)"}
 
 
+def test_frames_before_the_first_missed_beacon_prove_nothing() -> None:
+    """The active path breaks mid-interval, after frames came in since the last beacon: they
+    predate the break, so the active member is blamed and the team moves."""
+    sim = Sim(settings())
+    sim.traffic_on = {"eth0"}
+    sim.run(0.55)  # the last beacon at 0.5, frames until 0.55
+    sim.traffic_on = set()
+    sim.isolate("eth0")
+    out = sim.run(1.0)
+    [fo] = failovers(out)
+    assert (fo.old, fo.new, fo.cause, fo.ambiguous) == ("eth0", "eth1", "beacon", True)
+
+
 def test_ambiguous_blame_sticks_until_beacons_flow_again() -> None:
     sim = Sim(settings())
     sim.run(0.5)

@@ -29,7 +29,8 @@ other member should hear it. When member X hears nobody:
    silence begins. Members no peer has heard since their carrier came up (or since the monitor
    started) are blamed first: a path that has just come back, or was never seen to work, is the
    likelier one not to forward yet. Otherwise, if the active member received other frames after
-   the last beacon was heard, its receive
+   the first beacon missed (the last one heard plus an interval and the grace: frames before
+   that may predate the break), its receive
    path works and the standby members are blamed; otherwise the active member is blamed (with
    any member beacons had failed before the silence spread) and the team moves (the event says
    ``ambiguous``). The blame stays until beacons flow again, so the
@@ -232,7 +233,10 @@ class TeamDetector:
         already = {n for n in live if self.m[n].failure == "beacon"}  # blamed before the silence spread
         unproven = {n for n in live if not self.m[n].proven}
         began = max(self.m[r].heard[s] for r, s in itertools.permutations(live, 2))
-        active_rx = self.m[self.active].last_traffic > began  # frames after the beacons stopped
+        # Frames are proof only once the next beacon was due and missed: the path may have broken
+        # at any moment of the interval after the last beacon, and frames before that say nothing.
+        missed = began + self.s.beacon_interval * (1 + GRACE)
+        active_rx = self.m[self.active].last_traffic > missed
         if unproven:
             self.blamed = frozenset(unproven | already)
         elif active_rx and self.active in live:
