@@ -79,27 +79,31 @@ def team(lab: Lab) -> dict[str, Any]:
     return entry
 
 
+def ping_args(lab: Lab, count: int, interval: float) -> list[str]:
+    return [
+        "ip",
+        "netns",
+        "exec",
+        lab.ns(PEER),
+        "ping",
+        "-n",
+        "-c",
+        str(count),
+        "-i",
+        str(interval),
+        "-W",
+        "1",
+        VM_IP,
+    ]
+
+
 def ping(lab: Lab, count: int, interval: float = 0.2) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            lab.ns(PEER),
-            "ping",
-            "-n",
-            "-c",
-            str(count),
-            "-i",
-            str(interval),
-            "-W",
-            "1",
-            VM_IP,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return subprocess.run(ping_args(lab, count, interval), capture_output=True, text=True, timeout=60)
+
+
+def ping_stream(lab: Lab, count: int) -> subprocess.Popen[str]:
+    """The peer pings the VM every 20 ms while a test goes on: traffic through the active member."""
+    return subprocess.Popen(ping_args(lab, count, 0.02), stdout=subprocess.PIPE, text=True)
 
 
 def received(proc: subprocess.CompletedProcess[str]) -> int:
@@ -186,11 +190,7 @@ def test_a_carrier_fault_fails_over_and_traffic_goes_on(pair: Lab) -> None:
 def test_a_silent_standby_is_seen_by_beacons_only(pair: Lab) -> None:
     """The carrier stays up: no link event; the beacons stop both ways; the active member still
     receives the peer's traffic, so the standby is blamed (the two-member rule) and nothing moves."""
-    stream = subprocess.Popen(
-        ["ip", "netns", "exec", pair.ns(PEER), "ping", "-n", "-c", "100", "-i", "0.02", VM_IP],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    stream = ping_stream(pair, 100)
     try:
         before = len(events(pair))
         fail(pair, "hv1.eth1", "--silent")
@@ -211,11 +211,7 @@ def test_a_silent_standby_is_seen_by_beacons_only(pair: Lab) -> None:
 def test_a_silent_active_member_fails_over_on_beacons(pair: Lab) -> None:
     """Silence on the active member's cable while the peer pings through it: its frames stop
     with the beacons, so the active member is blamed and the team moves (cause beacon)."""
-    stream = subprocess.Popen(
-        ["ip", "netns", "exec", pair.ns(PEER), "ping", "-n", "-c", "150", "-i", "0.02", VM_IP],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    stream = ping_stream(pair, 150)
     try:
         before = len(events(pair))
         fail(pair, "hv1.eth0", "--silent")
