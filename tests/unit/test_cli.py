@@ -186,6 +186,8 @@ def _failing(bad: Path) -> dict[tuple[str, ...], list[str]]:
         ("overlay", "show"): ["overlay", "show", "--lab", NOT_UP],
         ("overlay", "check"): ["overlay", "check", "--lab", NOT_UP],
         ("overlay", "compliance"): ["overlay", "compliance", str(bad)],
+        ("fail",): ["fail", "hv1.eth0", "--lab", NOT_UP],
+        ("heal",): ["heal", "--all", "--lab", NOT_UP],
     }
 
 
