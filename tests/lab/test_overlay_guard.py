@@ -32,7 +32,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw, raw
 
 from dataplane.abi import Reason
-from netns_lab.kernel import fdb, netns
+from netns_lab.kernel import fdb, netlink, netns
 from netns_lab.kernel.netlink import Netlink
 from tests.lab.vlan_attacks import Tap, inject, kernel_mac
 
@@ -68,6 +68,11 @@ def underlay() -> Iterator[Underlay]:
         for name in names.values():
             netns.create(name)  # EEXIST on a clash: never adopt a namespace we did not make
             made.append(name)
+            # quiet kernels: their own IPv6 (DAD, RS, MLD) and IGMP chatter would cross the segment
+            # as accepted VXLAN and spoil the barrier's exact count
+            for key in ("all", "default"):
+                netlink.sysctl(name, f"net.ipv6.conf.{key}.disable_ipv6", "1")
+            netlink.sysctl(name, "net.ipv4.igmp_link_local_mcast_reports", "0")
         with Netlink(names["ul"]) as ul:
             ul.bridge("ul")
             for port, role in (("p1", "hv1"), ("p2", "hv2"), ("p3", "rog")):
