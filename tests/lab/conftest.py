@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from dataplane.switch import SwitchDataplane
 from netns_lab.kernel import netns
 from netns_lab.lab.state import pin_dir, state_dir
 
@@ -142,3 +143,14 @@ def cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+@pytest.fixture(scope="module")
+def dataplane() -> Iterator[SwitchDataplane]:
+    """A hypervisor's programs and maps loaded for a module's tests, not pinned: nothing outlives
+    them but what a test attaches (and removes)."""
+    dp = SwitchDataplane.load()
+    try:
+        yield dp
+    finally:
+        dp.close()

@@ -97,15 +97,6 @@ def underlay() -> Iterator[Underlay]:
     assert socket.if_nameindex() == root_links, "the root namespace's interfaces changed"
 
 
-@pytest.fixture(scope="module")
-def dataplane() -> Iterator[SwitchDataplane]:
-    dp = SwitchDataplane.load()  # no pins: nothing outlives the test but what is attached
-    try:
-        yield dp
-    finally:
-        dp.close()
-
-
 def inner(marker: bytes) -> bytes:
     """The frame carried in the segment: a broadcast, so the bridge takes it in whoever it is for."""
     return raw(Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:07:01", type=0x88B5) / Raw(marker))

@@ -26,18 +26,8 @@ from netns_lab.kernel.netlink import Netlink
 
 if os.geteuid() == 0:
     pytest.importorskip("bcc", reason="needs bcc (Debian python3-bpfcc, seen through the venv)")
-    from dataplane.switch import SwitchDataplane
 
 NO_SUCH_INDEX = 999_999
-
-
-@pytest.fixture(scope="module")
-def dataplane() -> Iterator[SwitchDataplane]:
-    dp = SwitchDataplane.load()  # no pins: nothing outlives the test but what is attached
-    try:
-        yield dp
-    finally:
-        dp.close()
 
 
 @pytest.fixture
