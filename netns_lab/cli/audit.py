@@ -41,30 +41,31 @@ def render(doc: dict[str, Any]) -> None:
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     verdict = "[green]compliant[/]" if compliance.compliant(doc) else "[red]NOT compliant[/]"
     out.print(f"[bold]audit[/] of lab {doc['lab']}: {verdict} ({summary})")
-    table = Table(
-        "id",
-        "NIST",
-        "recommendation",
-        "status",
-        "why (and what)",
-        title="recommendations",
-        title_justify="left",
-        show_lines=True,
+    _table(
+        "recommendations",
+        ("id", "NIST", "recommendation", "status", "why (and what)"),
+        [
+            (
+                r["id"],
+                BY_ID[r["id"]].section,
+                f'"{escape(BY_ID[r["id"]].title)}"',
+                _status(r["status"]),
+                _detail(r),
+            )
+            for r in doc["recommendations"]
+        ],
     )
-    for r in doc["recommendations"]:
-        rec = BY_ID[r["id"]]
-        table.add_row(r["id"], rec.section, f'"{escape(rec.title)}"', _status(r["status"]), _detail(r))
-    out.print(table)
-    table = Table(
-        "setting",
-        "status",
-        "why (and what)",
-        title="switch-security settings",
-        title_justify="left",
-        show_lines=True,
+    _table(
+        "switch-security settings",
+        ("setting", "status", "why (and what)"),
+        [(s["id"], _status(s["status"]), _detail(s)) for s in doc["settings"]],
     )
-    for s in doc["settings"]:
-        table.add_row(s["id"], _status(s["status"]), _detail(s))
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = Table(*columns, title=title, title_justify="left", show_lines=True)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 

@@ -61,42 +61,36 @@ def _unsecured(topo: Topology) -> list[str]:
     return [f"{vm.name}.{nic.name}" for vm in topo.vms for nic in vm.nics if not nic.port_security]
 
 
-def mac_address_changes(topo: Topology) -> Result:
-    rid = "mac-address-changes"
+def _port_security(topo: Topology, rid: str, accepted: str, rejected: str) -> Result:
+    """A setting that port security decides: not met on each VM port without it."""
     if not _vm_nics(topo):
         return _result(rid, NOT_APPLICABLE, "the lab has no VM port")
     open_ports = _unsecured(topo)
     if open_ports:
-        reason = (
-            "port_security is off: a VM that changes its MAC sends with the new one and receives "
-            "frames flooded to it (the port takes any MAC): set port_security true"
-        )
-        return _result(rid, NOT_MET, reason, open_ports)
-    reason = (
-        f"reject on all {len(_vm_nics(topo))} VM ports (port security): a frame from another "
-        "source MAC is dropped (SPOOF_MAC) and a unicast frame flooded to the port for another MAC "
-        "is dropped before the taps (DST_MAC), so a changed MAC neither sends nor receives"
+        return _result(rid, NOT_MET, f"port_security is off: {accepted}: set port_security true", open_ports)
+    return _result(rid, MET, f"reject on all {len(_vm_nics(topo))} VM ports (port security): {rejected}")
+
+
+def mac_address_changes(topo: Topology) -> Result:
+    return _port_security(
+        topo,
+        "mac-address-changes",
+        "a VM that changes its MAC sends with the new one and receives frames flooded to it "
+        "(the port takes any MAC)",
+        "a frame from another source MAC is dropped (SPOOF_MAC) and a unicast frame flooded to "
+        "the port for another MAC is dropped before the taps (DST_MAC), so a changed MAC neither "
+        "sends nor receives",
     )
-    return _result(rid, MET, reason)
 
 
 def forged_transmits(topo: Topology) -> Result:
-    rid = "forged-transmits"
-    if not _vm_nics(topo):
-        return _result(rid, NOT_APPLICABLE, "the lab has no VM port")
-    open_ports = _unsecured(topo)
-    if open_ports:
-        reason = (
-            "port_security is off: frames with any source MAC, ARP sender and IP source leave "
-            "these ports: set port_security true"
-        )
-        return _result(rid, NOT_MET, reason, open_ports)
-    reason = (
-        f"reject on all {len(_vm_nics(topo))} VM ports (port security): a frame whose source MAC "
-        "is not the vNIC's is dropped (SPOOF_MAC), as are ARP and IP sources other than its own "
-        "and allowed addresses (SPOOF_ARP, SPOOF_IP, SPOOF_ND)"
+    return _port_security(
+        topo,
+        "forged-transmits",
+        "frames with any source MAC, ARP sender and IP source leave these ports",
+        "a frame whose source MAC is not the vNIC's is dropped (SPOOF_MAC), as are ARP and IP "
+        "sources other than its own and allowed addresses (SPOOF_ARP, SPOOF_IP, SPOOF_ND)",
     )
-    return _result(rid, MET, reason)
 
 
 def promiscuous_mode(topo: Topology) -> Result:

@@ -99,7 +99,7 @@ def vm_tm_r2(topo: Topology) -> Result:
     whole, scoped = [], []
     for (vm_name, host, vswitch), nics in by_vswitch.items():
         vm = vms[vm_name]
-        groups = ", ".join(topo.vlan_name(n.vlan) or "untagged" for n in nics)
+        groups = " and ".join(topo.vlan_name(n.vlan) or "untagged" for n in nics)
         seen = {(o.name, n.index) for nic in nics for o, n in topo.port_group(vm, nic) if o.name != vm_name}
         others = {
             (o.name, n.index)
@@ -119,8 +119,9 @@ def vm_tm_r2(topo: Topology) -> Result:
     if whole:
         objects = [o for vm, nics, where, _, _ in whole for o in (where, *(_nic(vm, n) for n in nics))]
         parts = [
-            f"{', '.join(_nic(vm, n) for n in nics)} promiscuous in port group {groups} of {where} sees "
-            f"all {count} other VM ports of the vSwitch"
+            f"{' and '.join(_nic(vm, n) for n in nics)}, promiscuous in port "
+            f"group{'s' if len(nics) > 1 else ''} {groups} of {where}, "
+            f"see{'' if len(nics) > 1 else 's'} all {count} other VM ports of the vSwitch"
             for vm, nics, where, groups, count in whole
         ]
         reason = (
