@@ -133,6 +133,20 @@ def test_each_example_lab_violates_its_group_and_names_the_objects(name: str) ->
         assert rows[rid]["reason"], rows[rid]
 
 
+PHYSICAL_FIREWALL = LABS / "audit-physical-firewall.yaml"
+
+
+@pytest.mark.skipif(
+    not PHYSICAL_FIREWALL.exists(), reason="comes with the firewall placements (traits, appliances)"
+)
+def test_physical_firewall_example_violates_vm_fw_r1() -> None:
+    """A delay-sensitive VM whose tier is placed behind the physical appliance; web1, delay-
+    sensitive too, is filtered in the kernel and is not named."""
+    doc = audit.audit(loader.load(PHYSICAL_FIREWALL))
+    assert not_met(doc, firewall=True) == {"VM-FW-R1"}
+    assert by_id(doc["recommendations"])["VM-FW-R1"]["objects"] == ["trade1"]
+
+
 def test_example_labs_name_only_what_violates() -> None:
     """The compliant half of each example stays out of the objects: hv1's wider trunk (a
     warning), hv1's team, ids2 promiscuous in one port group, web2 mirrored both ways."""
@@ -174,7 +188,7 @@ def test_fixing_each_example_meets_its_recommendation() -> None:
 
 
 def test_the_example_files_carry_a_picture() -> None:
-    for name in EXAMPLES:
+    for name in [*EXAMPLES, *([PHYSICAL_FIREWALL.name] if PHYSICAL_FIREWALL.exists() else [])]:
         head = (LABS / name).read_text().split("\nlab:")[0]
         assert head.count("\n#") >= 8 and ("+--" in head or "---" in head), name
 
