@@ -314,4 +314,6 @@ def test_exit_0_when_nothing_is_not_met() -> None:
     proc = nlab("audit", str(REPO / "tests" / "lab" / "two_vms.yaml"), "--json")
     doc = json.loads(proc.stdout)
     assert not_met(doc) == set() and not any(s["status"] == "not met" for s in doc["settings"])
+    vn_r1 = by_id(doc["recommendations"])["VM-VN-R1"]  # one untagged trunk: no VLAN deployment
+    assert vn_r1["status"] == "not applicable" and "untagged frames only" in vn_r1["reason"]
     assert proc.returncode == (3 if not_met(doc, firewall=True) else 0), proc.stderr

@@ -133,10 +133,14 @@ def check(topo: Topology) -> list[Finding]:
 def recommendation(topo: Topology) -> dict[str, Any]:
     """VM-VN-R1 as ``{id, status, reason, objects}``: not met while a trunk misses a VLAN its host
     sends (the errors of `check`, as `nlab vlans` judges it); a switch port wider than its host's
-    profile is named in the reason of a met verdict, as `nlab vlans` warns of it."""
+    profile is named in the reason of a met verdict, as `nlab vlans` warns of it. It applies "in
+    all VLAN deployments": not where no trunk carries a VLAN."""
     all_trunks = trunks(topo)
     if not all_trunks:
         reason = "no vSwitch has an uplink to a physical switch: there is no trunk to match"
+        return {"id": RECOMMENDATION, "status": "not applicable", "reason": reason, "objects": []}
+    if all(_carried(t.host_side) | _carried(t.switch_side) == {None} for t in all_trunks):
+        reason = "no VLAN deployment: every uplink and its switch port carry untagged frames only"
         return {"id": RECOMMENDATION, "status": "not applicable", "reason": reason, "objects": []}
     findings = check(topo)
     errors = [f for f in findings if f.severity == "error"]
