@@ -193,6 +193,18 @@ def test_the_example_files_carry_a_picture() -> None:
         assert head.count("\n#") >= 8 and ("+--" in head or "---" in head), name
 
 
+def test_promiscuous_on_a_segment_sees_its_segment_not_a_vswitch() -> None:
+    """A segment's bridge on a host holds that segment only: promiscuous there is scoped to the
+    port group (the segment), though it sees every port of that bridge."""
+    nic = "    nics: [{segment: blue-web, ip: 10.0.0.12/24"
+    topo = variant({nic + "}]": nic + ", promiscuous: true}]"}, LABS / "overlay.yaml")
+    row = by_id(audit.audit(topo)["recommendations"])["VM-TM-R2"]
+    assert (row["status"], row["objects"]) == ("met", []), row
+    assert (
+        "bweb2.eth0 sees port group segment blue-web on hv2.sg-10010 (1 of 1 other VM ports)" in row["reason"]
+    )
+
+
 # -- the audit's own rules ------------------------------------------------------------------------
 class _Fake:
     def __init__(self, name: str, rows: list[dict[str, Any]]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from netns_lab.features.mirror import checks as mirror_checks
 from netns_lab.features.vlan import plan as vlan_plan
 from netns_lab.topology import names
 from netns_lab.topology.model import PortProfile, Topology
@@ -98,7 +99,7 @@ def promiscuous_mode(topo: Topology) -> Result:
     if not _vm_nics(topo):
         return _result(rid, NOT_APPLICABLE, "the lab has no VM port")
     found = [
-        (f"{vm.name}.{nic.name}", f"{topo.vlan_name(nic.vlan) or 'untagged'} on {vm.host}.{nic.vswitch}")
+        (f"{vm.name}.{nic.name}", f"{mirror_checks.port_group_name(topo, nic)} on {vm.host}.{nic.vswitch}")
         for vm in topo.vms
         for nic in vm.nics
         if nic.promiscuous

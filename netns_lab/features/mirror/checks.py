@@ -82,6 +82,13 @@ def vm_tm_r1(topo: Topology) -> Result:
     return _result("VM-TM-R1", MET, f"every monitored VM NIC is copied in both directions: {names}")
 
 
+def port_group_name(topo: Topology, nic: Nic) -> str:
+    """A NIC's port group as people name it: its segment, its VLAN, or untagged."""
+    if nic.segment is not None:
+        return f"segment {nic.segment}"
+    return topo.vlan_name(nic.vlan) or "untagged"
+
+
 def _declared_vswitches(topo: Topology) -> set[tuple[str, str]]:
     return {(h.name, vs.name) for h in topo.hosts for vs in h.vswitches if vs.segment is None}
 
@@ -99,7 +106,7 @@ def vm_tm_r2(topo: Topology) -> Result:
     whole, scoped = [], []
     for (vm_name, host, vswitch), nics in by_vswitch.items():
         vm = vms[vm_name]
-        groups = " and ".join(topo.vlan_name(n.vlan) or "untagged" for n in nics)
+        groups = " and ".join(port_group_name(topo, n) for n in nics)
         seen = {(o.name, n.index) for nic in nics for o, n in topo.port_group(vm, nic) if o.name != vm_name}
         others = {
             (o.name, n.index)
