@@ -300,6 +300,38 @@ def test_promiscuous_nics_are_named_in_the_settings() -> None:
     assert (row["status"], row["objects"]) == ("not met", ["ids.eth0", "ids.eth1", "ids2.eth0"])
 
 
+# -- README ------------------------------------------------------------------------------------------
+README = REPO / "README.md"
+
+
+def _readme_section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_readme_shows_the_reference_lab_audit_as_it_is() -> None:
+    """The statuses in README's output of `nlab audit labs/nist-800-125b.yaml` are today's."""
+    block = _readme_section("Auditing a lab").split("```")[1]
+    shown = {}
+    for line in block.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        if len(cells) == 7 and cells[1] in IDS:
+            shown[cells[1]] = cells[4]
+        elif len(cells) == 5 and cells[1] in settings.SETTINGS:
+            shown[cells[1]] = cells[2]
+    doc = audit.audit(loader.load(REFERENCE))
+    assert shown == {r["id"]: r["status"] for r in (*doc["recommendations"], *doc["settings"])}
+
+
+def test_readme_coverage_table_names_every_recommendation() -> None:
+    table = _readme_section("Where each NIST SP 800-125B recommendation is covered")
+    for rec in RECOMMENDATIONS:
+        family, number = rec.id.rsplit("R", 1)
+        ranges = [f"{family}R{a}..R{b}" for a in "1" for b in "34" if int(a) <= int(number) <= int(b)]
+        assert rec.id in table or any(r in table for r in ranges), rec.id
+
+
 # -- the command line -----------------------------------------------------------------------------
 def test_bad_input_exits_2_naming_file_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
