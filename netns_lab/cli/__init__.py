@@ -52,6 +52,9 @@ COMMANDS: dict[str, Command] = {
     "mirror": Command("mirror", "port-mirroring sessions of a running lab (NIST 5)"),
     "watch": Command("watch", "live firewall verdicts and mirrored packets (NIST 5)"),
     "vlans": Command("vlans", "check VLAN trunks against switch ports (NIST VM-VN-R1)"),
+    "audit": Command(
+        "audit", "every NIST SP 800-125B recommendation and switch-security setting, statically"
+    ),
     "overlay": Command("overlay", "VXLAN segments, VTEPs and their tables; check them (NIST 2.5)"),
     "fail": Command("faults", "inject a fault on a cable of a running lab (NIST 3)"),
     "heal": Command("faults", "end an injected fault (or --all)"),

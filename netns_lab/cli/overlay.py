@@ -75,12 +75,15 @@ def run_check(args: argparse.Namespace) -> int:
     return 0 if doc["clean"] else EXIT_NONCOMPLIANT
 
 
+_OVERLAY_IDS = ("VM-VN-R2", "VM-VN-R3")  # VM-VN-R1 is `nlab vlans`'s (and `nlab audit`'s)
+
+
 def compliance_document(topo: Topology) -> dict[str, Any]:
     """The features' static checks of the virtual-network recommendations (VM-VN-R2 and VM-VN-R3
     come from the overlay; other areas' checks are other commands'); compliant unless one is not met."""
     from netns_lab.features.registry import FEATURES
 
-    results = [r for feature in FEATURES for r in feature.checks(topo) if r["id"].startswith("VM-VN-")]
+    results = [r for feature in FEATURES for r in feature.checks(topo) if r["id"] in _OVERLAY_IDS]
     return {
         "lab": topo.lab,
         "recommendations": results,

@@ -111,6 +111,22 @@ def test_a_lab_that_is_not_up_is_named(two_labs: tuple[Lab, Lab], command: str) 
         assert proc.returncode == 2 and f"lab {ghost!r}" in proc.stderr and "is not up" in proc.stderr
 
 
+def test_audit_of_a_running_lab_is_the_audit_of_its_topology(two_labs: tuple[Lab, Lab]) -> None:
+    """`nlab audit` reads the topology the lab chosen was built from (--lab, its positional form,
+    $NLAB_LAB): the document of the file, under the lab's name."""
+    a, b = two_labs
+    file_doc = json.loads(nlab("audit", str(TOPOLOGY), "--json").stdout)
+    for proc, lab in (
+        (nlab("audit", "--lab", a.name, "--json", env_lab=b.name), a),
+        (nlab("audit", b.name, "--json"), b),
+        (nlab("audit", "--json", env_lab=a.name), a),
+    ):
+        assert proc.returncode in (0, 3), proc.stderr
+        assert json.loads(proc.stdout) == {**file_doc, "lab": lab.name}
+    neither = nlab("audit", "--json")
+    assert neither.returncode == 2 and "several labs are up" in neither.stderr
+
+
 def test_down_takes_the_lab_chosen_and_refuses_without_one(two_labs: tuple[Lab, Lab]) -> None:
     """Last in the module: it takes both labs down."""
     a, b = two_labs

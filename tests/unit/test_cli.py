@@ -183,6 +183,7 @@ def _failing(bad: Path) -> dict[tuple[str, ...], list[str]]:
         ("mirror", "del"): [*mirror, "del", "s"],
         ("watch",): ["watch", "--lab", NOT_UP],
         ("vlans",): ["vlans", str(bad)],
+        ("audit",): ["audit", str(bad)],
         ("overlay", "show"): ["overlay", "show", "--lab", NOT_UP],
         ("overlay", "check"): ["overlay", "check", "--lab", NOT_UP],
         ("overlay", "compliance"): ["overlay", "compliance", str(bad)],

@@ -206,6 +206,7 @@ ON_A_LAB = {
     "mirror",
     "watch",
     "vlans",
+    "audit",
     "overlay",
     "fail",
     "heal",

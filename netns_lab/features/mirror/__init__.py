@@ -3,11 +3,12 @@ mirror encapsulation, to an uplink; promiscuous NICs as implicit sessions over t
 
     plan.py   pure: sessions per host, in port names; the mirror encapsulation's format
     live.py   in the dataplanes: install, session ids, counters, where copies can be captured
+    checks.py pure: VM-TM-R1..R3 on the topology (`nlab audit`)
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netns_lab.features.base import BuildContext, Feature
 from netns_lab.features.mirror import live, plan
@@ -72,6 +73,11 @@ class MirrorFeature(Feature):
 
     def live_commit(self, lab: LiveContext, new: Topology) -> None:
         live.write_ids(lab.lab, lab.memo("mirror.new_ids", dict))
+
+    def checks(self, topo: Topology) -> list[dict[str, Any]]:
+        from netns_lab.features.mirror import checks
+
+        return checks.check(topo)
 
 
 FEATURE = MirrorFeature()

@@ -3,13 +3,19 @@ policy (access, trunk or untagged; edge ports guarded against switch-control fra
 programs attach, on a plain bridge (this kernel has no VLAN-aware bridge).
 
     plan.py     pure: each node's ports and their VLAN policy
-    checks.py   live: ARP probes that show which VLANs each trunk really carries (`nlab vlans`)
+    checks.py   VM-VN-R1 statically (`checks`, `nlab audit`) and by live ARP probes that show which
+                VLANs each trunk really carries (`nlab vlans`)
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from netns_lab.features.base import BuildContext, Feature
 from netns_lab.features.vlan import plan
+
+if TYPE_CHECKING:
+    from netns_lab.topology.model import Topology
 
 
 class VlanFeature(Feature):
@@ -26,6 +32,11 @@ class VlanFeature(Feature):
             dp.configure(ifindex, policies[node][ifname])
         except PortError as err:
             raise RuntimeError(f"{node}: port {ifname}: {err}") from None
+
+    def checks(self, topo: Topology) -> list[dict[str, Any]]:
+        from netns_lab.features.vlan import checks
+
+        return [checks.recommendation(topo)]
 
 
 FEATURE = VlanFeature()

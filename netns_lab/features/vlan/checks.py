@@ -8,7 +8,8 @@ policy: a VLAN whose VMs may not ping each other is still proven to cross. A pro
 where both sides carry the VLAN is a finding of its own (`probe_findings`), so a non-compliant
 verdict always names the trunk and the VLAN: a probe crosses two trunks, and the trace of its
 frame through private copies of the dataplanes (netns_lab/observe/trace.py) says which port drops it.
-`nlab vlans` shows both.
+`nlab vlans` shows both; `recommendation` is the static verdict in the shape every feature's
+`checks()` returns (`nlab audit`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface, IPv6Interface
-from typing import Literal
+from typing import Any, Literal
 
 from netns_lab.observe import probe
 from netns_lab.topology import names
@@ -127,6 +128,31 @@ def _trunk_findings(topo: Topology, t: Trunk) -> list[Finding]:
 def check(topo: Topology) -> list[Finding]:
     """Static VM-VN-R1 check of every trunk; an empty list means every profile matches."""
     return [f for t in trunks(topo) for f in _trunk_findings(topo, t)]
+
+
+def recommendation(topo: Topology) -> dict[str, Any]:
+    """VM-VN-R1 as ``{id, status, reason, objects}``: not met while a trunk misses a VLAN its host
+    sends (the errors of `check`, as `nlab vlans` judges it); a switch port wider than its host's
+    profile is named in the reason of a met verdict, as `nlab vlans` warns of it. It applies "in
+    all VLAN deployments": not where no trunk carries a VLAN."""
+    all_trunks = trunks(topo)
+    if not all_trunks:
+        reason = "no vSwitch has an uplink to a physical switch: there is no trunk to match"
+        return {"id": RECOMMENDATION, "status": "not applicable", "reason": reason, "objects": []}
+    if all(_carried(t.host_side) | _carried(t.switch_side) == {None} for t in all_trunks):
+        reason = "no VLAN deployment: every uplink and its switch port carry untagged frames only"
+        return {"id": RECOMMENDATION, "status": "not applicable", "reason": reason, "objects": []}
+    findings = check(topo)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        objects = list(dict.fromkeys(f.trunk for f in errors))
+        reason = "; ".join(f"{f.trunk}: VLAN {f.vlan}: {f.reason}" for f in errors)
+        return {"id": RECOMMENDATION, "status": "not met", "reason": reason, "objects": objects}
+    reason = f"the VLAN profile of each of the {len(all_trunks)} uplinks matches its physical switch port"
+    wider = list(dict.fromkeys(f"{f.trunk} (VLAN {f.vlan})" for f in findings))
+    if wider:
+        reason += f"; wider than needed on the switch side: {', '.join(wider)}"
+    return {"id": RECOMMENDATION, "status": "met", "reason": reason, "objects": []}
 
 
 # -- live probe ----------------------------------------------------------------------------------
