@@ -135,7 +135,9 @@ def measure(lab: Lab, topo: Topology) -> dict[str, int]:
     return {"pings": pings, "answered": answered, **c, "flooded": c["bum"] + c["unknown_ucast"]}
 
 
-def test_underlay_bum_frames_flood_vs_controller_vs_evpn(benchmark: Any, tmp_path: Path) -> None:
+def test_underlay_bum_frames_flood_vs_controller_vs_evpn(
+    benchmark: Any, tmp_path: Path, bench_record: Any
+) -> None:
     modes = [m for m in MODES if m != "evpn" or frr.available() is None]
     results: dict[str, dict[str, dict[str, int]]] = {m: {} for m in modes}
     with contextlib.ExitStack() as stack:
@@ -153,6 +155,7 @@ def test_underlay_bum_frames_flood_vs_controller_vs_evpn(benchmark: Any, tmp_pat
             assert r["answered"] == r["pings"], (mode, round_, r)
     assert results["flood"]["cold"]["flooded"] > 0  # the positive control of the counter
     report = _report(results, frr.available())
+    bench_record("overlay-bum", figures=report, ratios=report["ratios"], baseline="controller / evpn mode")
     benchmark.extra_info.update(report)
     path = Path(__file__).resolve().parents[2] / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,12 +35,14 @@ import pytest
 from dataplane import abi
 from netns_lab.features.overlay import install
 from netns_lab.topology.model import Topology
+from tests.bench import record
 from tests.bench.overlay_scale_topology import HOSTS, segment_hosts, topology
 from tests.lab.conftest import Lab, leftovers, nlab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds namespaces")
 
-SIZES = tuple(int(s) for s in os.environ.get("OVERLAY_SCALE_SIZES", "100,300,600").split(","))
+DEFAULT_SIZES = "20,40" if record.quick() else "100,300,600"
+SIZES = tuple(int(s) for s in os.environ.get("OVERLAY_SCALE_SIZES", DEFAULT_SIZES).split(","))
 REPORT_FILE = Path(".benchmarks") / "overlay-scale.json"
 TIMEOUT_S = 1800
 BASE_IFINDEXES = 8  # lo, the pNIC and the host's other devices, with room to spare
@@ -128,7 +130,7 @@ def _extrapolated(rows: list[dict[str, Any]], segments: int) -> dict[str, float]
     return {"up_s": line("up_s"), "slab_growth_mb": line("slab_growth_mb")}
 
 
-def test_overlay_scale(benchmark: Any, tmp_path: Path) -> None:
+def test_overlay_scale(benchmark: Any, tmp_path: Path, bench_record: Any) -> None:
     rows: list[dict[str, Any]] = []
 
     def every_size() -> None:
@@ -163,6 +165,8 @@ def test_overlay_scale(benchmark: Any, tmp_path: Path) -> None:
         "guard_lookup": "see .benchmarks/overlay-cost.json (1 vs 1,000 VNIs, test_overlay_cost.py)",
         "load_average": os.getloadavg(),
     }
+    ratios = {f"up_ms_per_vni_{m['from']}_to_{m['to']}": m["up_ms_per_vni"] for m in marginal}
+    bench_record("overlay-scale", figures=report, ratios=ratios, baseline="none: ms per VNI added")
     benchmark.extra_info.update(report)
     path = Path(__file__).resolve().parents[2] / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ import pytest
 
 from netns_lab.lab import builder, teardown
 from netns_lab.topology import loader
-from tests.bench import traffic
+from tests.bench import record, traffic
 from tests.bench.overlay_labs import overlay_up
 from tests.bench.test_vlan_traffic import ADDRESSES, _free_name, topology
 
@@ -45,9 +45,10 @@ pytestmark = [
 ]
 
 KINDS = ("vxlan", "vlan", "plain")
-ROUNDS = {"gbps": 3, "rtt_us": 5}
-IPERF_SECONDS = 3
-PING_COUNT = 200
+QUICK = record.quick()
+ROUNDS = {"gbps": 1, "rtt_us": 2} if QUICK else {"gbps": 3, "rtt_us": 5}
+IPERF_SECONDS = 1 if QUICK else 3
+PING_COUNT = 50 if QUICK else 200
 PING_INTERVAL = 0.002
 THROUGHPUT_GOAL = 0.8  # vxlan / vlan, at least
 REPORT_FILE = Path(".benchmarks") / "overlay-traffic.json"
@@ -91,7 +92,7 @@ def df_ping(ns: str, ip: str, size: int) -> bool:
     return subprocess.run(command, capture_output=True, check=False).returncode == 0
 
 
-def test_vxlan_vs_vlan_vs_plain_bridge(benchmark: Any, tmp_path: Path) -> None:
+def test_vxlan_vs_vlan_vs_plain_bridge(benchmark: Any, tmp_path: Path, bench_record: Any) -> None:
     with overlay_up(tmp_path, "controller") as (lab, topo), plain_lab() as plain:
         ip = {vm.name: str(vm.nics[0].ip.ip) for vm in topo.vms if vm.nics[0].ip is not None}
         paths: dict[str, tuple[str, str, str]] = {  # kind -> client ns, server ns, server address
@@ -127,6 +128,9 @@ def test_vxlan_vs_vlan_vs_plain_bridge(benchmark: Any, tmp_path: Path) -> None:
         }
     assert all(all(v > 0 for v in s) for m in samples.values() for s in m.values()), samples
     report = _report(samples, mtus)
+    bench_record(
+        "overlay-traffic", figures=report, ratios=report["ratios"], baseline="VLAN segment, plain bridge"
+    )
     benchmark.extra_info.update(report)
     path = Path(__file__).resolve().parents[2] / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
