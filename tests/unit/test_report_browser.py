@@ -72,7 +72,8 @@ def browsed(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list[tuple[
     for name in ("reachability.pcap", "reachability.json", "attacks.json"):  # what verify would leave
         (out / "evidence").mkdir(exist_ok=True)
         (out / "evidence" / name).write_text("{}")
-    faults = '<img src="plots/none.png"><a href="#nowhere">x</a><script>console.error("broken on purpose")</script>'
+    faults = '<img src="plots/none.png"><a href="#nowhere">x</a>'
+    faults += '<script>console.error("broken on purpose")</script>'
     broken = (out / "index.html").read_text().replace("</body>", faults + "</body>")
     (out / "broken.html").write_text(broken)
     ids = json.dumps([ident for ident, _ in sections.SECTIONS])
