@@ -41,10 +41,12 @@ import pytest
 from netns_lab.features.overlay import frr
 from netns_lab.observe.capture import Capture
 from netns_lab.topology.model import Topology
+from tests.bench import record
 from tests.bench.overlay_labs import in_ns, overlay_up, ping
 from tests.lab.conftest import Lab
 
 pytestmark = [
+    pytest.mark.skipif(record.quick(), reason="not in QUICK=1: builds several labs with nlab up (minutes)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds namespaces"),
     pytest.mark.skipif(shutil.which("ping") is None, reason="needs ping (apt-get install iputils-ping)"),
 ]

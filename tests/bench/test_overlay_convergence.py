@@ -52,12 +52,13 @@ from tests.bench.overlay_labs import overlay_up
 from tests.lab.conftest import Lab
 
 pytestmark = [
+    pytest.mark.skipif(record.quick(), reason="not in QUICK=1: builds several labs with nlab up (minutes)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds namespaces"),
     pytest.mark.skipif(shutil.which("ping") is None, reason="needs ping (apt-get install iputils-ping)"),
 ]
 
 MODES = ("controller", "evpn", "flood")
-ROUNDS = 1 if record.quick() else 5
+ROUNDS = 5
 SEGMENT, VNI, BRIDGE, VXLAN = "blue-web", 10010, "sg-10010", "vx-10010"
 VM_MTU = 1450
 GIVE_UP_S = 30.0

@@ -8,7 +8,8 @@ Each plot looks for the figures of the suites that measure it and is skipped whe
 - placement.png: throughput and RTT per firewall placement (a result whose figures carry
   ``per_placement: {placement: {"gbps": x, "rtt_us": y}}``)
 - mirror-cost.png: throughput of a mirrored VM and the fraction of copies delivered by load
-- segmentation.png: VLAN vs VXLAN vs plain bridge, throughput and RTT (test_overlay_traffic)
+- segmentation.png: VLAN vs VXLAN vs plain bridge, throughput and RTT (test_overlay_traffic; without
+  it, test_vlan_traffic's VLAN dataplane vs plain bridge)
 - failover.png: failover time per detection policy (figures ``failover_ms: {policy: ms | [ms]}``)
 - lab-build.png: lab build time against size (test_scale, test_overlay_scale)
 - ratios.png: every headline ratio of every suite, one bar each
@@ -158,18 +159,23 @@ def mirror_cost(docs: Docs, plt: Any, path: Path) -> Path | None:
 
 
 def segmentation(docs: Docs, plt: Any, path: Path) -> Path | None:
+    """VXLAN vs VLAN vs plain bridge when the overlay traffic benchmark ran, else (a quick run)
+    the VLAN dataplane vs a plain bridge across hosts."""
     median = (figures(docs, "test_overlay_traffic") or {}).get("median")
-    if not median:
-        return None
-    kinds = ("vxlan", "vlan", "plain")
-    series = {k: {m: median.get(m, {}).get(k) for m in ("gbps", "rtt_us")} for k in kinds}
-    return _two_bars(
-        plt,
-        path,
-        "VM to VM across two hosts: VXLAN vs VLAN vs plain bridge",
-        series,
-        {"gbps": "TCP Gbit/s", "rtt_us": "RTT µs (mean)"},
-    )
+    if median:
+        kinds = ("vxlan", "vlan", "plain")
+        series = {k: {m: median.get(m, {}).get(k) for m in ("gbps", "rtt_us")} for k in kinds}
+        title = "VM to VM across two hosts: VXLAN vs VLAN vs plain bridge"
+    else:
+        paths = (figures(docs, "test_vlan_traffic") or {}).get("paths", {}).get("cross-host")
+        if not paths:
+            return None
+        series = {
+            kind: {m: paths.get(m, {}).get(side) for m in ("gbps", "rtt_us")}
+            for kind, side in (("vlan (ours)", "ours"), ("plain bridge", "plain"))
+        }
+        title = "VM to VM across two hosts: VLAN dataplane vs plain bridge"
+    return _two_bars(plt, path, title, series, {"gbps": "TCP Gbit/s", "rtt_us": "RTT µs (mean)"})
 
 
 def failover(docs: Docs, plt: Any, path: Path) -> Path | None:
@@ -206,12 +212,13 @@ def ratios(docs: Docs, plt: Any, path: Path) -> Path | None:
         for doc in docs
         for result in doc.get("results", [])
         for name, value in (result.get("ratios") or {}).items()
-        if isinstance(value, int | float)
+        if isinstance(value, int | float) and value > 0
     ]
     if not bars:
         return None
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(bars) + 1.2))
     ax.barh([b[0] for b in bars], [b[1] for b in bars], color="#c44e52")
+    ax.set_xscale("log")  # ratios of 0.05 and of 20 side by side
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.invert_yaxis()
     ax.tick_params(axis="y", labelsize=7)
