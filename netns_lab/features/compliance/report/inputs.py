@@ -124,6 +124,6 @@ def gather(topo: Topology, *, running: bool, source: str, out: Path, bench_dir: 
         inputs.notes.append("no lab is running: the static audit only (no counters, no packets)")
     if bench_dir is not None and bench_dir.is_dir():
         inputs.bench = bench.load(bench_dir)
-    else:
+    if not inputs.bench:
         inputs.notes.append("no benchmark results (run `make bench`, or give --bench DIR)")
     return inputs
