@@ -48,8 +48,9 @@ def evidence_link(label: str, path: Any, out: Path | None) -> Link:
     """A link to an evidence file, relative to the report when the file is inside its folder."""
     text = str(path)
     if out is not None:
+        where = Path(text) if Path(text).is_absolute() else out / text  # relative: to the report
         try:
-            rel = Path(text).resolve().relative_to(out.resolve())
+            rel = where.resolve().relative_to(out.resolve())
         except ValueError:
             return Link(f"{label}: {text}", None)
         return Link(label, PurePosixPath(rel).as_posix())
