@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 
 # Where the audit and the verification live: (module, function). The audit is called with the
-# topology, the verification with the lab's name and the evidence folder.
+# topology, the verification with the running lab (lab/running.py) and the evidence folder.
 AUDIT = ("netns_lab.features.compliance.audit", "audit")
 VERIFY = ("netns_lab.features.compliance.verify", "verify")
 CATALOGUE = ("netns_lab.features.compliance.recommendations", "RECOMMENDATIONS")
@@ -104,7 +104,10 @@ def verify(lab: str, evidence: Path, notes: list[str]) -> Doc | None:
             "the live verification (nlab verify) is not in this checkout: no truth table, no attacks"
         )
         return None
-    return fn(lab, evidence=evidence)
+    from netns_lab.lab.running import opened
+
+    with opened(lab) as live:
+        return fn(live, evidence)
 
 
 def gather(topo: Topology, *, running: bool, source: str, out: Path, bench_dir: Path | None) -> Inputs:
