@@ -17,6 +17,7 @@ h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:2px solid #ddd;margin-to
 nav a{margin-right:1em}
 table{border-collapse:collapse;margin:.6em 0} caption{text-align:left;font-weight:bold}
 th,td{border:1px solid #ccc;padding:3px 7px;vertical-align:top;text-align:left} th{background:#f3f3f3}
+td:first-child{white-space:nowrap}
 .ok{background:#d8f0d8} .bad{background:#f6caca} .na{background:#ececec} .unknown{background:#fbeec2}
 .allow{background:#9fd99f} .deny{background:#d9d9d9} .mixed{background:#c7e6c7}
 .heat td{text-align:center;min-width:3.5em}
