@@ -153,6 +153,28 @@ def test_plots_redrawn_from_results_files(tmp_path: Path) -> None:
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in drawn)
 
 
+def test_placement_and_failover_plots_from_the_shapes_their_benchmarks_record(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="needs matplotlib (apt-get install python3-matplotlib)")
+    failover = {
+        "suite": "test_team_failover",
+        "results": [
+            {"name": "team failover: carrier, link+beacon", "figures": {"detect_flip_ms": 1.2}, "ratios": {}},
+            {
+                "name": "team failover: silent, 100 ms beacons",
+                "figures": {"detect_flip_ms": 310.0},
+                "ratios": {},
+            },
+        ],
+    }
+    per = {"none": {"gbps": 3.0, "rtt_us": 40.0}, "physical": {"gbps": 1.1, "rtt_us": 120.0}}
+    placement = {
+        "suite": "test_placement",
+        "results": [{"name": "p", "figures": {"figures": per}, "ratios": {}}],
+    }
+    drawn = plots.draw([failover, placement], tmp_path)
+    assert [p.name for p in drawn] == ["placement.png", "failover.png"]
+
+
 def test_write_makes_the_folder_with_drawing_pages_and_plots(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="needs matplotlib (apt-get install python3-matplotlib)")
     out = tmp_path / "r"

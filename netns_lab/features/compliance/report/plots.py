@@ -6,11 +6,12 @@ Each plot looks for the figures of the suites that measure it and is skipped whe
 - firewall-cost.png: ns per packet of our firewall against the rule count (test_fw_cost), and
   64-byte UDP delivered at 10k rules by ours, iptables and nftables against no filter (test_fw_traffic)
 - placement.png: throughput and RTT per firewall placement (a result whose figures carry
-  ``per_placement: {placement: {"gbps": x, "rtt_us": y}}``)
+  ``per_placement: {placement: {"gbps": x, "rtt_us": y}}``, or test_placement's ``figures``)
 - mirror-cost.png: throughput of a mirrored VM and the fraction of copies delivered by load
 - segmentation.png: VLAN vs VXLAN vs plain bridge, throughput and RTT (test_overlay_traffic; without
   it, test_vlan_traffic's VLAN dataplane vs plain bridge)
-- failover.png: failover time per detection policy (figures ``failover_ms: {policy: ms | [ms]}``)
+- failover.png: failover time per detection policy (figures ``failover_ms: {policy: ms | [ms]}``,
+  or test_team_failover's results, one per policy, with ``detect_flip_ms``)
 - lab-build.png: lab build time against size (test_scale, test_overlay_scale)
 - ratios.png: every headline ratio of every suite, one bar each
 """
@@ -134,6 +135,9 @@ def _two_bars(
 
 def placement(docs: Docs, plt: Any, path: Path) -> Path | None:
     found = next(iter(_with_key(docs, "per_placement")), None)
+    if found is None:  # test_placement records `nlab placement compare`'s document
+        series = (figures(docs, "test_placement") or {}).get("figures")
+        found = ("test_placement", series) if isinstance(series, dict) and series else None
     if found is None:
         return None
     source, series = found
@@ -181,10 +185,22 @@ def segmentation(docs: Docs, plt: Any, path: Path) -> Path | None:
 
 def failover(docs: Docs, plt: Any, path: Path) -> Path | None:
     found = next(iter(_with_key(docs, "failover_ms")), None)
-    if found is None:
-        return None
-    source, by_policy = found
-    series = {policy: {"ms": v} for policy, v in by_policy.items()}
+    if found is not None:
+        source, by_policy = found
+        series = {policy: {"ms": v} for policy, v in by_policy.items()}
+    else:  # test_team_failover records one result per detection policy, named after it
+        source = "test_team_failover"
+        series = {
+            str(r.get("name")).removeprefix("team failover: "): {
+                "ms": (r.get("figures") or {}).get("detect_flip_ms")
+            }
+            for doc in docs
+            if doc.get("suite") == source
+            for r in doc.get("results", [])
+            if not r.get("ratios")
+        }
+        if not any(_value(v["ms"]) is not None for v in series.values()):
+            return None
     return _two_bars(plt, path, f"failover time per detection policy ({source})", series, {"ms": "ms"})
 
 
