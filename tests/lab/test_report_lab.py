@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from netns_lab.features.compliance.report.inputs import catalogue
 from tests.lab.conftest import Lab, nlab, running
 
 TOPOLOGY = Path(__file__).with_name("two_vms.yaml")
@@ -53,6 +54,7 @@ def test_report_of_a_running_lab_shows_its_ports_and_counters(lab: Lab, tmp_path
     assert doc["lab"] == lab.name and doc["pages"] == [str(out / "index.html"), str(out / "report.md")]
     page = (out / "index.html").read_text()
     assert 'src="topology.svg"' in page and (out / "topology.svg").stat().st_size > 0
+    assert all(f'id="rec-{r["id"]}"' in page for r in catalogue())  # the 13, once the list exists
     md = (out / "report.md").read_text()
     rows = {line.split(" | ")[3]: line for line in md.splitlines() if line.startswith("| hv1 | ")}
     assert set(rows) >= {"a1.eth0", "a2.eth0"}, md
