@@ -6,6 +6,9 @@ named)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -203,3 +206,28 @@ def test_bad_input_exits_2_naming_the_argument(tmp_path: Path, capsys: pytest.Ca
         capsys, "report", "--lab", "zzrepnone", "--out", str(tmp_path / "r"), "--bench", str(afile)
     )
     assert code == 2 and f"--bench {afile}" in err
+
+
+def test_a_bench_session_writes_its_records_and_plots(tmp_path: Path) -> None:
+    """tests/bench/conftest.py as a plugin of a session of one fake benchmark: its record lands
+    in $BENCH_OUT/<module>.json with the machine, the ratios chart beside it."""
+    pytest.importorskip("matplotlib", reason="needs matplotlib (apt-get install python3-matplotlib)")
+    (tmp_path / "test_fake.py").write_text(
+        "def test_a(bench_record):\n"
+        "    bench_record('x', figures={'n': 1}, ratios={'r': 0.5}, baseline='b')\n"
+        "    bench_record('x', figures={'n': 2}, ratios={'r': 0.25}, baseline='b')\n"
+    )
+    out = tmp_path / "out"
+    env = {**os.environ, "BENCH_OUT": str(out), "BENCH_QUICK": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.bench.conftest", "-p", "no:cacheprovider",
+         str(tmp_path / "test_fake.py"), "--quick"],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    doc = json.loads((out / "test_fake.json").read_text())
+    assert doc["suite"] == "test_fake" and doc["quick"] is True
+    assert doc["results"] == [{"name": "x", "figures": {"n": 2}, "ratios": {"r": 0.25}, "baseline": "b"}]
+    assert doc["machine"]["cpus"] == os.cpu_count()
+    assert (out / "plots" / "ratios.png").exists()
+    assert f"written {out / 'test_fake.json'}" in proc.stdout
