@@ -11,6 +11,10 @@ PYTEST_ARGS ?=
 # built once); every lab a test makes has a name of its own, so files do not meet.
 TEST_JOBS ?= 2
 BENCH_ARGS  ?=
+# QUICK=1: fewer rounds and sizes (a look in under 3 minutes, not figures to quote). BENCH_OUT: where
+# the results (one JSON per module) and plots go, default bench-results/ in the checkout.
+QUICK       ?=
+BENCH_OUT   ?= bench-results
 PREFIX      ?= /usr/local
 
 .PHONY: setup lab down test bench lint install-cli uninstall-cli
@@ -49,7 +53,7 @@ test: setup
 	exit $$rc
 
 bench: setup
-	$(PY) -m pytest tests/bench --benchmark-only -p no:cacheprovider \
+	BENCH_QUICK=$(QUICK) BENCH_OUT=$(BENCH_OUT) $(PY) -m pytest tests/bench --benchmark-only -p no:cacheprovider \
 		--benchmark-columns=min,mean,median,stddev,rounds --benchmark-sort=mean $(BENCH_ARGS)
 
 lint:

@@ -17,7 +17,7 @@ VENV=.venv
 APT_PACKAGES=(
     python3-bpfcc bpfcc-tools linux-headers-amd64 iproute2 iputils-ping tcpdump tshark
     nftables iptables iperf3 graphviz python3-venv util-linux procps libbpf1 netcat-openbsd
-    frr
+    frr python3-matplotlib chromium
 )
 
 # 1. Debian packages: install only the missing ones.

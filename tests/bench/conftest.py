@@ -1,6 +1,13 @@
-"""Scale benchmark bookkeeping: the means of each run, and the ratio table printed at its end.
+"""The benchmark session: results written as JSON with plots at its end, the quick option, and
+the scale benchmark's bookkeeping.
 
-Benchmarks put their mean (seconds) into `MEANS`, keyed (VMs, "up"|"down", "ours"|"batch");
+Every benchmark records its figures with `bench_record(name, figures=..., ratios=...,
+baseline=...)`; at the session's end each module's results go to $BENCH_OUT/<module>.json
+(default bench-results/ in the checkout) with a description of the machine, and the plots are
+drawn from those files into $BENCH_OUT/plots/. `--quick` (or BENCH_QUICK=1, `make bench QUICK=1`)
+makes the modules run fewer rounds and sizes: for a look, not for figures to quote.
+
+Scale benchmarks put their mean (seconds) into `MEANS`, keyed (VMs, "up"|"down", "ours"|"batch");
 `pytest_terminal_summary` turns them into ours/baseline ratios and ms per VM, prints them and
 writes them to .benchmarks/scale-ratios.json. The figures are reported, never asserted.
 """
@@ -8,11 +15,15 @@ writes them to .benchmarks/scale-ratios.json. The figures are reported, never as
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.bench import ipbatch
+from netns_lab.features.compliance.report import bench, plots
+from tests.bench import ipbatch, record
 
 Key = tuple[int, str, str]
 MEANS: dict[Key, float] = {}
@@ -20,6 +31,54 @@ MEANS: dict[Key, float] = {}
 UP_RATIO_GOAL = 1.5  # ours / ip -batch
 MS_PER_VM_GOAL = 5.0  # at the largest size
 RATIOS_FILE = Path(".benchmarks") / "scale-ratios.json"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--quick", action="store_true", help="fewer rounds and sizes (BENCH_QUICK=1)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--quick", default=False):
+        os.environ[bench.QUICK_ENV] = "1"  # read by the modules when they are imported, after this
+
+
+Recorder = Callable[..., None]
+
+
+@pytest.fixture
+def bench_record(request: pytest.FixtureRequest) -> Recorder:
+    """record(name, figures=..., ratios=..., baseline=...) into this module's results file."""
+    suite = request.module.__name__.rsplit(".", 1)[-1]
+
+    def recorder(
+        name: str,
+        figures: dict[str, Any] | None = None,
+        ratios: dict[str, float | None] | None = None,
+        baseline: str | None = None,
+    ) -> None:
+        record.record(suite, name, figures=figures, ratios=ratios, baseline=baseline)
+
+    return recorder
+
+
+@pytest.hookimpl(trylast=True)  # after the modules' own summaries, which record their tables
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    _scale_summary(terminalreporter, config)
+    if not record.RESULTS:
+        return
+    out = bench.results_dir(config.rootpath)
+    written = bench.write(out, record.RESULTS)
+    tr = terminalreporter
+    tr.section("benchmark results")
+    for path in written:
+        tr.write_line(f"written {path}")
+    try:
+        drawn = plots.plots(out)
+    except ImportError as err:
+        tr.write_line(f"no plots: {err} (apt-get install python3-matplotlib)")
+        return
+    for path in drawn:
+        tr.write_line(f"plot {path}")
 
 
 @pytest.fixture
@@ -69,10 +128,12 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def _scale_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     if not MEANS:
         return
     table = _table()
+    ratios = {f"up_ours_per_batch_{r['vms']}vms": r["up"]["ratio"] for r in table["rows"]}
+    record.record("test_scale", "scale", figures=table, ratios=ratios, baseline=table["baseline"])
     tr = terminalreporter
     tr.section("scale benchmark: ours vs one ip -batch (means, ms)")
     header = f"{'VMs':>4} {'phase':<5} {'ours':>9} {'ip -batch':>10} {'ours/batch':>11} {'ours ms/VM':>11}"

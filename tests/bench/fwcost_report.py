@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.bench import record
+
 GOALS = {"new": 4.0, "established": 3.0}  # x floor, at most
 SCALE_GOAL = 1.2  # cost at the most rules / cost at the fewest, at most
 REPORT_FILE = Path(".benchmarks") / "fw-cost.json"
@@ -70,6 +72,21 @@ def scaling() -> list[dict[str, Any]]:
             }
         )
     return result
+
+
+def headline() -> dict[str, float]:
+    """The ratios a reader looks at first: each row's cost over the floor (repeat=1 runs, the
+    last rule's peer) and the most rules over the fewest."""
+    ratios = {
+        f"{r['flow']}_x_floor_{r['rules']}_rules": r["ratio"]
+        for r in ROWS
+        if r["method"] == "single" and r["packet"] == "last"
+    }
+    ratios |= {
+        f"{s['flow']}_{s['packet']}_{s['method']}_{s['high_rules']}_per_{s['low_rules']}_rules": s["ratio"]
+        for s in scaling()
+    }
+    return ratios
 
 
 def table() -> dict[str, Any]:
@@ -141,7 +158,9 @@ class FwCostSummary:
                 tr.write_line(f"  {p['part']:<16} {ns}   floor {p['floor_ns']:.0f}")
         for method, text in METHODS.items():
             tr.write_line(f"{method}: {text}")
+        data = table()
+        record.record("test_fw_cost", "fw-cost", figures=data, ratios=headline(), baseline=data["floor"])
         out = config.rootpath / REPORT_FILE
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(table(), indent=2) + "\n")
+        out.write_text(json.dumps(data, indent=2) + "\n")
         tr.write_line(f"written to {out}")

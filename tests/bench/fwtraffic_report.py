@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.bench import record
+
 CONFIGS = ("none", "ours", "iptables", "nft-linear", "nft-set")
 BASELINE = "none"
 GOAL = 0.9  # ours / none for the rates, at least; for the RTT, none / ours
@@ -132,6 +134,16 @@ class FwTrafficSummary:
             f"{data['configs']['iptables']}; 1-min load average "
             + " -> ".join(f"{v:.2f}" for v in load.values())
             + f" on {os.cpu_count()} CPUs; UDP sender: one process, sendmmsg batches of 64"
+        )
+        ratios = {
+            f"{metric}_{c}_per_none": row.get("ratio")
+            for metric, rows in metrics.items()
+            if metric in GOAL_METRICS
+            for c, row in rows.items()
+            if c != BASELINE
+        }
+        record.record(
+            "test_fw_traffic", "fw-traffic", figures=data, ratios=ratios, baseline="none (no filter)"
         )
         out = config.rootpath / REPORT_FILE
         out.parent.mkdir(parents=True, exist_ok=True)

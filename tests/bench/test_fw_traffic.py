@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from netns_lab.kernel import netlink, netns
-from tests.bench import fwtraffic, traffic
+from tests.bench import fwtraffic, record, traffic
 from tests.bench.fwtraffic_report import CONFIGS, INFO, RESULTS, FwTrafficSummary
 
 if TYPE_CHECKING:
@@ -48,11 +48,12 @@ if TYPE_CHECKING:
 
 RULE_COUNT = 10_000
 VLAN = 10
-UDP_SECONDS = 0.5
-ROUNDS = {"udp_kpps": 5, "tcp_gbps": 3, "rtt_us": 4}
-PING_COUNT = 200
+QUICK = record.quick()
+UDP_SECONDS = 0.3 if QUICK else 0.5
+ROUNDS = {"udp_kpps": 2, "tcp_gbps": 1, "rtt_us": 2} if QUICK else {"udp_kpps": 5, "tcp_gbps": 3, "rtt_us": 4}
+PING_COUNT = 50 if QUICK else 200
 PING_INTERVAL = 0.002
-IPERF_SECONDS = 3
+IPERF_SECONDS = 1 if QUICK else 3
 IPTABLES = shutil.which("iptables-legacy-restore") or shutil.which("iptables-restore")
 ELEMENT = re.compile(r"\d+\.\d+\.\d+\.\d+ \. (?:tcp|udp) \. \d+")  # a set element as nft lists it
 RULE_IDS = {"udp": RULE_COUNT - 2, "tcp": RULE_COUNT - 1, "icmp": RULE_COUNT}  # the ones traffic hits
@@ -135,6 +136,7 @@ def _install_filters(bench: Bench) -> None:
     assert loaded == {"iptables": RULE_COUNT, "nft-linear": RULE_COUNT, "nft-set": RULE_COUNT - 1}, loaded
     INFO["iptables"] = os.path.basename(IPTABLES)
     INFO["rules_loaded"] = loaded
+    INFO["rules"] = RULE_COUNT
 
 
 def _ours(pair: fwtraffic.Pair, allowed: list[fwtraffic.Allow]) -> SwitchDataplane:

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from netns_lab.kernel import netns
-from tests.bench import fwtraffic, traffic
+from tests.bench import fwtraffic, record, traffic
 from tests.bench.fwtraffic import CLIENT_CPU, SERVER_CPU, TrafficError
 from tests.lab.conftest import Lab, nlab, running
 
@@ -59,12 +59,14 @@ vms:
     nics: [{vswitch: vsmon}]
 """
 A_IP, B_IP = "10.0.0.1", "10.0.0.2"
-ROUNDS = 5
-IPERF_SECONDS = 3
-UDP_SECONDS = 1.0
-LOADS = (0.25, 0.5, 1.0)
+QUICK = record.quick()
+ROUNDS = 1 if QUICK else 5
+IPERF_SECONDS = 1 if QUICK else 3
+UDP_SECONDS = 0.5 if QUICK else 1.0
+LOADS = (0.5, 1.0) if QUICK else (0.25, 0.5, 1.0)
 THROUGHPUT_GOAL = 0.85
 RESULTS = Path(".benchmarks") / "mirror-traffic.json"
+FIGURES: dict[str, Any] = {}  # this session's (the file above may hold an older run's too)
 
 
 pytestmark = [
@@ -132,12 +134,19 @@ def _send(lab: Lab, sender: Path, pps: float) -> tuple[int, float]:
     return int(sent), float(elapsed)
 
 
-def _report(capsys: pytest.CaptureFixture[str], key: str, value: object) -> None:
+def _report(capsys: pytest.CaptureFixture[str], bench_record: Any, key: str, value: object) -> None:
     path = Path.cwd() / RESULTS
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = json.loads(path.read_text()) if path.exists() else {}
     doc[key] = value
     path.write_text(json.dumps(doc, indent=2) + "\n")
+    FIGURES[key] = value
+    ratios = {
+        f"gbps_{k}_per_unmirrored": v for k, v in FIGURES.get("throughput", {}).get("ratio", {}).items()
+    }
+    for row in FIGURES.get("copies", {}).get("rows", []):
+        ratios[f"copies_delivered_at_{row['load']:g}_of_peak"] = row["fraction"]
+    bench_record("mirror", figures=FIGURES, ratios=ratios, baseline="the VM unmirrored; copies: packets sent")
     with capsys.disabled():
         print(f"\nmirror bench {key}: {json.dumps(value)}")
 
@@ -153,13 +162,13 @@ CONFIGS: dict[str, tuple[str, ...] | None] = {
 
 
 def test_throughput_of_a_mirrored_vm(
-    benchmark: Any, lab: tuple[Lab, Path], capsys: pytest.CaptureFixture[str]
+    benchmark: Any, lab: tuple[Lab, Path], capsys: pytest.CaptureFixture[str], bench_record: Any
 ) -> None:
     benchmark.group = "mirror throughput (all rounds)"
-    benchmark.pedantic(_throughput, args=(lab[0], capsys), rounds=1)
+    benchmark.pedantic(_throughput, args=(lab[0], capsys, bench_record), rounds=1)
 
 
-def _throughput(built: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+def _throughput(built: Lab, capsys: pytest.CaptureFixture[str], bench_record: Any) -> None:
     runs: dict[str, list[float]] = {name: [] for name in CONFIGS}
     for round_ in range(ROUNDS):
         for name in list(CONFIGS) if round_ % 2 == 0 else list(CONFIGS)[::-1]:
@@ -185,6 +194,7 @@ def _throughput(built: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     plain = medians["unmirrored"]
     _report(
         capsys,
+        bench_record,
         "throughput",
         {
             "gbps": {name: round(m / 1e9, 2) for name, m in medians.items()},
@@ -197,13 +207,13 @@ def _throughput(built: Lab, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_fraction_of_copies_delivered_by_load(
-    benchmark: Any, lab: tuple[Lab, Path], capsys: pytest.CaptureFixture[str]
+    benchmark: Any, lab: tuple[Lab, Path], capsys: pytest.CaptureFixture[str], bench_record: Any
 ) -> None:
     benchmark.group = "mirror copies delivered (all loads)"
-    benchmark.pedantic(_copies_by_load, args=(*lab, capsys), rounds=1)
+    benchmark.pedantic(_copies_by_load, args=(*lab, capsys, bench_record), rounds=1)
 
 
-def _copies_by_load(built: Lab, sender: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _copies_by_load(built: Lab, sender: Path, capsys: pytest.CaptureFixture[str], bench_record: Any) -> None:
     _mirror(built, True, direction="out")
     try:
         sent, elapsed = _send(built, sender, 0)  # warm-up and peak: flat out, mirrored
@@ -228,4 +238,6 @@ def _copies_by_load(built: Lab, sender: Path, capsys: pytest.CaptureFixture[str]
     finally:
         _mirror(built, False)
     assert all(r["sent"] > 0 and r["copies"] > 0 for r in rows)
-    _report(capsys, "copies", {"peak_kpps": round(peak / 1e3, 1), "rows": rows, "session": counters})
+    _report(
+        capsys, bench_record, "copies", {"peak_kpps": round(peak / 1e3, 1), "rows": rows, "session": counters}
+    )

@@ -41,10 +41,12 @@ import pytest
 from netns_lab.features.overlay import frr
 from netns_lab.observe.capture import Capture
 from netns_lab.topology.model import Topology
+from tests.bench import record
 from tests.bench.overlay_labs import in_ns, overlay_up, ping
 from tests.lab.conftest import Lab
 
 pytestmark = [
+    pytest.mark.skipif(record.quick(), reason="not in QUICK=1: builds several labs with nlab up (minutes)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds namespaces"),
     pytest.mark.skipif(shutil.which("ping") is None, reason="needs ping (apt-get install iputils-ping)"),
 ]
@@ -135,7 +137,9 @@ def measure(lab: Lab, topo: Topology) -> dict[str, int]:
     return {"pings": pings, "answered": answered, **c, "flooded": c["bum"] + c["unknown_ucast"]}
 
 
-def test_underlay_bum_frames_flood_vs_controller_vs_evpn(benchmark: Any, tmp_path: Path) -> None:
+def test_underlay_bum_frames_flood_vs_controller_vs_evpn(
+    benchmark: Any, tmp_path: Path, bench_record: Any
+) -> None:
     modes = [m for m in MODES if m != "evpn" or frr.available() is None]
     results: dict[str, dict[str, dict[str, int]]] = {m: {} for m in modes}
     with contextlib.ExitStack() as stack:
@@ -153,6 +157,7 @@ def test_underlay_bum_frames_flood_vs_controller_vs_evpn(benchmark: Any, tmp_pat
             assert r["answered"] == r["pings"], (mode, round_, r)
     assert results["flood"]["cold"]["flooded"] > 0  # the positive control of the counter
     report = _report(results, frr.available())
+    bench_record("overlay-bum", figures=report, ratios=report["ratios"], baseline="controller / evpn mode")
     benchmark.extra_info.update(report)
     path = Path(__file__).resolve().parents[2] / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ import pytest
 
 from netns_lab.features.overlay import frr
 from netns_lab.kernel import netlink
+from tests.bench import record
 from tests.lab import evpn_fabric as ef
 
 pytestmark = [
@@ -39,7 +40,7 @@ pytestmark = [
 ]
 
 VNI = 10010
-ROUNDS = 30
+ROUNDS = 3 if record.quick() else 30
 TIMEOUT_S = 10.0
 POLL_S = 0.001
 REPORT_FILE = Path(".benchmarks") / "overlay-converge.json"
@@ -86,7 +87,7 @@ def _fresh_mac() -> str:
     return ":".join(f"{b:02x}" for b in (0x02, 0xEE, *secrets.token_bytes(4)))
 
 
-def _report(name: str, what: str, samples: list[float], benchmark) -> None:
+def _report(name: str, what: str, samples: list[float], benchmark, bench_record) -> None:
     ms = sorted(s * 1e3 for s in samples)
     REPORT[name] = {
         "what": what,
@@ -98,12 +99,13 @@ def _report(name: str, what: str, samples: list[float], benchmark) -> None:
     }
     benchmark.extra_info.update(REPORT[name])
     doc = {"mode": "evpn", "load_average": os.getloadavg(), **REPORT}
+    bench_record("evpn-converge", figures=doc, baseline="none: absolute ms of the EVPN path")
     REPORT_FILE.parent.mkdir(exist_ok=True)
     REPORT_FILE.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\nevpn {name}: {json.dumps(REPORT[name])}")
 
 
-def test_evpn_mac_appears(fabric: ef.Fabric, h3_holds, benchmark) -> None:
+def test_evpn_mac_appears(fabric: ef.Fabric, h3_holds, benchmark, bench_record) -> None:
     samples: list[float] = []
 
     def one_round(mac: str) -> None:
@@ -113,10 +115,16 @@ def test_evpn_mac_appears(fabric: ef.Fabric, h3_holds, benchmark) -> None:
         samples.append(time.perf_counter() - began)
 
     benchmark.pedantic(one_round, setup=lambda: ((_fresh_mac(),), {}), rounds=ROUNDS, iterations=1)
-    _report("appear", "a new MAC behind h1 until h3's FDB holds it at h1 (extern_learn)", samples, benchmark)
+    _report(
+        "appear",
+        "a new MAC behind h1 until h3's FDB holds it at h1 (extern_learn)",
+        samples,
+        benchmark,
+        bench_record,
+    )
 
 
-def test_evpn_mac_moves(fabric: ef.Fabric, h3_holds, benchmark) -> None:
+def test_evpn_mac_moves(fabric: ef.Fabric, h3_holds, benchmark, bench_record) -> None:
     """MAC mobility: the MAC is still learned on h1 when it shows up behind h2 (EVPN sequence
     numbers decide); timed from the frame on h2 until h3 points at h2."""
     samples: list[float] = []
@@ -134,4 +142,10 @@ def test_evpn_mac_moves(fabric: ef.Fabric, h3_holds, benchmark) -> None:
         samples.append(time.perf_counter() - began)
 
     benchmark.pedantic(one_round, setup=known_at_h1, rounds=ROUNDS, iterations=1)
-    _report("move", "a MAC known at h1 appears behind h2, until h3's FDB points at h2", samples, benchmark)
+    _report(
+        "move",
+        "a MAC known at h1 appears behind h2, until h3's FDB points at h2",
+        samples,
+        benchmark,
+        bench_record,
+    )

@@ -47,10 +47,12 @@ from netns_lab.features.overlay import frr, install
 from netns_lab.features.overlay.plan import Member, from_topology, plan
 from netns_lab.kernel import netlink
 from netns_lab.topology.model import Topology
+from tests.bench import record
 from tests.bench.overlay_labs import overlay_up
 from tests.lab.conftest import Lab
 
 pytestmark = [
+    pytest.mark.skipif(record.quick(), reason="not in QUICK=1: builds several labs with nlab up (minutes)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds namespaces"),
     pytest.mark.skipif(shutil.which("ping") is None, reason="needs ping (apt-get install iputils-ping)"),
 ]
@@ -172,7 +174,7 @@ def one_round(mode: str, lab: Lab, topo: Topology, index: int) -> dict[str, dict
     return {"added": added, "moved": moved}
 
 
-def test_convergence_after_a_vm_is_added_or_moved(benchmark: Any, tmp_path: Path) -> None:
+def test_convergence_after_a_vm_is_added_or_moved(benchmark: Any, tmp_path: Path, bench_record: Any) -> None:
     modes = [m for m in MODES if m != "evpn" or frr.available() is None]
     samples: dict[str, list[dict[str, dict[str, float]]]] = {m: [] for m in modes}
     with contextlib.ExitStack() as stack:
@@ -187,6 +189,7 @@ def test_convergence_after_a_vm_is_added_or_moved(benchmark: Any, tmp_path: Path
         benchmark.group = "overlay convergence"
         benchmark.pedantic(every_mode, rounds=1, iterations=1)
     report = _report(samples, frr.available())
+    bench_record("overlay-convergence", figures=report, ratios=report["ratios"], baseline="controller mode")
     benchmark.extra_info.update(report)
     path = Path(__file__).resolve().parents[2] / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.bench import record
+
 if TYPE_CHECKING:
     from dataplane.switch import SwitchDataplane
 
@@ -43,7 +45,10 @@ VNI = 10010
 
 ROWS: list[dict[str, Any]] = []
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: loads eBPF programs")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: loads eBPF programs"),
+    pytest.mark.skipif(record.quick(), reason="not in QUICK=1: two dataplanes to compile for no plot"),
+]
 
 
 def frame(path: str, size: int) -> bytes:
@@ -161,9 +166,14 @@ class OverlayCostSummary:
                 f" {r['extra_ns']:>7.1f} {r['ratio']:>5.2f}x"
             )
         tr.write_line("tables: as many peers as hosted VNIs; a host without a VTEP runs no guard (0 ns)")
+        data = self.table()
+        ratios = {f"{r['path']}_{r['size']}B_{r['tables']}_tables_x_floor": r["ratio"] for r in ROWS}
+        record.record(
+            "test_overlay_cost", "overlay-cost", figures=data, ratios=ratios, baseline=data["floor"]
+        )
         out = config.rootpath / REPORT_FILE
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(self.table(), indent=2) + "\n")
+        out.write_text(json.dumps(data, indent=2) + "\n")
         tr.write_line(f"written to {out}")
 
     @staticmethod

@@ -35,10 +35,14 @@ import pytest
 from dataplane import abi
 from netns_lab.features.overlay import install
 from netns_lab.topology.model import Topology
+from tests.bench import record
 from tests.bench.overlay_scale_topology import HOSTS, segment_hosts, topology
 from tests.lab.conftest import Lab, leftovers, nlab
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds namespaces")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds namespaces"),
+    pytest.mark.skipif(record.quick(), reason="not in QUICK=1: builds labs of hundreds of VNIs (minutes)"),
+]
 
 SIZES = tuple(int(s) for s in os.environ.get("OVERLAY_SCALE_SIZES", "100,300,600").split(","))
 REPORT_FILE = Path(".benchmarks") / "overlay-scale.json"
@@ -128,7 +132,7 @@ def _extrapolated(rows: list[dict[str, Any]], segments: int) -> dict[str, float]
     return {"up_s": line("up_s"), "slab_growth_mb": line("slab_growth_mb")}
 
 
-def test_overlay_scale(benchmark: Any, tmp_path: Path) -> None:
+def test_overlay_scale(benchmark: Any, tmp_path: Path, bench_record: Any) -> None:
     rows: list[dict[str, Any]] = []
 
     def every_size() -> None:
@@ -163,6 +167,14 @@ def test_overlay_scale(benchmark: Any, tmp_path: Path) -> None:
         "guard_lookup": "see .benchmarks/overlay-cost.json (1 vs 1,000 VNIs, test_overlay_cost.py)",
         "load_average": os.getloadavg(),
     }
+    first = rows[0]
+    ratios = {
+        f"up_s_{r['segments']}_per_{first['segments']}_vnis": round(r["up_s"] / first["up_s"], 2)
+        for r in rows[1:]
+    }
+    bench_record(
+        "overlay-scale", figures=report, ratios=ratios, baseline=f"the lab of {first['segments']} VNIs"
+    )
     benchmark.extra_info.update(report)
     path = Path(__file__).resolve().parents[2] / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,11 +34,12 @@ import pytest
 
 from netns_lab.lab import builder, teardown
 from netns_lab.topology import loader
-from tests.bench import traffic
+from tests.bench import record, traffic
 from tests.bench.overlay_labs import overlay_up
 from tests.bench.test_vlan_traffic import ADDRESSES, _free_name, topology
 
 pytestmark = [
+    pytest.mark.skipif(record.quick(), reason="not in QUICK=1: builds several labs with nlab up (minutes)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds namespaces and loads eBPF"),
     pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3 (apt-get install iperf3)"),
     pytest.mark.skipif(shutil.which("ping") is None, reason="needs ping (apt-get install iputils-ping)"),
@@ -91,7 +92,7 @@ def df_ping(ns: str, ip: str, size: int) -> bool:
     return subprocess.run(command, capture_output=True, check=False).returncode == 0
 
 
-def test_vxlan_vs_vlan_vs_plain_bridge(benchmark: Any, tmp_path: Path) -> None:
+def test_vxlan_vs_vlan_vs_plain_bridge(benchmark: Any, tmp_path: Path, bench_record: Any) -> None:
     with overlay_up(tmp_path, "controller") as (lab, topo), plain_lab() as plain:
         ip = {vm.name: str(vm.nics[0].ip.ip) for vm in topo.vms if vm.nics[0].ip is not None}
         paths: dict[str, tuple[str, str, str]] = {  # kind -> client ns, server ns, server address
@@ -127,6 +128,9 @@ def test_vxlan_vs_vlan_vs_plain_bridge(benchmark: Any, tmp_path: Path) -> None:
         }
     assert all(all(v > 0 for v in s) for m in samples.values() for s in m.values()), samples
     report = _report(samples, mtus)
+    bench_record(
+        "overlay-traffic", figures=report, ratios=report["ratios"], baseline="VLAN segment, plain bridge"
+    )
     benchmark.extra_info.update(report)
     path = Path(__file__).resolve().parents[2] / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,14 +27,14 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw, raw
 
-from tests.bench import revision
+from tests.bench import record, revision
 
 if TYPE_CHECKING:
     from dataplane.switch import SwitchDataplane
 
 PORT = revision.PORT
-REPEAT = 20_000
-ROUNDS = 61
+REPEAT = 2_000 if record.quick() else 20_000
+ROUNDS = 7 if record.quick() else 61
 GOAL = 0.97  # throughput with a team / with one uplink
 REPORT_FILE = revision.REPO / ".benchmarks" / "team-cost.json"
 FRAME = raw(
@@ -72,7 +72,7 @@ def _measure(planes: dict[str, SwitchDataplane], program: str) -> dict[str, floa
 
 
 def test_uplink_cost_with_the_gates_against_base(
-    benchmark: Any, planes: dict[str, SwitchDataplane], capsys: Any
+    benchmark: Any, planes: dict[str, SwitchDataplane], capsys: Any, bench_record: Any
 ) -> None:
     """One pytest-benchmark round around the whole measurement (so that `make bench`, which runs
     benchmarks only, runs it); the figures are the kernel's, in the report."""
@@ -104,6 +104,8 @@ def test_uplink_cost_with_the_gates_against_base(
         "rows": rows,
         "load_average_1min": os.getloadavg()[0],
     }
+    ratios = {f"{r['program']}_{k}": r[k] for r in rows for k in ("team_over_base", "now_over_base")}
+    bench_record("team-cost", figures=report, ratios=ratios, baseline=f"the programs of {report['base']}")
     benchmark.extra_info.update(report)
     REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
     REPORT_FILE.write_text(json.dumps(report, indent=2) + "\n")

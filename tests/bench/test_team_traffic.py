@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.bench import revision, traffic
+from tests.bench import record, revision, traffic
 
 if TYPE_CHECKING:
     from dataplane.switch import SwitchDataplane
     from tests.lab.teamlab import TeamLab
 
-ROUNDS = 9
-IPERF_SECONDS = 2
+ROUNDS = 2 if record.quick() else 9
+IPERF_SECONDS = 1 if record.quick() else 2
 KINDS = ("one", "team", "again")
 GOAL = 0.97  # team / one uplink, at least
 REPORT_FILE = revision.REPO / ".benchmarks" / "team-traffic.json"
@@ -84,7 +84,7 @@ def _rounds(lab: TeamLab, base: SwitchDataplane, gbps: dict[str, list[float]]) -
 
 
 def test_tcp_throughput_team_against_one_uplink(
-    benchmark: Any, setup: tuple[TeamLab, SwitchDataplane], capsys: Any
+    benchmark: Any, setup: tuple[TeamLab, SwitchDataplane], capsys: Any, bench_record: Any
 ) -> None:
     """One pytest-benchmark round around the interleaved runs (`make bench` runs benchmarks only)."""
     lab, base = setup
@@ -107,6 +107,8 @@ def test_tcp_throughput_team_against_one_uplink(
         "goal_met": ratio("team", "one") >= GOAL,
         "load_average_1min": os.getloadavg()[0],
     }
+    ratios = {k: report[k] for k in ("team_over_one", "again_over_team")}
+    bench_record("team-traffic", figures=report, ratios=ratios, baseline="one uplink, the programs of main")
     benchmark.extra_info.update(report)
     REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
     REPORT_FILE.write_text(json.dumps(report, indent=2) + "\n")

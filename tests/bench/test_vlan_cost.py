@@ -30,15 +30,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.bench import record
+
 if TYPE_CHECKING:
     from dataplane.switch import PortVlans, SwitchDataplane
 
 PORT = 1  # the loopback's ifindex: test-run only names it
 SIZES = (64, 1500)  # bytes of the frame handed to the program, tag included
-SINGLE_RUNS = 4000  # repeat=1 runs per path, each after one floor run
-WARMUP_RUNS = 200
-REPEAT = 20_000
-REPEAT_PAIRS = 11  # alternating floor/path runs of REPEAT iterations; the median is kept
+QUICK = record.quick()
+SINGLE_RUNS = 400 if QUICK else 4000  # repeat=1 runs per path, each after one floor run
+WARMUP_RUNS = 50 if QUICK else 200
+REPEAT = 2_000 if QUICK else 20_000
+REPEAT_PAIRS = 3 if QUICK else 11  # alternating floor/path runs of REPEAT iterations; the median is kept
 GOAL_RATIO = 2.5
 REPORT_FILE = Path(".benchmarks") / "vlan-cost.json"
 
@@ -242,9 +245,12 @@ class VlanCostSummary:
             "push+pop: ebpf/bench.c, the real helpers as a pair restoring the skb, warm, "
             "against the floor of two programs"
         )
+        data = self.table()
+        ratios = {f"{r['path']}_{r['size']}B_{r['method']}_x_floor": r["ratio"] for r in ROWS}
+        record.record("test_vlan_cost", "vlan-cost", figures=data, ratios=ratios, baseline=data["floor"])
         out = config.rootpath / REPORT_FILE
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(self.table(), indent=2) + "\n")
+        out.write_text(json.dumps(data, indent=2) + "\n")
         tr.write_line(f"written to {out}")
 
     @staticmethod

@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.bench import fwbench, revision
+from tests.bench import fwbench, record, revision
 
 if TYPE_CHECKING:
     from dataplane.switch import SwitchDataplane
 
 PORT = 1  # the loopback's ifindex: test-run only names it
 RULES = 10
-REPEAT = 20_000
-ROUNDS = 61
+REPEAT = 2_000 if record.quick() else 20_000
+ROUNDS = 7 if record.quick() else 61
 REPO = Path(__file__).resolve().parents[2]
 REPORT_FILE = Path(".benchmarks") / "vm-port-cost.json"
 
@@ -86,7 +86,9 @@ def _median_ns(planes: dict[str, SwitchDataplane], program: str, frame: bytes) -
     )
 
 
-def test_established_tcp_cost_against_base(planes: dict[str, SwitchDataplane], capsys: Any) -> None:
+def test_established_tcp_cost_against_base(
+    planes: dict[str, SwitchDataplane], capsys: Any, bench_record: Any
+) -> None:
     dst = fwbench.peer(1)
     for dp in planes.values():
         _establish(dp, dst)
@@ -114,6 +116,8 @@ def test_established_tcp_cost_against_base(planes: dict[str, SwitchDataplane], c
         "rows": rows,
         "load_average_1min": os.getloadavg()[0],
     }
+    ratios = {f"{r['program']}_now_over_base": r["now_over_base"] for r in rows}
+    bench_record("vm-port-cost", figures=report, ratios=ratios, baseline=f"the programs of {report['base']}")
     out = REPO / REPORT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

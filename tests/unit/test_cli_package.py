@@ -210,6 +210,7 @@ ON_A_LAB = {
     "overlay",
     "fail",
     "heal",
+    "report",
 }
 
 
@@ -237,6 +238,7 @@ def test_every_command_on_a_running_lab_shows_lab_in_its_help() -> None:
         ["trace", "web1", "--to", "10.0.0.1", "-l", "A"],
         ["vlans", "--probe", "--lab", "A"],
         ["graph", "--lab", "A"],
+        ["report", "--out", "r", "-l", "A"],
     ],
 )
 def test_lab_anywhere_after_the_command_words(argv: list[str]) -> None:
