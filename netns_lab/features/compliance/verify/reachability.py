@@ -14,7 +14,7 @@ from netns_lab.lab.running import RunningLab
 from netns_lab.topology import names
 
 log = logging.getLogger(__name__)
-MAX_TRACES = 8  # disagreements traced; the rest are listed without (a trace costs a verifier load)
+MAX_TRACES = 4  # disagreements traced; the rest are listed without (a trace costs verifier loads)
 RECOMMENDATIONS = ["VM-VN-R1", "VM-FW-R2", "VM-FW-R3", "VM-FW-R4"]
 
 
@@ -32,13 +32,28 @@ def _row(p: expected.Probe, want: expected.Expectation, seen: probes.Seen) -> di
     }
 
 
-def _trace(lab: RunningLab, p: expected.Probe) -> dict[str, Any] | str:
+def _traced(lab: RunningLab, wrong: list[expected.Probe]) -> dict[int, dict[str, Any] | str]:
+    """Traces of up to MAX_TRACES disagreements (by index in `wrong`), the first of each pair
+    of VMs before the others, all on one set of private copies: each node's programs load once."""
     from netns_lab.observe import trace  # scapy: only when a disagreement needs it
 
+    first: dict[tuple[str, str], int] = {}
+    for i, p in enumerate(wrong):
+        first.setdefault((p.src, p.dst), i)
+    rest = [i for i in range(len(wrong)) if i not in first.values()]
+    chosen = sorted([*first.values(), *rest][:MAX_TRACES])
+    found: dict[int, dict[str, Any] | str] = {}
+    copies = trace.Copies(lab.topo)
     try:
-        return trace.trace(lab.topo, p.src, p.dst_ip, p.proto, p.port or 0)
-    except (trace.TraceError, ValueError) as err:
-        return f"no trace: {err}"
+        for i in chosen:
+            p = wrong[i]
+            try:
+                found[i] = trace.trace(lab.topo, p.src, p.dst_ip, p.proto, p.port or 0, copies=copies)
+            except (trace.TraceError, ValueError) as err:
+                found[i] = f"no trace: {err}"
+    finally:
+        copies.close()
+    return found
 
 
 def check(
@@ -66,6 +81,7 @@ def check(
         for p, r in zip(batch, rows, strict=True)
         if r["expected"] is not None and r["expected"] != r["observed"]
     ]
+    traces = _traced(lab, [p for p, _ in wrong]) if wrong else {}
     for n, (p, r) in enumerate(wrong):
         f: dict[str, Any] = {
             "what": f"{p.proto} reachability",
@@ -73,11 +89,11 @@ def check(
             "expected": f"{r['expected']} ({r['why']})",
             "observed": f"{r['observed']} ({r['seen']})",
         }
-        if n < MAX_TRACES:
-            f["trace"] = _trace(lab, p)
+        if n in traces:
+            f["trace"] = traces[n]
         findings.append(f)
-    if len(wrong) > MAX_TRACES:
-        log.info("%d disagreements; the first %d traced", len(wrong), MAX_TRACES)
+    if len(wrong) > len(traces):
+        log.info("%d disagreements, %d of them traced", len(wrong), len(traces))
     allowed = sum(r["expected"] == "allow" for r in table)
     reason = (
         f"{len(table)} probes decided by the model ({allowed} allow, {len(table) - allowed} deny), "
