@@ -87,13 +87,16 @@ def test_a_healthy_lab_passes_with_evidence(lab: Lab, tmp_path: Path) -> None:
     assert (
         check(doc, "attacks")["counters"]["qinq"] == 2 and check(doc, "attacks")["counters"]["spoof-ip"] == 4
     )
-    for cid in ("reachability", "mirror", "attacks"):
+    for cid in ("reachability", "mirror", "promiscuous", "attacks", "failover"):
         files = check(doc, cid)["evidence"]
         assert (
             Path(files["pcap"]).stat().st_size > 24
             and json.loads(Path(files["counters"]).read_text())["delta"]
         )
     assert "web-ids: web<->app out 3, in 3" in check(doc, "mirror")["reason"]
+    failover = check(doc, "failover")
+    assert failover["status"] == "pass" and "moved eth0 -> eth1" in failover["reason"]
+    assert "3/3 echoes app -> web answered" in failover["reason"]
 
 
 def test_a_rule_edited_in_a_kernel_map_is_found(lab: Lab) -> None:

@@ -70,7 +70,7 @@ def verify(lab: RunningLab, evidence: Path | None = None) -> dict[str, Any]:
     checks.append(traffic.mirror_check(lab, echoes))
     checks.append(traffic.promiscuous_check(lab, echoes))
     checks.append(attacks.check(lab, folder, traffic.snooped(lab, echoes)))
-    checks.append(failover.check(lab, folder))
+    checks.append(failover.check(lab, folder, table))
     checks.append(
         {
             "id": "migration",

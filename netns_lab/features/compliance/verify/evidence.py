@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,17 @@ class Recorder:
             writer.close()
             files["pcap"] = str(pcap)
         return files
+
+
+def copy_as(files: dict[str, str], check: str) -> dict[str, str]:
+    """The same evidence under another check's name (two checks judged from one round)."""
+    found = {}
+    for kind, path in files.items():
+        src = Path(path)
+        dst = src.with_name(check + "".join(src.suffixes))
+        shutil.copyfile(src, dst)
+        found[kind] = str(dst)
+    return found
 
 
 @contextlib.contextmanager

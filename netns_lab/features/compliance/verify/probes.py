@@ -32,6 +32,7 @@ ICMP_ECHO, ICMP_ECHO_REPLY = 8, 0
 WARM_UP = 0.3  # seconds between the echoes and the rest: the neighbours resolve meanwhile
 TIMEOUT = 1.5  # seconds for every answer: below the first SYN retransmission plus its answer
 ANSWERED = (0, errno.ECONNREFUSED)
+ECHO_ANSWERS, DATAGRAMS = -1, -2  # selector data of the receiving sockets (a connect's: its probe)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,14 @@ class Run:
                 if len(data) == 12 and data[:8] == self.token:
                     self.seen.setdefault(struct.unpack("!I", data[8:])[0], Seen("allow", "received"))
 
+    def _connected(self, sel: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+        code = key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
+        detail = "open" if code == 0 else ("refused" if code == errno.ECONNREFUSED else "unreachable")
+        self.seen[key.data] = Seen("allow" if code in ANSWERED else "deny", detail)
+        sel.unregister(key.fileobj)
+
     def run(self, timeout: float = TIMEOUT) -> list[Seen]:
+        """Send every probe, then wait for answers until all came or `timeout` has passed."""
         _raise_fd_limit(2 * len(self.probes) + 256)
         by_src: dict[str, list[int]] = {}
         for i, p in enumerate(self.probes):
@@ -172,20 +180,23 @@ class Run:
         raw = self._echoes(by_src)
         time.sleep(WARM_UP)
         with selectors.DefaultSelector() as sel:
+            for sock in raw.values():  # answers, read as they come
+                sel.register(sock, selectors.EVENT_READ, ECHO_ANSWERS)
+            for sock in udp.values():
+                sel.register(sock, selectors.EVENT_READ, DATAGRAMS)
             self._connects(sel, by_src)
             deadline = time.monotonic() + timeout
-            while (left := deadline - time.monotonic()) > 0 and sel.get_map():
+            while (left := deadline - time.monotonic()) > 0 and len(self.seen) < len(self.probes):
                 for key, _ in sel.select(min(left, 0.1)):
-                    sock = key.fileobj
-                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
-                    verdict = "allow" if code in ANSWERED else "deny"
-                    detail = (
-                        "open" if code == 0 else ("refused" if code == errno.ECONNREFUSED else "unreachable")
-                    )
-                    self.seen[key.data] = Seen(verdict, detail)
-                    sel.unregister(sock)
+                    if key.data == ECHO_ANSWERS:
+                        self._replies([key.fileobj])  # type: ignore[list-item]
+                    elif key.data == DATAGRAMS:
+                        self._datagrams([key.fileobj])  # type: ignore[list-item]
+                    else:
+                        self._connected(sel, key)
             for key in list(sel.get_map().values()):
-                self.seen.setdefault(key.data, Seen("deny", "timeout"))
+                if key.data >= 0:
+                    self.seen.setdefault(key.data, Seen("deny", "timeout"))
         self._replies(raw.values())
         self._datagrams(udp.values())
         lost = {"udp": "lost", "icmp": "no reply", "tcp": "timeout"}

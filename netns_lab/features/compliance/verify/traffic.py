@@ -14,13 +14,14 @@ VM NIC listens in promiscuous mode from inside its VM. The echoes carry a random
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 from netns_lab.features.compliance.verify import expected, probes
-from netns_lab.features.compliance.verify.evidence import Recorder, recording
+from netns_lab.features.compliance.verify.evidence import Recorder, copy_as, recording
 from netns_lab.features.compliance.verify.expected import Probe
 from netns_lab.features.mirror import live as mirror_live
 from netns_lab.features.mirror import plan as mirror_plan
@@ -28,6 +29,7 @@ from netns_lab.lab.running import RunningLab
 from netns_lab.topology import names
 
 ECHOES = 3
+SETTLE = 0.5  # seconds the copies may take after the last answer
 ICMP_ECHO, ICMP_REPLY = 8, 0
 
 
@@ -112,7 +114,7 @@ def run(lab: RunningLab, folder: Path | None, table: list[dict[str, Any]]) -> Ro
     pairs, unpaired = _pairs(lab, taps, table)
     ends = {p.src for p in pairs} | {p.dst for p in pairs}
     dests = {s.dest_vm for s in mirror_plan.sessions(lab.topo) if s.dest_vm}
-    with recording(lab, folder, "traffic") as rec:
+    with recording(lab, folder, "mirror") as rec:
         tap_caps = {t.session: rec.capture(t.namespace, t.ifname, marked=t.marked) for t in taps}
         nic_caps = {
             f"{vm.name}.{nic.name}": rec.capture(names.namespace(lab.lab, vm.name), nic.name)
@@ -124,11 +126,32 @@ def run(lab: RunningLab, folder: Path | None, table: list[dict[str, Any]]) -> Ro
         with probes.batch(lab.lab, batch) as echo:
             echo.run(timeout=1.0)
             token = echo.token
-        rec.drain()
+        _settle(rec, tap_caps, pairs, token)
         seen_taps = {s: _count(rec.frames_of(c), token) for s, c in tap_caps.items()}
         seen_nics = {n: _count(rec.frames_of(c), token) for n, c in nic_caps.items()}
         files = rec.finish()
     return Round(pairs, unpaired, seen_taps, seen_nics, rec, files)
+
+
+def _settle(rec: Recorder, caps: dict[str, Any], pairs: list[Pair], token: bytes) -> None:
+    """Read the captures until every session's tap holds its pair's echoes both ways, or
+    SETTLE seconds: a copy is cloned before the frame it copies is delivered, but reaches its
+    tap through a queue of its own."""
+    deadline = time.monotonic() + SETTLE
+    while True:
+        rec.drain()
+        counts = {
+            p.session: _count(rec.frames_of(caps[p.session]), token) for p in pairs if p.session in caps
+        }
+        done = all(
+            counts[p.session].get((ICMP_ECHO, p.src_ip, p.dst_ip), 0) >= ECHOES
+            and counts[p.session].get((ICMP_REPLY, p.dst_ip, p.src_ip), 0) >= ECHOES
+            for p in pairs
+            if p.session in counts
+        )
+        if done or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
 
 
 # -- judgements ------------------------------------------------------------------------------------
@@ -231,7 +254,7 @@ def promiscuous_check(lab: RunningLab, r: Round) -> dict[str, Any]:
     if judged:
         reason = f"promiscuous NICs: {'; '.join(judged)}; " + reason
     status = "fail" if findings else "pass"
-    return _doc("promiscuous", ["VM-TM-R2"], status, reason, findings, r.files)
+    return _doc("promiscuous", ["VM-TM-R2"], status, reason, findings, copy_as(r.files, "promiscuous"))
 
 
 def _doc(
