@@ -45,15 +45,20 @@ def verify(lab: Lab, *extra: str) -> tuple[int, dict[str, Any]]:
     return proc.returncode, json.loads(proc.stdout)
 
 
+def verify_here(lab: Lab, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, Any]]:
+    """`nlab verify --json` run in this process (no interpreter to start)."""
+    capsys.readouterr()
+    code = cli.main(["verify", "--lab", lab.name, "--json", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
 def verify_untraced(
     lab: Lab, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, dict[str, Any]]:
-    """`nlab verify` in this process, tracing no disagreement (traces load programs into the
-    kernel's verifier for seconds; the rule test shows them)."""
+    """The same, tracing no disagreement (a trace loads programs through the kernel's verifier
+    for seconds; the rule test shows traces)."""
     monkeypatch.setattr(reachability, "MAX_TRACES", 0)
-    capsys.readouterr()
-    code = cli.main(["verify", "--lab", lab.name, "--json"])
-    return code, json.loads(capsys.readouterr().out)
+    return verify_here(lab, capsys)
 
 
 def check(doc: dict[str, Any], cid: str) -> dict[str, Any]:
@@ -99,7 +104,7 @@ def test_a_healthy_lab_passes_with_evidence(lab: Lab, tmp_path: Path) -> None:
     assert "3/3 echoes app -> web answered" in failover["reason"]
 
 
-def test_a_rule_edited_in_a_kernel_map_is_found(lab: Lab) -> None:
+def test_a_rule_edited_in_a_kernel_map_is_found(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     with opened(lab, "hv2") as (dp, _):
         gen = dp.firewall.config().generation & 1
         rows = syscalls.map_items(dp.maps["policy"], lpm.PolicyKey, lpm.PolicyValue)
@@ -108,7 +113,7 @@ def test_a_rule_edited_in_a_kernel_map_is_found(lab: Lab) -> None:
         value.verdict = abi.Verdict.DENY
         syscalls.map_update(dp.maps["policy"], key, value)
         try:
-            code, doc = verify(lab)
+            code, doc = verify_here(lab, capsys)
         finally:
             syscalls.map_update(dp.maps["policy"], key, kept)
     assert code == 3 and doc["ok"] is False
@@ -170,12 +175,14 @@ def test_a_vlan_removed_from_a_trunk_is_found(
     assert modelled(lab) == []
 
 
-def test_bad_input_exits_2(lab: Lab, tmp_path: Path) -> None:
-    proc = nlab("verify", "--lab", lab.name + "x", "--json")
-    assert proc.returncode == 2 and "is not up" in json.loads(proc.stdout)["error"]["message"]
+def test_bad_input_exits_2(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    proc = nlab("verify", "--lab", lab.name, "--evidence", str(blocker / "sub"), "--json")
-    assert proc.returncode == 2 and f"--evidence {blocker / 'sub'}: cannot write" in proc.stderr
-    proc = nlab("verify", "--lab", lab.name, "--bogus")
-    assert proc.returncode == 2
+    code, doc = verify_here(lab, capsys, "--evidence", str(blocker / "sub"))
+    assert (
+        code == 2
+        and doc["error"]["message"] == f"--evidence {blocker / 'sub'}: cannot write: Not a directory"
+    )
+    code = cli.main(["verify", "--lab", lab.name + "x", "--json"])
+    assert code == 2 and "is not up" in json.loads(capsys.readouterr().out)["error"]["message"]
+    assert cli.main(["verify", "--lab", lab.name, "--bogus"]) == 2

@@ -136,7 +136,8 @@ def layer2(topo: Topology, a: tuple[Vm, Nic], b: tuple[Vm, Nic]) -> tuple[bool |
     sa, sb = _on_switch(topo, va, na), _on_switch(topo, vb, nb)
     if not sa or not sb:
         side = f"{va.name}.{na.name}" if not sa else f"{vb.name}.{nb.name}"
-        return False, f"{side}: its VLAN leaves no uplink of its host (internal-only vSwitch or not trunked)"
+        why = "its VLAN reaches no switch (internal vSwitch, or uplink or switch port lacks it)"
+        return False, f"{side}: {why}"
     shared = [s for s in sa if s in sb]
     if not shared:
         return None, f"on different physical switches ({', '.join(sa)} / {', '.join(sb)})"
