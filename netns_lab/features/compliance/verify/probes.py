@@ -82,9 +82,10 @@ class Run:
         self.sockets = []
 
     # -- targets -----------------------------------------------------------------------------------
-    def _receivers(self) -> dict[tuple[str, int], socket.socket]:
-        """A TCP listener and a UDP receiver on every address and port some probe aims at."""
-        udp: dict[tuple[str, int], socket.socket] = {}
+    def _receivers(self) -> list[socket.socket]:
+        """A TCP listener and a UDP receiver on every address and port some probe aims at (in
+        the target's namespace: tenants may use the same address); the UDP receivers."""
+        udp: list[socket.socket] = []
         wanted = {(p.dst, p.dst_ip, p.proto, p.port) for p in self.probes if p.port is not None}
         for vm, ip, proto, port in sorted(wanted, key=str):
             ns = names.namespace(self.lab, vm)
@@ -99,7 +100,7 @@ class Run:
                 sock.listen(256)  # never accepted: the kernel completes the handshakes
             else:
                 sock.setblocking(False)
-                udp[(ip, port)] = sock
+                udp.append(sock)
         return udp
 
     # -- senders -----------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ class Run:
         with selectors.DefaultSelector() as sel:
             for sock in raw.values():  # answers, read as they come
                 sel.register(sock, selectors.EVENT_READ, ECHO_ANSWERS)
-            for sock in udp.values():
+            for sock in udp:
                 sel.register(sock, selectors.EVENT_READ, DATAGRAMS)
             self._connects(sel, by_src)
             deadline = time.monotonic() + timeout
@@ -198,7 +199,7 @@ class Run:
                 if key.data >= 0:
                     self.seen.setdefault(key.data, Seen("deny", "timeout"))
         self._replies(raw.values())
-        self._datagrams(udp.values())
+        self._datagrams(udp)
         lost = {"udp": "lost", "icmp": "no reply", "tcp": "timeout"}
         return [self.seen.get(i, Seen("deny", lost[p.proto])) for i, p in enumerate(self.probes)]
 
