@@ -42,17 +42,21 @@ def render(doc: dict[str, Any]) -> None:
     out.print(f"[bold]verify[/] lab {doc['lab']}: {verdict} ({doc['seconds']} s)")
     for c in doc["checks"]:
         colour = STATUS_COLOUR[c["status"]]
-        recs = " ".join(c["recommendations"])
-        out.print(f" [{colour}]{c['status']:<7}[/] {c['id']:<12} {c['reason']}  [dim]{recs}[/]")
+        out.print(
+            f" [{colour}]{c['status']:<7}[/] [bold]{c['id']:<12}[/] [dim]{' '.join(c['recommendations'])}[/]"
+        )
+        out.print(f"         {c['reason']}")
         for f in c["findings"]:
             out.print(
-                f"          {f['what']}: {f['where']}: expected {f['expected']}, observed {f['observed']}"
+                f"         [red]{f['what']}[/]: {f['where']}: "
+                f"expected {f['expected']}, observed {f['observed']}"
             )
             trace = f.get("trace")
             if isinstance(trace, dict):
-                out.print(f"            trace: {trace['why']}")
-        for kind, path in sorted(c.get("evidence", {}).items()):
-            out.print(f"          [dim]{kind}: {path}[/]")
+                out.print(f"           trace: {trace['why']}")
+        if c["evidence"]:
+            files = ", ".join(f"{kind} {path}" for kind, path in sorted(c["evidence"].items()))
+            out.print(f"         [dim]evidence: {files}[/]")
 
 
 def register(sub: Any, name: str, summary: str) -> None:

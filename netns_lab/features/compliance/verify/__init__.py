@@ -39,7 +39,8 @@ def _crosscheck(lab: RunningLab, folder: Path | None) -> dict[str, Any]:
         "id": "crosscheck",
         "recommendations": ["VM-VN-R1", "VM-FW-R3", "VM-TM-R1", "VM-MP-R1"],
         "status": "fail" if findings else "pass",
-        "reason": f"{len(findings)} differences between the model and the kernel on {checked}",
+        "reason": f"{len(findings)} difference{'' if len(findings) == 1 else 's'} between the model and "
+        f"the kernel on {checked}",
         "findings": findings,
         "evidence": files,
     }

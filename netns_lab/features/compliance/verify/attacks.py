@@ -208,15 +208,16 @@ def check(lab: RunningLab, folder: Path | None, snooping: list[dict[str, Any]]) 
     findings += snooping
     counters = ", ".join(f"{r} {got.get(r, 0)}/{n}" for r, n in sorted(want.items()))
     reason = (
-        f"{a.name} attacked {v.name} (impersonating {o.name}): {', '.join(x.name for x in attacks)}; "
+        f"{a.name} attacked {v.name} (impersonating {o.name}), {len(attacks)} kinds of frames: "
         f"drops {counters}; {leaked} frames reached the victim; "
         f"snooping: {len(snooping)} frames seen by others"
     )
     if lab.topo.segments:
         reason += "; overlay injection: not sent by verify (tests/lab/test_overlay_guard.py covers it)"
-    return _doc(
-        "fail" if findings else "pass", reason, findings, files, counters={r: got.get(r, 0) for r in want}
-    )
+    counted = {r: got.get(r, 0) for r in want}
+    doc = _doc("fail" if findings else "pass", reason, findings, files, counters=counted)
+    doc["attacks"] = [x.name for x in attacks]
+    return doc
 
 
 def _doc(
