@@ -11,25 +11,20 @@ from __future__ import annotations
 
 import secrets
 import socket
-import struct
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dataplane.abi import Direction, Reason
-from netns_lab.features.compliance.verify import expected
-from netns_lab.features.compliance.verify.evidence import recording
+from netns_lab.features.compliance.verify import expected, injection
+from netns_lab.features.compliance.verify.evidence import recording, until
 from netns_lab.kernel import netns
 from netns_lab.lab.running import RunningLab
 from netns_lab.topology import names
 from netns_lab.topology.model import Nic, Vm
 
 COPIES = 2  # frames of each attack
-VXLAN_PORT = 4789
 SPORT = 40999
-WAIT = 1.0  # seconds for the counters to show every frame (they are counted as the frame passes)
 
 
 @dataclass(frozen=True)
@@ -152,73 +147,6 @@ def _fragments(a: End, v: End, marker: bytes) -> list[Attack]:
     ]
 
 
-@dataclass(frozen=True)
-class Injection:
-    """VXLAN sent to a VTEP from an underlay router that is no VTEP: the guard must drop it."""
-
-    router: str
-    source: str
-    host: str
-    pnic: str
-    vtep: str
-    vni: int
-    victims: tuple[str, ...]  # the segment's VMs on that host
-
-
-def injection(lab: RunningLab) -> Injection | None:
-    """The first VTEP pNIC that shares a subnet with a router of the underlay."""
-    topo = lab.topo
-    for h in topo.hosts:
-        segments = topo.host_segments(h.name)
-        for p in h.pnics:
-            if p.ip is None or not segments:
-                continue
-            for r in topo.routers:
-                for n in r.nics:
-                    if n.switch == p.switch and p.ip.ip in n.ip.network:
-                        seg = segments[0]
-                        victims = tuple(
-                            vm.name
-                            for vm in topo.vms
-                            if vm.host == h.name and any(nic.segment == seg.name for nic in vm.nics)
-                        )
-                        return Injection(r.name, str(n.ip.ip), h.name, p.name, str(p.ip.ip), seg.vni, victims)
-    return None
-
-
-def _vxlan(vni: int, marker: bytes) -> bytes:
-    from scapy.layers.inet import IP, UDP
-    from scapy.layers.l2 import Ether
-    from scapy.packet import Raw, raw
-
-    inner = Ether(src="02:00:00:00:00:99", dst="ff:ff:ff:ff:ff:ff") / IP(
-        src="10.0.0.99", dst="255.255.255.255"
-    )
-    return struct.pack("!II", 0x08000000, vni << 8) + raw(inner / UDP(sport=SPORT, dport=9) / Raw(marker))
-
-
-def _guard_drops(lab: RunningLab, x: Injection) -> int:
-    h = next(h for h in lab.hosts if h.host == x.host)
-    return h.dataplane.overlay.counters(h.ifindexes[x.pnic]).reasons.get(Reason.VXLAN_UNKNOWN_VTEP, 0)
-
-
-def _send_vxlan(lab: RunningLab, x: Injection, marker: bytes) -> None:
-    with netns.inside(names.namespace(lab.lab, x.router)):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with sock:
-        sock.bind((x.source, 0))
-        for _ in range(COPIES):
-            sock.sendto(_vxlan(x.vni, marker), (x.vtep, VXLAN_PORT))
-
-
-def _until(read: Callable[[], int], want: int) -> int:
-    """`read()` once it reaches `want`, or after WAIT seconds (counters grow as frames pass)."""
-    deadline = time.monotonic() + WAIT
-    while (value := read()) < want and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return value
-
-
 def _inject(ns: str, ifname: str, frames: tuple[bytes, ...]) -> None:
     with netns.inside(ns):
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -235,6 +163,27 @@ def _drops(lab: RunningLab, a: End) -> dict[str, int]:
     return {r.label: c.packets for (d, r), c in counts.items() if d == Direction.INGRESS and r != Reason.PASS}
 
 
+def _wanted(attacks: list[Attack]) -> dict[str, int]:
+    want: dict[str, int] = {}
+    for x in attacks:
+        for r, n in x.expect.items():
+            want[r] = want.get(r, 0) + n
+    return want
+
+
+def _attack(lab: RunningLab, a: End, attacks: list[Attack], want: dict[str, int]) -> dict[str, int]:
+    """Send the attacks; the drops they added on the attacker's port, by reason."""
+    before = _drops(lab, a)
+    for x in attacks:
+        _inject(names.namespace(lab.lab, a.vm.name), a.nic.name, x.frames)
+
+    def added() -> dict[str, int]:
+        return {r: n - before.get(r, 0) for r, n in _drops(lab, a).items() if n > before.get(r, 0)}
+
+    until(lambda: min((added().get(r, 0) - n for r, n in want.items()), default=0), 0)  # all counted
+    return added()
+
+
 def check(lab: RunningLab, folder: Path | None, snooping: list[dict[str, Any]]) -> dict[str, Any]:
     chosen = choose(lab)
     if chosen is None:
@@ -242,43 +191,20 @@ def check(lab: RunningLab, folder: Path | None, snooping: list[dict[str, Any]]) 
     a, v, o = chosen
     marker = secrets.token_bytes(12)
     attacks = suite(lab, a, v, o, marker)
-    want: dict[str, int] = {}
-    for x in attacks:
-        for r, n in x.expect.items():
-            want[r] = want.get(r, 0) + n
+    want = _wanted(attacks)
+    vx = injection.plan(lab)
     with recording(lab, folder, "attacks") as rec:
         rec.capture(names.namespace(lab.lab, a.vm.host), names.vm_port(a.vm.name, a.nic.index))
         victim = rec.capture(names.namespace(lab.lab, v.vm.name), v.nic.name)
-        before = _drops(lab, a)
-        guard = leaked_vx = 0
-        vx = injection(lab)
-        if vx is not None:
-            victims = [rec.capture(names.namespace(lab.lab, vm), "eth0") for vm in vx.victims]
-            rec.capture(names.namespace(lab.lab, vx.host), vx.pnic)
-            guard_before = _guard_drops(lab, vx)
-            _send_vxlan(lab, vx, marker)
-        for x in attacks:
-            _inject(names.namespace(lab.lab, a.vm.name), a.nic.name, x.frames)
-        deadline = time.monotonic() + WAIT
-        while True:
-            got = {r: n - before.get(r, 0) for r, n in _drops(lab, a).items() if n > before.get(r, 0)}
-            if all(got.get(r, 0) >= n for r, n in want.items()) or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        if vx is not None:
-            guard = _until(lambda: _guard_drops(lab, vx) - guard_before, COPIES)
+        overlay = injection.Run(lab, rec, vx, marker) if vx is not None else None
+        got = _attack(lab, a, attacks, want)
+        vx_findings, vx_text = overlay.judge() if overlay is not None else ([], "")
         rec.drain()
         leaked = sum(marker in f.data for f in rec.frames_of(victim))
-        if vx is not None:
-            leaked_vx = sum(marker in f.data for cap in victims for f in rec.frames_of(cap))
         files = rec.finish()
+    port = f"{a.vm.host} port {names.vm_port(a.vm.name, a.nic.index)} ingress"
     findings = [
-        {
-            "what": "attack drops",
-            "where": f"{a.vm.host} port {names.vm_port(a.vm.name, a.nic.index)} ingress, reason {r}",
-            "expected": n,
-            "observed": got.get(r, 0),
-        }
+        {"what": "attack drops", "where": f"{port}, reason {r}", "expected": n, "observed": got.get(r, 0)}
         for r, n in sorted(want.items())
         if got.get(r, 0) != n
     ]
@@ -286,38 +212,20 @@ def check(lab: RunningLab, folder: Path | None, snooping: list[dict[str, Any]]) 
         findings.append(
             {"what": "attack frames delivered", "where": v.name, "expected": 0, "observed": leaked}
         )
-    findings += snooping
-    if vx is not None:
-        where = f"{vx.host} pNIC {vx.pnic} ingress, reason vxlan-unknown-vtep"
-        if guard != COPIES:
-            findings.append(
-                {"what": "overlay injection drops", "where": where, "expected": COPIES, "observed": guard}
-            )
-        if leaked_vx:
-            victims_text = ", ".join(vx.victims)
-            findings.append(
-                {
-                    "what": "overlay injection delivered",
-                    "where": victims_text,
-                    "expected": 0,
-                    "observed": leaked_vx,
-                }
-            )
+    findings += snooping + vx_findings
     counters = ", ".join(f"{r} {got.get(r, 0)}/{n}" for r, n in sorted(want.items()))
     reason = (
         f"{a.name} attacked {v.name} (impersonating {o.name}), {len(attacks)} kinds of frames: "
         f"drops {counters}; {leaked} frames reached the victim; "
         f"snooping: {len(snooping)} frames seen by others"
     )
-    if vx is not None:
-        reason += (
-            f"; overlay injection: {COPIES} VXLAN packets (VNI {vx.vni}) from {vx.router} {vx.source} to "
-            f"{vx.host}'s VTEP {vx.vtep}: vxlan-unknown-vtep {guard}/{COPIES}, {leaked_vx} reached its VMs"
+    if vx_text or lab.topo.segments:
+        reason += "; overlay injection: " + (
+            vx_text or "no underlay router shares a subnet with a VTEP (not sent)"
         )
-    elif lab.topo.segments:
-        reason += "; overlay injection: no underlay router shares a subnet with a VTEP (not sent)"
-    counted = {r: got.get(r, 0) for r in want}
-    doc = _doc("fail" if findings else "pass", reason, findings, files, counters=counted)
+    doc = _doc(
+        "fail" if findings else "pass", reason, findings, files, counters={r: got.get(r, 0) for r in want}
+    )
     doc["attacks"] = [x.name for x in attacks]
     return doc
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,14 @@ def delta(before: Snapshot, after: Snapshot) -> Snapshot:
 
 def port_delta(d: Snapshot, node: str, port: str) -> dict[str, int]:
     return dict(d.get("ports", {}).get(node, {}).get(port, {}))
+
+
+def until(read: Callable[[], int], want: int, wait: float = 1.0) -> int:
+    """`read()` once it reaches `want`, or after `wait` seconds (counters grow as frames pass)."""
+    deadline = time.monotonic() + wait
+    while (value := read()) < want and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
 
 
 class Recorder:

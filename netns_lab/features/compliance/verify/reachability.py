@@ -56,6 +56,25 @@ def _traced(lab: RunningLab, wrong: list[expected.Probe]) -> dict[int, dict[str,
     return found
 
 
+def _findings(lab: RunningLab, wrong: list[tuple[expected.Probe, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """A finding per disagreement, the first few with their traces."""
+    traces = _traced(lab, [p for p, _ in wrong]) if wrong else {}
+    findings = []
+    for n, (p, r) in enumerate(wrong):
+        f: dict[str, Any] = {
+            "what": f"{p.proto} reachability",
+            "where": f"{p.src} -> {p.dst} {p.dst_ip} {p.proto}{'' if p.port is None else '/' + str(p.port)}",
+            "expected": f"{r['expected']} ({r['why']})",
+            "observed": f"{r['observed']} ({r['seen']})",
+        }
+        if n in traces:
+            f["trace"] = traces[n]
+        findings.append(f)
+    if len(wrong) > len(traces):
+        log.info("%d disagreements, %d of them traced", len(wrong), len(traces))
+    return findings
+
+
 def check(
     lab: RunningLab, folder: Path | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -75,25 +94,12 @@ def check(
     rows = [_row(p, w, s) for p, w, s in zip(batch, wants, seen, strict=True)]
     table = [r for r in rows if r["expected"] is not None]
     outside = [r for r in rows if r["expected"] is None]
-    findings = []
     wrong = [
         (p, r)
         for p, r in zip(batch, rows, strict=True)
         if r["expected"] is not None and r["expected"] != r["observed"]
     ]
-    traces = _traced(lab, [p for p, _ in wrong]) if wrong else {}
-    for n, (p, r) in enumerate(wrong):
-        f: dict[str, Any] = {
-            "what": f"{p.proto} reachability",
-            "where": f"{p.src} -> {p.dst} {p.dst_ip} {p.proto}{'' if p.port is None else '/' + str(p.port)}",
-            "expected": f"{r['expected']} ({r['why']})",
-            "observed": f"{r['observed']} ({r['seen']})",
-        }
-        if n in traces:
-            f["trace"] = traces[n]
-        findings.append(f)
-    if len(wrong) > len(traces):
-        log.info("%d disagreements, %d of them traced", len(wrong), len(traces))
+    findings = _findings(lab, wrong)
     allowed = sum(r["expected"] == "allow" for r in table)
     reason = (
         f"{len(table)} probes decided by the model ({allowed} allow, {len(table) - allowed} deny), "
