@@ -61,6 +61,39 @@ class Connection:
     age_s: float
 
 
+def addr_key(ifindex: int, ip: IPv4Address | IPv6Address) -> abi.AddrKey:
+    """The `vnic_addrs` key of an address a vNIC may send from."""
+    key = abi.AddrKey(ifindex=ifindex, family=ip.version)
+    ctypes.memmove(key.addr, _addr16(ip), 16)
+    return key
+
+
+def vnic_entry(
+    mac: str,
+    endpoint: int,
+    port_security: bool,
+    any_source: bool,
+    firewall: bool,
+    addresses: list[IPv4Address | IPv6Address],
+    dhcp_server: bool = False,
+) -> abi.Vnic:
+    """The `vnics` value of a vNIC (what `Firewall.set_vnic` writes; verify compares with it)."""
+    vnic = abi.Vnic(endpoint=endpoint)
+    ctypes.memmove(vnic.mac, _mac_bytes(mac), 6)
+    for ip in addresses:  # the first of each family, checked before the hash (portsec.h)
+        if ip.version == 4 and not any(vnic.ip4):
+            ctypes.memmove(vnic.ip4, ip.packed, 4)
+        elif ip.version == 6 and not any(vnic.ip6):
+            ctypes.memmove(vnic.ip6, ip.packed, 16)
+    vnic.flags = (
+        (abi.VNIC_F_PORTSEC if port_security else 0)
+        | (abi.VNIC_F_ANY_SOURCE if any_source else 0)
+        | (abi.VNIC_F_FIREWALL if firewall else 0)
+        | (abi.VNIC_F_DHCP_SERVER if dhcp_server else 0)
+    )
+    return vnic
+
+
 def _mac_bytes(mac: str) -> bytes:
     return bytes(int(part, 16) for part in mac.split(":"))
 
@@ -93,22 +126,8 @@ class Firewall:
         from every other VM)."""
         addresses = list(addresses)
         for ip in addresses:
-            key = abi.AddrKey(ifindex=ifindex, family=ip.version)
-            ctypes.memmove(key.addr, _addr16(ip), 16)
-            syscalls.map_update(self.maps["vnic_addrs"], key, ctypes.c_uint8(1))
-        vnic = abi.Vnic(endpoint=endpoint)
-        ctypes.memmove(vnic.mac, _mac_bytes(mac), 6)
-        for ip in addresses:  # the first of each family, checked before the hash (portsec.h)
-            if ip.version == 4 and not any(vnic.ip4):
-                ctypes.memmove(vnic.ip4, ip.packed, 4)
-            elif ip.version == 6 and not any(vnic.ip6):
-                ctypes.memmove(vnic.ip6, ip.packed, 16)
-        vnic.flags = (
-            (abi.VNIC_F_PORTSEC if port_security else 0)
-            | (abi.VNIC_F_ANY_SOURCE if any_source else 0)
-            | (abi.VNIC_F_FIREWALL if firewall else 0)
-            | (abi.VNIC_F_DHCP_SERVER if dhcp_server else 0)
-        )
+            syscalls.map_update(self.maps["vnic_addrs"], addr_key(ifindex, ip), ctypes.c_uint8(1))
+        vnic = vnic_entry(mac, endpoint, port_security, any_source, firewall, addresses, dhcp_server)
         syscalls.map_update(self.maps["vnics"], ctypes.c_uint32(ifindex), vnic)
 
     # -- settings and policy -----------------------------------------------------------------------

@@ -58,6 +58,47 @@ def _check_id(sid: int) -> None:
         raise MirrorError(f"session id {sid} is outside 1..{abi.MAX_MIRRORS - 1} (NLAB_MAX_MIRRORS)")
 
 
+def session_entry(s: Session) -> abi.MirrorSession:
+    """The `mirror_sessions` value of a session (what `Mirrors.set_session` writes)."""
+    indirect = bool(s.snaplen or s.encap)
+    if indirect and not s.via:
+        raise MirrorError("a truncated or encapsulated session needs the host's mirror port (via)")
+    if (s.encap or s.rx) and not 1 <= s.vlan <= 4094:
+        raise MirrorError(f"mirror VLAN {s.vlan} is not in 1..4094")
+    value = abi.MirrorSession(
+        ifindex=s.via if indirect else s.dest,
+        dest=s.dest,
+        snaplen=s.snaplen,
+        sample=s.sample,
+        taps=s.taps,
+        flags=(abi.MIRROR_F_PROMISC if s.promisc_mac else 0)
+        | (abi.MIRROR_F_ENCAP if s.encap else 0)
+        | (abi.MIRROR_F_RX if s.rx else 0),
+        vlan=s.vlan,
+    )
+    for field, mac in (
+        ("dest_mac", s.promisc_mac),
+        ("outer_dst", s.outer_dst),
+        ("outer_src", s.outer_src),
+    ):
+        if mac:
+            ctypes.memmove(getattr(value, field), _mac(mac), 6)
+    return value
+
+
+def port_entry(sessions: Iterable[tuple[int, int]], analyzer: bool = False) -> abi.MirrorPort:
+    """The `mirror_ports` value of a port with `sessions` as (id, taps) (what `Mirrors.set_port` writes)."""
+    sessions = list(sessions)
+    if len(sessions) > abi.MIRROR_PER_PORT:
+        raise MirrorError(f"{len(sessions)} sessions on one port; at most {abi.MIRROR_PER_PORT}")
+    port = abi.MirrorPort(flags=abi.MIRROR_PORT_ANALYZER if analyzer else 0, nr=len(sessions))
+    for i, (sid, taps) in enumerate(sessions):
+        _check_id(sid)
+        port.session[i] = sid
+        port.taps |= taps
+    return port
+
+
 class Mirrors:
     def __init__(self, maps: dict[str, int]) -> None:
         self.maps = maps
@@ -65,30 +106,7 @@ class Mirrors:
 
     def set_session(self, sid: int, s: Session) -> None:
         _check_id(sid)
-        indirect = bool(s.snaplen or s.encap)
-        if indirect and not s.via:
-            raise MirrorError("a truncated or encapsulated session needs the host's mirror port (via)")
-        if (s.encap or s.rx) and not 1 <= s.vlan <= 4094:
-            raise MirrorError(f"mirror VLAN {s.vlan} is not in 1..4094")
-        value = abi.MirrorSession(
-            ifindex=s.via if indirect else s.dest,
-            dest=s.dest,
-            snaplen=s.snaplen,
-            sample=s.sample,
-            taps=s.taps,
-            flags=(abi.MIRROR_F_PROMISC if s.promisc_mac else 0)
-            | (abi.MIRROR_F_ENCAP if s.encap else 0)
-            | (abi.MIRROR_F_RX if s.rx else 0),
-            vlan=s.vlan,
-        )
-        for field, mac in (
-            ("dest_mac", s.promisc_mac),
-            ("outer_dst", s.outer_dst),
-            ("outer_src", s.outer_src),
-        ):
-            if mac:
-                ctypes.memmove(getattr(value, field), _mac(mac), 6)
-        syscalls.map_update(self.maps["mirror_sessions"], ctypes.c_uint32(sid), value)
+        syscalls.map_update(self.maps["mirror_sessions"], ctypes.c_uint32(sid), session_entry(s))
 
     def clear_session(self, sid: int) -> None:
         """The session and its counters back to zero: an id is reused with fresh counters."""
@@ -99,17 +117,11 @@ class Mirrors:
 
     def set_port(self, ifindex: int, sessions: Iterable[tuple[int, int]], analyzer: bool = False) -> None:
         """A port's sessions as (id, taps); `analyzer`: receive-only, receives copies only."""
-        sessions = list(sessions)
         if not 0 < ifindex < abi.MAX_IFINDEX:
             raise MirrorError(f"ifindex {ifindex} is outside 1..{abi.MAX_IFINDEX - 1}")
-        if len(sessions) > abi.MIRROR_PER_PORT:
-            raise MirrorError(f"{len(sessions)} sessions on one port; at most {abi.MIRROR_PER_PORT}")
-        port = abi.MirrorPort(flags=abi.MIRROR_PORT_ANALYZER if analyzer else 0, nr=len(sessions))
-        for i, (sid, taps) in enumerate(sessions):
-            _check_id(sid)
-            port.session[i] = sid
-            port.taps |= taps
-        syscalls.map_update(self.maps["mirror_ports"], ctypes.c_uint32(ifindex), port)
+        syscalls.map_update(
+            self.maps["mirror_ports"], ctypes.c_uint32(ifindex), port_entry(sessions, analyzer)
+        )
 
     def clear_port(self, ifindex: int) -> None:
         syscalls.map_update(self.maps["mirror_ports"], ctypes.c_uint32(ifindex), abi.MirrorPort())

@@ -279,8 +279,16 @@ def _reason(before: dict, after: dict) -> str | None:
 
 # -- the trace -------------------------------------------------------------------------------------
 def trace(
-    topo: Topology, src_vm: str, dst: str, proto: str, dport: int, sport: int = 40000
+    topo: Topology,
+    src_vm: str,
+    dst: str,
+    proto: str,
+    dport: int,
+    sport: int = 40000,
+    copies: Copies | None = None,
 ) -> dict[str, Any]:
+    """`copies`: private copies shared with other traces of the caller (who closes them): each
+    node's programs are then loaded once, and a flow one trace opened is known to the next."""
     if src_vm not in {v.name for v in topo.vms}:
         raise TraceError(f"vm: no VM {src_vm!r} in lab {topo.lab!r}")
     try:
@@ -304,9 +312,9 @@ def trace(
         if out.ip is None or out.ip.version != ip_address(dst).version:
             raise TraceError(f"--to: {src_vm}.{out.name} has no address of the family of {dst}")
         probe = Probe(str(out.ip.ip), dst, proto, sport, dport, secrets.randbelow(0xFFFF) + 1)
-        copies = Copies(topo)
-        with contextlib.closing(copies):
-            outcome, why = _walk(topo, copies, probe, vm, out, hop, doc["stages"])
+        own = contextlib.closing(Copies(topo)) if copies is None else contextlib.nullcontext(copies)
+        with own as used:
+            outcome, why = _walk(topo, used, probe, vm, out, hop, doc["stages"])
     except NoPath as err:
         outcome, why = "unreachable", str(err)
     doc.update(outcome=outcome, delivered=outcome == "delivered", why=why)

@@ -189,6 +189,7 @@ def _failing(bad: Path) -> dict[tuple[str, ...], list[str]]:
         ("overlay", "compliance"): ["overlay", "compliance", str(bad)],
         ("fail",): ["fail", "hv1.eth0", "--lab", NOT_UP],
         ("heal",): ["heal", "--all", "--lab", NOT_UP],
+        ("verify",): ["verify", "--lab", NOT_UP],
     }
 
 

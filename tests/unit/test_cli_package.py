@@ -210,6 +210,7 @@ ON_A_LAB = {
     "overlay",
     "fail",
     "heal",
+    "verify",
     "report",
 }
 

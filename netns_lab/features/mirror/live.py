@@ -40,6 +40,23 @@ def write_ids(lab: str, ids: dict[str, int]) -> None:
     state.write_record(lab, IDS, ids)
 
 
+def planned_session(s: Planned, ifindex: Callable[[str], int]) -> Session:
+    """One host's session in dataplane terms, its ports resolved by `ifindex`."""
+    return Session(
+        ifindex(str(s.dest_port)),
+        s.taps,
+        s.snaplen,
+        s.sample,
+        s.promisc_mac,
+        ifindex(MIRROR_PORT[0]),
+        encap=s.encap,
+        rx=s.rx,
+        vlan=s.vlan,
+        outer_dst=s.outer_dst,
+        outer_src=s.outer_src,
+    )
+
+
 def install(
     mirrors: Mirrors,
     new: HostPlan,
@@ -49,21 +66,8 @@ def install(
     old_ids: dict[str, int] | None = None,
 ) -> None:
     """Write `new` over `old` on one host: sessions first, then ports, then stale sessions cleared."""
-    via = ifindex(MIRROR_PORT[0])
     for s in new.sessions:
-        session = Session(
-            ifindex(str(s.dest_port)),
-            s.taps,
-            s.snaplen,
-            s.sample,
-            s.promisc_mac,
-            via,
-            encap=s.encap,
-            rx=s.rx,
-            vlan=s.vlan,
-            outer_dst=s.outer_dst,
-            outer_src=s.outer_src,
-        )
+        session = planned_session(s, ifindex)
         if old is None or ids[s.name] not in {(old_ids or {}).get(o.name) for o in old.sessions}:
             mirrors.clear_session(ids[s.name])  # new id: fresh counters
         mirrors.set_session(ids[s.name], session)
