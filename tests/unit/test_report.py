@@ -231,3 +231,21 @@ def test_a_bench_session_writes_its_records_and_plots(tmp_path: Path) -> None:
     assert doc["machine"]["cpus"] == os.cpu_count()
     assert (out / "plots" / "ratios.png").exists()
     assert f"written {out / 'test_fake.json'}" in proc.stdout
+
+
+def test_a_finding_shows_its_trace_as_the_ports_crossed_not_as_a_document() -> None:
+    trace = {
+        "stages": [
+            {"node": "hv1", "port": "vm-a1-0", "verdict": "pass", "reason": ""},
+            {"node": "tor1", "port": "hv2-eth0", "verdict": "drop", "reason": "vlan-not-allowed"},
+        ],
+        "why": "dropped at tor1 hv2-eth0",
+    }
+    finding = {"what": "tcp reachability", "where": "a1 -> a2", "expected": "allow", "observed": "deny"}
+    text = sections._finding({**finding, "trace": trace})
+    assert text.endswith(
+        "(trace: hv1 vm-a1-0 pass -> tor1 hv2-eth0 drop (vlan-not-allowed): dropped at tor1 hv2-eth0)"
+    )
+    assert "stages" not in text
+    untraced = sections._finding({**finding, "trace": "no trace: no route"})
+    assert untraced.endswith("(trace: no trace: no route)")

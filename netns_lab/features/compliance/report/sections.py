@@ -189,8 +189,20 @@ def _finding(f: Any) -> str:
     text = f"{f.get('what', '')} at {f.get('where', '')}: expected {f.get('expected', '')}"
     text += f", observed {f.get('observed', '')}"
     if f.get("trace"):
-        text += f" (trace: {f['trace']})"
+        text += f" (trace: {_trace_text(f['trace'])})"
     return text
+
+
+def _trace_text(trace: Any) -> str:
+    """A trace document as one line: each port the packet crossed with its verdict, then why it
+    ended (verify may also leave a sentence where no trace could be made)."""
+    if not isinstance(trace, dict) or not isinstance(trace.get("stages"), list):
+        return str(trace)
+    steps = []
+    for st in trace["stages"]:
+        reason = f" ({st.get('reason')})" if st.get("reason") else ""
+        steps.append(f"{st.get('node', '')} {st.get('port') or '-'} {st.get('verdict', '')}{reason}")
+    return " -> ".join(steps) + f": {trace.get('why', '')}"
 
 
 def checks(inputs: Inputs, out: Path | None = None) -> list[Check]:
