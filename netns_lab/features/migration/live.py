@@ -1,25 +1,31 @@
 """A VM migrated between the hosts of a running lab: its namespace (its TCP/IP state, as memory
-would be copied) stays; the host end of each of its veths moves to the target host's vSwitch.
+would be copied) stays; the host end of each of its veths moves into the target host's namespace
+and onto its vSwitch, under an ifindex chosen beforehand, so that everything keyed by it is
+written on the target before the port arrives.
 
 Phases, each one event (`events.py`) and each undone if a later one fails:
 
-    check      the plan (refusals), the changed topology validated; nothing touched yet
-    rules      the target's firewall policy gets the VM's endpoints (the VM still runs on the source)
-    mirror     the host end of each NIC moves into the target (down: no carrier, no programs),
-               then one RunningLab transaction: the VM's vNIC settings (port security), mirror
-               sessions and promiscuous groups on the target, the overlay's tables, the model
-    conntrack  the VM's connection entries copied into the target's table with their quota shares
-    port       VLAN policy of the port and the uplinks, programs attached, enslaved, then up
-    announce   gratuitous ARP (RARP for a NIC without IPv4) from the VM's own NICs on the new path
-    cleanup    the source's connection entries, vNIC and VLAN entries of the gone port
+    check      the changed topology validated, the port's ifindex on the target chosen
+    rules      on the target, while the VM still runs on the source: its endpoints in the
+               firewall policy, its port's vNIC settings (port security) and VLAN policy, the
+               uplinks' VLAN profiles, the port's counters zeroed
+    mirror     the target's mirror sessions and promiscuous groups with the VM's port
+    conntrack  the port moves into the target (down, no programs: the kernel takes them off on
+               the way; the source stops here), then the VM's connection entries are copied
+               into the target's table with their quota shares
+    port       programs attached, enslaved, up: the VM runs on the target
+    announce   one RunningLab transaction records the model (the source's policy without the
+               VM, the overlay's VTEP tables); gratuitous ARP (RARP for a NIC without IPv4) from
+               the VM's own NICs on the new path
+    cleanup    the source's connection entries, vNIC, VLAN entries of the port, uplink profiles
     done | rolled-back
 
-The port carries no frame before its programs are attached and configured (fail closed): it
-arrives down, and comes up last. The source loses the port at `mirror`, so the copied entries are
-those the source had when it stopped. Until `cleanup` starts, a failure (or an injected one:
-$NLAB_MIGRATE_FAIL_AT=PHASE) undoes every phase done, newest first: the port goes back to the
-source and is wired again as it was, the model and the target's policy as they were. Cleanup is
-the commit point: what it fails to remove is reported, the VM runs on the target.
+No frame crosses the port before its programs are attached and configured (fail closed): it
+arrives down and comes up last. Downtime (of the VM's traffic) is `conntrack` + `port`. Until
+`cleanup` starts, a failure (or an injected one: $NLAB_MIGRATE_FAIL_AT=PHASE) undoes every phase
+done, newest first: the port goes back to the source and is wired again as it was, the target's
+entries and the model as they were. Cleanup is the commit point: what it fails to remove is
+reported, the VM runs on the target.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dataplane import abi, fwpolicy, syscalls
+from dataplane import abi, fwpolicy, nlwire, syscalls
 from netns_lab.features.firewall import plan as fwplan
 from netns_lab.features.migration import conntrack, events
 from netns_lab.features.migration.plan import NicMove, Plan, plan
@@ -42,7 +48,7 @@ from netns_lab.features.mirror import live as mirror_live
 from netns_lab.features.mirror import plan as mirror_plan
 from netns_lab.features.team import frames
 from netns_lab.features.vlan import plan as vlan_plan
-from netns_lab.kernel import netns
+from netns_lab.kernel import netns, rtnl
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.lab.running import HostPlane, RunningLab
 from netns_lab.topology import names
@@ -53,6 +59,7 @@ log = logging.getLogger(__name__)
 FAIL_ENV = "NLAB_MIGRATE_FAIL_AT"
 PHASES = ("check", "rules", "mirror", "conntrack", "port", "announce", "cleanup")
 ANNOUNCE = 3  # frames per NIC, as a team failover announces
+IFLA_NEW_IFINDEX = 49  # <linux/if_link.h>: the ifindex a device moved to another namespace takes
 
 
 class Failed(Exception):
@@ -78,22 +85,22 @@ class Migration:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Every phase in order (see the module's docstring); the report of `nlab migrate`."""
-        old_topo, old_text = self.live.topo, self.live.text
-        self.old = old_topo
+        self.old, self.old_text = self.live.topo, self.live.text
+        self.source, self.target = self._host(self.plan.source), self._host(self.plan.target)
         t0 = time.monotonic()
         steps: list[tuple[str, Callable[[], None]]] = [
             ("rules", self._rules),
-            ("mirror", lambda: self._move_and_install(old_topo, old_text)),
+            ("mirror", self._mirror),
             ("conntrack", self._conntrack),
             ("port", self._port),
             ("announce", self._announce),
         ]
-        self.new, self.new_text = self._timed("check", self._check)
+        self._timed("check", self._check)
         for phase, step in steps:
             try:
                 self._timed(phase, step)
             except BaseException as err:
-                self._roll_back(phase, err, old_topo, old_text)
+                self._roll_back(phase, err)
                 raise Failed(phase, err, self.report()) from err
         self._timed("cleanup", self._cleanup)
         self._event("done", (time.monotonic() - t0) * 1000)
@@ -110,11 +117,11 @@ class Migration:
         }
 
     def _downtime(self) -> float | None:
-        """From the move (start of `mirror`) until the port is up (end of `port`)."""
+        """From the move (start of `conntrack`) until the port is up (end of `port`)."""
         ms = {r["phase"]: r["ms"] for r in self.phases}
         if "port" not in ms:
             return None
-        return round(sum(ms[p] for p in ("mirror", "conntrack", "port")), 3)
+        return round(ms["conntrack"] + ms["port"], 3)
 
     def _timed(self, phase: str, step: Callable[[], Any]) -> Any:
         if os.environ.get(FAIL_ENV) == phase:
@@ -135,49 +142,66 @@ class Migration:
         return next(h for h in self.live.hosts if h.host == name)
 
     # -- phases --------------------------------------------------------------------------------
-    def _check(self) -> tuple[Topology, str]:
+    def _check(self) -> None:
         for move in self.plan.nics:
-            if move.port not in self._host(self.plan.source).ifindexes:
+            if move.port not in self.source.ifindexes:
                 raise RuntimeError(
-                    f"{self.plan.source} has no port {move.port} (is the lab as its state says?)"
+                    f"{self.source.host} has no port {move.port} (the lab is not as its state says)"
                 )
-        return self.live.prepare(self.plan.edit)
+        self.new, self.new_text = self.live.prepare(self.plan.edit)
+        self.index = _free_ifindexes(self.source, self.target, [m.port for m in self.plan.nics])
 
     def _rules(self) -> None:
-        """The VM's endpoints into the target's policy, before anything of it moves."""
-        target = self._host(self.plan.target)
-        live = fwpolicy.compile(fwplan.host_policy(self.live.topo, target.host))
-        staged = fwpolicy.compile(fwplan.host_policy(self.new, target.host), prev=live)
-        if staged == live:
-            return
-        target.fw.install(staged, previous=live)
+        """Everything the target keys by the VM's endpoint or by its port's chosen ifindex."""
+        t, vm = self.target, self.new.vm(self.plan.vm)
+        live = fwpolicy.compile(fwplan.host_policy(self.old, t.host))
+        staged = fwpolicy.compile(fwplan.host_policy(self.new, t.host), prev=live)
+        t.fw.install(staged, previous=live)
+        self.undo.append(lambda: t.fw.install(fwpolicy.compile(fwplan.host_policy(self.old, t.host))))
+        ports = vlan_plan.port_vlans(self.new)[t.host]
+        for move in self.plan.nics:
+            index = self.index[move.port]
+            self.undo.append(lambda i=index: _forget_port(t, i))
+            _zero_counters(t, index)
+            t.dataplane.configure(index, ports[move.port])
+            nic = next(n for n in vm.nics if n.index == move.index)
+            fwplan.install_vnic(t.fw, index, nic, fwplan.vnic_settings(self.new, vm, nic))
+        _uplinks(t, self.new)
+        self.undo.append(lambda: _uplinks(t, self.old))
+
+    def _mirror(self) -> None:
+        t = self.target
+        old_ids = mirror_live.read_ids(self.live.lab)
+        new_ids = mirror_plan.assign_ids((s.name for s in mirror_plan.sessions(self.new)), old_ids)
+        before, after = mirror_plan.plan(self.old)[t.host], mirror_plan.plan(self.new)[t.host]
+        known = {**t.ifindexes, **self.index}
+        mirror_live.install(
+            t.dataplane.mirrors, after, new_ids, known.__getitem__, old=before, old_ids=old_ids
+        )
         self.undo.append(
-            lambda: target.fw.install(fwpolicy.compile(fwplan.host_policy(self.old, target.host)))
+            lambda: mirror_live.install(
+                t.dataplane.mirrors, before, old_ids, known.__getitem__, old=after, old_ids=new_ids
+            )
         )
 
-    def _move_and_install(self, old_topo: Topology, old_text: str) -> None:
-        source, target = self._host(self.plan.source), self._host(self.plan.target)
-        for move in self.plan.nics:
-            _move_link(self.live.lab, move.port, source.host, target.host)
-            self.undo.append(lambda m=move: self._back(m, old_topo))
-        target.ifindexes = _ifindexes(self.live.lab, target.host)
-        self.live.apply(self.new, self.new_text)
-        self.undo.append(lambda: self.live.apply(old_topo, old_text))
-
     def _conntrack(self) -> None:
-        source, target = self._host(self.plan.source), self._host(self.plan.target)
-        items = conntrack.entries(source.fw, self.plan.endpoints)
-        self.copied = conntrack.adopt(target.fw, items)
-        self.undo.append(lambda: conntrack.forget(target.fw, self.copied))
+        s, t = self.source, self.target
+        for move in self.plan.nics:
+            _move_link(self.live.lab, move.port, s.host, t.host, self.index[move.port])
+            self.undo.append(lambda m=move: self._back(m))
+            t.ifindexes[move.port] = self.index[move.port]
+        items = conntrack.entries(s.fw, self.plan.endpoints)
+        self.copied = conntrack.adopt(t.fw, items)
+        self.undo.append(lambda: conntrack.forget(t.fw, self.copied))
 
     def _port(self) -> None:
-        target = self._host(self.plan.target)
-        _uplinks(target, self.new)
-        self.undo.append(lambda: _uplinks(target, self.old))
-        for move in self.plan.nics:
-            _wire(self.live.lab, target, self.new, self.plan.vm, move, move.vswitch_to)
+        with Netlink(names.namespace(self.live.lab, self.target.host)) as nl:
+            for move in self.plan.nics:
+                _bring_up(nl, self.target, move.port, self.index[move.port], move.vswitch_to)
 
     def _announce(self) -> None:
+        self.live.apply(self.new, self.new_text)
+        self.undo.append(lambda: self.live.apply(self.old, self.old_text))
         vm = self.new.vm(self.plan.vm)
         ns = names.namespace(self.live.lab, vm.name)
         for nic in vm.nics:
@@ -190,32 +214,23 @@ class Migration:
     def _cleanup(self) -> None:
         """The source's share of the VM: connection entries, the gone port's vNIC and VLAN
         entries, uplink profiles without its VLANs. Each part tried; what fails is reported."""
-        source = self._host(self.plan.source)
+        s = self.source
         parts: list[tuple[str, Callable[[], None]]] = [
-            (
-                "connections",
-                lambda: conntrack.forget(
-                    source.fw, [k for k, _ in conntrack.entries(source.fw, self.plan.endpoints)]
-                ),
-            ),
-            ("uplinks", lambda: _uplinks(source, self.new)),
+            ("connections", lambda: _forget_entries(s, self.plan.endpoints)),
+            ("uplinks", lambda: _uplinks(s, self.new)),
         ]
         for move in self.plan.nics:
-            old = source.ifindexes.get(move.port)
-            if old is not None:
-                parts.append((f"port {move.port}", lambda i=old: _forget_port(source, i)))
+            parts.append((f"port {move.port}", lambda i=s.ifindexes[move.port]: _forget_port(s, i)))
         for what, part in parts:
             try:
                 part()
             except Exception as err:  # the VM runs on the target: say what the source still holds
-                self.problems.append(f"{self.plan.source}: {what} not cleaned: {err}")
-                log.exception("%s: cleanup of %s", self.plan.source, what)
+                self.problems.append(f"{s.host}: {what} not cleaned: {err}")
+                log.exception("%s: cleanup of %s", s.host, what)
 
     # -- rollback ------------------------------------------------------------------------------
-    def _roll_back(self, phase: str, err: BaseException, old_topo: Topology, old_text: str) -> None:
-        log.error(
-            "%s: migration of %s failed at %s: %s; rolling back", self.live.lab, self.plan.vm, phase, err
-        )
+    def _roll_back(self, phase: str, err: BaseException) -> None:
+        log.error("%s: migrating %s failed at %s: %s; rolling back", self.live.lab, self.plan.vm, phase, err)
         t = time.monotonic()
         for undo in reversed(self.undo):
             try:
@@ -225,14 +240,15 @@ class Migration:
         self.undo = []
         self._event("rolled-back", (time.monotonic() - t) * 1000)
 
-    def _back(self, move: NicMove, old_topo: Topology) -> None:
-        """The port back on the source, wired as the old topology says."""
-        source, target = self._host(self.plan.source), self._host(self.plan.target)
-        if _link_in(self.live.lab, target.host, move.port):
-            _move_link(self.live.lab, move.port, target.host, source.host)
-        source.ifindexes = _ifindexes(self.live.lab, source.host)
-        target.ifindexes = _ifindexes(self.live.lab, target.host)
-        _wire(self.live.lab, source, old_topo, self.plan.vm, move, move.vswitch_from)
+    def _back(self, move: NicMove) -> None:
+        """The port back on the source under its old ifindex, whose entries never left."""
+        s, t = self.source, self.target
+        index = s.ifindexes[move.port]
+        if move.port in _ifindexes(self.live.lab, t.host):
+            _move_link(self.live.lab, move.port, t.host, s.host, index)
+        t.ifindexes.pop(move.port, None)
+        with Netlink(names.namespace(self.live.lab, s.host)) as nl:
+            _bring_up(nl, s, move.port, index, move.vswitch_from)
 
 
 # -- the kernel side ---------------------------------------------------------------------------
@@ -241,39 +257,58 @@ def _ifindexes(lab: str, host: str) -> dict[str, int]:
         return {link.name: link.index for link in nl.links()}
 
 
-def _link_in(lab: str, host: str, ifname: str) -> bool:
-    return ifname in _ifindexes(lab, host)
+def _free_ifindexes(source: HostPlane, target: HostPlane, ports: list[str]) -> dict[str, int]:
+    """An ifindex for each port in the target: its own if free there, else the next free one."""
+    used = set(target.ifindexes.values())
+    chosen = {}
+    for port in ports:
+        index = source.ifindexes[port]
+        while index in used:
+            index = max(used) + 1
+        if not 0 < index < abi.MAX_IFINDEX:
+            raise RuntimeError(
+                f"{target.host}: no ifindex below NLAB_MAX_IFINDEX {abi.MAX_IFINDEX} for {port}"
+            )
+        chosen[port] = index
+        used.add(index)
+    return chosen
 
 
-def _move_link(lab: str, ifname: str, src: str, dst: str) -> None:
-    """Move `ifname` from host `src`'s namespace into `dst`'s. The kernel takes it down, out of
-    its bridge and its clsact qdisc (and so its programs) away on the way."""
+def _move_link(lab: str, ifname: str, src: str, dst: str, ifindex: int) -> None:
+    """Move `ifname` from host `src`'s namespace into `dst`'s as `ifindex`. The kernel takes it
+    down, out of its bridge, and its clsact qdisc (and so its programs) away on the way."""
     fd = os.open(netns.path(names.namespace(lab, dst)), os.O_RDONLY)
     try:
         with Netlink(names.namespace(lab, src)) as nl:
-            nl.iproute().link("set", index=nl.index(ifname), net_ns_fd=fd)
+            where = nlwire.u32(rtnl.IFLA_NET_NS_FD, fd) + nlwire.u32(IFLA_NEW_IFINDEX, ifindex)
+            body = rtnl.ifinfo(nl.index(ifname), False, where)
+            nl.request(rtnl.RTM_NEWLINK, 0, body, f"cannot move {ifname!r} to {dst} as ifindex {ifindex}")
     finally:
         os.close(fd)
+    with Netlink(names.namespace(lab, dst)) as nl:
+        if nl.index(ifname) != ifindex:
+            raise RuntimeError(f"{dst}: {ifname} arrived as ifindex {nl.index(ifname)}, not {ifindex}")
 
 
-def _wire(lab: str, h: HostPlane, topo: Topology, vm_name: str, move: NicMove, vswitch: str) -> None:
-    """A VM port that is down and bare in `h`: VLAN policy, vNIC settings, mirror port, programs
-    attached, enslaved, up, in that order (a port carries no frame before it is configured)."""
-    ifindex = h.ifindexes[move.port]
-    vm = topo.vm(vm_name)
-    nic = next(n for n in vm.nics if n.index == move.index)
-    h.dataplane.configure(ifindex, vlan_plan.port_vlans(topo)[h.host][move.port])
-    fwplan.install_vnic(h.fw, ifindex, nic, fwplan.vnic_settings(topo, vm, nic))
-    host_plan = mirror_plan.plan(topo)[h.host]
-    ports = host_plan.ports(mirror_live.read_ids(lab))
-    if move.port in ports or move.port in host_plan.analyzers:
-        h.dataplane.mirrors.set_port(
-            ifindex, ports.get(move.port, []), analyzer=move.port in host_plan.analyzers
-        )
-    with Netlink(names.namespace(lab, h.host)) as nl:
-        h.dataplane.attach(nl.tc_socket(), ifindex, vm=True)
-        nl.enslave(move.port, vswitch)
-        nl.up(move.port)
+def _bring_up(nl: Netlink, h: HostPlane, port: str, ifindex: int, vswitch: str) -> None:
+    """A port whose entries are written: programs attached, enslaved, then up (in that order:
+    it carries no frame before its programs run)."""
+    h.dataplane.attach(nl.tc_socket(), ifindex, vm=True)
+    nl.enslave(port, vswitch)
+    nl.up(port)
+
+
+def _zero_counters(h: HostPlane, ifindex: int) -> None:
+    """A port's drop counters from zero (an earlier port of that ifindex may have left some)."""
+    zero = (abi.Counter * syscalls.num_possible_cpus())()
+    for direction in abi.Direction:
+        for reason in abi.Reason:
+            key = ctypes.c_uint32(abi.counter_index(ifindex, direction, reason))
+            syscalls.map_update(h.dataplane.maps["counters"], key, zero)
+
+
+def _forget_entries(h: HostPlane, endpoints: frozenset[int]) -> None:
+    conntrack.forget(h.fw, [key for key, _ in conntrack.entries(h.fw, endpoints)])
 
 
 def _uplinks(h: HostPlane, topo: Topology) -> None:
