@@ -40,3 +40,31 @@ def append(lab: str, rec: dict[str, Any]) -> None:
     """One line, written whole (O_APPEND): a follower never reads half of it."""
     with open(path(lab), "a") as out:
         out.write(json.dumps(rec) + "\n")
+
+
+class Follower:
+    """The events appended since it was made (`nlab watch`): reads whole lines only, and finds
+    the file when the lab's first migration creates it."""
+
+    def __init__(self, lab: str) -> None:
+        self.path = path(lab)
+        self._offset = self.path.stat().st_size if self.path.exists() else 0
+        self._partial = b""
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        found = []
+        for text in lines:
+            try:
+                found.append(json.loads(text))
+            except ValueError:
+                continue  # not ours to judge: a line some other writer mangled
+        return found
