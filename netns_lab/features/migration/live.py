@@ -14,9 +14,9 @@ Phases, each one event (`events.py`) and each undone if a later one fails:
                the way; the source stops here), then the VM's connection entries are copied
                into the target's table with their quota shares
     port       programs attached, enslaved, up: the VM runs on the target
-    announce   one RunningLab transaction records the model (the source's policy without the
-               VM, the overlay's VTEP tables); gratuitous ARP (RARP for a NIC without IPv4) from
-               the VM's own NICs on the new path
+    announce   gratuitous ARP (RARP for a NIC without IPv4) from the VM's own NICs on the new
+               path, then one RunningLab transaction records the model (the source's policy
+               without the VM, the overlay's VTEP tables)
     cleanup    the source's connection entries, vNIC, VLAN entries of the port, uplink profiles
     done | rolled-back
 
@@ -200,8 +200,14 @@ class Migration:
                 _bring_up(nl, self.target, move.port, self.index[move.port], move.vswitch_to)
 
     def _announce(self) -> None:
+        """The VM's MACs first (switches learn the new path at once), then the model: the
+        transaction's work on the target is already done, the source's policy loses the VM,
+        the overlay's VTEP tables follow it."""
+        self._garp()
         self.live.apply(self.new, self.new_text)
         self.undo.append(lambda: self.live.apply(self.old, self.old_text))
+
+    def _garp(self) -> None:
         vm = self.new.vm(self.plan.vm)
         ns = names.namespace(self.live.lab, vm.name)
         for nic in vm.nics:
