@@ -28,7 +28,9 @@ def render(doc: dict[str, Any]) -> None:
         f" {carried} connection{'s' if carried != 1 else ''} carried)"
     )
     for nic in doc["nics"]:
-        where = f"segment {nic['segment']}" if nic["segment"] else f"vSwitch {nic['vswitch']['to']}"
+        vswitch = nic["vswitch"]
+        moved = f"{vswitch['from']} -> {vswitch['to']}" if vswitch["from"] != vswitch["to"] else vswitch["to"]
+        where = f"segment {nic['segment']}" if nic["segment"] else f"vSwitch {moved}"
         vlan = f", VLAN {nic['vlan']}" if nic["vlan"] is not None else ""
         fw = ", kernel firewall" if nic["kernel_firewall"] else ""
         out.print(f"  {nic['nic']}: {where}{vlan}{fw}")
