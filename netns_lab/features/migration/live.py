@@ -57,7 +57,7 @@ from netns_lab.topology.model import Topology
 log = logging.getLogger(__name__)
 
 FAIL_ENV = "NLAB_MIGRATE_FAIL_AT"
-PHASES = ("check", "rules", "mirror", "conntrack", "port", "announce", "cleanup")
+PHASES = ("check", "rules", "mirror", "conntrack", "port", "announce", "cleanup")  # then done
 ANNOUNCE = 3  # frames per NIC, as a team failover announces
 IFLA_NEW_IFINDEX = 49  # <linux/if_link.h>: the ifindex a device moved to another namespace takes
 
@@ -89,13 +89,13 @@ class Migration:
         self.source, self.target = self._host(self.plan.source), self._host(self.plan.target)
         t0 = time.monotonic()
         steps: list[tuple[str, Callable[[], None]]] = [
+            ("check", self._check),
             ("rules", self._rules),
             ("mirror", self._mirror),
             ("conntrack", self._conntrack),
             ("port", self._port),
             ("announce", self._announce),
         ]
-        self._timed("check", self._check)
         for phase, step in steps:
             try:
                 self._timed(phase, step)
@@ -236,7 +236,7 @@ class Migration:
 
     # -- rollback ------------------------------------------------------------------------------
     def _roll_back(self, phase: str, err: BaseException) -> None:
-        log.error("%s: migrating %s failed at %s: %s; rolling back", self.live.lab, self.plan.vm, phase, err)
+        log.info("%s: migrating %s failed at %s: %s; rolling back", self.live.lab, self.plan.vm, phase, err)
         t = time.monotonic()
         for undo in reversed(self.undo):
             try:
