@@ -138,6 +138,18 @@ def test_established_tcp_survives_and_a_denied_port_is_never_delivered(lab: Lab,
         tap.close()
 
 
+def test_established_tcp_survives_a_migration_of_the_client(lab: Lab, srv: EchoServer) -> None:
+    """cli under default deny too (only its tcp/80,81 out, replies as established): its entry
+    goes with it, and srv's stays where srv is."""
+    with tcp(lab.ns("cli"), SRV, 80) as conn:
+        sport = conn.getsockname()[1]
+        for host in ("hv2", "hv1"):
+            migration.migrate(lab.name, "cli", host)
+            assert echo(conn, host.encode()) == host.encode()
+            assert connections(lab, "cli.eth0", sport) == [host]
+            assert connections(lab, "srv.eth0", sport) == ["hv1"]
+
+
 def test_rule_hits_continue_on_the_target(lab: Lab, srv: EchoServer) -> None:
     before = hits(lab, 10)
     migration.migrate(lab.name, "srv", "hv2")
@@ -204,3 +216,30 @@ def test_a_vm_leaves_its_subnet_level_firewall_behind(lab: Lab) -> None:
             assert p1.accepted[81] == 1
         finally:
             tap.close()
+
+
+def test_a_moved_port_arrives_down_without_programs_then_is_wired_before_it_comes_up(lab: Lab) -> None:
+    """What the order of the phases relies on (fail closed): the kernel takes a port that moves
+    to another namespace down and takes its clsact qdisc, and so its programs, away; the port
+    then carries nothing until `_bring_up` attached them and set it up, in that order."""
+    from dataplane import tc
+    from netns_lab.kernel.netlink import Netlink
+
+    with RunningLab(lab.name) as live:
+        hv1, hv2 = live.hosts
+        old = hv1.ifindexes["far-0"]
+        new = migration._free_ifindexes(hv1, hv2, ["far-0"])["far-0"]
+        with Netlink(lab.ns("hv1")) as nl:
+            assert tc.attached(nl.tc_socket(), old, "ingress") == ["port_from_vm"]  # the control
+        migration._move_link(lab.name, "far-0", "hv1", "hv2", new)
+        try:
+            with Netlink(lab.ns("hv2")) as nl:
+                (link,) = [link for link in nl.links() if link.name == "far-0"]
+                assert (link.index, link.up, link.master) == (new, False, None)
+                assert tc.attached(nl.tc_socket(), new, "ingress") == []
+                assert tc.attached(nl.tc_socket(), new, "egress") == []
+        finally:
+            migration._move_link(lab.name, "far-0", "hv2", "hv1", old)
+            with Netlink(lab.ns("hv1")) as nl:
+                migration._bring_up(nl, hv1, "far-0", old, "vs1")
+                assert tc.attached(nl.tc_socket(), old, "egress") == ["port_to_vm"]
