@@ -107,3 +107,29 @@ def test_the_peer_bucket_hashes_the_source_address_like_the_datapath() -> None:
     other = abi.CtKey(endpoint=3)
     other.saddr[:4] = [10, 0, 0, 2]
     assert conntrack.peer_bucket(other) != bucket  # neighbours land apart (fixed hash)
+
+
+def test_a_change_the_topology_refuses_is_bad_input_before_anything_is_touched() -> None:
+    """app1's mirror session needs its VLAN rspan on the target's uplink: the changed topology
+    does not validate, the check phase raises the loader's error (exit 2), no event, no undo."""
+    from netns_lab.features.base import HostPlane
+    from netns_lab.features.migration.live import Migration
+    from netns_lab.lab.running import RunningLab
+
+    text = (REPO / "labs" / "nist-800-125b.yaml").read_text()
+
+    class Stub:  # what Migration reads of a RunningLab before the first kernel step
+        lab, topo = "ref", loader.load_text(text, "nist-800-125b.yaml", lab="ref")
+
+        def __init__(self) -> None:
+            self.text = text
+            self.hosts = [HostPlane("hv2", None, {"app1-0": 7, "app1-1": 8}), HostPlane("hv3", None, {})]  # type: ignore[arg-type]
+
+        prepare = RunningLab.prepare
+
+    m = Migration(Stub(), plan(Stub.topo, "app1", "hv3"))  # type: ignore[arg-type]
+    with pytest.raises(TopologyError) as err:
+        m.run()
+    assert [i.path for i in err.value.errors] == ["switches.tor2.ports.hv3-eth1"]
+    assert "mirror VLAN rspan" in err.value.errors[0].reason
+    assert m.phases == [] and m.undo == []

@@ -38,8 +38,11 @@ def record(lab: str, vm: str, source: str, target: str, phase: str, ms: float) -
 
 def append(lab: str, rec: dict[str, Any]) -> None:
     """One line, written whole (O_APPEND): a follower never reads half of it."""
-    with open(path(lab), "a") as out:
-        out.write(json.dumps(rec) + "\n")
+    try:
+        with open(path(lab), "a") as out:
+            out.write(json.dumps(rec) + "\n")
+    except FileNotFoundError:
+        pass  # the lab's state is gone (taken down meanwhile): nobody to tell
 
 
 class Follower:

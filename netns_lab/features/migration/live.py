@@ -52,6 +52,7 @@ from netns_lab.kernel import netns, rtnl
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.lab.running import HostPlane, RunningLab
 from netns_lab.topology import names
+from netns_lab.topology.errors import TopologyError
 from netns_lab.topology.model import Topology
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class Migration:
             try:
                 self._timed(phase, step)
             except BaseException as err:
+                if isinstance(err, TopologyError) and not self.undo:
+                    raise  # the changed topology does not validate: bad input, nothing touched
                 self._roll_back(phase, err)
                 raise Failed(phase, err, self.report()) from err
         self._timed("cleanup", self._cleanup)
