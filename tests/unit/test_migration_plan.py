@@ -133,3 +133,9 @@ def test_a_change_the_topology_refuses_is_bad_input_before_anything_is_touched()
     assert [i.path for i in err.value.errors] == ["switches.tor2.ports.hv3-eth1"]
     assert "mirror VLAN rspan" in err.value.errors[0].reason
     assert m.phases == [] and m.undo == []
+
+
+def test_a_vm_stays_on_its_machine() -> None:
+    topo = loader.load(REPO / "tests" / "lab" / "two_machines.yaml")
+    path, reason = refusal(topo, "blue1", "hv2")
+    assert path == "HOST" and reason.startswith("hv2 is built by machine m2, hv1 by m1")

@@ -112,6 +112,15 @@ def plan(topo: Topology, vm_name: str, target: str) -> Plan:
                 " VMs it protects, or build the lab again)",
             )
         )
+    here, there = topo.host(vm.host).machine, topo.host(target).machine
+    if here != there:
+        found.append(
+            Issue(
+                SOURCE,
+                "HOST",
+                f"{target} is built by machine {there}, {vm.host} by {here}: a port cannot leave its machine",
+            )
+        )
     if found:
         raise TopologyError(found)
     ids = fwplan.endpoint_ids(topo)
