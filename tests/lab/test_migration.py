@@ -198,6 +198,25 @@ def test_an_injected_failure_leaves_the_vm_working_on_the_source(lab: Lab, srv: 
         conn.close()
 
 
+@pytest.mark.parametrize("phase", ["check", "rules", "mirror", "conntrack", "announce"])
+def test_a_failure_at_the_end_of_any_phase_is_rolled_back(
+    lab: Lab, srv: EchoServer, phase: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The environment variable, not a patch: the library's own injection point, in-process."""
+    monkeypatch.setenv(migration.FAIL_ENV, phase)
+    with tcp(lab.ns("cli"), SRV, 80) as conn:
+        sport = conn.getsockname()[1]
+        with pytest.raises(migration.Failed) as err:
+            migration.migrate(lab.name, "srv", "hv2")
+        assert err.value.phase == phase
+        assert host_of(lab, "srv") == "hv1"
+        assert echo(conn, phase.encode()) == phase.encode()
+        assert connections(lab, "srv.eth0", sport) == ["hv1"]
+        assert quotas(lab, "srv")["hv2"] == (0, 0, 0)
+        with RunningLab(lab.name) as live:
+            assert "srv-0" not in live.hosts[1].ifindexes  # hv2 has no port of srv
+
+
 def test_a_vm_leaves_its_subnet_level_firewall_behind(lab: Lab) -> None:
     """p1 is reachable only through fw (nftables: tcp/80 only). Migrated to hv2, where its VLAN is
     on the wire, it is reached directly: what fw denied now passes, and `nlab migrate` says so."""

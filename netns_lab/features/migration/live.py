@@ -25,7 +25,8 @@ arrives down and comes up last. Downtime (of the VM's traffic) is `conntrack` + 
 `cleanup` starts, a failure (or an injected one: $NLAB_MIGRATE_FAIL_AT=PHASE) undoes every phase
 done, newest first: the port goes back to the source and is wired again as it was, the target's
 entries and the model as they were. Cleanup is the commit point: what it fails to remove is
-reported, the VM runs on the target.
+reported, the VM runs on the target. An injected failure comes at the end of its phase, once the
+phase's work is done (all of it to undo); at `cleanup` it is one more problem reported.
 """
 
 from __future__ import annotations
@@ -127,10 +128,10 @@ class Migration:
         return round(ms["conntrack"] + ms["port"], 3)
 
     def _timed(self, phase: str, step: Callable[[], Any]) -> Any:
-        if os.environ.get(FAIL_ENV) == phase:
-            raise RuntimeError(f"injected failure at phase {phase} (${FAIL_ENV})")
         t = time.monotonic()
         result = step()
+        if os.environ.get(FAIL_ENV) == phase and phase != "cleanup":  # its work done: all to undo
+            raise RuntimeError(f"injected failure at the end of phase {phase} (${FAIL_ENV})")
         self._event(phase, (time.monotonic() - t) * 1000)
         return result
 
@@ -230,6 +231,8 @@ class Migration:
         ]
         for move in self.plan.nics:
             parts.append((f"port {move.port}", lambda i=s.ifindexes[move.port]: _forget_port(s, i)))
+        if os.environ.get(FAIL_ENV) == "cleanup":
+            parts.insert(0, ("(injected)", _injected))
         for what, part in parts:
             try:
                 part()
@@ -258,6 +261,10 @@ class Migration:
         t.ifindexes.pop(move.port, None)
         with Netlink(names.namespace(self.live.lab, s.host)) as nl:
             _bring_up(nl, s, move.port, index, move.vswitch_from)
+
+
+def _injected() -> None:
+    raise RuntimeError(f"injected failure at phase cleanup (${FAIL_ENV})")
 
 
 # -- the kernel side ---------------------------------------------------------------------------
