@@ -20,6 +20,12 @@ from netns_lab.cli.base import (
 )
 from netns_lab.cli.render import out
 
+DESCRIPTION = (
+    "Move a VM of a running lab to another host with its kernel firewall rules, connection"
+    " entries, port security, VLAN policy and mirror sessions. Exit 2 when refused (nothing"
+    " touched), 1 when it failed and was rolled back (the VM runs on its source host)."
+)
+
 
 def render(doc: dict[str, Any]) -> None:
     carried = doc["connections"]["copied"]
@@ -61,7 +67,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, name: str, summary: str) -> None:
-    p = sub.add_parser(name, help=summary, description=__doc__)
+    p = sub.add_parser(name, help=summary, description=DESCRIPTION)
     p.set_defaults(fn=cmd_migrate)
     json_option(p)
     lab_option(p)
