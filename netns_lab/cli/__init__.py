@@ -60,6 +60,9 @@ COMMANDS: dict[str, Command] = {
     "heal": Command("faults", "end an injected fault (or --all)"),
     "verify": Command("verify", "check a running lab against its model with real packets (NIST 2-5)"),
     "report": Command("report", "write the compliance report of a lab: HTML and Markdown (NIST 2.6-5.3)"),
+    "migrate": Command(
+        "migrate", "move a VM to another host with its firewall rules and connections (NIST 4.3)"
+    ),
 }
 _TOP_OPTIONS = ("-v", "--verbose")
 

@@ -39,7 +39,7 @@ started. Stop with Ctrl-C, --count or --duration. Any number of watches and `nla
 run at once: each is a subscriber of the lab's event hub with its own filter and losses.
 """
 
-COLOURS = {"deny": "31", "allow": "32", "mirror": "36", "lost": "1;33"}
+COLOURS = {"deny": "31", "allow": "32", "mirror": "36", "lost": "1;33", "migration": "35"}
 WIDTH_WHO, WIDTH_WHAT, WIDTH_ENDPOINTS = 10, 18, 40
 
 
@@ -168,6 +168,9 @@ def line(r: dict[str, Any]) -> tuple[str, str]:
         what = "events" if r["source"] == "firewall" else "mirrored copies"
         text = f"{r['count']} {r['source']} {what} were lost at {r['where']} ({r['total']} so far)"
         return f"{_clock(r['time'])}  LOST    {text}", "lost"
+    if r["kind"] == "migration":
+        text = f"{r['from']} -> {r['to']}  {r['phase']} {r['ms']:.1f} ms"
+        return f"{_clock(r['time'])}  {'migrate':<6}  {r['vm']:<{WIDTH_WHO}} {text}", "migration"
     if r["kind"] == "verdict":
         kind, who, key = ("DENY" if r["verdict"] == "deny" else "allow"), r["vm"], r["verdict"]
         if r["rule"] == encoding.DEFAULT_RULE and r["reason"] == "policy":

@@ -74,10 +74,20 @@ class RunningLab:
     def change(self, edit: Callable[[dict[str, Any]], None]) -> Topology:
         """Apply `edit` to the topology data, validate, install on every host, then record it.
         Bad input raises the loader's error before anything is touched."""
+        return self.apply(*self.prepare(edit))
+
+    def prepare(self, edit: Callable[[dict[str, Any]], None]) -> tuple[Topology, str]:
+        """`edit` applied to the topology data and validated, nothing installed: (topology, its
+        text) for `apply`. A caller that must change the kernel between the two (a migration
+        moves a port) validates first and installs after."""
         data, _ = loader.parse_yaml(self.text, "state")  # the loader's YAML 1.2 reading, not PyYAML's 1.1
         edit(data)
         text = yaml.safe_dump(data, sort_keys=False)
         new = machines.like(loader.load_text(text, f"{self.lab} (live change)", lab=self.lab), self.topo)
+        return new, text
+
+    def apply(self, new: Topology, text: str) -> Topology:
+        """Install a prepared topology on every host, then record it (all or nothing)."""
         old = self.topo
         self._txn = {}
         touched: list[HostPlane] = []

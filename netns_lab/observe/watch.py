@@ -9,6 +9,8 @@ JSON schema of `nlab watch --json`:
 - `{"kind": "mirror", "time", "session", "direction", "summary", "proto", "src", "dst", "sport",
   "dport", "icmp_type", "icmp_id", "len", "vlan", "info"}` (`direction` seen from the mirrored
   VM; fields encoded as netns_lab.encoding says)
+- `{"kind": "migration", "lab", "vm", "from", "to", "phase", "ms", "time"}`: a phase of a VM's
+  migration (`nlab migrate`), followed in the lab's `migration.events`
 - `{"kind": "lost", "time", "source": "firewall"|"capture", "where", "count", "total"}` whenever
   this watch missed something: events the kernel could not queue while it was subscribed or
   that its hub queue had to drop, copies its socket had to drop.
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from netns_lab import encoding
+from netns_lab.features.migration import events as migration_events
 from netns_lab.lab import eventhub, fanout
 from netns_lab.lab.fanout import lost_record
 from netns_lab.lab.running import RunningLab
@@ -174,10 +177,11 @@ class Stats:
     def line(self) -> str:
         c = self.counts
         seconds = time.monotonic() - self.started
+        moved = f", {c['migration']} migration phases" if c["migration"] else ""
         return (
-            f"{c['allow'] + c['deny'] + c['mirror']} lines in {seconds:.1f} s: {c['allow']} allowed, "
-            f"{c['deny']} denied, {c['mirror']} mirrored; lost: {self.events_lost} firewall events, "
-            f"{self.copies_dropped} mirrored copies"
+            f"{c['allow'] + c['deny'] + c['mirror'] + c['migration']} lines in {seconds:.1f} s: "
+            f"{c['allow']} allowed, {c['deny']} denied, {c['mirror']} mirrored{moved}; lost: "
+            f"{self.events_lost} firewall events, {self.copies_dropped} mirrored copies"
         )
 
 
@@ -200,6 +204,7 @@ class Watch:
         self._decapsulate: Any = None
         self._names: dict[int, str] = {}
         self._firewall_lost: list[dict[str, Any]] = []  # the hub's loss records, shown by losses()
+        self.migrations = migration_events.Follower(live.lab)
         try:
             self.follower = (
                 self._stack.enter_context(
@@ -268,7 +273,7 @@ class Watch:
                 if frame is not None and self.pcap is not None:
                     self.pcap.write(frame.time_ns, frame.data, frame.wire_len)
                 yield record
-                self.stats.counts[record["verdict"] if record["kind"] == "verdict" else "mirror"] += 1
+                self.stats.counts[record["verdict"] if record["kind"] == "verdict" else record["kind"]] += 1
                 emitted += 1
                 if count is not None and emitted >= count:
                     yield from self.finish(verdicts=False)
@@ -289,6 +294,7 @@ class Watch:
         found: list[tuple[dict[str, Any], Frame | None]] = []
         if self.follower is not None:
             self._take(self.follower.read(0), found)  # cheap when empty: read each tick
+        found += [(r, None) for r in self.migrations.read() if not self.flt.vms or r["vm"] in self.flt.vms]
         for fd in ready & by_fd.keys():
             dest = by_fd[fd]
             for frame in dest.capture.read():

@@ -366,6 +366,20 @@ def test_a_live_change_gives_the_controller_its_new_plan_and_a_new_segment_is_re
     assert overlay_cli(lab, "check")[0] == 0  # against the changed topology
 
 
+def test_a_vm_migrates_across_its_vxlan_segment_and_back(lab: Lab) -> None:
+    """bweb2 (blue-web) from hv2 to hv1, where the segment is already, and back: a TCP connection
+    from bweb3 on hv3 goes on across VXLAN, the controller's tables follow (check is clean)."""
+    from netns_lab.features.migration import live as migration
+    from tests.lab.migration_tools import echo, echo_server, tcp
+
+    with echo_server(lab.ns("bweb2"), 80), tcp(lab.ns("bweb3"), "10.0.0.12", 80) as conn:
+        for host in ("hv1", "hv2"):
+            doc = migration.migrate(lab.name, "bweb2", host)
+            assert doc["nics"][0]["segment"] == "blue-web" and doc["phases"][-1]["phase"] == "done"
+            assert echo(conn, host.encode()) == host.encode()
+            assert overlay_cli(lab, "check")[0] == 0
+
+
 def test_down_removes_everything_the_overlay_made(lab: Lab) -> None:
     pid = install.controller_pid(lab.name)
     assert pid is not None

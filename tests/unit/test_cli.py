@@ -190,6 +190,8 @@ def _failing(bad: Path) -> dict[tuple[str, ...], list[str]]:
         ("fail",): ["fail", "hv1.eth0", "--lab", NOT_UP],
         ("heal",): ["heal", "--all", "--lab", NOT_UP],
         ("verify",): ["verify", "--lab", NOT_UP],
+        ("migrate",): ["migrate", "web1", "hv2", "--lab", NOT_UP],
+        ("report",): ["report", "--lab", NOT_UP, "--out", str(bad.parent / "report")],
     }
 
 

@@ -212,6 +212,7 @@ ON_A_LAB = {
     "heal",
     "verify",
     "report",
+    "migrate",
 }
 
 

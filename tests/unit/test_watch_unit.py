@@ -163,6 +163,14 @@ def test_lost_record() -> None:
     }  # fmt: skip
 
 
+def test_a_migration_record_has_its_line() -> None:
+    from netns_lab.features.migration import events
+
+    rec = events.record("lab", "srv", "hv1", "hv2", "conntrack", 21.7)
+    text, colour = cli_watch.line(rec)
+    assert colour == "migration" and text.endswith("migrate  srv        hv1 -> hv2  conntrack 21.7 ms")
+
+
 def test_filters() -> None:
     web, db = (
         Tap("web", "l-analyzer", "eth0", ("web1",), False),
