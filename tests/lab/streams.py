@@ -1,10 +1,12 @@
 """Traffic streams for lab tests, run inside a VM's namespace (`ip netns exec NS python3 streams.py
 ...`); stdlib only, one process per end.
 
-    udp-recv PORT                   prints `ready`, `first` at the first datagram, `resumed SEQ`
+    udp-recv PORT [--lines]         prints `ready`, `first` at the first datagram, `resumed SEQ`
                                     after each gap of GAP or more sequence numbers, and at the
                                     END marker (or IDLE seconds of silence) one JSON line:
-                                    {"received", "unique", "duplicates", "missing", "gaps": [[a, b]]}
+                                    {"received", "unique", "duplicates", "missing", "gaps": [[a, b]]};
+                                    --lines: also `gap A B TIME` for every gap as it closes and
+                                    `at SEQ TIME` every PROGRESS datagrams (TIME: time.time())
     udp-send HOST PORT INTERVAL     numbered datagrams every INTERVAL seconds (on a schedule, so
                                     a slow moment does not shift the rest) until stdin closes, then
                                     END; prints {"sent": N}
@@ -28,6 +30,7 @@ import threading
 import time
 
 GAP = 3
+PROGRESS = 100
 IDLE = 20.0
 CHUNK = 16 << 10
 
@@ -36,7 +39,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def udp_recv(port: int) -> None:
+def udp_recv(port: int, lines: bool = False) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.bind(("0.0.0.0", port))
@@ -49,9 +52,16 @@ def udp_recv(port: int) -> None:
         (seq,) = struct.unpack("!Q", data[:8])
         if not seen:
             _say("first")
-        elif seq >= max(seen) + GAP:
-            _say(f"resumed {seq}")
+            top = seq
+        else:
+            if lines and seq > top + 1:
+                _say(f"gap {top + 1} {seq - 1} {time.time():.6f}")
+            if seq >= top + GAP:
+                _say(f"resumed {seq}")
+            top = max(top, seq)
         seen.append(seq)
+        if lines and len(seen) % PROGRESS == 0:
+            _say(f"at {seq} {time.time():.6f}")
     unique = set(seen)
     top = max(unique, default=-1)
     gaps: list[list[int]] = []
@@ -129,7 +139,7 @@ def tcp_send(host: str, port: int, size: int, seconds: float) -> None:
 def main(argv: list[str]) -> None:
     mode, *rest = argv
     if mode == "udp-recv":
-        udp_recv(int(rest[0]))
+        udp_recv(int(rest[0]), "--lines" in rest)
     elif mode == "udp-send":
         udp_send(rest[0], int(rest[1]), float(rest[2]))
     elif mode == "tcp-recv":

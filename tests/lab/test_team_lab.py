@@ -20,39 +20,17 @@ import pytest
 
 from dataplane.switch import SwitchDataplane
 from netns_lab.features.team import faults as team_faults
-from netns_lab.features.vlan import plan as vlan_plan
 from netns_lab.kernel.netlink import Netlink
 from netns_lab.lab import running as live_lab
-from netns_lab.lab.state import LabState, pin_dir, state_dir
+from netns_lab.lab.state import pin_dir, state_dir
 from netns_lab.observe import watch
-from netns_lab.topology import names
-from netns_lab.topology.loader import load_text
 from tests.lab.conftest import Lab, nlab, running
 from tests.lab.streams import GAP
-from tests.lab.team_traffic import INTERVAL, TCP_PORT, UDP_PORT, End, MemberTaps, ends
+from tests.lab.team_traffic import INTERVAL, TCP_PORT, UDP_PORT, End, MemberTaps, cable_switches, ends
 
 TOPOLOGY = Path(__file__).with_name("team_pair.yaml")
 PEER, VM_IP = "peer", "10.14.0.11"
 TCP_BYTES = 2_000_000
-
-
-def cable_switches(lab: Lab) -> None:
-    """tor1 - tor2, a port on each switch configured like its hv1 port (the same VLANs) and gated
-    by the switch's own programs, as the builder attaches a port."""
-    st = LabState.read(lab.name)
-    assert st is not None
-    topo = load_text(st.topology_text() or "", st.source, lab=lab.name)
-    policies = vlan_plan.port_vlans(topo)
-    with Netlink(lab.ns("tor1")) as a, Netlink(lab.ns("tor2")) as b:
-        a.veth("isl", "isl", lab.ns("tor2"), master=names.SWITCH_BRIDGE)
-        b.enslave("isl", names.SWITCH_BRIDGE)
-        for nl, switch, pnic in ((a, "tor1", "eth0"), (b, "tor2", "eth1")):
-            with SwitchDataplane.open(pin_dir(lab.name) / switch) as dp:
-                ifindex = nl.index("isl")
-                dp.configure(ifindex, policies[switch][names.switch_port("hv1", pnic)])
-                dp.attach(nl.tc_socket(), ifindex, vm=False)
-        a.up("isl")
-        b.up("isl")
 
 
 def events(lab: Lab) -> list[dict[str, Any]]:
@@ -156,7 +134,7 @@ def wait_beacons_flow(lab: Lab, timeout: float = 15) -> None:
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Lab]:
     with running(TOPOLOGY) as lab:
-        cable_switches(lab)
+        cable_switches(lab.name)
         wait_beacons_flow(lab)  # the barrier of every test: the members hear each other
         yield lab
 
