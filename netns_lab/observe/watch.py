@@ -195,9 +195,10 @@ class Stats:
         c = self.counts
         seconds = time.monotonic() - self.started
         moved = f", {c['migration']} migration phases" if c["migration"] else ""
+        teams = f", {c['team']} team events" if c["team"] else ""
         return (
-            f"{c['allow'] + c['deny'] + c['mirror'] + c['migration']} lines in {seconds:.1f} s: "
-            f"{c['allow']} allowed, {c['deny']} denied, {c['mirror']} mirrored{moved}; lost: "
+            f"{c['allow'] + c['deny'] + c['mirror'] + c['migration'] + c['team']} lines in {seconds:.1f} s: "
+            f"{c['allow']} allowed, {c['deny']} denied, {c['mirror']} mirrored{moved}{teams}; lost: "
             f"{self.events_lost} firewall events, {self.copies_dropped} mirrored copies"
         )
 

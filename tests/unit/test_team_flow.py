@@ -203,3 +203,12 @@ def test_teams_of_a_bad_file_exits_2_naming_file_field_reason(tmp_path: Path) ->
     assert (proc.returncode, proc.stdout) == (2, "")
     assert f"{bad}: hosts.hv3.vswitches.vs1.team.beacon_interval: 0ms is not in" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_summary_counts_team_events() -> None:
+    stats = watch.Stats()
+    stats.counts["team"] += 2
+    stats.counts["deny"] += 1
+    line = stats.line()
+    assert line.startswith("3 lines in ") and "1 denied, 0 mirrored, 2 team events;" in line
+    assert "team events" not in watch.Stats().line()  # none: the line is as without teams
