@@ -216,6 +216,7 @@ class Monitor:
             for member in team.plan.members:
                 if arrived(self.counters[(team.plan.name, member)]):
                     team.det.traffic(member, since)
+            team.det.counted(since)
 
     def _frames(self, fd: int, now: float) -> None:
         team, member, proto = self.sockets[fd]
