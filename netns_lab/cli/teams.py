@@ -23,8 +23,8 @@ def document(topo: Topology, running: bool) -> dict[str, Any]:
     """The teams and the VM-MP checks; compliant unless a check is not met."""
     from netns_lab.features.team import checks, plan
 
-    faults = _faults(topo.lab) if running else []
-    teams = [_team(topo, p, faults if running else None) for p in plan.teams(topo)]
+    faults = _faults(topo.lab) if running else None
+    teams = [_team(topo, p, faults) for p in plan.teams(topo)]
     results = checks.check(topo)
     return {
         "lab": topo.lab,
