@@ -134,20 +134,24 @@ class Hub:
                 if not (pin_dir(self.lab) / self.live.hosts[0].host).exists():
                     return  # the lab is gone
                 self.check_losses()
+                self.drain_teams()
                 next_check = now + TICK_MS / 1000
             self.fanout.tick(now)
             for fd in list(self.conns):
                 self._send(fd, poller)
 
     def drain(self) -> None:
-        """Every event the kernel has queued, decoded and fanned out; then the team monitors' new
-        lines (a few bytes a second at most: read each tick)."""
+        """Every event the kernel has queued, decoded and fanned out."""
         from netns_lab.features.firewall import live as fwlive
 
         now = time.monotonic()
         for host, ev in self.reader.poll(0):
             port = self.ports.get((host, ev.ifindex)) or self._port(host, ev.ifindex)
             self.fanout.event(fwlive.decode(ev, port), ev.time_ns, now)
+
+    def drain_teams(self) -> None:
+        """The team monitors' new lines (a few a minute: read each tick, not at every wake-up that
+        a flood of verdicts makes)."""
         for record in self.teams.poll():
             self.fanout.team(record)
 
@@ -206,6 +210,7 @@ class Hub:
             self._subscribe(conn, fanout.Filter.from_doc(msg["subscribe"]), msg.get("queue"))
         elif "sync" in msg and conn.sub is not None:
             self.drain()
+            self.drain_teams()
             self.check_losses()
             conn.sub.report_drops(now=True)
             conn.sub.queue.append({"kind": "sync", "token": msg["sync"]})
@@ -219,6 +224,7 @@ class Hub:
         if not isinstance(limit, int):
             raise ValueError(f"queue: {limit!r} is not a whole number")
         self.drain()  # what came before belongs to the subscribers already there
+        self.drain_teams()
         self.check_losses()
         conn.sub = self.fanout.join(conn.sock.fileno(), flt, limit, now_ns())
         conn.outbuf += encode({"kind": "subscribed", "window_s": fanout.AGGREGATE_WINDOW_S})
