@@ -317,7 +317,9 @@ class Watch:
         found: list[tuple[dict[str, Any], Frame | None]] = []
         if self.follower is not None:
             self._take(self.follower.read(0), found)  # cheap when empty: read each tick
-        found += [(r, None) for r in self.migrations.read() if not self.flt.vms or r["vm"] in self.flt.vms]
+        moves = self.migrations.read()
+        if self.flt.team is None or self.flt.vms:  # `--team` alone: team events only
+            found += [(r, None) for r in moves if not self.flt.vms or r["vm"] in self.flt.vms]
         for fd in ready & by_fd.keys():
             dest = by_fd[fd]
             for frame in dest.capture.read():
