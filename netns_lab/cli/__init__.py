@@ -58,6 +58,7 @@ COMMANDS: dict[str, Command] = {
     "overlay": Command("overlay", "VXLAN segments, VTEPs and their tables; check them (NIST 2.5)"),
     "fail": Command("faults", "inject a fault on a cable of a running lab (NIST 3)"),
     "heal": Command("faults", "end an injected fault (or --all)"),
+    "teams": Command("teams", "NIC teams, their members' state and the VM-MP checks (NIST 3)"),
     "verify": Command("verify", "check a running lab against its model with real packets (NIST 2-5)"),
     "report": Command("report", "write the compliance report of a lab: HTML and Markdown (NIST 2.6-5.3)"),
     "migrate": Command(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -89,6 +90,13 @@ def validated(path: str, d: dict[str, Any]) -> None:
     )
 
 
+def _move_text(move: dict[str, Any]) -> str:
+    from netns_lab.features.team.events import describe
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(move["time"]))
+    return f"{when} {escape(describe(move))}"
+
+
 def _mark(ok: bool) -> str:
     return "[green]up[/]" if ok else "[red]DOWN[/]"
 
@@ -128,6 +136,8 @@ def status(doc: dict[str, Any]) -> None:
             detection = "+".join(team["detection"])
             active = team["active"] or "?"
             out.print(f" team {host['name']}.{team['vswitch']}: {members} (active {active}; {detection})")
+            if team.get("last_failover"):
+                out.print(f"   last failover: {_move_text(team['last_failover'])}")
     for fault in doc.get("faults", []):
         extra = f" p={fault['p']}" if "p" in fault else f" {fault['hz']} Hz" if "hz" in fault else ""
         out.print(f" [yellow]fault[/] {fault['link']}: {fault['mode']}{extra}")

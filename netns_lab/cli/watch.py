@@ -1,4 +1,4 @@
-"""`nlab watch`: the live view of a lab's firewall verdicts and mirrored packets.
+"""`nlab watch`: the live view of a lab's firewall verdicts, mirrored packets and team events.
 
 Argument checks, opening the sources, and the terminal / JSON-lines output; the merging and
 filtering live in `netns_lab.observe.watch`.
@@ -23,23 +23,27 @@ from netns_lab.cli.base import (
     resolve_lab,
     stop_options,
 )
+from netns_lab.features.team import events as team_events
 from netns_lab.lab import running
 from netns_lab.observe import watch
 from netns_lab.observe.capture import PcapWriter
 
 EPILOG = """\
 what is shown:
-  default            every verdict (allowed new flows, denied packets) and every mirror session's copies
+  default            every verdict (allowed new flows, denied packets), every mirror session's copies
+                     and every NIC team's events (a member failed or recovered, the team moved)
   VM...              verdicts of those VMs, and copies of the sessions that mirror one of them
   --denied           only denials among the verdicts; copies only if a session is named with --mirror
   --mirror NAME      only that session's copies; no verdicts unless VMs are named too
+  --team [TEAM]      team events (of TEAM, HOST.VSWITCH, if named); nothing else unless VMs,
+                     --denied or --mirror ask for it too
 losses (firewall events the kernel could not queue, copies the capture socket dropped) are always
 shown, as they happen and in the summary on stderr at the end: what THIS watch missed since it
 started. Stop with Ctrl-C, --count or --duration. Any number of watches and `nlab fw events` may
 run at once: each is a subscriber of the lab's event hub with its own filter and losses.
 """
 
-COLOURS = {"deny": "31", "allow": "32", "mirror": "36", "lost": "1;33", "migration": "35"}
+COLOURS = {"deny": "31", "allow": "32", "mirror": "36", "lost": "1;33", "migration": "35", "team": "1;35"}
 WIDTH_WHO, WIDTH_WHAT, WIDTH_ENDPOINTS = 10, 18, 40
 
 
@@ -47,7 +51,7 @@ def register(sub: Any, name: str, summary: str) -> None:
     p = sub.add_parser(
         name,
         help=summary,
-        description="live view of firewall verdicts and mirrored packets, one decoded line each",
+        description="live view of firewall verdicts, mirrored packets and team events, one line each",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -55,6 +59,7 @@ def register(sub: Any, name: str, summary: str) -> None:
     p.add_argument("vms", nargs="*", metavar="VM", help="only these VMs")
     p.add_argument("--denied", action="store_true", help="only denials (see below)")
     p.add_argument("--mirror", metavar="NAME", help="only this mirror session's copies (see below)")
+    p.add_argument("--team", nargs="?", const="", metavar="TEAM", help="team events (see below)")
     p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     p.add_argument("--pcap", metavar="FILE", help="also write the mirrored packets to FILE (pcap)")
     lab_option(p)
@@ -68,7 +73,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     except UsageError as err:
         raise UsageError(f"lab: {err}") from None
     assert lab is not None
-    flt = watch.Filter(frozenset(args.vms), args.denied, args.mirror)
+    flt = watch.Filter(frozenset(args.vms), args.denied, args.mirror, args.team)
     with contextlib.ExitStack() as stack:
         try:
             w = stack.enter_context(_open(lab, flt, args.pcap))
@@ -108,6 +113,7 @@ def _open(lab: str, flt: watch.Filter, pcap_path: str | None) -> Any:
         if unknown := sorted(flt.vms - known):
             names = ", ".join(sorted(known))
             raise ValueError(f"vm: no VM {', '.join(unknown)} in lab {lab!r} (VMs: {names})")
+        _check_team(live, flt)
         taps = _taps(lab, flt)
         w = stack.enter_context(watch.Watch(live, taps, flt))
         if pcap_path is not None:
@@ -119,6 +125,17 @@ def _open(lab: str, flt: watch.Filter, pcap_path: str | None) -> Any:
             if not w.destinations:
                 print("nlab watch: pcap: no mirror session is watched: no packets to write", file=sys.stderr)
         yield w
+
+
+def _check_team(live: running.RunningLab, flt: watch.Filter) -> None:
+    if not flt.team:
+        return
+    from netns_lab.features.team.plan import teams
+
+    known = [p.name for p in teams(live.topo)]
+    if flt.team not in known:
+        listed = ", ".join(known) or "none"
+        raise ValueError(f"team: no team {flt.team!r} in lab {live.lab!r} (teams, HOST.VSWITCH: {listed})")
 
 
 def _taps(lab: str, flt: watch.Filter) -> list[watch.TapLike]:
@@ -171,6 +188,8 @@ def line(r: dict[str, Any]) -> tuple[str, str]:
     if r["kind"] == "migration":
         text = f"{r['from']} -> {r['to']}  {r['phase']} {r['ms']:.1f} ms"
         return f"{_clock(r['time'])}  {'migrate':<6}  {r['vm']:<{WIDTH_WHO}} {text}", "migration"
+    if r["kind"].startswith("team"):
+        return f"{_clock(r['time'])}  TEAM    {r['team']:<{WIDTH_WHO}} {team_events.describe(r)}", "team"
     if r["kind"] == "verdict":
         kind, who, key = ("DENY" if r["verdict"] == "deny" else "allow"), r["vm"], r["verdict"]
         if r["rule"] == encoding.DEFAULT_RULE and r["reason"] == "policy":

@@ -1,4 +1,5 @@
-"""The event hub of a lab: the one reader of every host's verdict ring buffer, serving subscribers.
+"""The event hub of a lab: the one reader of every host's verdict ring buffer (and of the team
+monitors' event files), serving subscribers.
 
 A ring buffer has one consumer position: two readers of it share its records, each seeing a part
 and neither knowing. So a lab has exactly one reader, this process, started by `nlab up` in the
@@ -6,12 +7,15 @@ first hypervisor's namespace (so `nlab down` ends it with the lab's other proces
 crash) and ending by itself once the lab's pins are gone. It decodes every event, aggregates
 repeated denials and fans them out (`netns_lab.lab.fanout`) to any number of subscribers connected to
 its unix socket, each with its own filter, queue and loss count. `nlab fw events` and `nlab watch`
-are subscribers (`netns_lab.observe.subscription`).
+are subscribers (`netns_lab.observe.subscription`). The team monitors' events (a member failed,
+the team moved) are read from the files the monitors append to, and go to the subscribers that
+ask for them (`"teams"` in the filter).
 
     python -m netns_lab.lab.eventhub --lab nist --netns nist-hv1     (log: /run/netns-lab/nist/eventhub.log)
 
 Protocol on /run/netns-lab/<lab>/events.sock, one JSON object per line each way:
-  -> {"subscribe": {"vms": [...], "denied": false}, "queue": 32768}      (queue: optional)
+  -> {"subscribe": {"vms": [...], "denied": false, "verdicts": true, "teams": [...]}, "queue": 32768}
+     (queue, verdicts, teams: optional; teams [] is every team, absent none)
   <- {"kind": "subscribed", "window_s": 1.0}, then verdict and lost records as they come
   -> {"sync": N}   <- every record the kernel had queued before it, its losses, {"kind": "sync", "token": N}
 A subscriber that cannot connect (no hub: it crashed) starts a new one; a lock file keeps it one.
@@ -89,6 +93,7 @@ class Hub:
     def __init__(self, lab: str) -> None:
         from dataplane.events import EventReader
         from netns_lab.features.firewall import live as fwlive
+        from netns_lab.features.team import events as team_events
         from netns_lab.lab.running import RunningLab
 
         self.lab = lab
@@ -98,6 +103,7 @@ class Hub:
             self.reader.add(h.dataplane.maps["fw_events"], h.host)
         self.ports = {(h.host, idx): name for h in self.live.hosts for name, idx in h.ifindexes.items()}
         self.fanout = fanout.Fanout()
+        self.teams = team_events.Tail(lab)
         self.conns: dict[int, _Conn] = {}
         self.seen_lost = fwlive.events_lost(self.live)  # losses before the hub came were nobody's
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -128,6 +134,7 @@ class Hub:
                 if not (pin_dir(self.lab) / self.live.hosts[0].host).exists():
                     return  # the lab is gone
                 self.check_losses()
+                self.drain_teams()
                 next_check = now + TICK_MS / 1000
             self.fanout.tick(now)
             for fd in list(self.conns):
@@ -141,6 +148,12 @@ class Hub:
         for host, ev in self.reader.poll(0):
             port = self.ports.get((host, ev.ifindex)) or self._port(host, ev.ifindex)
             self.fanout.event(fwlive.decode(ev, port), ev.time_ns, now)
+
+    def drain_teams(self) -> None:
+        """The team monitors' new lines (a few a minute: read each tick, not at every wake-up that
+        a flood of verdicts makes)."""
+        for record in self.teams.poll():
+            self.fanout.team(record)
 
     def _port(self, host: str, ifindex: int) -> str:
         """A port made since the hub started (a live change): look the host's ports up again."""
@@ -197,6 +210,7 @@ class Hub:
             self._subscribe(conn, fanout.Filter.from_doc(msg["subscribe"]), msg.get("queue"))
         elif "sync" in msg and conn.sub is not None:
             self.drain()
+            self.drain_teams()
             self.check_losses()
             conn.sub.report_drops(now=True)
             conn.sub.queue.append({"kind": "sync", "token": msg["sync"]})
@@ -210,6 +224,7 @@ class Hub:
         if not isinstance(limit, int):
             raise ValueError(f"queue: {limit!r} is not a whole number")
         self.drain()  # what came before belongs to the subscribers already there
+        self.drain_teams()
         self.check_losses()
         conn.sub = self.fanout.join(conn.sock.fileno(), flt, limit, now_ns())
         conn.outbuf += encode({"kind": "subscribed", "window_s": fanout.AGGREGATE_WINDOW_S})

@@ -12,6 +12,8 @@ queue holds.
   filter (nobody knows what the lost events were).
 - A subscriber's `lost` = the events it did not get since it subscribed: kernel losses in its
   window plus its own queue's drops. Never 0 while something was missed.
+- Team records (a team's member failed or recovered, the team moved) are rare and go to every
+  subscriber that asked for them, whatever its queue holds.
 - Repeated denials of one flow are aggregated before the fan-out: the first is sent at once
   (`count: 1`), the others that follow within `AGGREGATE_WINDOW_S` of it make one record when the
   window closes, `count` saying how many packets it stands for (the fields are those of the last).
@@ -59,26 +61,47 @@ def lost_record(source: str, where: str, count: int, total: int) -> Record:
 
 @dataclass(frozen=True)
 class Filter:
-    """Which verdicts a subscriber wants: those of `vms` (all: empty), only denials if `denied`."""
+    """Which records a subscriber wants: verdicts (unless `verdicts` is false) of `vms` (all:
+    empty), only denials if `denied`; team records (`netns_lab.features.team.events`) of the
+    teams named in `teams` (all: empty; none: None, the default)."""
 
     vms: frozenset[str] = frozenset()
     denied: bool = False
+    verdicts: bool = True
+    teams: frozenset[str] | None = None
 
     def keep(self, ev: Record) -> bool:
-        return (not self.denied or ev["verdict"] == "deny") and (not self.vms or ev["vm"] in self.vms)
+        return (
+            self.verdicts
+            and (not self.denied or ev["verdict"] == "deny")
+            and (not self.vms or ev["vm"] in self.vms)
+        )
+
+    def keep_team(self, record: Record) -> bool:
+        return self.teams is not None and (not self.teams or record["team"] in self.teams)
 
     def doc(self) -> Record:
-        return {"vms": sorted(self.vms), "denied": self.denied}
+        doc: Record = {"vms": sorted(self.vms), "denied": self.denied}
+        if not self.verdicts:
+            doc["verdicts"] = False
+        if self.teams is not None:
+            doc["teams"] = sorted(self.teams)
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Any) -> Filter:
-        """ValueError naming the field for anything but {"vms": [names], "denied": bool}."""
+        """ValueError naming the field for anything but {"vms": [names], "denied": bool,
+        "verdicts": bool, "teams": [names] | null}."""
         vms, denied = doc.get("vms", []), doc.get("denied", False)
+        verdicts, teams = doc.get("verdicts", True), doc.get("teams")
         if not isinstance(vms, list) or not all(isinstance(v, str) for v in vms):
             raise ValueError(f"vms: {vms!r} is not a list of VM names")
-        if not isinstance(denied, bool):
-            raise ValueError(f"denied: {denied!r} is not true or false")
-        return cls(frozenset(vms), denied)
+        for name, value in (("denied", denied), ("verdicts", verdicts)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}: {value!r} is not true or false")
+        if teams is not None and (not isinstance(teams, list) or not all(isinstance(t, str) for t in teams)):
+            raise ValueError(f"teams: {teams!r} is not a list of team names")
+        return cls(frozenset(vms), denied, verdicts, None if teams is None else frozenset(teams))
 
 
 @dataclass
@@ -88,6 +111,7 @@ class Subscriber:
     flt: Filter
     limit: int = DEFAULT_QUEUE
     since_ns: int = 0  # events older than this (the dataplane's clock) came before it
+    since_time: float = field(default_factory=time.time)  # the same for team records (wall clock)
     queue: deque[Record] = field(default_factory=deque)
     queued: int = 0  # events in `queue` (lost and sync records do not count against the limit)
     delivered: int = 0
@@ -111,6 +135,11 @@ class Subscriber:
         self.queued += 1
         self.delivered += 1
 
+    def offer_team(self, record: Record) -> None:
+        """A team record: rare, so never refused (it does not count against the limit)."""
+        if record["time"] >= self.since_time and self.flt.keep_team(record):
+            self.queue.append(record)
+
     def report_drops(self, now: bool = False) -> None:
         """A `lost` record for the drops not yet reported, once the queue has room for events
         (`now`: at once, for a subscriber that asked for everything up to now)."""
@@ -119,6 +148,8 @@ class Subscriber:
             self._unreported = 0
 
     def kernel_loss(self, count: int) -> None:
+        if not self.flt.verdicts:
+            return  # the lost events were verdicts, which it did not ask for
         self.kernel_lost += count
         self.queue.append(lost_record("firewall", "ring buffer", count, self.lost))
 
@@ -202,6 +233,11 @@ class Fanout:
     def tick(self, now: float) -> None:
         for record, time_ns in self.aggregator.expired(now):
             self._fan(record, time_ns)
+
+    def team(self, record: Record) -> None:
+        """A team monitor's record (`netns_lab.features.team.events.watch_record`)."""
+        for sub in self.subscribers.values():
+            sub.offer_team(record)
 
     def kernel_lost(self, count: int) -> None:
         for sub in self.subscribers.values():

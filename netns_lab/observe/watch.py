@@ -1,7 +1,9 @@
-"""`nlab watch`: firewall verdicts and mirrored packets of a running lab, merged into one stream.
+"""`nlab watch`: firewall verdicts, mirrored packets and NIC-team events of a running lab, merged
+into one stream.
 
-Sources: the verdict events of every host's NIC firewall, as a subscriber of the lab's event hub
-(`subscription.Subscription`, the same records as `nlab fw events`), and, for each mirror session,
+Sources: the verdict events of every host's NIC firewall and the team monitors' events, as a
+subscriber of the lab's event hub (`subscription.Subscription`, the same verdict records as
+`nlab fw events`), and, for each mirror session,
 the copies that reach its destination (`capture.Capture`). Records come out as plain dicts, the
 JSON schema of `nlab watch --json`:
 
@@ -11,6 +13,8 @@ JSON schema of `nlab watch --json`:
   VM; fields encoded as netns_lab.encoding says)
 - `{"kind": "migration", "lab", "vm", "from", "to", "phase", "ms", "time"}`: a phase of a VM's
   migration (`nlab migrate`), followed in the lab's `migration.events`
+- `{"kind": "team", ...}`, `{"kind": "team-member", ...}`, `{"kind": "team-error", ...}`: a team
+  moved, a member failed or recovered, a move failed (`netns_lab.features.team.events`)
 - `{"kind": "lost", "time", "source": "firewall"|"capture", "where", "count", "total"}` whenever
   this watch missed something: events the kernel could not queue while it was subscribed or
   that its hub queue had to drop, copies its socket had to drop.
@@ -38,6 +42,7 @@ from typing import Any, Protocol
 
 from netns_lab import encoding
 from netns_lab.features.migration import events as migration_events
+from netns_lab.features.team import events as team_events
 from netns_lab.lab import eventhub, fanout
 from netns_lab.lab.fanout import lost_record
 from netns_lab.lab.running import RunningLab
@@ -74,20 +79,32 @@ class Filter:
 
     VMs: verdicts of those VMs, copies of sessions that mirror one of them. `denied`: only
     denials among verdicts, and no copies unless a session is named. `mirror`: only that
-    session's copies, and no verdicts unless VMs are named too.
+    session's copies, and no verdicts unless VMs are named too. `team`: the team events of that
+    team ("": of every team), and neither verdicts nor copies unless VMs, `denied` or a session
+    are named too. Without any of these: everything, team events included.
     """
 
     vms: frozenset[str] = frozenset()
     denied: bool = False
     mirror: str | None = None
+    team: str | None = None
 
     @property
     def wants_verdicts(self) -> bool:
-        return self.mirror is None or bool(self.vms)
+        return bool(self.vms) or (self.mirror is None and (self.team is None or self.denied))
 
     @property
     def wants_mirrors(self) -> bool:
-        return not self.denied or self.mirror is not None
+        return self.mirror is not None or (not self.denied and (self.team is None or bool(self.vms)))
+
+    @property
+    def wants_teams(self) -> bool:
+        return self.team is not None or (not self.vms and not self.denied and self.mirror is None)
+
+    def hub_filter(self) -> fanout.Filter:
+        """What to ask the event hub for."""
+        teams = None if not self.wants_teams else frozenset({self.team} if self.team else ())
+        return fanout.Filter(self.vms, self.denied, self.wants_verdicts, teams)
 
     def keep_verdict(self, ev: dict[str, Any]) -> bool:
         return (not self.denied or ev["verdict"] == "deny") and (not self.vms or ev["vm"] in self.vms)
@@ -178,11 +195,19 @@ class Stats:
         c = self.counts
         seconds = time.monotonic() - self.started
         moved = f", {c['migration']} migration phases" if c["migration"] else ""
+        teams = f", {c['team']} team events" if c["team"] else ""
         return (
-            f"{c['allow'] + c['deny'] + c['mirror'] + c['migration']} lines in {seconds:.1f} s: "
-            f"{c['allow']} allowed, {c['deny']} denied, {c['mirror']} mirrored{moved}; lost: "
+            f"{c['allow'] + c['deny'] + c['mirror'] + c['migration'] + c['team']} lines in {seconds:.1f} s: "
+            f"{c['allow']} allowed, {c['deny']} denied, {c['mirror']} mirrored{moved}{teams}; lost: "
             f"{self.events_lost} firewall events, {self.copies_dropped} mirrored copies"
         )
+
+
+def _counted(record: dict[str, Any]) -> str:
+    """The count of `Stats` a shown record adds to."""
+    if record["kind"] == "verdict":
+        return str(record["verdict"])
+    return "team" if record["kind"] in team_events.WATCHED else str(record["kind"])
 
 
 class Watch:
@@ -207,10 +232,8 @@ class Watch:
         self.migrations = migration_events.Follower(live.lab)
         try:
             self.follower = (
-                self._stack.enter_context(
-                    subscription.Subscription(live.lab, fanout.Filter(flt.vms, flt.denied), queue)
-                )
-                if flt.wants_verdicts
+                self._stack.enter_context(subscription.Subscription(live.lab, flt.hub_filter(), queue))
+                if flt.wants_verdicts or flt.wants_teams
                 else None
             )
             chosen = [t for t in taps if flt.keep_tap(t)] if flt.wants_mirrors else []
@@ -273,7 +296,7 @@ class Watch:
                 if frame is not None and self.pcap is not None:
                     self.pcap.write(frame.time_ns, frame.data, frame.wire_len)
                 yield record
-                self.stats.counts[record["verdict"] if record["kind"] == "verdict" else record["kind"]] += 1
+                self.stats.counts[_counted(record)] += 1
                 emitted += 1
                 if count is not None and emitted >= count:
                     yield from self.finish(verdicts=False)
@@ -294,7 +317,9 @@ class Watch:
         found: list[tuple[dict[str, Any], Frame | None]] = []
         if self.follower is not None:
             self._take(self.follower.read(0), found)  # cheap when empty: read each tick
-        found += [(r, None) for r in self.migrations.read() if not self.flt.vms or r["vm"] in self.flt.vms]
+        moves = self.migrations.read()
+        if self.flt.team is None or self.flt.vms:  # `--team` alone: team events only
+            found += [(r, None) for r in moves if not self.flt.vms or r["vm"] in self.flt.vms]
         for fd in ready & by_fd.keys():
             dest = by_fd[fd]
             for frame in dest.capture.read():
@@ -307,6 +332,8 @@ class Watch:
         for record in records:
             if record["kind"] == "lost":
                 self._firewall_lost.append(record)
+            elif record["kind"] in team_events.WATCHED:
+                found.append((record, None))  # the hub kept only the teams asked for
             elif self.flt.keep_verdict(record):
                 found.append((record, None))
 
@@ -318,7 +345,7 @@ class Watch:
             with contextlib.suppress(eventhub.HubGone):
                 self._take(self.follower.sync(2.0), found)
             for record, _ in found if verdicts else ():
-                self.stats.counts[record["verdict"]] += 1
+                self.stats.counts[_counted(record)] += 1
                 yield record
         yield from self.losses()
 

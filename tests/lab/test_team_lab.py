@@ -19,34 +19,18 @@ from typing import Any
 import pytest
 
 from dataplane.switch import SwitchDataplane
-from netns_lab.features.vlan import plan as vlan_plan
+from netns_lab.features.team import faults as team_faults
 from netns_lab.kernel.netlink import Netlink
-from netns_lab.lab.state import LabState, pin_dir, state_dir
-from netns_lab.topology import names
-from netns_lab.topology.loader import load_text
+from netns_lab.lab import running as live_lab
+from netns_lab.lab.state import pin_dir, state_dir
+from netns_lab.observe import watch
 from tests.lab.conftest import Lab, nlab, running
+from tests.lab.streams import GAP
+from tests.lab.team_traffic import INTERVAL, TCP_PORT, UDP_PORT, End, MemberTaps, cable_switches, ends
 
 TOPOLOGY = Path(__file__).with_name("team_pair.yaml")
 PEER, VM_IP = "peer", "10.14.0.11"
-
-
-def cable_switches(lab: Lab) -> None:
-    """tor1 - tor2, a port on each switch configured like its hv1 port (the same VLANs) and gated
-    by the switch's own programs, as the builder attaches a port."""
-    st = LabState.read(lab.name)
-    assert st is not None
-    topo = load_text(st.topology_text() or "", st.source, lab=lab.name)
-    policies = vlan_plan.port_vlans(topo)
-    with Netlink(lab.ns("tor1")) as a, Netlink(lab.ns("tor2")) as b:
-        a.veth("isl", "isl", lab.ns("tor2"), master=names.SWITCH_BRIDGE)
-        b.enslave("isl", names.SWITCH_BRIDGE)
-        for nl, switch, pnic in ((a, "tor1", "eth0"), (b, "tor2", "eth1")):
-            with SwitchDataplane.open(pin_dir(lab.name) / switch) as dp:
-                ifindex = nl.index("isl")
-                dp.configure(ifindex, policies[switch][names.switch_port("hv1", pnic)])
-                dp.attach(nl.tc_socket(), ifindex, vm=False)
-        a.up("isl")
-        b.up("isl")
+TCP_BYTES = 2_000_000
 
 
 def events(lab: Lab) -> list[dict[str, Any]]:
@@ -77,6 +61,14 @@ def pair_status(lab: Lab) -> dict[str, Any]:
 def team(lab: Lab) -> dict[str, Any]:
     (entry,) = pair_status(lab)["hosts"][0]["teams"]
     return entry
+
+
+def active_member(lab: Lab) -> str:
+    """hv1's active member, read from its dataplane's team map (what `nlab status` shows, faster)."""
+    with SwitchDataplane.open(pin_dir(lab.name) / "hv1") as dp, Netlink(lab.ns("hv1")) as nl:
+        state = dp.team.members()
+        (active,) = [m for m in ("eth0", "eth1") if state[nl.index(m)]]
+    return active
 
 
 def ping_args(lab: Lab, count: int, interval: float) -> list[str]:
@@ -142,7 +134,7 @@ def wait_beacons_flow(lab: Lab, timeout: float = 15) -> None:
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Lab]:
     with running(TOPOLOGY) as lab:
-        cable_switches(lab)
+        cable_switches(lab.name)
         wait_beacons_flow(lab)  # the barrier of every test: the members hear each other
         yield lab
 
@@ -157,6 +149,7 @@ def test_the_team_is_built_active_standby_and_keeps_the_loop_open(pair: Lab) -> 
         "failback": True,
         "detection": ["link", "beacon"],
         "beacon_interval": "100ms",
+        "last_failover": None,
     }
     # the peer's ARP broadcast reaches hv1 through both switches: delivered once, answered once
     proc = ping(pair, 5)
@@ -166,25 +159,125 @@ def test_the_team_is_built_active_standby_and_keeps_the_loop_open(pair: Lab) -> 
         assert dp.team.members() == {nl.index("eth0"): True, nl.index("eth1"): False}
 
 
-def test_a_carrier_fault_fails_over_and_traffic_goes_on(pair: Lab) -> None:
-    before = len(events(pair))
-    failed = fail(pair, "hv1.eth0")["failed"]
-    assert (failed["mode"], failed["switch"], failed["port"]) == ("carrier", "tor1", "hv1-eth0")
-    move = wait_event(pair, before, lambda e: e.get("event") == "failover")
-    assert (move["from"], move["to"], move["cause"]) == ("eth0", "eth1", "carrier")
-    assert team(pair)["active"] == "eth1"
-    status = pair_status(pair)
-    assert [(f["link"], f["mode"]) for f in status["faults"]] == [("hv1.eth0", "carrier")]
-    proc = ping(pair, 5)
-    assert received(proc) == 5, proc.stdout  # through tor1, the switches' cable, tor2, eth1
-    assert "DUP!" not in proc.stdout
+def test_a_carrier_failover_keeps_the_streams_and_is_one_watch_event(pair: Lab) -> None:
+    """vm2 (hv2, behind tor1) sends vm1 a numbered UDP stream and a TCP transfer while hv1.eth0's
+    cable goes down: the TCP transfer completes intact, the UDP stream goes on through eth1 with
+    a gap and no duplicate, every datagram vm1 got arrived through a member (taps on both), and
+    a watch of the lab's team events sees exactly one move, eth0 -> eth1 (carrier), then one
+    failback after the heal. `nlab teams` and `nlab status` show the move while it holds."""
+    with (
+        live_lab.opened(pair.name) as live,
+        watch.Watch(live, [], watch.Filter(team="")) as w,  # subscribed once it is made
+        MemberTaps.on(pair.ns("hv1"), ["eth0", "eth1"]) as taps,
+    ):
+        udp_r, tcp_r = (
+            End(pair.ns("vm1"), "udp-recv", str(UDP_PORT)),
+            End(pair.ns("vm1"), "tcp-recv", str(TCP_PORT)),
+        )
+        with ends(udp_r, tcp_r):
+            udp_r.expect("ready")
+            tcp_r.expect("ready")
+            udp_s = End(pair.ns("vm2"), "udp-send", VM_IP, str(UDP_PORT), str(INTERVAL))
+            tcp_s = End(pair.ns("vm2"), "tcp-send", VM_IP, str(TCP_PORT), str(TCP_BYTES), "3")
+            with ends(udp_s, tcp_s):
+                udp_r.expect("first")
+                failed = fail(pair, "hv1.eth0")["failed"]
+                assert (failed["mode"], failed["switch"], failed["port"]) == ("carrier", "tor1", "hv1-eth0")
+                seen = until(w, lambda r: r["kind"] == "team")
+                teams = json.loads(nlab("teams", "--lab", pair.name, "--json", check=True).stdout)
+                human = nlab("status", pair.name).stdout
+                sent, got = tcp_s.result(), tcp_r.result()
+                udp_sent, udp = udp_s.result(), udp_r.result()
+        taps.drain()
+        heal(pair, "hv1.eth0")
+        seen += until(w, lambda r: r["kind"] == "team")
+    moves = [r for r in seen if r["kind"] == "team"]
+    assert [(r["event"], r["from"], r["to"], r["cause"]) for r in moves] == [
+        ("failover", "eth0", "eth1", "carrier"),
+        ("failback", "eth1", "eth0", "failback"),
+    ]
+    assert all((r["lab"], r["host"], r["team"]) == (pair.name, "hv1", "hv1.vs1") for r in moves)
+    members = [(r["member"], r["state"], r["cause"]) for r in seen if r["kind"] == "team-member"]
+    assert members == [("eth0", "failed", "carrier"), ("eth0", "ok", None)]
+    (entry,) = teams["teams"]
+    assert (entry["active"], entry["states"]) == ("eth1", {"eth0": "failed (carrier)", "eth1": "active"})
+    assert [(f["member"], f["link"], f["mode"]) for f in entry["faults"]] == [("eth0", "hv1.eth0", "carrier")]
+    assert (entry["last_failover"]["from"], entry["last_failover"]["to"]) == ("eth0", "eth1")
+    assert "last failover: " in human and "failover eth0 → eth1 (carrier, detected in" in human
+    assert got == sent and got["bytes"] == TCP_BYTES  # the TCP transfer survived, intact
+    assert udp["duplicates"] == 0 and udp["last"] == udp_sent["sent"] - 1  # it flowed again
+    gaps = {s for a, b in udp["gaps"] for s in range(a, b + 1)}
+    received = set(range(udp["last"] + 1)) - gaps
+    via = {m: set(seqs) for m, seqs in taps.seqs.items()}
+    assert all(len(set(seqs)) == len(seqs) for seqs in taps.seqs.values())  # no frame twice on a cable
+    assert via["eth0"] and via["eth1"] and received <= via["eth0"] | via["eth1"]
+    print(
+        f"UDP across the carrier failover: {udp_sent['sent']} sent every {INTERVAL * 1e3:g} ms,"
+        f" {len(received)} received, {udp['missing']} lost (~{udp['missing'] * INTERVAL * 1e3:g} ms),"
+        f" through eth0 {len(via['eth0'])}, through eth1 {len(via['eth1'] & received)}"
+        f" (arrived on eth1 and not delivered: {len(via['eth1'] - received)});"
+        f" detection {moves[0]['latency_ms']} ms; TCP {got['bytes']} bytes intact"
+    )
+    assert active_member(pair) == "eth0" and team_faults.active(pair.name) == []
 
+
+def until(
+    w: watch.Watch, done: Callable[[dict[str, Any]], bool], timeout: float = 30
+) -> list[dict[str, Any]]:
+    """The watch's records up to the first that is `done` (included)."""
+    found = []
+    for record in w.stream(duration=timeout):
+        found.append(record)
+        if done(record):
+            return found
+    raise AssertionError(f"the watch saw no such record: {found}")
+
+
+def test_a_double_failure_stops_the_stream_until_healed(pair: Lab) -> None:
+    """The standby's cable down, then the active member's: nothing is left to move to, the team
+    stays on eth0 and nothing reaches vm1 (the stream's one gap) until the heal, then it flows
+    again on eth0."""
+    udp_r = End(pair.ns("vm1"), "udp-recv", str(UDP_PORT))
+    with ends(udp_r):
+        udp_r.expect("ready")
+        udp_s = End(pair.ns("vm2"), "udp-send", VM_IP, str(UDP_PORT), str(INTERVAL))
+        with ends(udp_s):
+            udp_r.expect("first")
+            before = len(events(pair))
+            for member in ("eth1", "eth0"):
+                fail(pair, f"hv1.{member}")
+                wait_event(pair, before, lambda e, m=member: e.get("member") == m and e["state"] == "failed")
+            assert active_member(pair) == "eth0"  # nothing healthy to move to: it stays
+            healed_at = len(events(pair))
+            heal(pair, "--all")  # eth1 comes back first: it may take over until eth0's failback
+            resumed = int(udp_r.expect("resumed").split()[1])
+            wait_beacons_flow(pair)  # both members healthy again
+            while (moves := [e for e in events(pair)[healed_at:] if "to" in e]) and moves[-1]["to"] != "eth0":
+                wait_event(pair, healed_at + len(moves), lambda e: e.get("event") == "failback")
+            udp_sent, udp = udp_s.result(), udp_r.result()
+    assert not [e for e in events(pair)[before:healed_at] if e.get("event") in ("failover", "failback")]
+    assert active_member(pair) == "eth0"
+    assert udp["duplicates"] == 0 and udp["last"] == udp_sent["sent"] - 1
+    outage = udp["gaps"][0]  # the standby's loss cost nothing; the double failure, everything
+    assert outage[1] + 1 == resumed and outage[1] - outage[0] + 1 >= GAP
+    print(f"double failure: {outage[1] - outage[0] + 1} datagrams lost while both members were down")
+
+
+def test_a_flapping_standby_does_not_wedge_the_team(pair: Lab) -> None:
+    """The standby's carrier toggled 10 times a second for a few flaps, then healed: the team
+    stays on its first member, both members are healthy again, and traffic flows once."""
     before = len(events(pair))
-    assert [f["link"] for f in heal(pair, "hv1.eth0")["healed"]] == ["hv1.eth0"]
-    back = wait_event(pair, before, lambda e: e.get("event") == "failback")
-    assert (back["from"], back["to"]) == ("eth1", "eth0")
-    assert team(pair)["active"] == "eth0"
-    assert pair_status(pair)["faults"] == []
+    fail(pair, "hv1.eth1", "--flap", "10")
+    for _ in range(3):
+        seen = wait_event(pair, before, lambda e: e.get("member") == "eth1" and e["state"] == "failed")
+        before = events(pair).index(seen) + 1
+    heal(pair, "hv1.eth1")
+    wait_beacons_flow(pair)  # both members healthy and hearing each other again
+    assert active_member(pair) == "eth0"
+    assert not [e for e in events(pair)[before:] if e.get("event") in ("failover", "failback")]
+    proc = ping(pair, 5)
+    assert received(proc) == 5, proc.stdout
+    assert "DUP!" not in proc.stdout
 
 
 def test_a_silent_standby_is_seen_by_beacons_only(pair: Lab) -> None:

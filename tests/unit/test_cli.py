@@ -192,6 +192,7 @@ def _failing(bad: Path) -> dict[tuple[str, ...], list[str]]:
         ("verify",): ["verify", "--lab", NOT_UP],
         ("migrate",): ["migrate", "web1", "hv2", "--lab", NOT_UP],
         ("report",): ["report", "--lab", NOT_UP, "--out", str(bad.parent / "report")],
+        ("teams",): ["teams", str(bad)],
     }
 
 

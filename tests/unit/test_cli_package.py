@@ -213,6 +213,7 @@ ON_A_LAB = {
     "verify",
     "report",
     "migrate",
+    "teams",
 }
 
 

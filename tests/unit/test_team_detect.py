@@ -322,3 +322,28 @@ def test_a_restarted_detector_keeps_the_dataplane_s_active_member() -> None:
     assert failovers(sim.run(5.0)) == [] and sim.det.active == "eth1"
     sim = Sim(settings(), active="eth1", carriers={"eth0": False})
     assert failovers(sim.run(5.0)) == [] and sim.det.state()["eth0"] == "failed (carrier)"
+
+
+@pytest.mark.parametrize("frames", [True, False], ids=["active-receives", "idle"])
+def test_a_late_count_defers_the_ambiguous_blame_to_the_next_count(frames: bool) -> None:
+    """A monitor starved past the silence's judgement (a loaded machine) reads the counters once
+    late: that read covers frames from before the first missed beacon and says nothing, so the
+    blame waits for the next read. Frames in it prove the active member receives: the standby is
+    blamed and nothing moves; none: the active member is blamed and the team moves."""
+    sim = Sim(settings())
+    sim.run(0.45)  # beacons both ways, the last at 0.41
+    sim.det.counted(0.40)
+    sim.isolate("eth1")  # no beacon either way from now on; the monitor sleeps until 0.80
+    missed = 0.41 + INTERVAL * (1 + GRACE)
+    sim.det.traffic("eth0", 0.45)  # frames since the read at 0.45, stamped when they had not come
+    sim.det.counted(0.45)
+    assert missed > 0.45 and sim.det.tick(0.80) == [] and sim.det.blamed is None
+    if frames:
+        sim.det.traffic("eth0", 0.80)
+    sim.det.counted(0.80)
+    out = sim.det.tick(0.85)
+    if frames:
+        assert failovers(out) == [] and sim.det.state() == {"eth0": "active", "eth1": "failed (beacon)"}
+    else:
+        [fo] = failovers(out)
+        assert (fo.old, fo.new, fo.cause, fo.ambiguous) == ("eth0", "eth1", "beacon", True)

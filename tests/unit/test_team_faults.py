@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_both_ends_of_a_cable_name_its_switch_end() -> None:
     topo = load(REPO / "tests" / "lab" / "team_pair.yaml")
     found = links(topo)
-    assert sorted(found) == ["hv1.eth0", "hv1.eth1", "tor1.hv1-eth0", "tor1.peer", "tor2.hv1-eth1"]
+    assert sorted(found) == [
+        "hv1.eth0", "hv1.eth1", "hv2.eth0", "tor1.hv1-eth0", "tor1.hv2-eth0", "tor1.peer", "tor2.hv1-eth1",
+    ]  # fmt: skip
     assert found["hv1.eth0"] == Link("hv1.eth0", "hv1", "eth0", "tor1", "hv1-eth0")
     assert (found["tor1.hv1-eth0"].switch, found["tor1.hv1-eth0"].port) == ("tor1", "hv1-eth0")
     assert (found["tor1.peer"].switch, found["tor1.peer"].port) == ("tor1", "peer")

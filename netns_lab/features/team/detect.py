@@ -30,7 +30,8 @@ other member should hear it. When member X hears nobody:
    started) are blamed first: a path that has just come back, or was never seen to work, is the
    likelier one not to forward yet. Otherwise, if the active member received other frames after
    the first beacon missed (the last one heard plus an interval and the grace: frames before
-   that may predate the break), its receive
+   that may predate the break; when the counters were last read before that moment, the decision
+   waits for the next read), its receive
    path works and the standby members are blamed; otherwise the active member is blamed (with
    any member beacons had failed before the silence spread) and the team moves (the event says
    ``ambiguous``). The blame stays until beacons flow again, so the
@@ -142,6 +143,7 @@ class TeamDetector:
             member.heard = {other: now for other in settings.members if other != name}
             member.resumed = dict.fromkeys(member.heard, float("-inf"))
         self.blamed: frozenset[str] | None = None  # sticky blame of an ambiguous silence
+        self.counted_since: float | None = None  # frames after this have all been reported
         self._ambiguous_failure = False
         for name, member in self.m.items():
             member.failure = self._failure(name, now)
@@ -175,6 +177,11 @@ class TeamDetector:
         worked then."""
         self.m[member].last_traffic = t
         return []
+
+    def counted(self, since: float) -> None:
+        """Every member's frames that arrived after ``since`` have been reported (``traffic``):
+        a monitor that reads counters from time to time says so after each read."""
+        self.counted_since = since if self.counted_since is None else max(self.counted_since, since)
 
     def arp_reply(self, member: str, t: float) -> list[Output]:
         self.m[member].last_arp = t
@@ -239,6 +246,8 @@ class TeamDetector:
         active_rx = self.m[self.active].last_traffic > missed
         if unproven:
             self.blamed = frozenset(unproven | already)
+        elif not active_rx and self.counted_since is not None and self.counted_since < missed:
+            return  # a late count (a loaded machine) does not say yet: judge at the next one
         elif active_rx and self.active in live:
             self.blamed = frozenset(n for n in live if n != self.active)
         else:

@@ -170,7 +170,9 @@ def _start_time(pid: int) -> int | None:
 
 # -- team state for `nlab status` -----------------------------------------------------------------
 def teams_doc(topo: Topology, host: str) -> list[dict[str, Any]]:
-    """The host's teams, the active member read from its dataplane's team map (None if unreadable)."""
+    """The host's teams, the active member read from its dataplane's team map (None if unreadable),
+    and the team's latest move as its monitor recorded it (None before the first)."""
+    from netns_lab.features.team import events
     from netns_lab.features.team.plan import teams
 
     plans = teams(topo, host)
@@ -193,6 +195,7 @@ def teams_doc(topo: Topology, host: str) -> list[dict[str, Any]]:
             "failback": p.team.failback,
             "detection": list(p.team.detection),
             "beacon_interval": f"{p.team.beacon_interval_ms}ms",
+            "last_failover": events.last_move(topo.lab, host, p.name),
         }
         for p in plans
     ]

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from netns_lab.features.team import frames
+from netns_lab.features.team import events, frames
 from netns_lab.features.team.detect import Failover, MemberChange, Output, TeamDetector
 from netns_lab.features.team.plan import Tagged, TeamPlan
 from netns_lab.kernel import netns
@@ -57,7 +57,7 @@ TICKS = 20  # looks per beacon interval
 
 
 def events_path(lab: str, host: str) -> Path:
-    return state_dir(lab) / f"team-{host}.events"
+    return events.path(lab, host)
 
 
 def state_path(lab: str, host: str) -> Path:
@@ -137,6 +137,7 @@ class Monitor:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lab, self.ns, self.actions, self.clock = lab, ns, actions, clock
+        self.host = plans[0].host if plans else None
         self.events_file, self.state_file = events, state
         self.watch = LinkWatch(ns)
         now = clock()
@@ -215,6 +216,7 @@ class Monitor:
             for member in team.plan.members:
                 if arrived(self.counters[(team.plan.name, member)]):
                     team.det.traffic(member, since)
+            team.det.counted(since)
 
     def _frames(self, fd: int, now: float) -> None:
         team, member, proto = self.sockets[fd]
@@ -294,7 +296,7 @@ class Monitor:
         log.info("%s: %s -> %s (%s, %.1f ms)", f.team, f.old, f.new, f.cause, latency * 1000)
 
     def _event(self, **fields: Any) -> None:
-        record = {"kind": "team", "time": time.time(), **fields}
+        record = {"kind": "team", "lab": self.lab, "host": self.host, "time": time.time(), **fields}
         with open(self.events_file, "a") as out:
             out.write(json.dumps(record) + "\n")
 
