@@ -69,7 +69,14 @@ class Team:
         old state or the new (flipping a team: `activate`)."""
         _check_ifindex(ifindex)
         state = abi.TEAM_ACTIVE if active else abi.TEAM_STANDBY
-        syscalls.map_update(self.maps["team_state"], ctypes.c_uint32(ifindex), abi.TeamMember(1, state))
+        syscalls.map_update(
+            self.maps["team_state"], ctypes.c_uint32(ifindex), abi.TeamMember(abi.TEAM_MEMBER, state)
+        )
+
+    def set_edge(self, ifindex: int) -> None:
+        """Make `ifindex` a host uplink in no team: other hosts' beacons end at its ingress."""
+        _check_ifindex(ifindex)
+        syscalls.map_update(self.maps["team_state"], ctypes.c_uint32(ifindex), abi.TeamMember(abi.TEAM_EDGE))
 
     def activate(self, ifindex: int, team: list[int]) -> None:
         """Make `ifindex` the active member of `team` (its members' ifindexes): the others go
@@ -89,7 +96,7 @@ class Team:
         """Team members by ifindex: True when active."""
         found = {}
         for ifindex, value in self._entries("team_state", abi.TeamMember):
-            if value.member:
+            if value.member == abi.TEAM_MEMBER:
                 found[ifindex] = value.active == abi.TEAM_ACTIVE
         return found
 

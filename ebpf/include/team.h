@@ -5,6 +5,7 @@
  *   member gate  beacon: consumed at ingress (the monitor's AF_PACKET socket has seen it),
  *                        passed at egress on every member; anything else on a standby member:
  *                        dropped, so the bridge never learns or floods through it
+ *   edge         a host uplink in no team: beacons end at its ingress, everything else goes on
  *
  * A port that is no team member and has no fault pays two inlined array lookups and nothing
  * else. The including file defines map_team_member, map_port_fault and map_team_beacons (bcc
@@ -57,10 +58,12 @@ static __always_inline int port_gate(struct __sk_buff *skb, int dir)
         return -NLAB_DROP_FAULT_SILENT;
     if (fault->mode == NLAB_FAULT_LOSS && (__u64)bpf_get_prandom_u32() < fault->loss)
         return -NLAB_DROP_FAULT_LOSS;
-    if (!m->member)
+    if (m->member == NLAB_TEAM_NONE)
         return 0;
     if (is_beacon(skb, dir))
         return NLAB_GATE_BEACON;
+    if (m->member == NLAB_TEAM_EDGE)
+        return 0;
     if (m->active != NLAB_TEAM_ACTIVE)
         return dir == NLAB_DIR_INGRESS ? -NLAB_DROP_TEAM_STANDBY_RX : -NLAB_DROP_TEAM_STANDBY_TX;
     return 0;

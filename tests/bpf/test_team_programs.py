@@ -50,7 +50,7 @@ PROFILES = {
     "trunk": PortVlans(allowed=frozenset({10}), untagged=True),
     "tagged-only": PortVlans(allowed=frozenset({10}), untagged=False),
 }
-STATES = {"none": None, "active": True, "standby": False}
+STATES: dict[str, bool | str | None] = {"none": None, "active": True, "standby": False, "edge": "edge"}
 FAULTS: dict[str, str | tuple[str, float] | None] = {
     "none": None,
     "silent": "silent",
@@ -100,6 +100,12 @@ ROWS = [
     # a beacon sent on a trunk without untagged frames still leaves: the VLAN policy is for the
     # switch's frames, the beacon is the member's own
     *(Row(s, "none", OUT, "beacon", SENT, "tagged-only") for s in ("active", "standby")),
+    # edge (a host uplink in no team): other hosts' beacons end here, never enter its bridge;
+    # everything else is an ordinary frame
+    *(Row("edge", "none", d, f, PASS) for d in BOTH for f in ORDINARY),
+    Row("edge", "none", IN, "beacon", CONSUMED),
+    Row("edge", "none", OUT, "beacon", SENT),
+    Row("edge", "none", OUT, "beacon", PASS, bridged=True),
     Row("active", "none", OUT, "ipv4", R.UNTAGGED, "tagged-only"),
     Row("none", "none", OUT, "beacon", R.UNTAGGED, "tagged-only"),
     # silent fault: every frame both ways, beacons too, on any port
@@ -141,6 +147,8 @@ def switch_plane() -> Iterator[SwitchDataplane]:
 def set_gate(dp: SwitchDataplane, state: str, fault: str) -> None:
     if STATES[state] is None:
         dp.team.remove_member(PORT)
+    elif STATES[state] == "edge":
+        dp.team.set_edge(PORT)
     else:
         dp.team.set_member(PORT, bool(STATES[state]))
     if FAULTS[fault] is None:
@@ -264,6 +272,8 @@ def test_team_api_round_trip_and_errors(gated: SwitchDataplane) -> None:
     team.clear_fault(PORT)
     team.remove_member(PORT)
     assert PORT not in team.faults() and PORT not in team.members()
+    team.set_edge(PORT)
+    assert PORT not in team.members(), "an edge is no member: verify and status count members only"
     for bad in ((0, "silent"), (PORT, "bogus"), (PORT, ("loss", 1.5)), (PORT, "loss")):
         with pytest.raises(TeamError):
             team.set_fault(*bad)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dataplane.abi.reasons import Reason
 from dataplane.switch import SwitchDataplane
 from netns_lab.features.team import faults as team_faults
 from netns_lab.kernel.netlink import Netlink
@@ -157,6 +158,20 @@ def test_the_team_is_built_active_standby_and_keeps_the_loop_open(pair: Lab) -> 
     assert "DUP!" not in proc.stdout
     with SwitchDataplane.open(pin_dir(pair.name) / "hv1") as dp, Netlink(pair.ns("hv1")) as nl:
         assert dp.team.members() == {nl.index("eth0"): True, nl.index("eth1"): False}
+
+
+def test_other_hosts_beacons_end_at_an_uplink_in_no_team(pair: Lab) -> None:
+    """tor1 floods hv1's beacons to hv2 too: its uplink (no team) ends them, so they never reach
+    vm2's port, where they would be dropped as frames the firewall does not pass. Positive
+    control in the same counters: hv2's uplink has received them."""
+    wait_beacons_flow(pair)
+    with SwitchDataplane.open(pin_dir(pair.name) / "hv2") as dp, Netlink(pair.ns("hv2")) as nl:
+        uplink = nl.index("eth0")
+        assert dp.team.counters([uplink])[uplink].beacons_rx >= 3
+        assert dp.team.members() == {}
+    hv2 = next(h for h in pair_status(pair)["hosts"] if h["name"] == "hv2")
+    drops = {(port["name"], d["reason"]): d["packets"] for port in hv2["ports"] for d in port["drops"]}
+    assert not [k for k in drops if k[1] == Reason.UNSUPPORTED.label], drops
 
 
 def test_a_carrier_failover_keeps_the_streams_and_is_one_watch_event(pair: Lab) -> None:

@@ -8,8 +8,16 @@
 #define NLAB_TEAM_STANDBY 0
 #define NLAB_TEAM_ACTIVE  1
 
+/* What a port is to the teams (`member`). A host uplink in no team is an edge: beacons of other
+ * hosts' teams, flooded to it by the physical switch, end there (counted as beacons) instead of
+ * entering its bridge and reaching VM ports as unsupported frames. A physical switch's ports stay
+ * NONE: they carry beacons between the members of a team. */
+#define NLAB_TEAM_NONE   0
+#define NLAB_TEAM_MEMBER 1
+#define NLAB_TEAM_EDGE   2
+
 struct nlab_team_member {
-    __u8 member;   /* 1: the port is a team member, gated by `active` */
+    __u8 member;   /* NLAB_TEAM_MEMBER: gated by `active`; NLAB_TEAM_EDGE: ends beacons only */
     __u8 active;   /* NLAB_TEAM_ACTIVE or NLAB_TEAM_STANDBY: one byte, so one write flips it */
     __u16 _pad;
 };

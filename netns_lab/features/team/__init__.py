@@ -32,10 +32,14 @@ class TeamFeature(Feature):
     def port(self, b: BuildContext, node: str, ifindex: int, ifname: str) -> None:
         roles = b.memo("team.members", lambda: _member_roles(b.topo))
         active = roles.get((node, ifname))
-        if active is None:
+        if active is None and (node, ifname) not in b.memo("team.edges", lambda: _edges(b.topo)):
             return
         dp = b.dataplane(node)
-        if dp is not None:
+        if dp is None:
+            return
+        if active is None:
+            dp.team.set_edge(ifindex)
+        else:
             dp.team.set_member(ifindex, active)
 
     def lab_built(self, b: BuildContext) -> None:
@@ -63,6 +67,15 @@ def _member_roles(topo: Topology) -> dict[tuple[str, str], bool]:
         for vs in h.vswitches
         if vs.team is not None
         for i, uplink in enumerate(vs.uplinks)
+    }
+
+
+def _edges(topo: Topology) -> set[tuple[str, str]]:
+    """(host, pNIC) of every uplink in no team, in a lab that has teams (beacons to end)."""
+    if not any(vs.team for h in topo.hosts for vs in h.vswitches):
+        return set()
+    return {
+        (h.name, uplink) for h in topo.hosts for vs in h.vswitches if vs.team is None for uplink in vs.uplinks
     }
 
 
