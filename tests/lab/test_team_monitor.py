@@ -223,6 +223,38 @@ def test_carrier_loss_fails_over_flushes_announces_and_fails_back(net: Net) -> N
         capture.close()
 
 
+def test_a_vm_migrated_in_is_announced_at_the_next_failover(net: Net) -> None:
+    """A live change (a VM migrated onto the host) rewrites the lab's topology: the monitor reads
+    the MACs behind the team again from it, so a failover announces the newcomer too."""
+    moved = "02:00:5e:00:53:0c"
+    topology = net.tmp / "topology.yaml"
+    topology.write_text("before")
+    plans = [PLAN]
+    mon = Monitor(
+        "zz", net.ns("h"), plans, net.actions(), net.events, topology=topology, replan=lambda: plans
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=mon.run, args=(stop,), daemon=True)
+    capture = Capture(net)
+    try:
+        thread.start()
+        beacons_flowing(mon)
+        plans = [TeamPlan("h", "vs1", ("m0", "m1"), TEAM, macs=((VM_MAC, None), (moved, None)))]
+        topology.write_text("after")  # what RunningLab does when a migration is recorded
+        wait_for("the monitor re-reading the team", lambda: len(mon.teams[PLAN.name].plan.macs) == 2)
+        capture.until_barrier()
+        set_link(net.ns("a"), "hA", False)
+        wait_event(net, event="failover")
+        after = capture.until_barrier()
+        assert rarps(after) == ANNOUNCE  # the VM that was there all along: positive control
+        assert sum(frames.is_rarp_from(f, moved) for f in after) == ANNOUNCE
+    finally:
+        stop.set()
+        thread.join(5)
+        mon.close()
+        capture.close()
+
+
 # -- silent failure ------------------------------------------------------------------------------
 # Everything into and out of switch A's port to m0 (switch A's own frames too: its IGMP reports
 # reaching m0 would rightly prove that m0 still receives), carrier untouched.

@@ -135,8 +135,14 @@ class Monitor:
         events: Path,
         state: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        topology: Path | None = None,
+        replan: Callable[[], Sequence[TeamPlan]] | None = None,
     ) -> None:
         self.lab, self.ns, self.actions, self.clock = lab, ns, actions, clock
+        # A live change (a VM migrated in or out) changes the MACs a failover announces: the
+        # topology file is watched by its stamp, re-read off the failover path.
+        self.topology, self.replan = topology, replan
+        self.stamp = self._stamp()
         self.host = plans[0].host if plans else None
         self.events_file, self.state_file = events, state
         self.watch = LinkWatch(ns)
@@ -196,12 +202,39 @@ class Monitor:
                 else:
                     self._frames(fd, now)
             if now >= next_dump:  # receive-path evidence; a dump resyncs after event overruns
+                self._refresh()
                 self._count_others(last_count)
                 self.watch.request_dump()
                 last_count, next_dump = now, now + max(tick * 4, 0.05)
             for team in self.teams.values():
                 self._send(team, now)
                 self._handle(team, team.det.tick(now))
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.topology.stat() if self.topology is not None else None
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino) if st is not None else None
+
+    def _refresh(self) -> None:
+        """The MACs behind each team as the lab's topology now says (its members cannot change
+        in a running lab: a team whose members differ keeps its plan)."""
+        stamp = self._stamp()
+        if self.replan is None or stamp == self.stamp:
+            return
+        self.stamp = stamp
+        try:
+            plans = {p.name: p for p in self.replan()}
+        except (OSError, ValueError) as err:  # a topology being replaced: the next stamp retries
+            log.warning("cannot re-read the lab's teams: %s", err)
+            self.stamp = None
+            return
+        for name, team in self.teams.items():
+            new = plans.get(name)
+            if new is not None and new.members == team.plan.members and new.macs != team.plan.macs:
+                log.info("%s: %d MACs behind the team now", name, len(new.macs))
+                team.plan = new
 
     def _links(self, states: list[LinkState], now: float) -> None:
         for st in states:
@@ -355,7 +388,14 @@ def main(argv: list[str] | None = None, actions: TeamActions | None = None) -> i
         if actions is None:
             actions = dataplane_actions(args.lab, args.host, plans)
         monitor = Monitor(
-            args.lab, None, plans, actions, events_path(args.lab, args.host), state_path(args.lab, args.host)
+            args.lab,
+            None,
+            plans,
+            actions,
+            events_path(args.lab, args.host),
+            state_path(args.lab, args.host),
+            topology=alive / "topology.yaml",
+            replan=lambda: _plans(args.lab, args.host),
         )
         monitor.run(lambda: not alive.exists())
     except (OSError, KeyboardInterrupt) as err:
