@@ -10,7 +10,7 @@ from netns_lab.features.placement import FEATURE as PLACEMENT
 from netns_lab.features.team import FEATURE as TEAM
 from netns_lab.features.vlan import FEATURE as VLAN
 
-FEATURES: tuple[Feature, ...] = (VLAN, FIREWALL, PLACEMENT, MIRROR, OVERLAY, TEAM)
+FEATURES: tuple[Feature, ...] = (VLAN, FIREWALL, MIRROR, PLACEMENT, OVERLAY, TEAM)
 
 
 def _check_order() -> None:

@@ -72,7 +72,7 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     validate_firewall.check(found, topo, _interfaces(topo))
     validate_mirror.check(found, topo, left_out)
     validate_overlay.check(found, topo, declared, left_out)
-    validate_placement.check(found, topo, declared["switches"])
+    validate_placement.check(found, topo, declared["switches"], left_out)
     return found.issues
 
 

@@ -4,13 +4,14 @@ next hops, or its traffic would pass unfiltered)."""
 
 from __future__ import annotations
 
+from netns_lab.topology.convert import LeftOut
 from netns_lab.topology.errors import Found, unknown
 from netns_lab.topology.model import IpAddr, Topology, Vm
 
 INSTANCES = {"subnet": "a firewall VM provisioned from the lab's policy", "physical": "an appliance"}
 
 
-def check(found: Found, topo: Topology, switches: tuple[str, ...] | None) -> None:
+def check(found: Found, topo: Topology, switches: tuple[str, ...] | None, left_out: LeftOut) -> None:
     for appliance in topo.appliances:
         path = f"appliances.{appliance.name}"
         if switches is not None and appliance.switch not in switches:
@@ -22,7 +23,7 @@ def check(found: Found, topo: Topology, switches: tuple[str, ...] | None) -> Non
                 found.add(f"{path}.routes[{index}].via", reason)
     groups = [g.name for g in topo.security_groups]
     for group, _ in topo.firewall.placements:
-        if group not in groups:
+        if group not in groups and not left_out.lacks("security_groups", group):
             reason = unknown("security group", "security groups", group, groups)
             found.add(f"firewall.placements.{group}", reason)
     used: dict[str, list[Vm]] = {}
@@ -31,6 +32,8 @@ def check(found: Found, topo: Topology, switches: tuple[str, ...] | None) -> Non
         where = placements[vm.name]
         _one_placement(found, topo, vm)
         used.setdefault(where, []).append(vm)
+    if not (left_out.complete("vms") and left_out.complete("appliances")):
+        return  # an instance or a VM left out for an error already reported: its path is unknown
     for where, noun in INSTANCES.items():
         hops = instance_addresses(topo, where)
         if where in used and not hops:
