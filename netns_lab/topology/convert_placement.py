@@ -9,15 +9,20 @@ between VLANs with one interface per VLAN rather than one tagged trunk).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from netns_lab.topology.model import Appliance, ApplianceNic, FirewallSettings
-
-if TYPE_CHECKING:
-    from netns_lab.topology.convert import Converter
+from netns_lab.topology.model import Appliance, ApplianceNic, FirewallSettings, IfAddr, Route
 
 
-def appliance(conv: Converter, name: str, raw: dict[str, Any]) -> Appliance:
+class Values(Protocol):
+    """What the converter parses (topology.convert.Converter), collecting what does not."""
+
+    def vlan(self, path: str, ref: Any) -> int | None: ...
+    def interface(self, path: str, text: str | None) -> IfAddr | None: ...
+    def routes(self, path: str, raw: list[dict[str, str]]) -> tuple[Route, ...]: ...
+
+
+def appliance(conv: Values, name: str, raw: dict[str, Any]) -> Appliance:
     path = f"appliances.{name}"
     nics = tuple(
         ApplianceNic(
