@@ -124,6 +124,14 @@ def test_one_truth_table_in_three_placements(lab: Lab) -> None:
     assert _counter(lab, "fw1", "default deny s1.eth0 in by fw1") > 0
 
 
+def test_status_shows_the_appliance_and_each_placement(lab: Lab) -> None:
+    doc = lab.status()
+    assert doc["healthy"], doc["problems"]
+    (pfw,) = doc["appliances"]
+    assert pfw["present"] and [n["up"] for n in pfw["nics"]] == [True, True]
+    assert {vm["name"]: vm["placement"] for vm in doc["vms"]}["p1"] == "physical"
+
+
 def test_one_live_change_reaches_every_placement(lab: Lab) -> None:
     proc = nlab("fw", "del", "13", "--lab", lab.name)
     assert proc.returncode == 0, proc.stderr
