@@ -21,10 +21,9 @@ from typing import Any
 
 import pytest
 
+from netns_lab.cli import source
 from netns_lab.features.placement import compare
 from netns_lab.kernel import nft
-from netns_lab.lab.state import LabState
-from netns_lab.topology.model import Topology
 from tests.bench import revision
 from tests.lab.conftest import REPO, running
 
@@ -37,19 +36,11 @@ pytestmark = [
 ]
 
 
-def _hits(ns: str, comment: str) -> int:
-    for item in json.loads(nft.ruleset(ns, as_json=True))["nftables"]:
-        rule = item.get("rule")
-        if rule and rule.get("comment") == comment:
-            return next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
-    return 0
-
-
 def test_placements_side_by_side(benchmark: Any) -> None:
     """One pytest-benchmark round around the alternated rounds (`make bench` runs benchmarks only)."""
     found: dict[str, Any] = {}
     with running(REPO / "labs" / "placements.yaml") as lab:
-        state_topo = _topology(lab.name)
+        state_topo = source.running(lab.name)[0]
         benchmark.group = "firewall placements"
         benchmark.pedantic(
             lambda: found.update(compare.measure(state_topo, rounds=ROUNDS)), rounds=1, iterations=1
@@ -57,8 +48,8 @@ def test_placements_side_by_side(benchmark: Any) -> None:
         doc = found
         port = next(p["port"] for p in doc["pairs"] if p["placement"] == "physical")
         rule = next(r.id for r in state_topo.firewall.rules if any(lo <= port <= hi for lo, hi in r.ports))
-        assert _hits(lab.ns("fw1"), f"rule {rule}") >= ROUNDS * 2  # the rate and iperf3 connections
-        assert _hits(lab.ns("pfw"), f"rule {rule}") >= ROUNDS * 2
+        assert nft.counters(lab.ns("fw1"))[f"rule {rule}"] >= ROUNDS * 2  # the rate and iperf3 connections
+        assert nft.counters(lab.ns("pfw"))[f"rule {rule}"] >= ROUNDS * 2
     REPORT_FILE.parent.mkdir(exist_ok=True)
     doc["load_average"] = os.getloadavg()
     benchmark.extra_info.update(doc)
@@ -73,9 +64,3 @@ def test_placements_side_by_side(benchmark: Any) -> None:
             f"{r['rtt_us']:.2f} {r['rr_per_s']:.2f} {r['gbps']:.2f}"
         )
     print("\n" + "\n".join(lines))
-
-
-def _topology(lab: str) -> Topology:
-    state = LabState.read(lab)
-    assert state is not None
-    return state.topology(state.topology_text() or "", state.source or "state")

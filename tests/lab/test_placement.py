@@ -13,16 +13,15 @@ positive controls in the same run). Then one live `nlab fw del` reaches all thre
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from netns_lab.cli import source
 from netns_lab.features.placement.truth import Probe, address, expected
 from netns_lab.kernel import netns, nft
-from netns_lab.lab.state import LabState
 from netns_lab.observe import probe
 from netns_lab.topology.model import Topology
 from tests.lab.conftest import REPO, Lab, nlab, running
@@ -42,9 +41,7 @@ def lab() -> Iterator[Lab]:
 
 def _running(lab: Lab) -> Topology:
     """The model of the lab as it runs now (live changes included)."""
-    state = LabState.read(lab.name)
-    assert state is not None
-    return state.topology(state.topology_text() or "", state.source or "state")
+    return source.running(lab.name)[0]
 
 
 def _observe(lab: Lab, topo: Topology, probes: list[Probe]) -> dict[Probe, str]:
@@ -98,12 +95,7 @@ def _table(lab: Lab, sources: tuple[str, ...]) -> tuple[dict[Probe, str], dict[P
 
 
 def _counter(lab: Lab, node: str, comment: str) -> int:
-    doc = json.loads(nft.ruleset(lab.ns(node), as_json=True))
-    for item in doc["nftables"]:
-        rule = item.get("rule")
-        if rule and rule.get("comment") == comment:
-            return next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
-    raise AssertionError(f"{node} has no rule {comment!r}")
+    return nft.counters(lab.ns(node))[comment]
 
 
 def test_one_truth_table_in_three_placements(lab: Lab) -> None:
