@@ -38,6 +38,7 @@ def test_placement_of_each_vm() -> None:
         "c1": "kernel",
         "c2": "none",
         "k1": "kernel",
+        "n1": "none",
         "s1": "subnet",
         "p1": "physical",
     }

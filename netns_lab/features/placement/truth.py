@@ -25,7 +25,7 @@ class Probe:
 
 
 def expected(topo: Topology, probes: list[Probe]) -> dict[Probe, str]:
-    """"allow" or "deny" for each probe, between the VMs' first NICs."""
+    """The verdict, "allow" or "deny", of each probe between the VMs' first NICs."""
     policy = firewall.policy(topo, topo.firewalled_nics())
     ids = firewall.endpoint_ids(topo)
     known = {ep.id for ep in policy.endpoints}
