@@ -32,13 +32,15 @@ def ruleset(ns: str, as_json: bool = False, handles: bool = False) -> str:
     return _nft(ns, [*flags, "list", "ruleset"])
 
 
-def counters(ns: str) -> dict[str, int]:
-    """Packets counted by each rule of `ns` that has a comment and a counter, by comment."""
-    found: dict[str, int] = {}
+def counters(ns: str) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) counted by each rule of `ns` that has a comment and a counter, by comment."""
+    found: dict[str, tuple[int, int]] = {}
     for item in json.loads(ruleset(ns, as_json=True)).get("nftables", []):
         rule = item.get("rule")
         if rule and "comment" in rule:
             for expr in rule.get("expr", []):
                 if "counter" in expr:
-                    found[rule["comment"]] = found.get(rule["comment"], 0) + expr["counter"]["packets"]
+                    packets, nbytes = found.get(rule["comment"], (0, 0))
+                    counted = expr["counter"]
+                    found[rule["comment"]] = (packets + counted["packets"], nbytes + counted["bytes"])
     return found

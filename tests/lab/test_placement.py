@@ -13,6 +13,7 @@ positive controls in the same run). Then one live `nlab fw del` reaches all thre
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -95,7 +96,7 @@ def _table(lab: Lab, sources: tuple[str, ...]) -> tuple[dict[Probe, str], dict[P
 
 
 def _counter(lab: Lab, node: str, comment: str) -> int:
-    return nft.counters(lab.ns(node))[comment]
+    return nft.counters(lab.ns(node))[comment][0]
 
 
 def test_one_truth_table_in_three_placements(lab: Lab) -> None:
@@ -114,6 +115,9 @@ def test_one_truth_table_in_three_placements(lab: Lab) -> None:
     assert _counter(lab, "pfw", "rule 10") == 1  # outside hv1: the flow left the host and came back
     assert _counter(lab, "pfw", "default deny p1.eth0 in by pfw") > 0
     assert _counter(lab, "fw1", "default deny s1.eth0 in by fw1") > 0
+    shown = json.loads(nlab("fw", "show", "--json", "--lab", lab.name, check=True).stdout)
+    hits = {r["id"]: r["hits"]["packets"] for r in shown["rules"]}
+    assert hits[10] == 3  # k1's vNIC port, fw1 and pfw: one policy, its hits in one place
 
 
 def test_status_shows_the_appliance_and_each_placement(lab: Lab) -> None:

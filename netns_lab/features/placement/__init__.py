@@ -41,6 +41,20 @@ def install(lab: str, rulesets: dict[str, str]) -> None:
         nft.load(names.namespace(lab, node), text)
 
 
+def rule_hits(lab: str, topo: Topology) -> dict[int, tuple[int, int]]:
+    """(packets, bytes) of each rule on every nftables instance, by rule id; 0: the default
+    denials (as the NIC firewall's `rule_hits` counts them, so the two add up)."""
+    total: dict[int, tuple[int, int]] = {}
+    for instance in plan.instances(topo):
+        for comment, (packets, nbytes) in nft.counters(names.namespace(lab, instance.node)).items():
+            word = comment.split()
+            rule = int(word[1]) if word[0] == "rule" else 0 if word[:2] == ["default", "deny"] else None
+            if rule is not None:
+                p, b = total.get(rule, (0, 0))
+                total[rule] = (p + packets, b + nbytes)
+    return total
+
+
 def _changed(lab: str, old: dict[str, str], new: dict[str, str]) -> bool:
     install(lab, {node: text for node, text in new.items() if old.get(node) != text})
     return True
