@@ -86,7 +86,7 @@ def _unique_nodes(found: Found, declared: Declared) -> None:
                 found.add(
                     f"{section}.{name}",
                     f"{name!r} is already the name of {first[name]}.{name} "
-                    "(switches, routers, networks, hosts and vms share one set of names)",
+                    "(switches, routers, networks, appliances, hosts and vms share one set of names)",
                 )
             first.setdefault(name, section)
 
