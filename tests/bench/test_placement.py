@@ -24,19 +24,20 @@ import pytest
 from netns_lab.cli import source
 from netns_lab.features.placement import compare
 from netns_lab.kernel import nft
-from tests.bench import revision
+from tests.bench import record, revision
 from tests.lab.conftest import REPO, running
 
-ROUNDS = 2 if os.environ.get("QUICK") else 5
+ROUNDS = 5
 REPORT_FILE = revision.REPO / ".benchmarks" / "placement.json"
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds namespaces and loads eBPF"),
     pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3 (apt-get install iperf3)"),
+    pytest.mark.skipif(record.quick(), reason="not in QUICK=1: builds a lab with nlab up (minutes)"),
 ]
 
 
-def test_placements_side_by_side(benchmark: Any) -> None:
+def test_placements_side_by_side(benchmark: Any, bench_record: Any) -> None:
     """One pytest-benchmark round around the alternated rounds (`make bench` runs benchmarks only)."""
     found: dict[str, Any] = {}
     with running(REPO / "labs" / "placements.yaml") as lab:
@@ -53,6 +54,13 @@ def test_placements_side_by_side(benchmark: Any) -> None:
     REPORT_FILE.parent.mkdir(exist_ok=True)
     doc["load_average"] = os.getloadavg()
     benchmark.extra_info.update(doc)
+    ratios = {
+        f"{metric}_{placement}_per_none": value
+        for placement, by_metric in doc["ratios_to_none"].items()
+        if placement != "none"
+        for metric, value in by_metric.items()
+    }
+    bench_record("placement", figures=doc, ratios=ratios, baseline="no firewall (an unfiltered VM pair)")
     REPORT_FILE.write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         f"{'placement':10} {'RTT us':>8} {'req/s':>8} {'Gbit/s':>7}   ratios to none (RTT, rate, Gbit/s)"
