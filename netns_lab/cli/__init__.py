@@ -64,6 +64,7 @@ COMMANDS: dict[str, Command] = {
     "migrate": Command(
         "migrate", "move a VM to another host with its firewall rules and connections (NIST 4.3)"
     ),
+    "placement": Command("placement", "the same workload through each firewall placement (NIST 4)"),
 }
 _TOP_OPTIONS = ("-v", "--verbose")
 

@@ -53,13 +53,25 @@ def _rule_doc(rule: Any, hits: dict[int, tuple[int, int]]) -> dict[str, Any]:
     }
 
 
+def _hits(live: running.RunningLab) -> dict[int, tuple[int, int]]:
+    """Each rule's hits wherever it is enforced: the NIC firewall of every host, and the
+    nftables of the firewall VMs and appliances its placement puts it on."""
+    from netns_lab.features import placement
+
+    total = dict(fwlive.rule_hits(live))
+    for rule, (packets, nbytes) in placement.rule_hits(live.lab, live.topo).items():
+        p, b = total.get(rule, (0, 0))
+        total[rule] = (p + packets, b + nbytes)
+    return total
+
+
 def _applies_to(topo: Topology, rule: Any, vm: str) -> bool:
     return any(v.name == vm for spec in rule.apply for v, _ in topo.nics_of(spec))
 
 
 def cmd_show(args: argparse.Namespace, lab: str) -> dict[str, Any]:
     with running.opened(lab) as live:
-        topo, hits = live.topo, fwlive.rule_hits(live)
+        topo, hits = live.topo, _hits(live)
         rules = [r for r in topo.firewall.rules if args.vm is None or _applies_to(topo, r, args.vm)]
         if args.vm is not None and args.vm not in {v.name for v in topo.vms}:
             raise ValueError(f"vm: no VM {args.vm!r} in lab {lab!r}")
@@ -80,7 +92,7 @@ def cmd_show(args: argparse.Namespace, lab: str) -> dict[str, Any]:
 
 def cmd_counters(args: argparse.Namespace, lab: str) -> dict[str, Any]:
     with running.opened(lab) as live:
-        hits = fwlive.rule_hits(live)
+        hits = _hits(live)
         ordered = [*sorted(k for k in hits if k), *(k for k in hits if not k)]  # the default last
         return {
             "lab": lab,

@@ -125,6 +125,14 @@ def status(doc: dict[str, Any]) -> None:
             for n in router["nics"]
         )
         infra.add_row(router["name"], "router", router["namespace"], nics)
+    for appliance in doc.get("appliances", []):
+        nics = ", ".join(f"{n['name']} {n['ip']} {_mark(n['up'])}" for n in appliance["nics"])
+        infra.add_row(
+            appliance["name"],
+            "firewall appliance",
+            appliance["namespace"],
+            f"{nics} on {appliance['switch']}",
+        )
     for host in doc["hosts"]:
         pnics = ", ".join(f"{p['name']}→{p['switch']} {_mark(p['up'])}" for p in host["pnics"])
         vsw = ", ".join(f"{v['name']}({_vswitch_way_out(v)})" for v in host["vswitches"])

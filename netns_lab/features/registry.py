@@ -6,10 +6,11 @@ from netns_lab.features.base import Feature
 from netns_lab.features.firewall import FEATURE as FIREWALL
 from netns_lab.features.mirror import FEATURE as MIRROR
 from netns_lab.features.overlay import FEATURE as OVERLAY
+from netns_lab.features.placement import FEATURE as PLACEMENT
 from netns_lab.features.team import FEATURE as TEAM
 from netns_lab.features.vlan import FEATURE as VLAN
 
-FEATURES: tuple[Feature, ...] = (VLAN, FIREWALL, MIRROR, OVERLAY, TEAM)
+FEATURES: tuple[Feature, ...] = (VLAN, FIREWALL, MIRROR, PLACEMENT, OVERLAY, TEAM)
 
 
 def _check_order() -> None:

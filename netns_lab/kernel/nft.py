@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from netns_lab.kernel import netns
@@ -29,3 +30,17 @@ def ruleset(ns: str, as_json: bool = False, handles: bool = False) -> str:
     """The ruleset of `ns`; `handles`: each rule followed by `# handle N`."""
     flags = (["-j"] if as_json else []) + (["-a"] if handles else [])
     return _nft(ns, [*flags, "list", "ruleset"])
+
+
+def counters(ns: str) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) counted by each rule of `ns` that has a comment and a counter, by comment."""
+    found: dict[str, tuple[int, int]] = {}
+    for item in json.loads(ruleset(ns, as_json=True)).get("nftables", []):
+        rule = item.get("rule")
+        if rule and "comment" in rule:
+            for expr in rule.get("expr", []):
+                if "counter" in expr:
+                    packets, nbytes = found.get(rule["comment"], (0, 0))
+                    counted = expr["counter"]
+                    found[rule["comment"]] = (packets + counted["packets"], nbytes + counted["bytes"])
+    return found

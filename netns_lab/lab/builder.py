@@ -31,7 +31,7 @@ from netns_lab.kernel.netlink import Netlink
 from netns_lab.lab import eventhub, teardown
 from netns_lab.lab.state import LabState, code_file, pin_dir
 from netns_lab.topology import model, names
-from netns_lab.topology.model import Host, Network, Router, Switch, Topology, Vm
+from netns_lab.topology.model import Appliance, Host, Network, Router, Switch, Topology, Vm
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,8 @@ class Builder:
             yield Step(f"router {router.name}", lambda r=router: self._router(r))
         for network in t.networks:
             yield Step(f"network {network.name}", lambda n=network: self._network(n))
+        for appliance in t.appliances:
+            yield Step(f"appliance {appliance.name}", lambda a=appliance: self._appliance(a))
         for host in t.hosts:
             yield Step(f"host {host.name}", lambda h=host: self._host(h))
             for vm in (vm for vm in t.vms if vm.host == host.name):
@@ -281,6 +283,18 @@ class Builder:
                     self._cable(nic.switch, names.router_port(router.name, nic.name), nic.name, ns)
                 _configure_ip(nl, nic.name, nic.ip, None, ())
             _configure_routes(nl, None, router.routes)
+
+    def _appliance(self, appliance: Appliance) -> None:
+        """A physical firewall: an access port of its switch per NIC, forwarding on. Its ruleset
+        comes from the placement feature once every node exists, before the lab is up."""
+        ns = self.ns(appliance.name)
+        with self._namespace(appliance.name) as nl:
+            netlink.sysctl(ns, "net.ipv4.ip_forward", "1")
+            netlink.sysctl(ns, "net.ipv6.conf.all.forwarding", "1")
+            for nic in appliance.nics:
+                self._cable(appliance.switch, names.appliance_port(appliance.name, nic.name), nic.name, ns)
+                _configure_ip(nl, nic.name, nic.ip, None, ())
+            _configure_routes(nl, None, appliance.routes)
 
     def _host(self, host: Host) -> None:
         nl = self._keep(host.name, self._namespace(host.name))

@@ -23,7 +23,7 @@ from netns_lab.kernel.netlink import Link, Netlink
 from netns_lab.lab import running
 from netns_lab.lab.state import LabState, pin_dir
 from netns_lab.topology import names
-from netns_lab.topology.model import Host, Network, Router, Switch, Topology, Vm
+from netns_lab.topology.model import Appliance, Host, Network, Router, Switch, Topology, Vm
 from netns_lab.topology.names import MIRROR_PORT
 
 
@@ -297,6 +297,28 @@ def _router(topo: Topology, router: Router) -> dict[str, Any]:
     return {"name": router.name, "namespace": ns, "present": netns.exists(ns), "nics": nics}
 
 
+def _appliance(topo: Topology, appliance: Appliance) -> dict[str, Any]:
+    ns = names.namespace(topo.lab, appliance.name)
+    links = _links(ns)
+    nics = [
+        {
+            "name": n.name,
+            "port": names.appliance_port(appliance.name, n.name),
+            "vlan": n.vlan,
+            "ip": str(n.ip) if n.ip else None,
+            "up": links.get(n.name, False),
+        }
+        for n in appliance.nics
+    ]
+    return {
+        "name": appliance.name,
+        "switch": appliance.switch,
+        "namespace": ns,
+        "present": netns.exists(ns),
+        "nics": nics,
+    }
+
+
 def document(topo: Topology, state: LabState) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "lab": topo.lab,
@@ -309,9 +331,20 @@ def document(topo: Topology, state: LabState) -> dict[str, Any]:
         "switches": [_switch(topo, s) for s in topo.switches],
         "networks": [_network(topo, n) for n in topo.networks],
         "routers": [_router(topo, r) for r in topo.routers],
+        "appliances": [_appliance(topo, a) for a in topo.appliances],
         "vms": [_vm(topo, v) for v in topo.vms],
     }
-    nodes = [*doc["hosts"], *doc["switches"], *doc["networks"], *doc["routers"], *doc["vms"]]
+    where = topo.placements()
+    for vm in doc["vms"]:
+        vm["placement"] = where[vm["name"]]  # who enforces its rules (Topology.placement_of)
+    nodes = [
+        *doc["hosts"],
+        *doc["switches"],
+        *doc["networks"],
+        *doc["routers"],
+        *doc["appliances"],
+        *doc["vms"],
+    ]
     doc["missing"] = [n["namespace"] for n in nodes if not n["present"]]
     doc["faults"] = team_faults.active(topo.lab)
     doc["problems"] = problems(doc)
@@ -392,7 +425,7 @@ def problems(doc: dict[str, Any]) -> list[str]:
     for net in doc["networks"]:
         if net["present"] and not net["up"]:
             found.append(f"{net['name']}: interface {names.NETWORK_IFNAME} is down")
-    for router in doc["routers"]:
+    for router in (*doc["routers"], *doc.get("appliances", [])):
         if router["present"]:
             found += _down(router["name"], "NIC", router["nics"])
     for vm in doc["vms"]:

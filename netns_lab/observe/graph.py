@@ -93,6 +93,12 @@ def dot(topo: Topology) -> str:
             label = f' [label="{nic.name} {nic.ip}", fontsize=8]'
             peer = _q("link", nic.link) if nic.link is not None else _q("switch", nic.switch)
             lines.append(f"  {_q('router', router.name)} -- {peer}{label};")
+    for appliance in topo.appliances:
+        node = _q("appliance", appliance.name)
+        lines.append(f'  {node} [label="{appliance.name}\\n(firewall appliance)", shape=octagon];')
+        for nic in appliance.nics:
+            label = f' [label="{nic.name} {topo.vlan_name(nic.vlan)} {nic.ip}", fontsize=8]'
+            lines.append(f"  {node} -- {_q('switch', appliance.switch)}{label};")
     for host in topo.hosts:
         lines += _host(topo, host)
     for vm in topo.vms:

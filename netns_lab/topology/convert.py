@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from ipaddress import ip_address, ip_interface, ip_network
 from typing import Any, TypeVar
 
+from netns_lab.topology import convert_placement
 from netns_lab.topology.convert_firewall import FirewallConverter, fit_quotas
 from netns_lab.topology.convert_mirror import MirrorConverter
 from netns_lab.topology.convert_overlay import OverlayConverter, machines
@@ -42,7 +43,8 @@ from netns_lab.topology.model import (
 )
 from netns_lab.topology.names import default_mac, vmknic_mac
 
-SECTIONS = ("switches", "routers", "networks", "hosts", "vms")  # in build order, as Topology.node_names
+# in build order, as Topology.node_names
+SECTIONS = ("switches", "routers", "networks", "appliances", "hosts", "vms")
 KEYED_SECTIONS = (
     *SECTIONS,
     "vlans",
@@ -73,6 +75,7 @@ class Converter:
         self.vlans = VlanTable(data.get("vlans"), {name for section, name in broken if section == "vlans"})
         firewall = FirewallConverter(self.source, data, broken)
         groups, settings = firewall.security_groups(), firewall.settings(data.get("firewall"))
+        settings = convert_placement.settings(settings, data.get("firewall"))
         self.issues += firewall.issues
         mirror = MirrorConverter(self.source, FirewallConverter(self.source, data, broken), self.vlans)
         mirrors = mirror.sessions(data.get("mirrors"), broken)
@@ -81,6 +84,9 @@ class Converter:
         switches = self._section(data, "switches", broken, self.switch)
         routers = self._section(data, "routers", broken, self.overlay.router)
         networks = self._section(data, "networks", broken, self.network)
+        appliances = self._section(
+            data, "appliances", broken, lambda name, raw: convert_placement.appliance(self, name, raw)
+        )
         hosts = self._section(data, "hosts", broken, self.host)
         vms = self._section(data, "vms", broken, self.vm)
         topo = Topology(
@@ -97,6 +103,7 @@ class Converter:
             mirrors=mirrors,
             segments=self.overlay.segments,
             routers=routers,
+            appliances=appliances,
             overlay=self.overlay.settings,
             machines=machines(data.get("machines")),
         )
@@ -213,6 +220,7 @@ class Converter:
             routes=self.routes(f"{path}.routes", raw.get("routes", [])),
             nftables=raw.get("nftables"),
             tenant=self.overlay.tenant(name, raw.get("tenant"), nics),
+            traits=tuple(raw.get("traits", ())),
         )
 
     def nic(self, vm: str, index: int, raw: dict[str, Any]) -> Nic:
@@ -353,6 +361,7 @@ class LeftOut:
             "mirrors": topo.mirrors,
             "segments": topo.segments,
             "routers": topo.routers,
+            "appliances": topo.appliances,
         }
         self.built = {section: {node.name for node in nodes} for section, nodes in held.items()}
         self.declared = declared

@@ -31,6 +31,9 @@ TapPoint = Literal["before", "after"]
 SourceKind = Literal["vm", "vlan", "group"]
 OverlayMode = Literal["flood", "controller", "evpn"]
 OVERLAY_MODES: tuple[str, ...] = ("flood", "controller", "evpn")
+Placement = Literal["kernel", "subnet", "physical"]
+PLACEMENTS: tuple[str, ...] = ("kernel", "subnet", "physical")
+TRAITS: tuple[str, ...] = ("delay-sensitive", "io-intensive")
 
 # A segment's frames cross the underlay inside outer Ethernet (14) + IPv4 (20) + UDP (8) + VXLAN (8)
 # headers: with the underlay's 1500-byte MTU left as it is, VM NICs on a segment get 50 bytes less
@@ -191,6 +194,27 @@ class Network:
 
 
 @dataclass(frozen=True)
+class ApplianceNic:
+    """An interface of a physical firewall appliance, on an access port of its switch."""
+
+    name: str  # eth0, eth1... inside the appliance
+    vlan: int | None
+    ip: IfAddr | None = None
+
+
+@dataclass(frozen=True)
+class Appliance:
+    """A physical firewall on the physical network (NIST 4.1): nftables in its own namespace,
+    routing between the VLANs of its NICs, each cabled to an access port of ``switch``. The
+    traffic of VMs whose routes go through it leaves their host and comes back (hairpin)."""
+
+    name: str
+    switch: str
+    nics: tuple[ApplianceNic, ...]
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True)
 class Segment:
     """A VXLAN segment (NIST 2.5): one layer-2 network of a tenant across hosts, VNI 1..16777215.
     ``mode`` says how the VTEPs learn where its MACs are (flood and learn, the lab's controller,
@@ -271,8 +295,9 @@ class Vm:
     role: Role = "none"
     gateway: IpAddr | None = None
     routes: tuple[Route, ...] = ()
-    nftables: str | None = None  # ruleset of a firewall appliance
+    nftables: str | None = None  # hand-written ruleset of a firewall VM; None: the lab's policy
     tenant: str | None = None  # mirrors never copy a VM's frames to another tenant's VM
+    traits: tuple[str, ...] = ()  # delay-sensitive, io-intensive (VM-FW-R1/R2)
 
     @property
     def forwards(self) -> bool:
@@ -333,6 +358,8 @@ class FirewallSettings:
     sweep_interval: int = 10  # between two sweeps of a host's connection table (netns_lab/lab/sweeper.py)
     ct_quota_in: int = 4096  # connection entries of flows opened towards one VM
     ct_quota_peer: int = 4096  # of those, entries of flows one peer opened (YAML default: ct_quota)
+    placement: str = "kernel"  # where the rules of a VM are enforced: kernel, subnet or physical
+    placements: tuple[tuple[str, str], ...] = ()  # (security group, placement) per tier
 
 
 @dataclass(frozen=True)
@@ -390,6 +417,7 @@ class Topology:
     mirrors: tuple[MirrorSession, ...] = ()
     segments: tuple[Segment, ...] = ()
     routers: tuple[Router, ...] = ()
+    appliances: tuple[Appliance, ...] = ()
     overlay: OverlaySettings = OverlaySettings()
     machines: tuple[str, ...] = ()  # declared machine names; hosts may name machines without them
     # one machine's part (topology/machines.py): the machine, and the whole lab it is part of
@@ -484,7 +512,7 @@ class Topology:
 
     def node_names(self) -> list[str]:
         """Every node that becomes a namespace, in build order."""
-        groups = (self.switches, self.routers, self.networks, self.hosts, self.vms)
+        groups = (self.switches, self.routers, self.networks, self.appliances, self.hosts, self.vms)
         return [node.name for group in groups for node in group]
 
     # -- the NIC firewall ------------------------------------------------------------------------
@@ -521,6 +549,32 @@ class Topology:
             for spec in rule.apply
             for vm, nic in self.nics_of(spec)
         }
+
+    def placement_of(self, vm: str) -> str:
+        """Where the rules of `vm` are enforced: "kernel" (its vNIC ports), "subnet" (the firewall
+        VMs provisioned from the lab's policy), "physical" (the appliances), or "none" when no rule
+        applies to it. A tier's placement (its security group's) overrides the lab's default."""
+        return self.placements().get(vm, "none")
+
+    def placements(self) -> dict[str, str]:
+        """`placement_of` for every VM, computed in one pass."""
+        firewalled = {vm for vm, _ in self.firewalled_nics()}
+        chosen = dict(self.firewall.placements)
+        tier: dict[str, str] = {}
+        for group in self.security_groups:  # the first tier named wins, as validation wants one
+            for member, _ in group.members if group.name in chosen else ():
+                tier.setdefault(member, chosen[group.name])
+        return {
+            vm.name: tier.get(vm.name, self.firewall.placement) if vm.name in firewalled else "none"
+            for vm in self.vms
+        }
+
+    def policy_firewalls(self) -> list[Vm]:
+        """The firewall VMs provisioned from the lab's policy (no hand-written ruleset)."""
+        return [vm for vm in self.vms if vm.role == "firewall" and vm.nftables is None]
+
+    def appliance(self, name: str) -> Appliance:
+        return next(a for a in self.appliances if a.name == name)
 
     def rules_for(self, vm: str, nic_index: int) -> list[FwRule]:
         """The rules that apply to one NIC, in the order they are evaluated (``FwRule.precedence``)."""

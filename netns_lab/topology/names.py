@@ -42,6 +42,11 @@ def network_port(network: str) -> str:
     return network
 
 
+def appliance_port(appliance: str, nic: str) -> str:
+    """The physical-switch port a firewall appliance's NIC is cabled to (as a host pNIC's)."""
+    return switch_port(appliance, nic)
+
+
 SWITCH_BRIDGE = "fabric"  # the bridge inside a physical switch's namespace
 NETWORK_IFNAME = "eth0"  # the interface inside an external network's namespace
 MIRROR_PORT = ("mirror0", "mirror1")  # a hypervisor's mirror port: copies to truncate go in, out

@@ -22,6 +22,7 @@ from netns_lab.topology import (
     validate_firewall,
     validate_mirror,
     validate_overlay,
+    validate_placement,
     validate_team,
     validate_vlans,
 )
@@ -32,6 +33,7 @@ from netns_lab.topology.names import (
     IFNAMSIZ,
     MIRROR_PORT,
     SWITCH_BRIDGE,
+    appliance_port,
     default_mac,
     network_port,
     router_port,
@@ -70,6 +72,7 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     validate_firewall.check(found, topo, _interfaces(topo))
     validate_mirror.check(found, topo, left_out)
     validate_overlay.check(found, topo, declared, left_out)
+    validate_placement.check(found, topo, declared["switches"], left_out)
     return found.issues
 
 
@@ -83,7 +86,7 @@ def _unique_nodes(found: Found, declared: Declared) -> None:
                 found.add(
                     f"{section}.{name}",
                     f"{name!r} is already the name of {first[name]}.{name} "
-                    "(switches, routers, networks, hosts and vms share one set of names)",
+                    "(switches, routers, networks, appliances, hosts and vms share one set of names)",
                 )
             first.setdefault(name, section)
 
@@ -221,6 +224,10 @@ def _switch_ifnames(topo: Topology) -> dict[str, list[IfEntry]]:
         for nic in (n for n in router.nics if n.link is None):
             port = router_port(router.name, nic.name)
             add(nic.switch, (port, f"routers.{router.name}.nics.{nic.name}", f"switch port {port!r}"))
+    for appliance in topo.appliances:
+        for nic in appliance.nics:
+            port = appliance_port(appliance.name, nic.name)
+            add(appliance.switch, (port, f"appliances.{appliance.name}", f"switch port {port!r}"))
     return entries
 
 
@@ -359,8 +366,6 @@ class _Node:
 # -- roles ---------------------------------------------------------------------------------------
 def _role(found: Found, vm: Vm) -> None:
     path = f"vms.{vm.name}"
-    if vm.role == "firewall" and vm.nftables is None:
-        found.add(path, "a firewall needs an nftables ruleset (key 'nftables')")
     if vm.role != "firewall" and vm.nftables is not None:
         found.add(
             f"{path}.nftables", f"only a firewall takes an nftables ruleset ({vm.name} has role {vm.role})"

@@ -193,6 +193,7 @@ def _failing(bad: Path) -> dict[tuple[str, ...], list[str]]:
         ("migrate",): ["migrate", "web1", "hv2", "--lab", NOT_UP],
         ("report",): ["report", "--lab", NOT_UP, "--out", str(bad.parent / "report")],
         ("teams",): ["teams", str(bad)],
+        ("placement", "compare"): ["placement", "compare", "--lab", NOT_UP],
     }
 
 

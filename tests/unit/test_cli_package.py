@@ -214,6 +214,7 @@ ON_A_LAB = {
     "report",
     "migrate",
     "teams",
+    "placement",
 }
 
 

@@ -319,7 +319,7 @@ BAD: list[tuple[str, Edit, set[str]]] = [
         _set("routers", "hv3", value={"nics": {"eth9": {"switch": "tor2", "ip": "10.255.2.2/24"}}}),
         {
             "hosts.hv3: 'hv3' is already the name of routers.hv3 "
-            "(switches, routers, networks, hosts and vms share one set of names)"
+            "(switches, routers, networks, appliances, hosts and vms share one set of names)"
         },
     ),
     (

@@ -400,6 +400,6 @@ def test_schema_keys_and_model_fields_agree(mapping: Mapping) -> None:
 
 
 def test_connection_keys_are_exactly_the_settings_fields() -> None:
-    fields = {f.name for f in dataclasses.fields(FirewallSettings)} - {"rules"}
+    fields = {f.name for f in dataclasses.fields(FirewallSettings)} - {"rules", "placement", "placements"}
     assert set(CONNECTIONS.values()) == fields
     assert set(SCHEMA["$defs"]["connections"]["properties"]) == set(CONNECTIONS)

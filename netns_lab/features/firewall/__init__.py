@@ -4,16 +4,17 @@ sweeper per host.
 
     plan.py   pure: endpoint ids, per-host policies, vNIC settings
     live.py   a running lab: install a change on a host, counters, connections, event decoding
+    checks.py pure: VM-FW-R1..R4 on the topology's placements, traits and rules
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dataplane import fwpolicy
 from dataplane.firewall import Settings
 from netns_lab.features.base import BuildContext, Feature
-from netns_lab.features.firewall import live, plan
+from netns_lab.features.firewall import checks, live, plan
 from netns_lab.lab import sweeper
 from netns_lab.lab.state import pin_dir
 
@@ -63,6 +64,9 @@ class FirewallFeature(Feature):
 
     def live_install(self, lab: LiveContext, host: HostPlane, old: Topology, new: Topology) -> None:
         live.install(host, old, new)
+
+    def checks(self, topo: Topology) -> list[dict[str, Any]]:
+        return checks.checks(topo)
 
 
 FEATURE = FirewallFeature()

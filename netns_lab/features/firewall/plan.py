@@ -69,8 +69,15 @@ def _nic_networks(nic: Nic) -> list:
     return own + [a.network for a in nic.allowed_addresses]
 
 
+def kernel_nics(topo: Topology) -> set[tuple[str, int]]:
+    """The firewalled NICs whose rules the vNIC ports enforce: those of VMs placed in the kernel
+    (the others' rules are compiled to nftables for their firewall VM or appliance)."""
+    where = topo.placements()
+    return {(vm, index) for vm, index in topo.firewalled_nics() if where[vm] == "kernel"}
+
+
 def vnic_settings(topo: Topology, vm: Vm, nic: Nic) -> VnicSettings:
-    firewalled = (vm.name, nic.index) in topo.firewalled_nics()
+    firewalled = (vm.name, nic.index) in kernel_nics(topo)
     endpoint = endpoint_ids(topo)[(vm.name, nic.index)] if firewalled else 0
     addresses = _expand(nic) if nic.port_security else ()
     return VnicSettings(endpoint, nic.port_security, vm.forwards, addresses, nic.dhcp_server)
@@ -98,12 +105,18 @@ def _rows(topo: Topology, rule: FwRule, applies: frozenset[int]) -> list[fwpolic
 
 def host_policy(topo: Topology, host: str) -> fwpolicy.Policy:
     """The policy of the firewalled vNICs on `host`."""
+    nics = {(vm.name, nic.index) for vm in topo.vms if vm.host == host for nic in vm.nics}
+    return policy(topo, kernel_nics(topo) & nics)
+
+
+def policy(topo: Topology, nics: set[tuple[str, int]]) -> fwpolicy.Policy:
+    """The policy of the firewalled NICs in `nics` ((vm, nic index)), with the lab-wide endpoint
+    ids: each host's kernel firewall, each nftables instance, and the whole lab's truth table."""
     ids = endpoint_ids(topo)
-    firewalled = topo.firewalled_nics()
+    firewalled = topo.firewalled_nics() & nics
     endpoints = [
         fwpolicy.Endpoint(ids[(vm.name, nic.index)], _expand(nic))
         for vm in topo.vms
-        if vm.host == host
         for nic in vm.nics
         if (vm.name, nic.index) in firewalled
     ]

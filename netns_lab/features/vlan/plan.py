@@ -84,6 +84,12 @@ def switch_ports(topo: Topology, switch: str) -> list[SwitchPort]:
         for n in topo.networks
         if n.switch == switch
     ]
+    ports += [
+        SwitchPort(names.appliance_port(a.name, n.name), "appliance", f"{a.name}.{n.name}", _edge(n.vlan))
+        for a in topo.appliances
+        if a.switch == switch
+        for n in a.nics
+    ]
     return ports
 
 
