@@ -26,6 +26,8 @@ FIREWALL_MAPS = (
     "conntrack",
     "ct_count",
     "ct_peer_count",
+    "ct_epoch",
+    "flow_cache",
     "frags",
     "rule_hits",
     "fw_events",
@@ -250,6 +252,11 @@ class Firewall:
         the datapath's atomic count: a read-modify-write from here would race the program."""
         request = abi.CtReap(key=key, force=int(force))
         return testrun.run(self._reap, bytes(request)).retval == 1
+
+    def rewritten(self, key: abi.CtKey) -> None:
+        """Tell the dataplane that the entry of `key` was written in place (or deleted) by user
+        space, not through `reap`: the flow cache stops passing packets on what it was."""
+        testrun.run(self._reap, bytes(abi.CtReap(key=key, force=abi.REAP_REWRITTEN)))
 
     def rule_hits(self, rules: Iterable[int]) -> dict[int, tuple[int, int]]:
         values = (abi.Counter * self._ncpu)()
