@@ -72,7 +72,9 @@ def load(parts: tuple[str, ...]) -> SwitchDataplane:
     dp = SwitchDataplane(loaded.programs, loaded.maps, loaded)
     dp.firewall.set_settings(Settings())
     dp.configure(PORT, PortVlans(allowed=frozenset({VLAN}), untagged=True, guard=True))
-    dp.firewall.set_vnic(PORT, fwbench.VM_MAC, fwbench.ENDPOINT, True, False, True, [ip_address(fwbench.VM_IP)])
+    dp.firewall.set_vnic(
+        PORT, fwbench.VM_MAC, fwbench.ENDPOINT, True, False, True, [ip_address(fwbench.VM_IP)]
+    )
     dp.firewall.install(fwpolicy.compile(fwbench.policy(RULES)))
     return dp
 
