@@ -28,6 +28,7 @@ FIREWALL_MAPS = (
     "ct_peer_count",
     "ct_epoch",
     "flow_cache",
+    "policy_cache",
     "frags",
     "rule_hits",
     "fw_events",

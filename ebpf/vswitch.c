@@ -14,6 +14,9 @@
 #define NLAB_FC_BITS 12  /* flow cache: 4096 slots per CPU (see include/flowcache.h) */
 #endif
 #define NLAB_FC_SLOTS (1u << NLAB_FC_BITS)
+#ifndef NLAB_PC_BITS
+#define NLAB_PC_BITS 10  /* policy decision cache: 1024 slots per CPU (see include/policycache.h) */
+#endif
 #include "vlan.h"
 
 /* Port configuration by ifindex. An array: the lookup is inlined by the JIT, and a lab
@@ -74,6 +77,8 @@ BPF_TABLE("lru_hash", struct nlab_frag_key, struct nlab_frag, frags, 4096);
 BPF_ARRAY(ct_epoch, u32, NLAB_MAX_ENDPOINTS);
 /* The flow cache: per-CPU slots of tracked flows that passed (include/flowcache.h). */
 BPF_PERCPU_ARRAY(flow_cache, struct nlab_fc_entry, NLAB_FC_SLOTS);
+/* Policy decisions of new flows: per-CPU slots (include/policycache.h). */
+BPF_PERCPU_ARRAY(policy_cache, struct nlab_pc_entry, 1u << NLAB_PC_BITS);
 /* Packets and bytes decided by each rule (0: the defaults). */
 BPF_PERCPU_ARRAY(rule_hits, struct nlab_counter, NLAB_MAX_RULES);
 /* Verdict events (denied packets, new allowed flows) and the count of those the reader lost. */
@@ -90,6 +95,7 @@ static __always_inline u32 *map_ct_count(__u32 *idx) { return ct_count.lookup(id
 static __always_inline u32 *map_ct_peer_count(__u32 *idx) { return ct_peer_count.lookup(idx); }
 static __always_inline u32 *map_ct_epoch(__u32 *idx) { return ct_epoch.lookup(idx); }
 static __always_inline struct nlab_fc_entry *map_flow_cache(__u32 *idx) { return flow_cache.lookup(idx); }
+static __always_inline struct nlab_pc_entry *map_policy_cache(__u32 *idx) { return policy_cache.lookup(idx); }
 static __always_inline struct nlab_ct_entry *map_ct(struct nlab_ct_key *k) { return conntrack.lookup(k); }
 static __always_inline int map_ct_delete(struct nlab_ct_key *k) { return conntrack.delete(k); }
 static __always_inline int map_ct_insert(struct nlab_ct_key *k, struct nlab_ct_entry *e)
@@ -259,7 +265,6 @@ static __always_inline int vnic_firewall(struct __sk_buff *skb, const struct nla
     c.cfg = fw_config.lookup(&zero);
     if (!c.cfg)
         return -NLAB_DROP_POLICY;
-    c.now = PROF_SKIP(NLAB_PROF_CLOCK) ? 1 : bpf_ktime_get_coarse_ns();
     return firewall(&c);
 }
 

@@ -101,6 +101,15 @@ class FcEntry(ctypes.Structure):
     )
 
 
+class PcEntry(ctypes.Structure):
+    _fields_ = (
+        ("key", ctypes.c_uint64 * 4),
+        ("rule", ctypes.c_uint32),
+        ("verdict", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 3),
+    )
+
+
 class FragKey(ctypes.Structure):
     _fields_ = (
         ("saddr", ctypes.c_uint8 * 16),

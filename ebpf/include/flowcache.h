@@ -10,8 +10,12 @@
  *   in the datapath and in ct_reap): a deleted or expired connection stops passing at once.
  *   The epoch is read before the connection lookup that fills a slot, so a delete racing with
  *   the fill leaves a slot of the old epoch;
- * - the clock tick: a slot filled in tick T serves only in tick T, in which the connection's
- *   last_seen is T (no expiry, no refresh to write); the next tick the slow path refreshes it;
+ * - the clock tick (jiffies): a slot filled in tick T serves only while jiffies is T. The slow
+ *   path set the connection's last_seen (coarse ns) in that tick, so it cannot expire meanwhile
+ *   (timeouts are whole seconds, and a connection with a timeout under NLAB_FC_MIN_TIMEOUT is
+ *   never cached); the refresh of last_seen it skips is one tick at most (the coarse clock may
+ *   step once while jiffies stays: it moves just after jiffies at a tick), made by the first
+ *   packet of the next tick, which takes the slow path;
  * - the state: only packets that would not move it (no SYN, FIN or RST; no first reply) hit,
  *   and since state only moves forward, a slot's older state is conservative.
  * So the verdict, the connection's state and last_seen, the counters, rule hits (none on a
@@ -21,6 +25,7 @@
 #define NLAB_FLOWCACHE_H
 
 #include "abi/fw.h"
+#include "conntrack.h"
 #include "flow.h"
 #include "fwctx.h"
 #include "prof.h"
@@ -76,8 +81,11 @@ static __always_inline int fc_quiet(const struct flow *f, __u8 state, __u8 reply
     return !reply || state == NLAB_CT_ESTABLISHED;
 }
 
+/* Connections that may expire within a tick or two are never cached (see above). */
+#define NLAB_FC_MIN_TIMEOUT 1000000000ULL
+
 /* 1 if the packet passes on its slot. */
-static __always_inline int fc_lookup(const struct fw_ctx *c, __u32 epoch)
+static __always_inline int fc_lookup(const struct fw_ctx *c, __u32 epoch, __u64 tick)
 {
     __u64 k[5];
 
@@ -88,15 +96,19 @@ static __always_inline int fc_lookup(const struct fw_ctx *c, __u32 epoch)
         return 0;
     if ((s->key[0] ^ k[0]) | (s->key[1] ^ k[1]) | (s->key[2] ^ k[2]) | (s->key[3] ^ k[3]) | (s->key[4] ^ k[4]))
         return 0;
-    return s->tick == c->now && s->generation == c->cfg->generation && s->epoch == epoch &&
+    return s->tick == tick && s->generation == c->cfg->generation && s->epoch == epoch &&
            fc_quiet(c->f, s->state, s->reply);
 }
 
-/* After the slow path passed a packet of a connection now in `state`, checked against the
- * current generation and refreshed in this tick. */
-static __always_inline void fc_fill(const struct fw_ctx *c, __u32 epoch, __u8 state, __u8 reply)
+/* After the slow path passed a packet of connection `key`, now in `state`, checked against the
+ * current generation and refreshed in tick `tick`. */
+static __always_inline void fc_fill(const struct fw_ctx *c, const struct nlab_ct_key *key, __u32 epoch, __u64 tick,
+                                    __u8 state, __u8 reply)
 {
     __u64 k[5];
+
+    if (ct_timeout(c->cfg, key, state) < NLAB_FC_MIN_TIMEOUT)
+        return;
 
     fc_key(c, k);
     __u32 idx = fc_slot(k);
@@ -104,7 +116,7 @@ static __always_inline void fc_fill(const struct fw_ctx *c, __u32 epoch, __u8 st
     if (!s)
         return;
     __builtin_memcpy(s->key, k, sizeof(k));
-    s->tick = c->now;
+    s->tick = tick;
     s->generation = c->cfg->generation;
     s->epoch = epoch;
     s->state = state;

@@ -91,12 +91,22 @@ struct nlab_ct_entry {
 struct nlab_fc_entry {
     __u64 key[5];      /* the packet's saddr, daddr, sport, dport, proto, family (as in struct flow),
                         * then endpoint | direction << 15 in the top 16 bits */
-    __u64 tick;        /* the clock tick (fw_ctx.now) in which the slow path refreshed last_seen */
+    __u64 tick;        /* jiffies when the slow path refreshed the connection's last_seen */
     __u32 generation;  /* the policy generation the connection was checked against */
     __u32 epoch;       /* the endpoint's ct_epoch (count of its deleted entries) before the lookup */
     __u8  state;       /* the connection's state then: it only moves forward */
     __u8  reply;       /* the packet went against the flow's origin */
     __u8  _pad[6];
+};
+
+/* A slot of the per-CPU policy decision cache (include/policycache.h): the whole question as the
+ * key, the answer beside it. Kernel state only: user space reads it in tests. */
+struct nlab_pc_entry {
+    __u64 key[4];      /* peer address (16 bytes); generation | endpoint << 32 | direction << 48 |
+                        * family << 56; policy protocol | port (network order) << 8 */
+    __u32 rule;        /* the deciding rule (0: the endpoint's default) */
+    __u8  verdict;     /* NLAB_VERDICT_* */
+    __u8  _pad[3];
 };
 
 /* The input of `ct_reap` (run by user space through BPF_PROG_TEST_RUN, as the packet bytes). */
