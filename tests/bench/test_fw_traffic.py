@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from dataplane.switch import SwitchDataplane
 
 RULE_COUNT = 10_000
+PROF_CACHE = 0x200  # NLAB_PROF_CACHE of ebpf/include/prof.h: both caches left out
 VLAN = 10
 QUICK = record.quick()
 UDP_SECONDS = 0.3 if QUICK else 0.5
@@ -78,6 +79,7 @@ class Bench:
     pairs: dict[str, fwtraffic.Pair]
     sender: Path  # the compiled udpflood
     dp: SwitchDataplane | None = None
+    uncached: SwitchDataplane | None = None  # ours-nocache
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # metric -> what ours counted
 
 
@@ -105,8 +107,9 @@ def bench(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             if pair.sink is not None:
                 pair.sink.close()
         fwtraffic.delete_pairs(made)
-        if bench.dp is not None:
-            bench.dp.close()
+        for dp in (bench.dp, bench.uncached):
+            if dp is not None:
+                dp.close()
     left = sorted(p.name for p in netns.NETNS_RUN_DIR.glob(f"zzfwb{token}-*"))
     assert not left, f"namespaces left behind: {left}"
     assert socket.if_nameindex() == root_links, "the root namespace's interfaces changed"
@@ -123,6 +126,7 @@ def _install_filters(bench: Bench) -> None:
     allowed = fwtraffic.rules(RULE_COUNT)
     pairs = bench.pairs
     bench.dp = _ours(pairs["ours"], allowed)
+    bench.uncached = _ours(pairs["ours-nocache"], allowed, cache=False)
     assert IPTABLES is not None
     fwtraffic.load(pairs["iptables"].b, [IPTABLES], fwtraffic.iptables_restore(allowed))
     fwtraffic.load(pairs["nft-linear"].b, ["nft", "-f", "-"], fwtraffic.nft_linear(allowed))
@@ -139,15 +143,21 @@ def _install_filters(bench: Bench) -> None:
     INFO["rules"] = RULE_COUNT
 
 
-def _ours(pair: fwtraffic.Pair, allowed: list[fwtraffic.Allow]) -> SwitchDataplane:
-    """Our dataplane on b's eth0 as the sender's vSwitch port: configured first (it fails closed)."""
+def _ours(pair: fwtraffic.Pair, allowed: list[fwtraffic.Allow], cache: bool = True) -> SwitchDataplane:
+    """Our dataplane on b's eth0 as the sender's vSwitch port: configured first (it fails closed).
+    `cache` False: built without the flow and policy caches (ebpf/include/prof.h)."""
     from ipaddress import ip_address
 
-    from dataplane import fwpolicy
+    from dataplane import abi, bpf, fwpolicy
     from dataplane.firewall import Settings
-    from dataplane.switch import PortVlans, SwitchDataplane
+    from dataplane.switch import MAPS, ON_DEMAND, PROGRAMS, SOURCE, PortVlans, SwitchDataplane
 
-    dp = SwitchDataplane.load()
+    if cache:
+        dp = SwitchDataplane.load()
+    else:
+        defines = {"NLAB_MAX_IFINDEX": abi.MAX_IFINDEX, "NLAB_PROF_SKIP": PROF_CACHE}
+        loaded = bpf.load(SOURCE, PROGRAMS, MAPS, defines, later=ON_DEMAND)
+        dp = SwitchDataplane(loaded.programs, loaded.maps, loaded)
     try:
         fw, port = dp.firewall, pair.receiver_ifindex
         fw.set_settings(Settings())
