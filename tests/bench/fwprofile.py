@@ -17,9 +17,9 @@ import statistics
 from dataclasses import dataclass
 from ipaddress import ip_address
 
-from dataplane import abi, bpf, fwpolicy, syscalls, testrun
+from dataplane import abi, fwpolicy, syscalls, testrun
 from dataplane.firewall import Settings
-from dataplane.switch import MAPS, ON_DEMAND, PROGRAMS, SOURCE, PortVlans, SwitchDataplane
+from dataplane.switch import PortVlans, SwitchDataplane
 from tests.bench import fwbench
 
 PORT = 1
@@ -66,10 +66,7 @@ class Variant:
 
 
 def load(parts: tuple[str, ...]) -> SwitchDataplane:
-    mask = sum(PROF[p] for p in parts)
-    defines = {"NLAB_MAX_IFINDEX": abi.MAX_IFINDEX, "NLAB_PROF_SKIP": mask}
-    loaded = bpf.load(SOURCE, PROGRAMS, MAPS, defines, later=ON_DEMAND)
-    dp = SwitchDataplane(loaded.programs, loaded.maps, loaded)
+    dp = fwbench.load_dataplane(sum(PROF[p] for p in parts))
     dp.firewall.set_settings(Settings())
     dp.configure(PORT, PortVlans(allowed=frozenset({VLAN}), untagged=True, guard=True))
     dp.firewall.set_vnic(

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from dataplane.switch import SwitchDataplane
 
 PORT = 1  # the loopback's ifindex: test-run only names it
-PROF_CACHE = 0x200  # NLAB_PROF_CACHE of ebpf/include/prof.h: both caches left out
 VLAN = 10
 QUICK = record.quick()
 RULE_COUNTS = (10, 10_000) if QUICK else (10, 100, 1_000, 10_000)
@@ -114,16 +113,10 @@ def planes(request: pytest.FixtureRequest) -> Iterator[list[Plane]]:
 def _plane(rules: int, cache: bool = True) -> Plane:
     from ipaddress import ip_address
 
-    from dataplane import abi, bpf, fwpolicy
+    from dataplane import fwpolicy
     from dataplane.firewall import Settings
-    from dataplane.switch import MAPS, ON_DEMAND, PROGRAMS, SOURCE, SwitchDataplane
 
-    if cache:
-        dp = SwitchDataplane.load()
-    else:
-        defines = {"NLAB_MAX_IFINDEX": abi.MAX_IFINDEX, "NLAB_PROF_SKIP": PROF_CACHE}
-        loaded = bpf.load(SOURCE, PROGRAMS, MAPS, defines, later=ON_DEMAND)
-        dp = SwitchDataplane(loaded.programs, loaded.maps, loaded)
+    dp = fwbench.load_dataplane(0 if cache else fwbench.PROF_CACHE)
     try:
         dp.firewall.set_settings(Settings())  # quota and timeouts: all zero would refuse every flow
         _access(dp)
