@@ -177,6 +177,9 @@ class FwTrafficSummary:
             for c, row in rows.items()
             if c != BASELINE
         }
+        ratios |= {
+            f"{m}_ours_per_{v['peer']}": v["ours_over_peer"] for m, v in data["versus_best_peer"].items()
+        }
         record.record(
             "test_fw_traffic", "fw-traffic", figures=data, ratios=ratios, baseline="none (no filter)"
         )
