@@ -104,6 +104,7 @@ class FcEntry(ctypes.Structure):
 class PcEntry(ctypes.Structure):
     _fields_ = (
         ("key", ctypes.c_uint64 * 4),
+        ("tick", ctypes.c_uint64),
         ("rule", ctypes.c_uint32),
         ("verdict", ctypes.c_uint8),
         ("_pad", ctypes.c_uint8 * 3),

@@ -104,6 +104,7 @@ struct nlab_fc_entry {
 struct nlab_pc_entry {
     __u64 key[4];      /* peer address (16 bytes); generation | endpoint << 32 | direction << 48 |
                         * family << 56; policy protocol | port (network order) << 8 */
+    __u64 tick;        /* jiffies when decided: a slot serves in that tick only */
     __u32 rule;        /* the deciding rule (0: the endpoint's default) */
     __u8  verdict;     /* NLAB_VERDICT_* */
     __u8  _pad[3];
