@@ -26,6 +26,9 @@ FIREWALL_MAPS = (
     "conntrack",
     "ct_count",
     "ct_peer_count",
+    "ct_epoch",
+    "flow_cache",
+    "policy_cache",
     "frags",
     "rule_hits",
     "fw_events",
@@ -159,11 +162,17 @@ class Firewall:
         earlier install left there, so no stale row or default (of an endpoint that left the
         policy, say) can go live with the new one. `previous`, the policy live until now, only
         frees its entries early. Returns the new generation."""
+        generation = self.stage(compiled)
+        self.flip(generation, previous)
+        return generation
+
+    def stage(self, compiled: Compiled) -> int:
+        """The first half of `install`: `compiled` written into the spare half, not live yet.
+        Returns the generation that `flip` makes live."""
         too_big = sorted({ep for ep, _ in compiled.defaults if not 0 <= ep < abi.MAX_ENDPOINTS})
         if too_big:
             raise ValueError(f"endpoints {too_big[:5]} are not below NLAB_MAX_ENDPOINTS {abi.MAX_ENDPOINTS}")
-        cfg = self.config()
-        generation = cfg.generation + 1
+        generation = self.config().generation + 1
         gen_bit = generation & 1
         self._clear_generation(gen_bit)
         encoded = lpm.encode(compiled, gen=gen_bit)
@@ -172,15 +181,20 @@ class Firewall:
         for key, value in encoded["policy"]:
             syscalls.map_update(self.maps["policy"], key, value)
         self._write_defaults(gen_bit, dict(encoded["defaults"]))  # type: ignore[arg-type]
+        return generation
+
+    def flip(self, generation: int, previous: Compiled | None = None) -> None:
+        """The second half of `install`: one write makes the staged `generation` live (every
+        connection is checked against it at its next packet, flow cache slots included)."""
+        cfg = self.config()
         cfg.generation = generation
         syscalls.map_update(self.maps["fw_config"], ctypes.c_uint32(0), cfg)
         if previous is not None:
-            old = lpm.encode(previous, gen=gen_bit ^ 1)
+            old = lpm.encode(previous, gen=(generation & 1) ^ 1)
             for key, _ in old["ipcache"]:
                 syscalls.map_delete(self.maps["ipcache"], key)
             for key, _ in old["policy"]:
                 syscalls.map_delete(self.maps["policy"], key)
-        return generation
 
     def _clear_generation(self, gen_bit: int) -> None:
         """Delete every row and ipcache entry of generation `gen_bit` (not the live one)."""
@@ -250,6 +264,11 @@ class Firewall:
         the datapath's atomic count: a read-modify-write from here would race the program."""
         request = abi.CtReap(key=key, force=int(force))
         return testrun.run(self._reap, bytes(request)).retval == 1
+
+    def rewritten(self, key: abi.CtKey) -> None:
+        """Tell the dataplane that the entry of `key` was written in place (or deleted) by user
+        space, not through `reap`: the flow cache stops passing packets on what it was."""
+        testrun.run(self._reap, bytes(abi.CtReap(key=key, force=abi.REAP_REWRITTEN)))
 
     def rule_hits(self, rules: Iterable[int]) -> dict[int, tuple[int, int]]:
         values = (abi.Counter * self._ncpu)()

@@ -26,7 +26,17 @@ from dataplane.switch import MAPS, SwitchDataplane
 
 # what the programs only add to start empty in a copy (the trace reads what its packet added);
 # everything else - configuration and state they read - is copied from the live maps
-STARTS_EMPTY = ("counters", "rule_hits", "fw_events", "events_lost", "mirror_stats", "team_beacons")
+# the firewall's per-CPU caches too: empty, every packet takes the slow path they only shortcut
+STARTS_EMPTY = (
+    "counters",
+    "rule_hits",
+    "fw_events",
+    "events_lost",
+    "mirror_stats",
+    "team_beacons",
+    "flow_cache",
+    "policy_cache",
+)
 SNAPSHOT = tuple(name for name in MAPS if name not in STARTS_EMPTY)
 # ifindexes are allocated in 1..INT_MAX: as the kernel's int, this one is -1 and names no device
 NO_DEVICE = 0xFFFFFFFF

@@ -9,6 +9,14 @@
 
 #include "abi.h"
 #include "parsing.h"
+#include "prof.h"
+#ifndef NLAB_FC_BITS
+#define NLAB_FC_BITS 12  /* flow cache: 4096 slots per CPU (see include/flowcache.h) */
+#endif
+#define NLAB_FC_SLOTS (1u << NLAB_FC_BITS)
+#ifndef NLAB_PC_BITS
+#define NLAB_PC_BITS 10  /* policy decision cache: 1024 slots per CPU (see include/policycache.h) */
+#endif
 #include "vlan.h"
 
 /* Port configuration by ifindex. An array: the lookup is inlined by the JIT, and a lab
@@ -63,6 +71,14 @@ BPF_ARRAY(ct_count, u32, NLAB_CT_SHARES);
 BPF_ARRAY(ct_peer_count, u32, NLAB_MAX_ENDPOINTS * NLAB_PEER_BUCKETS);
 /* First-fragment verdicts; LRU: stale reassembly state may be evicted, a fragment then orphaned. */
 BPF_TABLE("lru_hash", struct nlab_frag_key, struct nlab_frag, frags, 4096);
+/* Deleted connection entries per endpoint (any cause), a 32-bit counter that wraps: the flow
+ * cache's deletion epoch (include/flowcache.h). Bumped after each delete by the datapath and
+ * ct_reap; user space that deletes or rewrites an entry by other means must bump it too. */
+BPF_ARRAY(ct_epoch, u32, NLAB_MAX_ENDPOINTS);
+/* The flow cache: per-CPU slots of tracked flows that passed (include/flowcache.h). */
+BPF_PERCPU_ARRAY(flow_cache, struct nlab_fc_entry, NLAB_FC_SLOTS);
+/* Policy decisions of new flows: per-CPU slots (include/policycache.h). */
+BPF_PERCPU_ARRAY(policy_cache, struct nlab_pc_entry, 1u << NLAB_PC_BITS);
 /* Packets and bytes decided by each rule (0: the defaults). */
 BPF_PERCPU_ARRAY(rule_hits, struct nlab_counter, NLAB_MAX_RULES);
 /* Verdict events (denied packets, new allowed flows) and the count of those the reader lost. */
@@ -77,6 +93,9 @@ static __always_inline struct nlab_policy_value *map_policy(struct nlab_policy_k
 static __always_inline u8 *map_defaults(__u32 *idx) { return defaults.lookup(idx); }
 static __always_inline u32 *map_ct_count(__u32 *idx) { return ct_count.lookup(idx); }
 static __always_inline u32 *map_ct_peer_count(__u32 *idx) { return ct_peer_count.lookup(idx); }
+static __always_inline u32 *map_ct_epoch(__u32 *idx) { return ct_epoch.lookup(idx); }
+static __always_inline struct nlab_fc_entry *map_flow_cache(__u32 *idx) { return flow_cache.lookup(idx); }
+static __always_inline struct nlab_pc_entry *map_policy_cache(__u32 *idx) { return policy_cache.lookup(idx); }
 static __always_inline struct nlab_ct_entry *map_ct(struct nlab_ct_key *k) { return conntrack.lookup(k); }
 static __always_inline int map_ct_delete(struct nlab_ct_key *k) { return conntrack.delete(k); }
 static __always_inline int map_ct_insert(struct nlab_ct_key *k, struct nlab_ct_entry *e)
@@ -136,7 +155,7 @@ static __always_inline int verdict(struct __sk_buff *skb, __u32 len, int dir, in
 
     ifindex = ifindex < NLAB_MAX_IFINDEX ? ifindex : 0;
     __u32 idx = (ifindex * NLAB_NR_DIRS + dir) * NLAB_NR_REASONS + (reason & (NLAB_NR_REASONS - 1));
-    struct nlab_counter *c = counters.lookup(&idx);
+    struct nlab_counter *c = PROF_SKIP(NLAB_PROF_COUNTERS) ? NULL : counters.lookup(&idx);
 
     if (c) {
         c->packets++;
@@ -208,7 +227,7 @@ static __always_inline int vnic_admit(struct fw_ctx *c, const struct nlab_vnic *
     int rc = parse_flow(c->skb, proto, c->f);
     if (rc < 0)
         return rc;
-    if (guard && (rc = portsec_ip(c->skb, vnic, c->f)) < 0)
+    if (guard && !PROF_SKIP(NLAB_PROF_PORTSEC) && (rc = portsec_ip(c->skb, vnic, c->f)) < 0)
         return rc;
     return VNIC_CONTINUE;
 }
@@ -246,7 +265,6 @@ static __always_inline int vnic_firewall(struct __sk_buff *skb, const struct nla
     c.cfg = fw_config.lookup(&zero);
     if (!c.cfg)
         return -NLAB_DROP_POLICY;
-    c.now = bpf_ktime_get_coarse_ns();
     return firewall(&c);
 }
 
@@ -362,6 +380,13 @@ int ct_reap(struct __sk_buff *skb)
 
     if (bpf_skb_load_bytes(skb, 0, &req, sizeof(req)) < 0)
         return 0;
+    if (req.force == NLAB_REAP_REWRITTEN) {
+        __u32 idx = req.key.endpoint;
+        u32 *epoch = ct_epoch.lookup(&idx);
+        if (epoch)
+            __sync_fetch_and_add(epoch, 1);
+        return 0;
+    }
     struct nlab_fw_config *cfg = fw_config.lookup(&zero);
     struct nlab_ct_entry *e = conntrack.lookup(&req.key);
     if (!cfg || !e)

@@ -71,6 +71,9 @@ class CtKey(ctypes.Structure):
     )
 
 
+REAP_REWRITTEN = 2  # CtReap.force: bump the key's endpoint's deletion epoch, delete nothing
+
+
 class CtReap(ctypes.Structure):
     _fields_ = (("key", CtKey), ("force", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3))
 
@@ -83,6 +86,28 @@ class CtEntry(ctypes.Structure):
         ("state", ctypes.c_uint8),
         ("origin", ctypes.c_uint8),
         ("_pad", ctypes.c_uint8 * 6),
+    )
+
+
+class FcEntry(ctypes.Structure):
+    _fields_ = (
+        ("key", ctypes.c_uint64 * 5),
+        ("tick", ctypes.c_uint64),
+        ("generation", ctypes.c_uint32),
+        ("epoch", ctypes.c_uint32),
+        ("state", ctypes.c_uint8),
+        ("reply", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 6),
+    )
+
+
+class PcEntry(ctypes.Structure):
+    _fields_ = (
+        ("key", ctypes.c_uint64 * 4),
+        ("tick", ctypes.c_uint64),
+        ("rule", ctypes.c_uint32),
+        ("verdict", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 3),
     )
 
 

@@ -116,9 +116,16 @@ static __always_inline void ct_give(__u32 *count)
         __sync_fetch_and_add(count, -1);
 }
 
+/* After a delete: the shares back, and the endpoint's deletion epoch moved on, so that no flow
+ * cache slot passes the deleted connection's packets any more (include/flowcache.h). */
 static __always_inline void ct_release(const struct nlab_ct_key *k, __u8 origin)
 {
-    __u32 idx = ct_share(k->endpoint, origin);
+    __u32 idx = k->endpoint;
+    __u32 *epoch = map_ct_epoch(&idx);
+
+    if (epoch)
+        __sync_fetch_and_add(epoch, 1);
+    idx = ct_share(k->endpoint, origin);
 
     ct_give(map_ct_count(&idx));
     if (origin == NLAB_FW_IN) {

@@ -9,14 +9,19 @@
 #include "abi/reasons.h"
 #include "conntrack.h"
 #include "flow.h"
+#include "flowcache.h"
 #include "fwctx.h"
 #include "policy.h"
+#include "policycache.h"
+#include "prof.h"
 
 /* Written in place in the ring (no copy through the stack). Submitted with adaptive wakeup: the
  * kernel wakes the reader only for the first record after it caught up, so under load records
  * are read in batches and the wakeup (an irq_work: an IPI on a VM) is paid once per batch. */
 static __always_inline void fw_event(const struct fw_ctx *c, __u8 verdict, int reason)
 {
+    if (PROF_SKIP(NLAB_PROF_EVENT))
+        return;
     struct nlab_fw_event *ev = map_event_reserve();
 
     if (!ev) {
@@ -46,7 +51,7 @@ static __always_inline void fw_event(const struct fw_ctx *c, __u8 verdict, int r
 static __always_inline void rule_hit(const struct fw_ctx *c)
 {
     __u32 idx = c->rule < NLAB_MAX_RULES ? c->rule : 0;
-    struct nlab_counter *hits = map_rule_hits(&idx);
+    struct nlab_counter *hits = PROF_SKIP(NLAB_PROF_RULEHIT) ? NULL : map_rule_hits(&idx);
 
     if (hits) {
         hits->packets++;
@@ -72,6 +77,10 @@ static __always_inline int fw_deny(const struct fw_ctx *c)
 static __always_inline int fw_policy(struct fw_ctx *c, __u8 dir, __u8 family, __u8 proto, const __u8 *peer,
                                      __u16 port_be)
 {
+    if (PROF_SKIP(NLAB_PROF_POLICY)) {
+        c->rule = 1;
+        return NLAB_VERDICT_ALLOW;
+    }
     struct policy_query q = {
         .generation = c->cfg->generation, .endpoint = c->endpoint, .direction = dir,
         .family = family, .proto = proto, .port_be = port_be, .peer = peer,
@@ -233,11 +242,15 @@ static __always_inline int fw_new_flow(struct fw_ctx *c, struct nlab_ct_key *key
     if (!ct_may_open(f))
         return fw_drop(c, NLAB_DROP_CT_INVALID);
     const __u8 *peer = c->dir == NLAB_FW_OUT ? f->daddr : f->saddr;
-    int verdict = fw_policy(c, c->dir, f->family, f->proto, peer, policy_port(f->family, f->proto, f->dport, f->icmp_type));
+    struct policy_query q = {
+        .generation = c->cfg->generation, .endpoint = c->endpoint, .direction = c->dir, .family = f->family,
+        .proto = f->proto, .port_be = policy_port(f->family, f->proto, f->dport, f->icmp_type), .peer = peer,
+    };
+    int verdict = PROF_SKIP(NLAB_PROF_POLICY) ? (c->rule = 1, NLAB_VERDICT_ALLOW) : pc_verdict(&q, &c->rule);
     if (verdict != NLAB_VERDICT_ALLOW)
         return fw_deny(c);
     ct_key_of(f, c->endpoint, 0, key);
-    int rc = ct_create(c, key);
+    int rc = PROF_SKIP(NLAB_PROF_CT_NEW) ? 0 : ct_create(c, key);
     if (rc < 0)
         return fw_drop(c, -rc);
     rule_hit(c);
@@ -248,7 +261,15 @@ static __always_inline int fw_new_flow(struct fw_ctx *c, struct nlab_ct_key *key
 static __always_inline int firewall(struct fw_ctx *c)
 {
     struct flow *f = c->f;
+    __u32 epoch = 0;
+    int cached = fc_cacheable(f) && fc_epoch(c->endpoint, &epoch);
+    /* the cache's clock: a plain load of jiffies, where bpf_ktime_get_coarse_ns costs ~20 ns
+     * on these VMs; the slow path reads the latter, the clock of last_seen and events */
+    __u64 tick = bpf_jiffies64();
 
+    if (cached && fc_lookup(c, epoch, tick))
+        return 0;
+    c->now = PROF_SKIP(NLAB_PROF_CLOCK) ? 1 : bpf_ktime_get_coarse_ns();
     struct frag_ref frag = {};
 
     if (f->frag != NLAB_FRAG_NONE) {
@@ -264,13 +285,23 @@ static __always_inline int firewall(struct fw_ctx *c)
     if (f->frag == NLAB_FRAG_NONE && icmp_is_link(f))
         return 0;
     int rc;
-    if (icmp_is_error(f)) {
+    if (PROF_SKIP(NLAB_PROF_CT)) {  /* every packet passes as if tracked */
+        rc = 0;
+    } else if (icmp_is_error(f)) {
         rc = fw_icmp_error(c);
     } else {
         struct nlab_ct_key key = {};
         int reply = 0;
         struct nlab_ct_entry *e = ct_find(c, f, &key, &reply);
-        rc = e ? fw_tracked(c, &key, e, reply) : fw_new_flow(c, &key);
+        if (e) {
+            rc = fw_tracked(c, &key, e, reply);
+            if (cached && rc == 0)
+                fc_fill(c, &key, epoch, tick, e->state, reply);
+        } else {
+            rc = fw_new_flow(c, &key);
+            if (cached && rc == 0)  /* the entry fw_new_flow made: NEW, checked now, seen now */
+                fc_fill(c, &key, epoch, tick, NLAB_CT_NEW, 0);
+        }
     }
     if (f->frag == NLAB_FRAG_FIRST) {
         int frc = fw_fragment(c, &frag, rc < 0 ? NLAB_VERDICT_DENY : NLAB_VERDICT_ALLOW);

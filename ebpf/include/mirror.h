@@ -18,12 +18,15 @@
 #include "abi/port.h"
 #include "abi/reasons.h"
 #include "parsing.h"
+#include "prof.h"
 
 /* First step of a VM port's entry program, in direction `dir` (seen from the switch).
  * 0: go on with the normal checks; NLAB_MIRROR_DELIVER: a copy for this port, deliver it;
  * negative: a drop reason (an analyzer port is receive-only and receives copies only). */
 static __always_inline int mirror_enter(struct __sk_buff *skb, int dir)
 {
+    if (PROF_SKIP(NLAB_PROF_MIRROR))
+        return 0;
     ctx_opaque(skb);  /* the reads below too, not only ifindex */
     __u32 ifindex = skb->ifindex;
     const struct nlab_mirror_port *mp = ifindex < NLAB_MAX_IFINDEX ? map_mirror_port(&ifindex) : NULL;
@@ -119,6 +122,8 @@ static __always_inline void mirror_copy(struct mirror_ctx *c)
  * invalid afterwards (bpf_clone_redirect may move data): callers reload them. */
 static __always_inline void mirror_tap(struct __sk_buff *skb, __u32 tap)
 {
+    if (PROF_SKIP(NLAB_PROF_MIRROR))
+        return;
     if (!(skb->cb[NLAB_CB_MIRROR] & tap))
         return;
     ctx_opaque(skb);  /* see mirror_enter */

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import ctypes
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 from dataplane import fwpolicy
+
+if TYPE_CHECKING:
+    from dataplane.switch import SwitchDataplane
 
 VM_MAC = "02:00:00:00:0a:01"
 PEER_MAC = "02:00:00:00:0a:02"
@@ -21,6 +25,22 @@ FIRST_PEER = IPv4Address("10.128.0.0")
 DPORT = 80
 SPORT = 40000
 FRAME_BYTES = 60  # without the FCS: the 64-byte minimum Ethernet frame
+
+
+PROF_CACHE = 0x200  # NLAB_PROF_CACHE of ebpf/include/prof.h: the flow and policy caches left out
+
+
+def load_dataplane(skip: int = 0) -> SwitchDataplane:
+    """A VM-port dataplane; `skip`, a mask of ebpf/include/prof.h's NLAB_PROF_* parts to build
+    without (benchmark-only variants, never attached to anything but a benchmark's veth)."""
+    from dataplane import abi, bpf
+    from dataplane.switch import MAPS, ON_DEMAND, PROGRAMS, SOURCE, SwitchDataplane
+
+    if not skip:
+        return SwitchDataplane.load()
+    defines = {"NLAB_MAX_IFINDEX": abi.MAX_IFINDEX, "NLAB_PROF_SKIP": skip}
+    loaded = bpf.load(SOURCE, PROGRAMS, MAPS, defines, later=ON_DEMAND)
+    return SwitchDataplane(loaded.programs, loaded.maps, loaded)
 
 
 def peer(rule: int) -> str:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.bench import record
 
-CONFIGS = ("none", "ours", "iptables", "nft-linear", "nft-set")
+CONFIGS = ("none", "ours", "ours-nocache", "iptables", "nft-linear", "nft-set")
 BASELINE = "none"
 GOAL = 0.9  # ours / none for the rates, at least; for the RTT, none / ours
 REPORT_FILE = Path(".benchmarks") / "fw-traffic.json"
@@ -63,6 +63,29 @@ def goal_met(metric: str, ratio: float | None) -> bool | None:
     return ratio >= GOAL if METRICS[metric][1] else ratio <= 1 / GOAL
 
 
+PEERS = ("iptables", "nft-linear", "nft-set")  # the in-kernel peers ours must keep up with
+
+
+def versus_best_peer(metric: str) -> dict[str, Any] | None:
+    """Ours against the peer with the best median ratio to no filter: the median over rounds of
+    ours / peer within the round (at least 1: as fast as the best peer, in the same run)."""
+    samples, rows = RESULTS[metric], summary(metric)
+    peers = [p for p in PEERS if rows.get(p, {}).get("ratio") is not None]
+    if "ours" not in rows or not peers:
+        return None
+    best = max(peers, key=lambda p: rows[p]["ratio"])
+    per_round = [o / b for o, b in zip(samples["ours"], samples[best], strict=True) if b]
+    ours_over = statistics.median(per_round) if per_round else None
+    return {
+        "peer": best,
+        "peer_ratio": rows[best]["ratio"],
+        "ours_ratio": rows["ours"]["ratio"],
+        "ours_over_peer": round(ours_over, 3) if ours_over is not None else None,
+        "round_ratios": [round(r, 3) for r in per_round],
+        "met": ours_over is not None and ours_over >= 1,
+    }
+
+
 def table() -> dict[str, Any]:
     metrics = {m: summary(m) for m in METRICS if m in RESULTS}
     goals = {
@@ -74,6 +97,8 @@ def table() -> dict[str, Any]:
             "none": "no filter",
             "ours": "port_from_vm/port_to_vm on the receiver's veth end (the sender's vSwitch port),"
             " untagged trunk, port security + 10k-rule policy (stateful: one lookup per flow)",
+            "ours-nocache": "ours built without the flow and policy caches (-DNLAB_PROF_SKIP=0x200):"
+            " every packet through the connection table",
             "iptables": f"{INFO.get('iptables', 'iptables')}: INPUT of the receiver, 10k rules, linear",
             "nft-linear": "nftables input chain of the receiver, 10k rules, linear",
             "nft-set": "nftables: one rule, a set of 9,999 (daddr, proto, port) + the ICMP rule",
@@ -83,6 +108,9 @@ def table() -> dict[str, Any]:
         " traffic matches only the last 3 of the 10k rules",
         "goal": f"ours >= {GOAL}x none (UDP, TCP); RTT ours <= {1 / GOAL:.2f}x none",
         "goal_met": goals,
+        "versus_best_peer": {
+            m: versus_best_peer(m) for m in ("udp_kpps", "tcp_gbps") if m in RESULTS and versus_best_peer(m)
+        },
         "metrics": metrics,
         **INFO,
         "cpus": os.cpu_count(),
@@ -109,7 +137,7 @@ class FwTrafficSummary:
             " (median of the per-round ratios)"
         )
         tr.write_line(
-            f"{'config':<11} {'UDP kpps':>9} {'ratio':>6} {'sent kpps':>9}   {'TCP Gbit/s':>10} {'ratio':>6}"
+            f"{'config':<12} {'UDP kpps':>9} {'ratio':>6} {'sent kpps':>9}   {'TCP Gbit/s':>10} {'ratio':>6}"
             f"   {'RTT µs':>7} {'ratio':>6} {'median':>7}"
         )
         udp, sent, tcp, rtt, med = (
@@ -117,7 +145,7 @@ class FwTrafficSummary:
         )
         for c in CONFIGS:
             tr.write_line(
-                f"{c:<11} {_cell(udp, c, 'median', 9, '.1f')} {_cell(udp, c, 'ratio', 5, '.2f')}x"
+                f"{c:<12} {_cell(udp, c, 'median', 9, '.1f')} {_cell(udp, c, 'ratio', 5, '.2f')}x"
                 f" {_cell(sent, c, 'median', 9, '.1f')}   {_cell(tcp, c, 'median', 10, '.2f')}"
                 f" {_cell(tcp, c, 'ratio', 5, '.2f')}x   {_cell(rtt, c, 'median', 7, '.1f')}"
                 f" {_cell(rtt, c, 'ratio', 5, '.2f')}x {_cell(med, c, 'median', 7, '.1f')}"
@@ -126,6 +154,13 @@ class FwTrafficSummary:
             f"{m} {'-' if ok is None else 'met' if ok else 'NOT met'}" for m, ok in data["goal_met"].items()
         )
         tr.write_line(f"goal {data['goal']}: {verdicts} (reported, not asserted)")
+        for metric, v in data["versus_best_peer"].items():
+            tr.write_line(
+                f"{metric}: ours {v['ours_ratio']:.3f}x none vs the best peer,"
+                f" {v['peer']}, {v['peer_ratio']:.3f}x;"
+                f" ours / {v['peer']} per round, median {v['ours_over_peer']:.3f}"
+                f" (goal >= 1: {'met' if v['met'] else 'NOT met'})"
+            )
         for metric, counts in INFO.get("ours_counts", {}).items():
             grown = ", ".join(f"{k} +{v}" for k, v in counts.items())
             tr.write_line(f"ours counted during {metric}: {grown}")
@@ -141,6 +176,9 @@ class FwTrafficSummary:
             if metric in GOAL_METRICS
             for c, row in rows.items()
             if c != BASELINE
+        }
+        ratios |= {
+            f"{m}_ours_per_{v['peer']}": v["ours_over_peer"] for m, v in data["versus_best_peer"].items()
         }
         record.record(
             "test_fw_traffic", "fw-traffic", figures=data, ratios=ratios, baseline="none (no filter)"

@@ -1,15 +1,19 @@
 """Per-packet cost of the NIC firewall in `port_from_vm` against an empty TC program, by rule count.
 
-    TCP SYN  ──BPF_PROG_TEST_RUN──> port_from_vm   new flow: policy lookup, conntrack insert, event
-    TCP ACK  ──BPF_PROG_TEST_RUN──> port_from_vm   established: conntrack hit, no policy lookup
+    TCP SYN  ──BPF_PROG_TEST_RUN──> port_from_vm   new flow: policy decision (cached after the first
+                                                   SYN: every SYN asks the same), conntrack insert, event
+    TCP ACK  ──BPF_PROG_TEST_RUN──> port_from_vm   established: a flow cache hit (conntrack lookup
+                                                   once per tick), no policy lookup
     frame    ──BPF_PROG_TEST_RUN──> nlab_empty     the floor, same object
 
 One dataplane is loaded per rule count (10, 100, 1k, 10k allow rules, one distinct /32 each, TCP
-port 80, direction out: tests/bench/fwbench.py), so that every measurement runs the counts in
-rotation with the floor: drift of this shared machine falls on all of them alike, and the
-10k/10 ratio compares runs made side by side. In each, the port is ifindex 1 (test-run only
-names it): an access port of VLAN 10 with the edge guard, whose vNIC has port security and the
-firewall on. The tested flow goes to the /32 of the first-added rule or of the last-added one.
+port 80, direction out: tests/bench/fwbench.py), and one more with 10k rules built without the
+flow and policy caches (-DNLAB_PROF_SKIP, ebpf/include/prof.h: nearly the path before them,
+"10000 off"), so that every measurement runs them in rotation with the floor: drift of this
+shared machine falls on all of them alike, and the 10k/10 ratio compares runs made side by side.
+In each, the port is ifindex 1 (test-run only names it): an access port of VLAN 10 with the edge
+guard, whose vNIC has port security and the firewall on. The tested flow goes to the /32 of the
+first-added rule or of the last-added one.
 
 Figures are the kernel's own mean per run (test-run's `duration`); pytest-benchmark's table times
 one rotation from Python and is only a sanity check. Methods (see test_vlan_cost.py for why the
@@ -49,6 +53,7 @@ PORT = 1  # the loopback's ifindex: test-run only names it
 VLAN = 10
 QUICK = record.quick()
 RULE_COUNTS = (10, 10_000) if QUICK else (10, 100, 1_000, 10_000)
+UNCACHED = 10_000  # the rule count also loaded without the caches
 PACKETS = ("first", "last")  # the flow's peer is the /32 of the first-added or the last-added rule
 SINGLE_ROUNDS = 300 if QUICK else 3000  # rotations: one floor run, then one run on each rule count
 WARMUP_ROUNDS = 50 if QUICK else 200
@@ -66,6 +71,11 @@ class Plane:
     rules: int
     dp: SwitchDataplane
     drain: fwbench.RingDrain
+    cache: bool = True
+
+    @property
+    def name(self) -> str:
+        return str(self.rules) if self.cache else f"{self.rules} off"
 
     def program(self, name: str) -> int:
         return self.dp.programs[name]
@@ -92,6 +102,7 @@ def planes(request: pytest.FixtureRequest) -> Iterator[list[Plane]]:
     try:
         for rules in RULE_COUNTS:
             loaded.append(_plane(rules))
+        loaded.append(_plane(UNCACHED, cache=False))
         yield loaded
     finally:
         for plane in loaded:
@@ -99,21 +110,20 @@ def planes(request: pytest.FixtureRequest) -> Iterator[list[Plane]]:
             plane.dp.close()
 
 
-def _plane(rules: int) -> Plane:
+def _plane(rules: int, cache: bool = True) -> Plane:
     from ipaddress import ip_address
 
     from dataplane import fwpolicy
     from dataplane.firewall import Settings
-    from dataplane.switch import SwitchDataplane
 
-    dp = SwitchDataplane.load()
+    dp = fwbench.load_dataplane(0 if cache else fwbench.PROF_CACHE)
     try:
         dp.firewall.set_settings(Settings())  # quota and timeouts: all zero would refuse every flow
         _access(dp)
         address = ip_address(fwbench.VM_IP)
         dp.firewall.set_vnic(PORT, fwbench.VM_MAC, fwbench.ENDPOINT, True, False, True, [address])
         dp.firewall.install(fwpolicy.compile(fwbench.policy(rules)))
-        return Plane(rules, dp, fwbench.RingDrain(dp.maps["fw_events"]))
+        return Plane(rules, dp, fwbench.RingDrain(dp.maps["fw_events"]), cache)
     except BaseException:
         dp.close()
         raise
@@ -163,31 +173,31 @@ def _rule(rules: int, packet: str) -> int:
     return 1 if packet == "first" else rules
 
 
-Frames = dict[int, bytes]  # rule count -> the frame sent to that dataplane
+Frames = dict[str, bytes]  # plane name -> the frame sent to that dataplane
 Between = Callable[[Plane], None]
 
 
 def _single(
     benchmark: Any, planes: list[Plane], frames: Frames, between: Between = lambda _: None
-) -> tuple[dict[int, list[int]], list[int], set[int]]:
+) -> tuple[dict[str, list[int]], list[int], set[int]]:
     """Rotations of repeat=1 runs: the floor, then each dataplane's port_from_vm (starting with a
     different one each time); `between(plane)` runs untimed before each. Returns the ns of each
     rule count, the floor's ns and the verdicts seen (warm-up rotations left out)."""
     from dataplane import testrun
 
     floor = planes[0].program("nlab_empty")
-    path_ns: dict[int, list[int]] = {p.rules: [] for p in planes}
+    path_ns: dict[str, list[int]] = {p.name: [] for p in planes}
     floor_ns: list[int] = []
     verdicts: set[int] = set()
     rotation = [0]
 
     def one_round() -> None:
         start = rotation[0] = (rotation[0] + 1) % len(planes)
-        floor_ns.append(testrun.run(floor, frames[planes[start].rules], ifindex=PORT).ns_per_run)
+        floor_ns.append(testrun.run(floor, frames[planes[start].name], ifindex=PORT).ns_per_run)
         for plane in planes[start:] + planes[:start]:
             between(plane)
-            result = testrun.run(plane.program("port_from_vm"), frames[plane.rules], ifindex=PORT)
-            path_ns[plane.rules].append(result.ns_per_run)
+            result = testrun.run(plane.program("port_from_vm"), frames[plane.name], ifindex=PORT)
+            path_ns[plane.name].append(result.ns_per_run)
             verdicts.add(result.retval)
 
     for _ in range(WARMUP_ROUNDS):
@@ -199,42 +209,45 @@ def _single(
     return path_ns, floor_ns, verdicts
 
 
-def _single_rows(packet: str, flow: str, path_ns: dict[int, list[int]], floor_ns: list[int]) -> list[dict]:
+def _single_rows(
+    planes: list[Plane], packet: str, flow: str, path_ns: dict[str, list[int]], floor_ns: list[int]
+) -> list[dict]:
     floor = statistics.fmean(floor_ns)
     return [
         row(
-            rules,
+            plane.rules,
             packet,
             flow,
             "single",
-            statistics.fmean(samples),
+            statistics.fmean(path_ns[plane.name]),
             floor,
-            path_median_ns=statistics.median(samples),
+            path_median_ns=statistics.median(path_ns[plane.name]),
             floor_median_ns=statistics.median(floor_ns),
-            runs=len(samples),
+            runs=len(path_ns[plane.name]),
+            cache=plane.cache,
         )
-        for rules, samples in path_ns.items()
+        for plane in planes
     ]
 
 
-def _repeat(planes: list[Plane], frames: Frames) -> tuple[dict[int, float], float]:
+def _repeat(planes: list[Plane], frames: Frames) -> tuple[dict[str, float], float]:
     """Median over REPEAT_ROUNDS rotations of the kernel's mean of REPEAT warm iterations."""
     from dataplane import testrun
 
     floor = planes[0].program("nlab_empty")
-    path_ns: dict[int, list[int]] = {p.rules: [] for p in planes}
+    path_ns: dict[str, list[int]] = {p.name: [] for p in planes}
     floor_ns = []
     for i in range(REPEAT_ROUNDS):
         start = i % len(planes)
-        first = frames[planes[start].rules]
+        first = frames[planes[start].name]
         floor_ns.append(testrun.run(floor, first, ifindex=PORT, repeat=REPEAT).ns_per_run)
         for plane in planes[start:] + planes[:start]:
             result = testrun.run(
-                plane.program("port_from_vm"), frames[plane.rules], ifindex=PORT, repeat=REPEAT
+                plane.program("port_from_vm"), frames[plane.name], ifindex=PORT, repeat=REPEAT
             )
-            assert result.passed, f"{plane.rules} rules: dropped on repeat ({result.retval})"
-            path_ns[plane.rules].append(result.ns_per_run)
-    return {rules: statistics.median(s) for rules, s in path_ns.items()}, statistics.median(floor_ns)
+            assert result.passed, f"{plane.name} rules: dropped on repeat ({result.retval})"
+            path_ns[plane.name].append(result.ns_per_run)
+    return {name: statistics.median(s) for name, s in path_ns.items()}, statistics.median(floor_ns)
 
 
 @pytest.mark.parametrize("packet", PACKETS)
@@ -242,23 +255,23 @@ def test_new_flow(benchmark: Any, planes: list[Plane], packet: str) -> None:
     from dataplane import syscalls, testrun
 
     benchmark.group = "fw new flow (one rotation over the rule counts)"
-    syns = {p.rules: fwbench.tcp_frame(fwbench.peer(_rule(p.rules, packet)), "S") for p in planes}
+    syns = {p.name: fwbench.tcp_frame(fwbench.peer(_rule(p.rules, packet)), "S") for p in planes}
     keys, hits, lost = {}, {}, {}
     for plane in planes:
         fw, rule = plane.dp.firewall, _rule(plane.rules, packet)
         _access(plane.dp)
         _clear_conntrack(plane.dp)
-        assert testrun.run(plane.program("port_from_vm"), syns[plane.rules], ifindex=PORT).passed
-        (keys[plane.rules], entry), *others = _entries(plane.dp)
-        assert not others and entry.rule == rule, f"{plane.rules} rules: no connection opened by rule {rule}"
-        hits[plane.rules], lost[plane.rules] = fw.rule_hits([rule])[rule][0], fw.events_lost()
+        assert testrun.run(plane.program("port_from_vm"), syns[plane.name], ifindex=PORT).passed
+        (keys[plane.name], entry), *others = _entries(plane.dp)
+        assert not others and entry.rule == rule, f"{plane.name} rules: no connection opened by rule {rule}"
+        hits[plane.name], lost[plane.name] = fw.rule_hits([rule])[rule][0], fw.events_lost()
     opened = dict.fromkeys(keys, 0)
 
     def forget(plane: Plane) -> None:
         """Delete the connection the last SYN opened and give the VM its quota back."""
-        opened[plane.rules] += syscalls.map_delete(plane.dp.maps["conntrack"], keys[plane.rules])
+        opened[plane.name] += syscalls.map_delete(plane.dp.maps["conntrack"], keys[plane.name])
         _reset_count(plane.dp)
-        if opened[plane.rules] % DRAIN_EVERY == 0:
+        if opened[plane.name] % DRAIN_EVERY == 0:
             plane.drain.drain()
 
     path_ns, floor_ns, verdicts = _single(benchmark, planes, syns, forget)
@@ -268,10 +281,10 @@ def test_new_flow(benchmark: Any, planes: list[Plane], packet: str) -> None:
         forget(plane)
         plane.drain.drain()
         rule, fw = _rule(plane.rules, packet), plane.dp.firewall
-        assert opened[plane.rules] == 1 + runs, f"{plane.rules} rules: some SYNs opened no connection"
-        assert fw.rule_hits([rule])[rule][0] - hits[plane.rules] == runs, "rule hits miss new flows"
-        assert fw.events_lost() == lost[plane.rules], "an events ring overflowed: its output went unmeasured"
-    rows = _single_rows(packet, "new", path_ns, floor_ns)
+        assert opened[plane.name] == 1 + runs, f"{plane.name} rules: some SYNs opened no connection"
+        assert fw.rule_hits([rule])[rule][0] - hits[plane.name] == runs, "rule hits miss new flows"
+        assert fw.events_lost() == lost[plane.name], "an events ring overflowed: its output went unmeasured"
+    rows = _single_rows(planes, packet, "new", path_ns, floor_ns)
     ROWS.extend(rows)
     benchmark.extra_info["kernel_single"] = rows
 
@@ -296,12 +309,12 @@ def test_established(benchmark: Any, planes: list[Plane], packet: str) -> None:
     for plane in planes:
         dst = fwbench.peer(_rule(plane.rules, packet))
         _establish(plane, dst)
-        acks[plane.rules] = fwbench.tcp_frame(dst, "A")
+        acks[plane.name] = fwbench.tcp_frame(dst, "A")
     path_ns, floor_ns, verdicts = _single(benchmark, planes, acks)
     assert verdicts == {testrun.TC_ACT_OK}, f"ACKs dropped: {sorted(verdicts)}"
-    rows = _single_rows(packet, "established", path_ns, floor_ns)
+    rows = _single_rows(planes, packet, "established", path_ns, floor_ns)
 
-    before = {p.rules: _pass_count(p.dp) for p in planes}
+    before = {p.name: _pass_count(p.dp) for p in planes}
     try:
         for plane in planes:
             _untagged_trunk(plane.dp)
@@ -310,15 +323,25 @@ def test_established(benchmark: Any, planes: list[Plane], packet: str) -> None:
         for plane in planes:
             _access(plane.dp)
     for plane in planes:
-        passed = _pass_count(plane.dp) - before[plane.rules]
-        assert passed == REPEAT * REPEAT_ROUNDS, f"{plane.rules} rules: {passed} passes counted"
+        passed = _pass_count(plane.dp) - before[plane.name]
+        assert passed == REPEAT * REPEAT_ROUNDS, f"{plane.name} rules: {passed} passes counted"
         (_, entry), *others = _entries(plane.dp)
         assert not others and entry.state == abi.CtState.ESTABLISHED, "the ACKs rode no established flow"
         assert entry.rule == _rule(plane.rules, packet)
     method, port = f"repeat={REPEAT}", "untagged trunk (no tag push)"
     rows += [
-        row(rules, packet, "established", method, ns, floor, runs=REPEAT_ROUNDS, port=port)
-        for rules, ns in warm.items()
+        row(
+            p.rules,
+            packet,
+            "established",
+            method,
+            warm[p.name],
+            floor,
+            runs=REPEAT_ROUNDS,
+            port=port,
+            cache=p.cache,
+        )
+        for p in planes
     ]
     ROWS.extend(rows)
     benchmark.extra_info["kernel"] = rows
@@ -334,7 +357,7 @@ def test_breakdown(benchmark: Any, planes: list[Plane]) -> None:
     for plane in planes:
         dst = fwbench.peer(plane.rules)
         _establish(plane, dst)
-        acks[plane.rules] = fwbench.tcp_frame(dst, "A")
+        acks[plane.name] = fwbench.tcp_frame(dst, "A")
     address = [ip_address(fwbench.VM_IP)]
     parts = {"port only": (False, False), "+ port security": (True, False), "+ firewall": (True, True)}
 

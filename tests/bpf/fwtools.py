@@ -224,6 +224,7 @@ def age(dp: SwitchDataplane, seconds: float) -> int:
     for key, entry in list(syscalls.map_items(fd, abi.CtKey, abi.CtEntry)):
         entry.last_seen = now_ns() - int(seconds * NS)
         syscalls.map_update(fd, key, entry)
+        dp.firewall.rewritten(key)  # as the tick moving on would: no flow cache slot serves it
         aged += 1
     return aged
 

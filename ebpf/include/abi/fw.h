@@ -85,12 +85,43 @@ struct nlab_ct_entry {
     __u8  _pad[6];
 };
 
+/* A slot of the per-CPU flow cache (include/flowcache.h): a packet of a tracked TCP or UDP flow
+ * that passed, and what must still hold for the next packet like it to pass without the
+ * connection table. Kernel state only: user space reads it in tests. */
+struct nlab_fc_entry {
+    __u64 key[5];      /* the packet's saddr, daddr, sport, dport, proto, family (as in struct flow),
+                        * then endpoint | direction << 15 in the top 16 bits */
+    __u64 tick;        /* jiffies when the slow path refreshed the connection's last_seen */
+    __u32 generation;  /* the policy generation the connection was checked against */
+    __u32 epoch;       /* the endpoint's ct_epoch (count of its deleted entries) before the lookup */
+    __u8  state;       /* the connection's state then: it only moves forward */
+    __u8  reply;       /* the packet went against the flow's origin */
+    __u8  _pad[6];
+};
+
+/* A slot of the per-CPU policy decision cache (include/policycache.h): the whole question as the
+ * key, the answer beside it. Kernel state only: user space reads it in tests. */
+struct nlab_pc_entry {
+    __u64 key[4];      /* peer address (16 bytes); generation | endpoint << 32 | direction << 48 |
+                        * family << 56; policy protocol | port (network order) << 8 */
+    __u64 tick;        /* jiffies when decided: a slot serves in that tick only */
+    __u32 rule;        /* the deciding rule (0: the endpoint's default) */
+    __u8  verdict;     /* NLAB_VERDICT_* */
+    __u8  _pad[3];
+};
+
 /* The input of `ct_reap` (run by user space through BPF_PROG_TEST_RUN, as the packet bytes). */
 struct nlab_ct_reap {
     struct nlab_ct_key key;
-    __u8  force;     /* 1: delete even if the entry is alive (e.g. `nlab trace` undoing its flow) */
+    __u8  force;     /* 1: delete even if the entry is alive (e.g. `nlab trace` undoing its flow);
+                      * NLAB_REAP_REWRITTEN: delete nothing, see below */
     __u8  _pad[3];
 };
+
+/* `force` of a request that deletes nothing: user space rewrote the entry of `key` in place (or
+ * deleted it without ct_reap), so its endpoint's deletion epoch moves on (atomically, in the
+ * kernel) and no flow cache slot passes packets on what the entry was. */
+#define NLAB_REAP_REWRITTEN 2
 
 struct nlab_frag_key {
     __u8  saddr[16];
