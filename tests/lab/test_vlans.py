@@ -521,6 +521,8 @@ def test_probe_is_not_confounded_by_the_firewall_and_a_broken_trunk_is_named(
     assert (error["trunk"], error["vlan"]) == (HV3_TRUNK, DESKTOP_LABEL), doc["findings"]
     assert "dropped at tor2 hv3-eth1" in error["reason"] and "vlan-not-allowed" in error["reason"]
     lost = {p["trunk"]: p["broken_trunk"] for p in doc["probes"] if p["outcome"] == "lost"}
-    assert lost == {HV3_TRUNK: HV3_TRUNK, "hv2.eth1 <-> tor2.hv2-eth1": HV3_TRUNK}, (
+    # hv2's and hv3's standby trunks (eth0 to tor1) are probed through their active members
+    standby = {"hv2.eth0 <-> tor1.hv2-eth0": HV3_TRUNK, "hv3.eth0 <-> tor1.hv3-eth0": HV3_TRUNK}
+    assert lost == {HV3_TRUNK: HV3_TRUNK, "hv2.eth1 <-> tor2.hv2-eth1": HV3_TRUNK, **standby}, (
         "desk2's probe from hv2 crosses hv3's trunk too: the trace of it blames hv3's"
     )
