@@ -15,6 +15,7 @@ from netns_lab.features.team import faults
 from netns_lab.features.vlan import checks as vlancheck
 from netns_lab.features.vlan import plan
 from netns_lab.observe import graph
+from netns_lab.topology import machines
 from netns_lab.topology.errors import TopologyError
 from netns_lab.topology.loader import load, load_text
 from netns_lab.topology.model import PortProfile
@@ -159,3 +160,29 @@ def test_nlab_up_refuses_a_loop_with_exit_2_naming_the_links(tmp_path: Path) -> 
     )
     assert proc.returncode == 2, proc.stderr
     assert "switches.tor3.links.tor1: links tor1-tor2, tor2-tor3, tor3-tor1 form a loop" in proc.stderr
+
+
+def test_linked_switches_are_one_cable_group_when_a_lab_spans_machines() -> None:
+    """Two hosts on two machines, each on its own switch: apart, each switch goes with its host;
+    linked, the switches would bridge one machine's part into the other's: refused."""
+    text = """
+lab: t
+machines: [m1, m2]
+switches:
+  s1: {}
+  s2: {}
+hosts:
+  hv1:
+    machine: m1
+    pnics: {eth0: {switch: s1, driver: ixgbe, pci_bus: "0000:03:00.0"}}
+    vswitches: {vs1: {uplinks: [eth0]}}
+  hv2:
+    machine: m2
+    pnics: {eth0: {switch: s2, driver: ixgbe, pci_bus: "0000:03:00.0"}}
+    vswitches: {vs1: {uplinks: [eth0]}}
+"""
+    place = machines.placement(load_text(text, "x"))
+    assert (place["s1"], place["s2"]) == ("m1", "m2")
+    with pytest.raises(machines.MachineError) as err:
+        machines.placement(load_text(text.replace("s1: {}", "s1: {links: {s2: {}}}"), "x"))
+    assert {i.path for i in err.value.errors} == {"switches.s1", "switches.s2"}
