@@ -673,12 +673,15 @@ class Topology:
         return MirrorPath(network.switch, pairs, network=network.name)
 
     def _uplink_pnics(self, host: str | None, switch: str | None = None) -> list[PNic]:
-        """A host's pNICs that are vSwitch uplinks (they run the dataplane), on `switch` if given."""
+        """A host's pNICs that are vSwitch uplinks (they run the dataplane), on `switch` if given,
+        in the order of the vSwitches' uplinks: a team's first (active) member before its
+        standby ones, which drop what is sent through them."""
         h = next((h for h in self.hosts if h.name == host), None)
         if h is None:
             return []
-        uplinks = {u for vs in h.vswitches for u in vs.uplinks}
-        return [p for p in h.pnics if p.name in uplinks and switch in (None, p.switch)]
+        pnics = {p.name: p for p in h.pnics}
+        uplinks = dict.fromkeys(u for vs in h.vswitches for u in vs.uplinks if u in pnics)
+        return [pnics[u] for u in uplinks if switch in (None, pnics[u].switch)]
 
     def mirror_vlans(self, host: str, pnic: str) -> frozenset[int]:
         """Mirror VLANs whose copies cross `pnic` of `host`."""
