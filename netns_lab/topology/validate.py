@@ -55,6 +55,7 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     _unique_nodes(found, declared)
     _references(found, topo, declared, left_out)
     validate_links.check(found, topo, declared)
+    validate_team.beacons(found, topo)
     for host in topo.hosts:
         if not _uplinks(found, topo, host):
             left_out.mark("hosts", host.name)

@@ -186,3 +186,21 @@ hosts:
     with pytest.raises(machines.MachineError) as err:
         machines.placement(load_text(text.replace("s1: {}", "s1: {links: {s2: {}}}"), "x"))
     assert {i.path for i in err.value.errors} == {"switches.s1", "switches.s2"}
+
+
+def test_beacons_need_untagged_frames_across_the_link() -> None:
+    """Beacons are untagged: a team probing by beacons across two switches needs a link path that
+    passes untagged frames (the member ports' own are refused at load: sem-team-beacon-trunk)."""
+    text = teamed("{trunk: [app, db]}").replace("team: {}", "team: {detection: [link, beacon]}")
+    for port in ("hv1-eth0", "hv1-eth1"):  # the member ports pass them (needed: no warning)
+        text = text.replace(f"{port}: {{trunk: [app, db]}}", f"{port}: {{trunk: [app, db], untagged: true}}")
+    [gap] = vlancheck.check(load_text(text, "x"))
+    assert (gap.trunk, gap.vlan) == ("hv1.vs1 team: tor1 <-> tor2", "untagged")
+    assert (
+        vlancheck.check(
+            load_text(
+                text.replace("tor2: {trunk: [app, db]}", "tor2: {trunk: [app, db], untagged: true}"), "x"
+            )
+        )
+        == []
+    )

@@ -112,6 +112,9 @@ def _trunk_findings(topo: Topology, t: Trunk) -> list[Finding]:
                 "its traffic is lost",
             )
         )
+    team = topo.host(t.host).vswitch(t.vswitch).team
+    if team is not None and "beacon" in team.detection:
+        host_vlans.add(None)  # the members' beacons go untagged: the switch port must pass them
     for vid in sorted(switch_vlans - host_vlans, key=lambda v: -1 if v is None else v):
         findings.append(
             Finding(
@@ -136,9 +139,10 @@ def standby_path_findings(topo: Topology) -> list[Finding]:
     other on a failover: inter-switch links must carry each of them between every two member
     switches, or the VLAN is cut off from what lies behind the other switch after the failover.
 
-    A mirror VLAN that no port of the vSwitch uses is not required: a mirror session's copies
-    leave through the pNIC its path names (``Topology.mirror_path``), never through whichever
-    member is active, so they never need the link."""
+    Beacon probing needs untagged frames between the members' switches: the members hear each
+    other's beacons, untagged, across the links. A mirror VLAN that no port of the vSwitch uses
+    is not required: a mirror session's copies leave through the pNIC its path names
+    (``Topology.mirror_path``: the team's first member), not through whichever member is active."""
     findings = []
     for host in topo.hosts:
         for vs in host.vswitches:
@@ -149,7 +153,8 @@ def standby_path_findings(topo: Topology) -> list[Finding]:
             ports = {vlan for _, vlan in topo.vswitch_ports(host.name, vs.name)}
             profile = topo.uplink_profile(host.name, vs.name)
             mirror_only = {v for v in profile.trunk if v not in ports and vs.trunk is None}
-            needed = sorted(_carried(profile) - mirror_only, key=lambda v: -1 if v is None else v)
+            beacons = {None} if "beacon" in vs.team.detection else set()  # beacons go untagged
+            needed = sorted(_carried(profile) - mirror_only | beacons, key=lambda v: -1 if v is None else v)
             for i, here in enumerate(switches):
                 for there in switches[i + 1 :]:
                     findings += _standby_gaps(topo, host.name, vs.name, members, (here, there), needed)
