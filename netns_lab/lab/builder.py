@@ -31,7 +31,7 @@ from netns_lab.kernel.netlink import Netlink
 from netns_lab.lab import eventhub, teardown
 from netns_lab.lab.state import LabState, code_file, pin_dir
 from netns_lab.topology import model, names
-from netns_lab.topology.model import Appliance, Host, Network, Router, Switch, Topology, Vm
+from netns_lab.topology.model import Appliance, Host, Network, Router, Switch, SwitchLink, Topology, Vm
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +146,14 @@ class Builder:
                 self._loads.close()
 
     def plan(self) -> Iterator[Step]:
-        """Switches, underlay routers, networks, then each host followed by its VMs: a host's VMs
-        are built while the next host's dataplane compiles, instead of every VM waiting for the
-        last compile."""
+        """Switches and the links between them, underlay routers, networks, then each host
+        followed by its VMs: a host's VMs are built while the next host's dataplane compiles,
+        instead of every VM waiting for the last compile."""
         t = self.topo
         for switch in t.switches:
             yield Step(f"switch {switch.name}", lambda s=switch: self._switch(s))
+        for link in t.switch_links():
+            yield Step(f"link {link.name}", lambda k=link: self._link(k))
         for router in t.routers:
             yield Step(f"router {router.name}", lambda r=router: self._router(r))
         for network in t.networks:
@@ -263,6 +265,19 @@ class Builder:
         # after _attach, so no frame crosses an unfiltered port.
         self.sock(switch).veth(port, peer, peer_ns, master=names.SWITCH_BRIDGE, up=True)
         self._attach(switch, port)
+
+    def _link(self, link: SwitchLink) -> None:
+        """An inter-switch link: one cable between two switches, each end configured and gated
+        by its switch's programs before the cable gets its carrier (the far end comes up last).
+        Before any host exists: a team spanning the two switches finds the loop already cabled
+        and its standby member keeps it open from its first frame."""
+        (a, port_a), (b, port_b) = link.ends()
+        self.sock(a).veth(port_a, port_b, self.ns(b), master=names.SWITCH_BRIDGE, up=True)
+        self._attach(a, port_a)
+        far = self.sock(b)
+        far.enslave(port_b, names.SWITCH_BRIDGE)
+        self._attach(b, port_b)
+        far.up(port_b)
 
     def _network(self, network: Network) -> None:
         with self._namespace(network.name) as nl:

@@ -265,14 +265,35 @@ def segments_doc(topo: Topology) -> list[dict[str, Any]]:
 def _switch(topo: Topology, switch: Switch) -> dict[str, Any]:
     ns = names.namespace(topo.lab, switch.name)
     links = _links(ns)
+    own = dataplane_ports(topo, switch.name, ports.switch_ports(topo, switch.name))
     return {
         "name": switch.name,
         "namespace": ns,
         "present": netns.exists(ns),
         "bridge": {"name": names.SWITCH_BRIDGE, "up": links.get(names.SWITCH_BRIDGE, False)},
-        "ports": dataplane_ports(topo, switch.name, ports.switch_ports(topo, switch.name)),
+        "ports": own,
+        "links": _switch_links(topo, switch.name, own),
         "pins": _pins(topo, switch.name, vm_ports=False),
     }
+
+
+def _switch_links(topo: Topology, switch: str, own: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The switch's inter-switch links, as its ports there read them from the kernel."""
+    by_name = {p["name"]: p for p in own}
+    found = []
+    for port, link in topo.links_of(switch):
+        seen = by_name.get(port, {})
+        found.append(
+            {
+                "name": link.name,
+                "peer": link.b if link.a == switch else link.a,
+                "port": port,
+                **_vlans_doc(topo, ports.link_vlans(link)),
+                "present": seen.get("present", False),
+                "up": seen.get("up", False),
+            }
+        )
+    return found
 
 
 def _network(topo: Topology, net: Network) -> dict[str, Any]:

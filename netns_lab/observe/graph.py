@@ -1,6 +1,7 @@
 """A Graphviz drawing of a topology: hosts as clusters with their vSwitches, pNICs and VMs,
-physical switches, underlay routers and external networks outside them; VM links carry their
-VLAN or VNI, host-to-switch links their trunk (or a routed pNIC's address), VMs their security
+physical switches (with the links between them, bold), underlay routers and external networks
+outside them; VM links carry their VLAN or VNI, host-to-switch and inter-switch links their
+trunk (or a routed pNIC's address), VMs their security
 groups, and mirror sessions are dashed arrows from what they copy to where. Pure text
 generation; `render` runs dot.
 """
@@ -83,6 +84,10 @@ def dot(topo: Topology) -> str:
     ]
     for sw in topo.switches:
         lines.append(f'  {_q("switch", sw.name)} [label="{sw.name}", shape=box3d];')
+    for link in topo.switch_links():
+        text = describe.profile_text(topo, link.profile)
+        label = f'label="{text}", fontsize=8, ' if text else ""
+        lines.append(f"  {_q('switch', link.a)} -- {_q('switch', link.b)} [{label}penwidth=2];")
     for net in topo.networks:
         ip = f"\\n{net.ip}" if net.ip else ""
         lines.append(f'  {_q("net", net.name)} [label="{net.name}{ip}", shape=ellipse, style=dashed];')

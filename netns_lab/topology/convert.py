@@ -143,7 +143,10 @@ class Converter:
         ports = (raw or {}).get("ports") or {}
         path = f"switches.{name}.ports"
         profiles = ((port, self.port_profile(f"{path}.{port}", p or {})) for port, p in ports.items())
-        return Switch(name, ports=tuple(profiles))
+        links = (raw or {}).get("links") or {}
+        here = f"switches.{name}.links"
+        ends = ((peer, self.port_profile(f"{here}.{peer}", p or {})) for peer, p in links.items())
+        return Switch(name, ports=tuple(profiles), links=tuple(ends))
 
     def port_profile(self, path: str, raw: dict[str, Any]) -> PortProfile:
         """An access port, a trunk (untagged frames only if asked), or a plain port."""

@@ -4,9 +4,10 @@ Every node belongs to exactly one machine, so no part builds a node another part
 
 - a host names its machine (`machine:`); its VMs are on it;
 - a switch, router or network has no field of its own: it is on the machine of the hosts its
-  cables reach (pNIC, router NIC and network cables, followed through switches). A cable group
-  that reaches hosts of two machines is refused (the parts would both build it, or one part
-  would bridge the other's underlay); one that reaches no host belongs to no part (refused).
+  cables reach (pNIC, router NIC and network cables, followed through switches and the links
+  between them). A cable group that reaches hosts of two machines is refused (the parts would
+  both build it, or one part would bridge the other's underlay); one that reaches no host
+  belongs to no part (refused).
 - The parts meet only through routed links: a router NIC with `link: NAME` instead of `switch:`,
   one on a router of each of two machines. A part plugs its end into a namespace it is given
   (`--link NAME=NETNS`): on one machine a "wire" namespace made by whoever stands for the
@@ -45,7 +46,8 @@ def placement(topo: Topology) -> dict[str, str]:
     cabled: dict[str, set[str]] = {h.name: {p.switch for p in h.pnics} for h in topo.hosts}
     cabled |= {r.name: {n.switch for n in r.nics if n.link is None} for r in topo.routers}
     cabled |= {n.name: {n.switch} for n in topo.networks}
-    groups = _cable_groups(cabled, [s.name for s in topo.switches])
+    links = tuple((link.a, link.b) for link in topo.switch_links())
+    groups = _cable_groups(cabled, [s.name for s in topo.switches], links)
     for group in groups:
         machines = sorted({place[n] for n in group if n in place})
         members = sorted(n for n in group if n not in place)
@@ -196,14 +198,20 @@ def _path(topo: Topology, node: str) -> str:
     return f"hosts.{node}"
 
 
-def _cable_groups(cabled: dict[str, set[str]], switches: list[str]) -> list[set[str]]:
-    """Nodes joined by cables (through switches), each group with its switches."""
+def _cable_groups(
+    cabled: dict[str, set[str]], switches: list[str], links: tuple[tuple[str, str], ...] = ()
+) -> list[set[str]]:
+    """Nodes joined by cables (through switches and the inter-switch links between them), each
+    group with its switches."""
     groups: list[set[str]] = []
     seen: set[str] = set()
     by_switch: dict[str, set[str]] = {s: set() for s in switches}
     for node, on in cabled.items():
         for s in on:
             by_switch.setdefault(s, set()).add(node)
+    for a, b in links:  # a linked switch is reached like a cabled node, both ways
+        by_switch.setdefault(a, set()).add(b)
+        by_switch.setdefault(b, set()).add(a)
     for start in [*cabled, *switches]:
         if start in seen:
             continue

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import Literal
 
-from netns_lab.topology.names import default_mac, segment_bridge, vm_port, vmknic_mac
+from netns_lab.topology.names import default_mac, link_port, segment_bridge, vm_port, vmknic_mac
 
 IfAddr = IPv4Interface | IPv6Interface
 IpAddr = IPv4Address | IPv6Address
@@ -173,13 +173,35 @@ class Host:
 
 @dataclass(frozen=True)
 class Switch:
-    """A physical (top-of-rack) switch; ports not in `ports` are plain, VLAN-unaware ports."""
+    """A physical (top-of-rack) switch; ports not in `ports` are plain, VLAN-unaware ports.
+    ``links`` are the inter-switch links declared at this switch: (the other switch, the VLAN
+    profile of both ends); the other switch does not declare them again."""
 
     name: str
     ports: tuple[tuple[str, PortProfile], ...] = ()  # (port name, profile) as declared
+    links: tuple[tuple[str, PortProfile], ...] = ()
 
     def port_profile(self, port: str) -> PortProfile:
         return dict(self.ports).get(port, UNTAGGED)
+
+
+@dataclass(frozen=True)
+class SwitchLink:
+    """One inter-switch link: a cable between port ``b`` of switch ``a`` and port ``a`` of switch
+    ``b`` (a link port is named after the switch at its other end), ``a`` the switch that
+    declares it."""
+
+    a: str
+    b: str
+    profile: PortProfile
+
+    @property
+    def name(self) -> str:
+        return f"{self.a}-{self.b}"
+
+    def ends(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """(switch, port) of both ends."""
+        return (self.a, link_port(self.b)), (self.b, link_port(self.a))
 
 
 @dataclass(frozen=True)
@@ -448,6 +470,28 @@ class Topology:
     def router(self, name: str) -> Router:
         return next(r for r in self.routers if r.name == name)
 
+    # -- the physical network --------------------------------------------------------------------
+    def switch_links(self) -> list[SwitchLink]:
+        """Every inter-switch link once, in declaration order."""
+        return [SwitchLink(s.name, peer, profile) for s in self.switches for peer, profile in s.links]
+
+    def links_of(self, switch: str) -> list[tuple[str, SwitchLink]]:
+        """(its port, the link) of every link of ``switch``."""
+        return [(port, link) for link in self.switch_links() for node, port in link.ends() if node == switch]
+
+    def reachable(self, switch: str, vlan: int | None) -> set[str]:
+        """The switches frames of ``vlan`` (None: untagged) reach from ``switch`` over links
+        that carry it, ``switch`` included."""
+        seen, todo = {switch}, [switch]
+        while todo:
+            here = todo.pop()
+            for _, link in self.links_of(here):
+                there = link.b if link.a == here else link.a
+                if link.profile.carries(vlan) and there not in seen:
+                    seen.add(there)
+                    todo.append(there)
+        return seen
+
     # -- the overlay ---------------------------------------------------------------------------
     def segment(self, name: str) -> Segment:
         return next(s for s in self.segments if s.name == name)
@@ -629,12 +673,15 @@ class Topology:
         return MirrorPath(network.switch, pairs, network=network.name)
 
     def _uplink_pnics(self, host: str | None, switch: str | None = None) -> list[PNic]:
-        """A host's pNICs that are vSwitch uplinks (they run the dataplane), on `switch` if given."""
+        """A host's pNICs that are vSwitch uplinks (they run the dataplane), on `switch` if given,
+        in the order of the vSwitches' uplinks: a team's first (active) member before its
+        standby ones, which drop what is sent through them."""
         h = next((h for h in self.hosts if h.name == host), None)
         if h is None:
             return []
-        uplinks = {u for vs in h.vswitches for u in vs.uplinks}
-        return [p for p in h.pnics if p.name in uplinks and switch in (None, p.switch)]
+        pnics = {p.name: p for p in h.pnics}
+        uplinks = dict.fromkeys(u for vs in h.vswitches for u in vs.uplinks if u in pnics)
+        return [pnics[u] for u in uplinks if switch in (None, pnics[u].switch)]
 
     def mirror_vlans(self, host: str, pnic: str) -> frozenset[int]:
         """Mirror VLANs whose copies cross `pnic` of `host`."""

@@ -47,6 +47,12 @@ def appliance_port(appliance: str, nic: str) -> str:
     return switch_port(appliance, nic)
 
 
+def link_port(peer: str) -> str:
+    """The port of an inter-switch link in a switch: named after the switch at the other end, as
+    a network's port is after the network (node names are unique, so it is unique in the switch)."""
+    return peer
+
+
 SWITCH_BRIDGE = "fabric"  # the bridge inside a physical switch's namespace
 NETWORK_IFNAME = "eth0"  # the interface inside an external network's namespace
 MIRROR_PORT = ("mirror0", "mirror1")  # a hypervisor's mirror port: copies to truncate go in, out

@@ -20,6 +20,7 @@ from ipaddress import IPv4Interface
 
 from netns_lab.topology import (
     validate_firewall,
+    validate_links,
     validate_mirror,
     validate_overlay,
     validate_placement,
@@ -53,6 +54,8 @@ def check(topo: Topology, declared: Declared) -> list[Issue]:
     left_out = LeftOut(topo, declared)
     _unique_nodes(found, declared)
     _references(found, topo, declared, left_out)
+    validate_links.check(found, topo, declared)
+    validate_team.beacons(found, topo)
     for host in topo.hosts:
         if not _uplinks(found, topo, host):
             left_out.mark("hosts", host.name)
@@ -228,6 +231,13 @@ def _switch_ifnames(topo: Topology) -> dict[str, list[IfEntry]]:
         for nic in appliance.nics:
             port = appliance_port(appliance.name, nic.name)
             add(appliance.switch, (port, f"appliances.{appliance.name}", f"switch port {port!r}"))
+    pairs = set()  # a pair linked twice is reported once, by validate_links
+    for link in (link for link in topo.switch_links() if link.a != link.b):
+        if frozenset((link.a, link.b)) in pairs:
+            continue
+        pairs.add(frozenset((link.a, link.b)))
+        for switch, port in link.ends():
+            add(switch, (port, f"switches.{link.a}.links.{link.b}", f"the port of link {link.name} {port!r}"))
     return entries
 
 

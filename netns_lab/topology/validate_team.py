@@ -9,7 +9,8 @@ host and belongs to one vSwitch only is checked with all uplinks in
 from __future__ import annotations
 
 from netns_lab.topology.errors import Found
-from netns_lab.topology.model import Host
+from netns_lab.topology.model import Host, Topology
+from netns_lab.topology.names import switch_port
 
 NEEDS_TEAM = (
     "{n} uplinks need a 'team:' (NIC teaming keeps one member active; plain uplinks would make a loop)"
@@ -31,3 +32,25 @@ def check(found: Found, host: Host) -> None:
                 f"{path}.team.detection",
                 f"beacon probing needs at least 2 members to hear each other ({vs.name} has 1 uplink)",
             )
+
+
+def beacons(found: Found, topo: Topology) -> None:
+    """Beacons are untagged frames (a tagged one is an ordinary frame): beacon probing needs the
+    switch port of every member to pass untagged frames, or each member's beacons are dropped
+    there and the members never hear each other."""
+    switches = {s.name: s for s in topo.switches}
+    for host in topo.hosts:
+        pnics = {p.name: p for p in host.pnics}
+        for vs in host.vswitches:
+            if vs.team is None or "beacon" not in vs.team.detection:
+                continue
+            for member in (pnics[u] for u in vs.uplinks if u in pnics):
+                port = switch_port(host.name, member.name)
+                switch = switches.get(member.switch)
+                if switch is not None and not switch.port_profile(port).carries(None):
+                    found.add(
+                        f"hosts.{host.name}.vswitches.{vs.name}.team.detection",
+                        f"beacons are untagged but {member.switch} port {port} carries no untagged "
+                        f"frames: add 'untagged: true' to switches.{member.switch}.ports.{port}, "
+                        "or detect by link only",
+                    )

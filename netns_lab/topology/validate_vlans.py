@@ -25,7 +25,8 @@ def check(found: Found, topo: Topology, left_out: LeftOut) -> None:
     if left_out.complete("hosts") and left_out.complete("networks") and left_out.complete("routers"):
         cabling = _cabling(topo)
         for switch in topo.switches:
-            _switch_ports(found, switch, cabling)
+            links = {port for port, _ in topo.links_of(switch.name)}
+            _switch_ports(found, switch, cabling, links)
 
 
 def _vlan_ids(found: Found, topo: Topology) -> None:
@@ -63,12 +64,14 @@ def _cabling(topo: Topology) -> dict[str, str]:
     return cabling | {network_port(n.name): n.switch for n in topo.networks}
 
 
-def _switch_ports(found: Found, switch: Switch, cabling: dict[str, str]) -> None:
+def _switch_ports(found: Found, switch: Switch, cabling: dict[str, str], links: set[str]) -> None:
     ports = [port for port, on in cabling.items() if on == switch.name]
     for port, _ in switch.ports:
         if port in ports:
             continue
-        if port in cabling:
+        if port in links:
+            hint = f"it is the link to {port}: its VLANs are declared once, in links"
+        elif port in cabling:
             hint = f"it is on {cabling[port]}"
         else:
             hint = did_you_mean(port, ports) + listing("ports", switch.name, ports)

@@ -11,17 +11,25 @@ dropped the packet, not that nobody was listening.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Raw, raw
 
-from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS
+from dataplane.abi import Direction, Reason
+from dataplane.switch import MAPS, PROGRAMS, SWITCH_MAPS, SWITCH_PROGRAMS, SwitchDataplane
+from netns_lab.features.team import faults as team_faults
 from netns_lab.features.vlan import plan as ports
 from netns_lab.kernel import netns
+from netns_lab.kernel.netlink import Netlink
 from netns_lab.lab import status
+from netns_lab.lab.state import pin_dir, state_dir
 from netns_lab.observe import probe
 from netns_lab.topology import loader
 from tests.lab import vlan_attacks as va
@@ -326,3 +334,124 @@ def test_fw_counters_connections_gc_and_events_from_the_cli(reference_lab: Lab, 
     assert any(row[3].endswith(" -> 10.40.0.31:5432") for row in table_rows(human) if len(row) > 4)
     shown = nlab("fw", "--lab", lab, "show", "web1", check=True).stdout
     assert any(row[:3] == ["10", "group:web", "in"] for row in table_rows(shown))
+
+
+# -- NIC teams across tor1 and tor2 (NIST 3): last in the module, as they fail and heal a link ---
+# hv2's prod and hv3's ops team [eth1 (tor2), eth0 (tor1)]; the link tor1-tor2 closes a loop
+# through each of them that only their standby members keep open.
+def _team_events(lab: Lab, host: str) -> list[dict]:
+    path = state_dir(lab.name) / f"team-{host}.events"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait_team_event(lab: Lab, host: str, after: int, kind: str, timeout: float = 15) -> dict:
+    """The first `kind` event of `host`'s monitor past its first `after` ones: the barrier."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in _team_events(lab, host)[after:] if e.get("event") == kind]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no {kind} event of {host}: {_team_events(lab, host)[after:]}")
+
+
+def _active(lab: Lab, host: str) -> str:
+    """The host's active member, read from its dataplane's team map (as `nlab status` does)."""
+    [team] = team_faults.teams_doc(loader.load(REFERENCE, lab=lab.name), host)
+    return team["active"]
+
+
+def _count(lab: Lab, node: str, port: str, direction: Direction, reason: Reason) -> int:
+    """Frames a switching node's port counted with `reason` in `direction`, from its pinned maps."""
+    with SwitchDataplane.open(pin_dir(lab.name) / node) as dp, Netlink(lab.ns(node)) as nl:
+        found = dp.counters(nl.index(port)).get((direction, reason))
+    return found.packets if found is not None else 0
+
+
+def _passed(lab: Lab, switch: str, port: str) -> tuple[int, int]:
+    """Frames a switch port passed (ingress: from its cable, egress: onto it)."""
+    return _count(lab, switch, port, Direction.INGRESS, Reason.PASS), _count(
+        lab, switch, port, Direction.EGRESS, Reason.PASS
+    )
+
+
+def _ping(lab: Lab, src: str, dst: str, count: int = 5) -> subprocess.CompletedProcess[str]:
+    args = ["ip", "netns", "exec", lab.ns(src), "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "1", dst]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+
+def _replies(proc: subprocess.CompletedProcess[str]) -> int:
+    assert "DUP!" not in proc.stdout, proc.stdout
+    return sum(1 for line in proc.stdout.splitlines() if "bytes from" in line)
+
+
+def test_the_reference_lab_has_its_link_and_its_teams(reference_lab: Lab) -> None:
+    doc = reference_lab.status()
+    links = {s["name"]: s["links"] for s in doc["switches"]}
+    trunk = ["management", "migration", "logging", "storage", "app", "db", "desktop"]
+    fields = ("name", "peer", "port", "mode", "allowed_names", "untagged", "up")
+    assert [tuple(k[f] for f in fields) for k in links["tor1"]] == [
+        ("tor1-tor2", "tor2", "tor2", "trunk", trunk, False, True)
+    ]
+    assert [(k["peer"], k["port"], k["up"]) for k in links["tor2"]] == [("tor1", "tor1", True)]
+    assert (_active(reference_lab, "hv2"), _active(reference_lab, "hv3")) == ("eth1", "eth1")
+    graph = nlab("graph", "--lab", reference_lab.name, check=True).stdout
+    assert '"switch/tor1" -- "switch/tor2"' in graph
+
+
+def test_a_failover_moves_app1_to_tor1_and_the_link_and_back(reference_lab: Lab) -> None:
+    """hv2 loses eth1's carrier: its team moves to eth0, app1 (hv2) and app2 (hv3, still on tor2)
+    keep talking through tor1 and the link; healed, the team fails back to eth1."""
+    lab = reference_lab
+    assert _replies(_ping(lab, "app2", "10.30.0.21")) == 5
+    before, link_before = len(_team_events(lab, "hv2")), _passed(lab, "tor1", "tor2")
+    nlab("fail", "hv2.eth1", "--lab", lab.name, "--json", check=True)
+    try:
+        move = _wait_team_event(lab, "hv2", before, "failover")
+        assert (move["from"], move["to"], move["cause"]) == ("eth1", "eth0", "carrier")
+        assert _active(lab, "hv2") == "eth0"
+        assert _replies(_ping(lab, "app2", "10.30.0.21")) == 5
+        link_after = _passed(lab, "tor1", "tor2")
+        # the requests came over the link into tor1, the replies went back onto it
+        assert link_after[0] - link_before[0] >= 5 and link_after[1] - link_before[1] >= 5
+    finally:
+        before = len(_team_events(lab, "hv2"))
+        nlab("heal", "hv2.eth1", "--lab", lab.name, "--json", check=True)
+    back = _wait_team_event(lab, "hv2", before, "failback")
+    assert (back["from"], back["to"]) == ("eth0", "eth1")
+    assert _active(lab, "hv2") == "eth1"
+    assert _replies(_ping(lab, "app2", "10.30.0.21")) == 5
+
+
+def test_a_broadcast_goes_round_the_loop_and_is_delivered_once(reference_lab: Lab) -> None:
+    """desk2 (hv2) sends broadcasts and unknown unicasts in the desktop VLAN. tor2 floods them to
+    hv3's active eth1 and over the link to tor1, which floods them to both standby members: hv3's
+    eth0 and hv2's own eth0 receive every one a second time (the loop is real: the positive
+    control, in the same taps) and the team drops them there, so desk1 (hv3) gets each broadcast
+    exactly once and hv3's vSwitch takes each unknown unicast once (desk1's port refuses it, not
+    its MAC, exactly once each). Nothing leaves a standby member."""
+    lab, count = reference_lab, 20
+    token = os.urandom(4).hex().encode()
+    broadcast, unknown = b"nlab-isl-bcast-" + token, b"nlab-isl-ucast-" + token
+    desk2 = va.own_barrier(lab.ns("desk2"), "eth0", "10.50.0.12/24")
+    flood = Ether(dst="02:00:00:00:99:99", src=desk2.mac) / ARP(
+        hwsrc=desk2.mac, psrc="10.50.0.12", pdst="10.50.0.250"
+    )
+    frames = [desk2.frame(broadcast), raw(flood / Raw(unknown))] * count
+    where = [("desk1", "eth0"), ("hv3", "eth1"), ("hv3", "eth0"), ("hv2", "eth0")]
+    drops_before = _count(lab, "hv3", "desk1-0", Direction.EGRESS, Reason.DST_MAC)
+    with va.taps((lab.ns(node), iface) for node, iface in where) as taps:
+        assert va.inject(lab.ns("desk2"), "eth0", frames) == 2 * count
+        seen = va.barriers(taps, {(lab.ns(node), iface): desk2 for node, iface in where})
+
+    def got(node: str, iface: str, what: bytes, outgoing: bool = False) -> int:
+        frames = seen[lab.ns(node), iface]
+        return sum(1 for f in frames if f.outgoing is outgoing and f.carries(what))
+
+    assert got("desk1", "eth0", broadcast) == count  # each broadcast once, not once per path
+    assert got("desk1", "eth0", unknown) == 0
+    assert _count(lab, "hv3", "desk1-0", Direction.EGRESS, Reason.DST_MAC) - drops_before == count
+    for node, iface in (("hv3", "eth1"), ("hv3", "eth0"), ("hv2", "eth0")):
+        assert (got(node, iface, broadcast), got(node, iface, unknown)) == (count, count), (node, iface)
+    for node in ("hv2", "hv3"):
+        assert got(node, "eth0", broadcast, outgoing=True) == got(node, "eth0", unknown, outgoing=True) == 0

@@ -134,7 +134,19 @@ def test_model_mapping() -> None:
     assert topo.vm("web1").gateway == IPv4Address("10.20.0.1")
     assert topo.vm("web1").nics[0].mac == default_mac("nist", "web1", 0)
     assert topo.host("hv1").pnics[1].pci_bus == "0000:81:00.0"
-    assert topo.host("hv2").vswitch("prod").uplinks == ("eth1",)
+    assert topo.host("hv2").vswitch("prod").uplinks == ("eth1", "eth0")
+    assert topo.host("hv2").vswitch("prod").team is not None
+    [link] = topo.switch_links()
+    assert (link.a, link.b, link.profile.untagged) == ("tor1", "tor2", False)
+    assert {topo.vlan_name(v) for v in link.profile.trunk} == {
+        "app",
+        "db",
+        "desktop",
+        "management",
+        "migration",
+        "logging",
+        "storage",
+    }
     assert topo.description == "NIST SP 800-125B reference data center"
 
 

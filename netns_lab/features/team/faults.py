@@ -2,7 +2,8 @@
 shows.
 
 A link is named from either end: ``HOST.PNIC`` or ``SWITCH.PORT`` (a switch's ports are named
-as `netns_lab.topology.names` makes them: ``hv1-eth0``, a network's, a router NIC's). Its faults:
+as `netns_lab.topology.names` makes them: ``hv1-eth0``, a network's, a router NIC's, ``tor2`` for
+tor1's end of the link to tor2; a fault on an inter-switch link is made at the end named). Its faults:
 
     carrier   the switch's end of the cable set down: both ends lose carrier, as with a pulled
               cable (what link-state detection sees)
@@ -61,6 +62,9 @@ def links(topo: Topology) -> dict[str, Link]:
     for r in topo.routers:
         for nic in r.nics:
             cable(r.name, nic.name, nic.switch, names.router_port(r.name, nic.name), False)
+    for link in topo.switch_links():  # an inter-switch link, from either switch: its own end
+        for switch, port in link.ends():
+            cable(switch, port, switch, port, False)
     return found
 
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from netns_lab.observe import probe
 from netns_lab.topology import names
-from netns_lab.topology.model import PortProfile, Topology
+from netns_lab.topology.model import PNic, PortProfile, Topology
 
 Severity = Literal["error", "warning"]
 RECOMMENDATION = "VM-VN-R1"
@@ -112,6 +112,9 @@ def _trunk_findings(topo: Topology, t: Trunk) -> list[Finding]:
                 "its traffic is lost",
             )
         )
+    team = topo.host(t.host).vswitch(t.vswitch).team
+    if team is not None and "beacon" in team.detection:
+        host_vlans.add(None)  # the members' beacons go untagged: the switch port must pass them
     for vid in sorted(switch_vlans - host_vlans, key=lambda v: -1 if v is None else v):
         findings.append(
             Finding(
@@ -126,8 +129,70 @@ def _trunk_findings(topo: Topology, t: Trunk) -> list[Finding]:
 
 
 def check(topo: Topology) -> list[Finding]:
-    """Static VM-VN-R1 check of every trunk; an empty list means every profile matches."""
-    return [f for t in trunks(topo) for f in _trunk_findings(topo, t)]
+    """Static VM-VN-R1 check of every trunk and of every team's standby path; an empty list means
+    every profile matches."""
+    return [f for t in trunks(topo) for f in _trunk_findings(topo, t)] + standby_path_findings(topo)
+
+
+def standby_path_findings(topo: Topology) -> list[Finding]:
+    """A team whose members sit on different switches moves its VLANs from one switch to the
+    other on a failover: inter-switch links must carry each of them between every two member
+    switches, or the VLAN is cut off from what lies behind the other switch after the failover.
+
+    Beacon probing needs untagged frames between the members' switches: the members hear each
+    other's beacons, untagged, across the links. A mirror VLAN that no port of the vSwitch uses
+    is not required: a mirror session's copies leave through the pNIC its path names
+    (``Topology.mirror_path``: the team's first member), not through whichever member is active."""
+    findings = []
+    for host in topo.hosts:
+        for vs in host.vswitches:
+            if vs.team is None:
+                continue
+            members = [p for name in vs.uplinks for p in host.pnics if p.name == name]
+            switches = list(dict.fromkeys(p.switch for p in members))
+            ports = {vlan for _, vlan in topo.vswitch_ports(host.name, vs.name)}
+            profile = topo.uplink_profile(host.name, vs.name)
+            mirror_only = {v for v in profile.trunk if v not in ports and vs.trunk is None}
+            beacons = {None} if "beacon" in vs.team.detection else set()  # beacons go untagged
+            needed = sorted(_carried(profile) - mirror_only | beacons, key=lambda v: -1 if v is None else v)
+            for i, here in enumerate(switches):
+                for there in switches[i + 1 :]:
+                    findings += _standby_gaps(topo, host.name, vs.name, members, (here, there), needed)
+    return findings
+
+
+def _standby_gaps(
+    topo: Topology,
+    host: str,
+    vswitch: str,
+    members: list[PNic],
+    pair: tuple[str, str],
+    needed: list[int | None],
+) -> list[Finding]:
+    here, there = pair
+    on = {s: ", ".join(p.name for p in members if p.switch == s) for s in pair}
+    trunk = f"{host}.{vswitch} team: {here} <-> {there}"
+    vlans = {v for link in topo.switch_links() for v in (None, *link.profile.trunk, link.profile.access)}
+    linked = any(there in topo.reachable(here, v) for v in vlans)
+    found = []
+    for vid in needed:
+        if there in topo.reachable(here, vid):
+            continue
+        why = (
+            f"no inter-switch link path between {here} and {there} carries it"
+            if linked
+            else f"{here} and {there} are not joined by any inter-switch link"
+        )
+        found.append(
+            Finding(
+                "error",
+                trunk,
+                _label(topo, vid),
+                f"{host}'s team {vswitch} carries it through {on[here]} ({here}) and {on[there]} ({there}), "
+                f"but {why}: after a failover it no longer reaches what lies behind the other switch",
+            )
+        )
+    return found
 
 
 def recommendation(topo: Topology) -> dict[str, Any]:

@@ -4,8 +4,9 @@ A hypervisor's ports: every VM NIC and VMkernel NIC port (edge ports: access or 
 guarded against switch-control frames), every vSwitch uplink (a trunk with the vSwitch's
 profile) and the VXLAN device of each segment's vSwitch (its uplink: plain, segments carry no
 VLAN). A physical switch's ports: one per cabled pNIC, underlay router NIC and external network,
-with the profile declared in `switches.<name>.ports` (plain when not declared), all guarded: no
-host, router or network may speak STP/DTP to the fabric.
+with the profile declared in `switches.<name>.ports` (plain when not declared), and one per
+inter-switch link with the link's profile, all guarded: no host, router or network may speak
+STP/DTP to the fabric.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from dataclasses import dataclass
 
 from dataplane.switch import PortVlans
 from netns_lab.topology import names
-from netns_lab.topology.model import PortProfile, Topology
+from netns_lab.topology.model import PortProfile, SwitchLink, Topology
 
 
 @dataclass(frozen=True)
 class SwitchPort:
     name: str  # interface name in the switching node's namespace
-    role: str  # "vm", "vmknic", "uplink", "vxlan", "host", "router", "network"
+    role: str  # "vm", "vmknic", "uplink", "vxlan", "host", "router", "network", "link"
     owner: str  # the VM, VMkernel NIC, vSwitch, segment, pNIC, router NIC or network on the other side
     vlans: PortVlans
 
@@ -90,7 +91,15 @@ def switch_ports(topo: Topology, switch: str) -> list[SwitchPort]:
         if a.switch == switch
         for n in a.nics
     ]
+    # an inter-switch link: both ends carry what the link declares; guarded too, the lab's
+    # physical network has no spanning tree for a control frame to speak to
+    ports += [SwitchPort(port, "link", link.name, link_vlans(link)) for port, link in topo.links_of(switch)]
     return ports
+
+
+def link_vlans(link: SwitchLink) -> PortVlans:
+    """The VLAN policy of both ends of an inter-switch link."""
+    return _from_profile(link.profile, guard=True)
 
 
 def port_vlans(topo: Topology) -> dict[str, dict[str, PortVlans]]:
