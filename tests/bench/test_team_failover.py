@@ -65,10 +65,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds a 
 def lab() -> Iterator[str]:
     pytest.importorskip("bcc", reason="needs bcc (Debian python3-bpfcc, seen through the venv)")
     from tests.lab.conftest import running
-    from tests.lab.team_traffic import cable_switches
 
     with running(TOPOLOGY) as made:
-        cable_switches(made.name, "hva")
         _static_neighbours(made.name)
         for host in VM_OF:
             _wait(lambda h=host: _healthy(made.name, h), 30, f"{host}'s members healthy")

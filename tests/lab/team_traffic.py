@@ -1,6 +1,6 @@
 """The test side of the streams (tests/lab/streams.py) that cross a team: each end a process in a
 VM's namespace, read line by line; taps on the team's members that say through which member
-each datagram of a stream arrived; the cable between the two switches a team spans. Used by
+each datagram of a stream arrived. Used by
 tests/lab/test_team_lab.py and tests/bench/test_team_failover.py.
 
 The ends' own lines are the barriers (`ready` once a receiver listens, `first` once the stream
@@ -22,12 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataplane.switch import SwitchDataplane
-from netns_lab.features.vlan import plan as vlan_plan
-from netns_lab.kernel.netlink import Netlink
 from netns_lab.kernel.packet import PACKET_STATISTICS, SOL_PACKET, packet_socket
-from netns_lab.lab.state import LabState, pin_dir
-from netns_lab.topology import names
+from netns_lab.lab.state import LabState
 from netns_lab.topology.loader import load_text
 from netns_lab.topology.model import Topology
 
@@ -148,20 +144,3 @@ def lab_topology(lab: str) -> Topology:
     st = LabState.read(lab)
     assert st is not None, f"lab {lab} is not up"
     return load_text(st.topology_text() or "", st.source, lab=lab)
-
-
-def cable_switches(lab: str, host: str = "hv1") -> None:
-    """tor1 - tor2 (the topology language has no switch-to-switch link yet), a port on each
-    switch configured like `host`'s port there (the same VLANs) and gated by the switch's own
-    programs, as the builder attaches a port."""
-    policies = vlan_plan.port_vlans(lab_topology(lab))
-    with Netlink(names.namespace(lab, "tor1")) as a, Netlink(names.namespace(lab, "tor2")) as b:
-        a.veth("isl", "isl", names.namespace(lab, "tor2"), master=names.SWITCH_BRIDGE)
-        b.enslave("isl", names.SWITCH_BRIDGE)
-        for nl, switch, pnic in ((a, "tor1", "eth0"), (b, "tor2", "eth1")):
-            with SwitchDataplane.open(pin_dir(lab) / switch) as dp:
-                ifindex = nl.index("isl")
-                dp.configure(ifindex, policies[switch][names.switch_port(host, pnic)])
-                dp.attach(nl.tc_socket(), ifindex, vm=False)
-        a.up("isl")
-        b.up("isl")

@@ -27,7 +27,7 @@ from netns_lab.lab.state import pin_dir, state_dir
 from netns_lab.observe import watch
 from tests.lab.conftest import Lab, nlab, running
 from tests.lab.streams import GAP
-from tests.lab.team_traffic import INTERVAL, TCP_PORT, UDP_PORT, End, MemberTaps, cable_switches, ends
+from tests.lab.team_traffic import INTERVAL, TCP_PORT, UDP_PORT, End, MemberTaps, ends
 
 TOPOLOGY = Path(__file__).with_name("team_pair.yaml")
 PEER, VM_IP = "peer", "10.14.0.11"
@@ -135,7 +135,6 @@ def wait_beacons_flow(lab: Lab, timeout: float = 15) -> None:
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Lab]:
     with running(TOPOLOGY) as lab:
-        cable_switches(lab.name)
         wait_beacons_flow(lab)  # the barrier of every test: the members hear each other
         yield lab
 

@@ -18,8 +18,12 @@ def test_both_ends_of_a_cable_name_its_switch_end() -> None:
     topo = load(REPO / "tests" / "lab" / "team_pair.yaml")
     found = links(topo)
     assert sorted(found) == [
-        "hv1.eth0", "hv1.eth1", "hv2.eth0", "tor1.hv1-eth0", "tor1.hv2-eth0", "tor1.peer", "tor2.hv1-eth1",
+        "hv1.eth0", "hv1.eth1", "hv2.eth0", "tor1.hv1-eth0", "tor1.hv2-eth0", "tor1.peer", "tor1.tor2",
+        "tor2.hv1-eth1", "tor2.tor1",
     ]  # fmt: skip
+    # a link between two switches has a switch at both ends: each end names its own fault
+    assert (found["tor1.tor2"].switch, found["tor1.tor2"].port) == ("tor1", "tor2")
+    assert (found["tor2.tor1"].switch, found["tor2.tor1"].port) == ("tor2", "tor1")
     assert found["hv1.eth0"] == Link("hv1.eth0", "hv1", "eth0", "tor1", "hv1-eth0")
     assert (found["tor1.hv1-eth0"].switch, found["tor1.hv1-eth0"].port) == ("tor1", "hv1-eth0")
     assert (found["tor1.peer"].switch, found["tor1.peer"].port) == ("tor1", "peer")
