@@ -210,14 +210,16 @@ def test_down_stops_processes_left_in_the_lab(make_lab) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and sleeper.pid not in _lab_processes(lab):
             time.sleep(0.05)
-        # the lab's own: one connection sweeper per hypervisor (netns_lab/lab/sweeper.py) and the
-        # event hub (netns_lab/lab/eventhub.py)
+        # the lab's own: one connection sweeper per hypervisor (netns_lab/lab/sweeper.py), the
+        # event hub (netns_lab/lab/eventhub.py) and a team monitor per teamed host (hv2, hv3)
         own = [pid for pid in _lab_processes(lab) if pid != sleeper.pid]
         assert sleeper.pid in _lab_processes(lab)
         kinds = sorted(cmdline(pid).split(" -m ")[1].split()[0] for pid in own)
-        assert kinds == ["netns_lab.lab.eventhub", *["netns_lab.lab.sweeper"] * 3], [
-            cmdline(pid) for pid in own
-        ]
+        assert kinds == [
+            *["netns_lab.features.team.monitor"] * 2,
+            "netns_lab.lab.eventhub",
+            *["netns_lab.lab.sweeper"] * 3,
+        ], [cmdline(pid) for pid in own]
         down = json.loads(nlab("down", lab.name, "--json").stdout)
         assert sorted(down["processes"]) == sorted([sleeper.pid, *own])
         assert sleeper.wait(10) != 0

@@ -113,7 +113,9 @@ def _through(profile: PortProfile, tag: int | None) -> int | None:
 def _on_switch(topo: Topology, vm: Vm, nic: Nic) -> dict[str, int | None]:
     """Physical switch -> the VLAN `nic`'s frames are in there (switches it cannot reach left out)."""
     host = topo.host(vm.host)
-    uplinks = host.vswitch(nic.vswitch).uplinks
+    vswitch = host.vswitch(nic.vswitch)
+    # a team forwards through its active member only: the first, as the lab is built
+    uplinks = vswitch.uplinks[:1] if vswitch.team is not None else vswitch.uplinks
     on_wire = _through(topo.uplink_profile(vm.host, nic.vswitch), nic.vlan)
     found: dict[str, int | None] = {}
     if on_wire == BLOCKED:
