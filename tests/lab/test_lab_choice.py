@@ -11,31 +11,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import REPO, Lab, running
+from tests.helpers import nlab
+from tests.lab.conftest import Lab, running
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (namespaces, eBPF)")
 TOPOLOGY = Path(__file__).with_name("two_vms.yaml")
-
-
-def nlab(*args: str, env_lab: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "NLAB_LAB"}
-    if env_lab is not None:
-        env["NLAB_LAB"] = env_lab
-    return subprocess.run(
-        [sys.executable, "-m", "netns_lab", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,6 @@ rules (one row per id, merged; a gap in the features is an error) and bad input.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +15,12 @@ from netns_lab.features.compliance.recommendations import IDS, RECOMMENDATIONS
 from netns_lab.features.registry import FEATURES
 from netns_lab.topology import loader
 from netns_lab.topology.model import Topology
+from tests.helpers import nlab
 
 REPO = Path(__file__).resolve().parents[2]
 LABS = REPO / "labs"
 REFERENCE = LABS / "nist-800-125b.yaml"
 ROW_KEYS = {"id", "status", "reason", "objects"}
-
-
-def nlab(*args: str, env_lab: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "NLAB_LAB"}
-    if env_lab is not None:
-        env["NLAB_LAB"] = env_lab
-    return subprocess.run(
-        [sys.executable, "-m", "netns_lab", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        check=False,
-    )
 
 
 def variant(edits: dict[str, str], path: Path = REFERENCE) -> Topology:

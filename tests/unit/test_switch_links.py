@@ -16,9 +16,9 @@ from netns_lab.features.vlan import checks as vlancheck
 from netns_lab.features.vlan import plan
 from netns_lab.observe import graph
 from netns_lab.topology import machines
-from netns_lab.topology.errors import TopologyError
 from netns_lab.topology.loader import load, load_text
 from netns_lab.topology.model import PortProfile
+from tests.helpers import load_errors as errors
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "labs" / "nist-800-125b.yaml"
@@ -44,12 +44,6 @@ vms:
 
 def teamed(link: str) -> str:
     return TEAMED.replace("LINK", link)
-
-
-def errors(text: str) -> set[str]:
-    with pytest.raises(TopologyError) as caught:
-        load_text(text, "lab.yaml")
-    return {str(issue) for issue in caught.value.errors}
 
 
 def test_link_profiles_like_ports() -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from netns_lab.features.team import checks, frames, plan
-from netns_lab.topology.errors import TopologyError
 from netns_lab.topology.loader import load, load_text
 from netns_lab.topology.model import Team
+from tests.helpers import load_errors as errors
 
 REPO = Path(__file__).resolve().parents[2]
 TEAMS = REPO / "labs" / "teams.yaml"
@@ -42,12 +42,6 @@ PATH = "hosts.hv1.vswitches.vs1"
 
 def with_team(team: str, base: str = BASE) -> str:
     return base.replace("TEAM", team)
-
-
-def errors(text: str) -> set[str]:
-    with pytest.raises(TopologyError) as caught:
-        load_text(text, "lab.yaml")
-    return {str(issue) for issue in caught.value.errors}
 
 
 # -- the model -----------------------------------------------------------------------------------
